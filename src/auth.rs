@@ -1,0 +1,187 @@
+//! Connection tokens: verifying them (every session) and minting them (`fanout token`).
+//!
+//! The algorithm is pinned by configuration: a token whose header names any other algorithm
+//! (including `none`, or HS256 signed with an RSA public key as the secret) is rejected before
+//! its signature is looked at. `exp` and `sub` are required.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{EncodingKey, Header, Validation};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::channel::{Channel, ChannelPattern, parse_patterns};
+use crate::config::JwtConfig;
+
+/// The claims fanout reads. Unknown claims are ignored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id; a JSON string or number.
+    #[serde(deserialize_with = "string_or_number")]
+    pub sub: String,
+    pub exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    /// Channels this token may subscribe to: exact names or prefixes ending in `*`.
+    #[serde(
+        default,
+        deserialize_with = "list_or_string",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub channels: Vec<String>,
+    /// Application data about the user (shown to others in presence, later).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+}
+
+/// Who a verified token says the client is, and what it may do.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub user: String,
+    /// Seconds since the Unix epoch.
+    pub expires_at: i64,
+    pub channels: Vec<ChannelPattern>,
+    pub info: Option<serde_json::Value>,
+}
+
+impl Identity {
+    /// Whether the token's `channels` claim grants this channel.
+    pub fn grants(&self, channel: &Channel) -> bool {
+        self.channels.iter().any(|p| p.matches(channel))
+    }
+}
+
+/// Why a token was refused. The message is safe to show to the client and to log: it never
+/// contains the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct AuthError(pub &'static str);
+
+/// Checks tokens against the configured key and rules.
+#[derive(Clone)]
+pub struct Verifier {
+    jwt: JwtConfig,
+    validation: Validation,
+}
+
+impl Verifier {
+    pub fn new(jwt: &JwtConfig) -> Verifier {
+        let mut validation = Validation::new(jwt.algorithm);
+        validation.leeway = jwt.leeway_s;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        if jwt.audience.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&jwt.audience);
+        }
+        if !jwt.issuer.is_empty() {
+            validation.set_issuer(&jwt.issuer);
+        }
+        Verifier {
+            jwt: jwt.clone(),
+            validation,
+        }
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let data = jsonwebtoken::decode::<Claims>(token, &self.jwt.decoding_key, &self.validation)
+            .map_err(|e| AuthError(describe(e.kind())))?;
+        let claims = data.claims;
+        if Channel::user(&claims.sub).is_err() {
+            return Err(AuthError(
+                "token `sub` is not a valid user id (letters, digits, `_ - . : @`, at most 123 bytes)",
+            ));
+        }
+        Ok(Identity {
+            channels: parse_patterns(claims.channels.iter().map(String::as_str)),
+            user: claims.sub,
+            expires_at: claims.exp,
+            info: claims.info,
+        })
+    }
+}
+
+fn describe(kind: &ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::ExpiredSignature => "token expired",
+        ErrorKind::ImmatureSignature => "token not valid yet (nbf)",
+        ErrorKind::InvalidSignature => "token signature does not verify",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            "token algorithm is not the one this server accepts"
+        }
+        ErrorKind::InvalidAudience => "token audience (aud) not accepted",
+        ErrorKind::InvalidIssuer => "token issuer (iss) not accepted",
+        ErrorKind::MissingRequiredClaim(c) if c == "exp" => "token has no `exp` claim",
+        ErrorKind::MissingRequiredClaim(c) if c == "sub" => "token has no `sub` claim",
+        ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim",
+        ErrorKind::InvalidClaimFormat(_) | ErrorKind::Json(_) => "token claims are malformed",
+        _ => "token is malformed",
+    }
+}
+
+/// What `fanout token` puts in a development token.
+#[derive(Debug, Clone, Default)]
+pub struct TokenRequest {
+    pub sub: String,
+    pub channels: Vec<String>,
+    pub ttl: Duration,
+    pub info: Option<serde_json::Value>,
+    pub audience: Option<String>,
+    pub issuer: Option<String>,
+}
+
+/// Signs a token with the configured algorithm.
+pub fn mint(
+    jwt: &JwtConfig,
+    key: &EncodingKey,
+    req: &TokenRequest,
+) -> Result<String, jsonwebtoken::errors::Error> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    let claims = Claims {
+        sub: req.sub.clone(),
+        exp: now + req.ttl.as_secs() as i64,
+        iat: Some(now),
+        channels: req.channels.clone(),
+        info: req.info.clone(),
+        aud: req
+            .audience
+            .clone()
+            .or_else(|| jwt.audience.first().cloned()),
+        iss: req.issuer.clone().or_else(|| jwt.issuer.first().cloned()),
+    };
+    jsonwebtoken::encode(&Header::new(jwt.algorithm), &claims, key)
+}
+
+fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Sub {
+        S(String),
+        N(serde_json::Number),
+    }
+    Ok(match Sub::deserialize(d)? {
+        Sub::S(s) => s,
+        Sub::N(n) => n.to_string(),
+    })
+}
+
+fn list_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum L {
+        List(Vec<String>),
+        One(String),
+    }
+    Ok(match L::deserialize(d)? {
+        L::List(v) => v,
+        L::One(s) => s.split(',').map(|x| x.trim().to_owned()).collect(),
+    })
+}

@@ -1,0 +1,271 @@
+//! The `fanout` command line: `serve`, `check-config`, `token`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use jsonwebtoken::{Algorithm, EncodingKey};
+
+use crate::auth::{TokenRequest, mint};
+use crate::config::{Config, LogFormat, SettingsArgs, reference_table};
+use crate::server::Server;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fanout",
+    version,
+    about = "Real-time WebSocket fan-out gateway",
+    long_about = "Real-time WebSocket fan-out gateway.\n\nEvery setting is a flag, a FANOUT_* environment variable and a key of the --config TOML file; precedence is flag > environment > file > default."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (on the in-process broker).
+    Serve {
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
+    /// Validate a configuration and explain every problem in it.
+    CheckConfig {
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
+    /// Print a signed connection token, for development and tests.
+    Token {
+        /// The user id (`sub` claim).
+        #[arg(long)]
+        sub: String,
+        /// Channels the token may subscribe to: exact names or prefixes ending in `*`.
+        #[arg(long, value_delimiter = ',')]
+        channels: Vec<String>,
+        /// Lifetime, e.g. `30m`, `1h`, `7d`.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// JSON value for the `info` claim.
+        #[arg(long)]
+        info: Option<String>,
+        /// `aud` claim (default: the first jwt_audience, if any).
+        #[arg(long)]
+        aud: Option<String>,
+        /// `iss` claim (default: the first jwt_issuer, if any).
+        #[arg(long)]
+        iss: Option<String>,
+        /// PEM private key, needed with jwt_public_key (RS*/PS*/ES* algorithms).
+        #[arg(long, value_name = "PEM_FILE")]
+        private_key: Option<PathBuf>,
+        #[command(flatten)]
+        settings: SettingsArgs,
+    },
+    /// Print the configuration reference as a Markdown table (used for the README).
+    #[command(hide = true)]
+    ConfigReference,
+}
+
+/// Runs the command line; the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { settings } => serve(settings),
+        Command::CheckConfig { settings } => check_config(settings),
+        Command::Token {
+            sub,
+            channels,
+            ttl,
+            info,
+            aud,
+            iss,
+            private_key,
+            settings,
+        } => {
+            let request = TokenRequest {
+                sub,
+                channels,
+                ttl,
+                info: None,
+                audience: aud,
+                issuer: iss,
+            };
+            token(settings, request, info, private_key)
+        }
+        Command::ConfigReference => {
+            print!("{}", reference_table());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn load(settings: &SettingsArgs) -> Result<Config, ExitCode> {
+    settings.resolve().map_err(|problems| {
+        eprint!("{problems}");
+        for w in &problems.warnings {
+            eprintln!("  warning: {w}");
+        }
+        eprintln!("run `fanout check-config --help` for the list of settings");
+        ExitCode::from(2)
+    })
+}
+
+fn serve(settings: SettingsArgs) -> ExitCode {
+    let config = match load(&settings) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(&config);
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listen = config.listen;
+        let server = match Server::bind(config).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(%listen, error = %e, "cannot listen");
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = server.local_addr().map_or(listen, |a| a);
+        let node = server.node();
+        tracing::info!(
+            %addr,
+            node = %node.config.node_id,
+            broker = node.hub.broker().kind(),
+            "listening"
+        );
+        match server.run(shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!(error = %e, "server failed");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+fn check_config(settings: SettingsArgs) -> ExitCode {
+    match settings.resolve() {
+        Ok(config) => {
+            println!("configuration is valid");
+            for w in &config.warnings {
+                println!("  warning: {w}");
+            }
+            print!("{}", config.summary());
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            print!("{problems}");
+            for w in &problems.warnings {
+                println!("  warning: {w}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token(
+    settings: SettingsArgs,
+    mut request: TokenRequest,
+    info: Option<String>,
+    private_key: Option<PathBuf>,
+) -> ExitCode {
+    let config = match load(&settings) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Some(info) = info {
+        match serde_json::from_str(&info) {
+            Ok(v) => request.info = Some(v),
+            Err(e) => {
+                eprintln!("--info must be JSON: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let key = match (&config.jwt.encoding_key, private_key) {
+        (Some(key), _) => key.clone(),
+        (None, Some(path)) => match signing_key(config.jwt.algorithm, &path) {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("--private-key {}: {e}", path.display());
+                return ExitCode::from(2);
+            }
+        },
+        (None, None) => {
+            eprintln!(
+                "tokens for {:?} are signed with a private key: pass --private-key <PEM_FILE>",
+                config.jwt.algorithm
+            );
+            return ExitCode::from(2);
+        }
+    };
+    match mint(&config.jwt, &key, &request) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot sign the token: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn signing_key(alg: Algorithm, path: &PathBuf) -> Result<EncodingKey, String> {
+    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
+    let key = match alg {
+        Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&pem),
+        _ => EncodingKey::from_rsa_pem(&pem),
+    };
+    key.map_err(|e| format!("not a private key for {alg:?}: {e}"))
+}

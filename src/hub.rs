@@ -1,0 +1,241 @@
+//! The local channel registry and fan-out.
+//!
+//! The hub knows which local connections are subscribed to which channels, tells the broker
+//! when this node's interest in a channel starts and ends, and fans every publication out to
+//! the local subscribers: encoded once into WebSocket frame bytes, then queued on each
+//! subscriber's [`Outbox`] without waiting.
+//!
+//! Invariants:
+//! - A channel is in `channels` exactly while the broker is subscribed to it for this node.
+//!   Joins and leaves of one channel are serialised by an interest lock (striped by channel),
+//!   held across the broker call, so a join racing the last leave can never end with a local
+//!   subscriber and no broker subscription.
+//! - A reply pushed by `subscribe` is queued before any message of the new channels, and a
+//!   reply pushed by `unsubscribe` after the last one.
+//! - Fan-out takes one channel's subscriber lock at a time and never awaits.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+
+use crate::broker::{Broker, BrokerError, Publication};
+use crate::channel::Channel;
+use crate::metrics::Metrics;
+use crate::outbox::{Outbox, Pushed};
+use crate::protocol;
+
+/// Identifies a connection within this node.
+pub type ConnId = u64;
+
+const INTEREST_STRIPES: usize = 64;
+
+pub struct Hub {
+    channels: DashMap<Channel, Arc<Subscribers>>,
+    interest: Box<[tokio::sync::Mutex<()>]>,
+    stripe_hasher: RandomState,
+    broker: Arc<dyn Broker>,
+    metrics: Arc<Metrics>,
+}
+
+/// The local subscribers of one channel.
+#[derive(Default)]
+struct Subscribers {
+    by_conn: Mutex<HashMap<ConnId, Arc<Outbox>>>,
+}
+
+impl Subscribers {
+    fn lock(&self) -> MutexGuard<'_, HashMap<ConnId, Arc<Outbox>>> {
+        // Updates are single inserts/removes; a poisoned map is still consistent.
+        self.by_conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The broker's handle on the hub: where it delivers publications.
+///
+/// Weak, because the hub owns the broker; a publication arriving during shutdown, after the
+/// hub is gone, is simply dropped.
+#[derive(Clone)]
+pub struct HubSink(Weak<Hub>);
+
+impl HubSink {
+    /// Fans a publication out to this node's subscribers; returns how many were queued.
+    pub fn deliver(&self, publication: &Publication) -> usize {
+        match self.0.upgrade() {
+            Some(hub) => hub.deliver(publication),
+            None => 0,
+        }
+    }
+}
+
+impl Hub {
+    /// Builds the hub and its broker; the broker gets a [`HubSink`] to deliver into.
+    pub fn new(
+        metrics: Arc<Metrics>,
+        make_broker: impl FnOnce(HubSink) -> Arc<dyn Broker>,
+    ) -> Arc<Hub> {
+        Arc::new_cyclic(|weak| Hub {
+            channels: DashMap::new(),
+            interest: (0..INTEREST_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            stripe_hasher: RandomState::new(),
+            broker: make_broker(HubSink(weak.clone())),
+            metrics,
+        })
+    }
+
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
+    }
+
+    /// Number of channels with at least one local subscriber.
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    /// Subscribes a connection to `channels` (distinct, not yet subscribed by this connection)
+    /// and queues `reply` on its outbox before any message of those channels.
+    ///
+    /// Nothing is subscribed if the broker refuses a channel this node did not hold yet.
+    pub async fn subscribe(
+        &self,
+        conn: ConnId,
+        outbox: &Arc<Outbox>,
+        channels: &[Channel],
+        reply: Option<Bytes>,
+    ) -> Result<(), BrokerError> {
+        let mut channels: Vec<&Channel> = channels.iter().collect();
+        channels.sort();
+        channels.dedup();
+        let _interest = self.lock_interest(&channels).await;
+
+        let new: Vec<Channel> = channels
+            .iter()
+            .filter(|c| !self.channels.contains_key(**c))
+            .map(|c| (*c).clone())
+            .collect();
+        if !new.is_empty() {
+            self.broker.subscribe(&new).await?;
+        }
+        let entries: Vec<Arc<Subscribers>> = channels
+            .iter()
+            .map(|c| self.channels.entry((*c).clone()).or_default().clone())
+            .collect();
+        // Hold every channel's subscriber lock (in sorted channel order, the only order in
+        // which more than one is ever held) while inserting and queueing the reply, so no
+        // message of these channels can be queued ahead of the reply.
+        let mut guards: Vec<_> = entries.iter().map(|s| s.lock()).collect();
+        for guard in &mut guards {
+            guard.insert(conn, outbox.clone());
+        }
+        if let Some(reply) = reply {
+            // A reply that overflows closes the connection as slow; nothing else to do here.
+            let _ = outbox.push(reply);
+        }
+        drop(guards);
+        self.metrics.subscriptions.add(channels.len() as i64);
+        self.metrics.channels.set(self.channels.len() as i64);
+        Ok(())
+    }
+
+    /// Removes a connection from `channels`, then queues `reply` after the last message of
+    /// those channels. Channels left without local subscribers are released at the broker.
+    pub async fn unsubscribe(
+        &self,
+        conn: ConnId,
+        outbox: &Outbox,
+        channels: &[Channel],
+        reply: Option<Bytes>,
+    ) {
+        let mut channels: Vec<&Channel> = channels.iter().collect();
+        channels.sort();
+        channels.dedup();
+        let _interest = self.lock_interest(&channels).await;
+
+        let mut emptied = Vec::new();
+        let mut removed = 0i64;
+        for channel in &channels {
+            let Some(subs) = self.channels.get(*channel).map(|e| e.clone()) else {
+                continue;
+            };
+            let mut by_conn = subs.lock();
+            if by_conn.remove(&conn).is_some() {
+                removed += 1;
+            }
+            if by_conn.is_empty() {
+                // Safe: joins of this channel wait on the interest lock we hold.
+                self.channels.remove(*channel);
+                emptied.push((*channel).clone());
+            }
+        }
+        if let Some(reply) = reply {
+            let _ = outbox.push(reply);
+        }
+        self.metrics.subscriptions.sub(removed);
+        self.metrics.channels.set(self.channels.len() as i64);
+        if !emptied.is_empty()
+            && let Err(e) = self.broker.unsubscribe(&emptied).await
+        {
+            // The channel is gone from the registry either way; a broker that lost the
+            // connection drops the subscription with it.
+            tracing::warn!(error = %e, channels = emptied.len(), "broker unsubscribe failed");
+        }
+    }
+
+    /// Fans a publication out to local subscribers; returns how many were queued.
+    pub fn deliver(&self, publication: &Publication) -> usize {
+        self.metrics.messages_received.inc();
+        let Some(subs) = self.channels.get(&publication.channel).map(|e| e.clone()) else {
+            return 0;
+        };
+        let frame = protocol::message_frame(&publication.channel, &publication.payload);
+        let mut queued = 0u64;
+        let mut slow = 0u64;
+        let mut dropped = 0u64;
+        {
+            let by_conn = subs.lock();
+            for outbox in by_conn.values() {
+                match outbox.push(frame.clone()) {
+                    Ok(Pushed::Queued) => queued += 1,
+                    Ok(Pushed::Discarded) => dropped += 1,
+                    Err(overflow) => {
+                        slow += 1;
+                        dropped += overflow.dropped as u64;
+                    }
+                }
+            }
+        }
+        self.metrics.deliveries.inc_by(queued);
+        if slow > 0 {
+            self.metrics.slow_consumers.inc_by(slow);
+        }
+        if dropped > 0 {
+            self.metrics
+                .messages_dropped
+                .with_label_values(&["slow_consumer"])
+                .inc_by(dropped);
+        }
+        self.metrics
+            .dispatch_latency
+            .observe(publication.received_at.elapsed().as_secs_f64());
+        queued as usize
+    }
+
+    /// Locks the interest stripes of `channels` in ascending stripe order (deadlock-free).
+    async fn lock_interest(&self, channels: &[&Channel]) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
+        let mut stripes: Vec<usize> = channels
+            .iter()
+            .map(|c| self.stripe_hasher.hash_one(c) as usize % INTEREST_STRIPES)
+            .collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let mut guards = Vec::with_capacity(stripes.len());
+        for s in stripes {
+            guards.push(self.interest[s].lock().await);
+        }
+        guards
+    }
+}

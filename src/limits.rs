@@ -1,0 +1,206 @@
+//! Admission control and rate limits: who may open a connection, and how fast a connection
+//! may send.
+//!
+//! Connection counts are held by RAII slots ([`NodeSlot`], [`UserSlot`]) so that every exit
+//! path of a session, including panics and early upgrade failures, gives its slot back.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use dashmap::DashMap;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+
+use crate::config::Limits;
+
+/// Why a new connection was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// More new connections per second than `max_new_connections_per_s`.
+    RateLimited,
+    /// `max_connections` reached on this node.
+    NodeFull,
+    /// `max_connections_per_user` reached for this user on this node.
+    UserFull,
+}
+
+impl Refusal {
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::RateLimited => "rate_limited",
+            Refusal::NodeFull => "node_full",
+            Refusal::UserFull => "user_full",
+        }
+    }
+}
+
+/// Connection admission for one node.
+pub struct Admission {
+    max_connections: usize,
+    max_per_user: usize,
+    open: AtomicUsize,
+    per_user: DashMap<String, usize>,
+    new_connections: DefaultDirectRateLimiter,
+}
+
+impl Admission {
+    pub fn new(limits: &Limits) -> Arc<Admission> {
+        Arc::new(Admission {
+            max_connections: limits.max_connections,
+            max_per_user: limits.max_connections_per_user,
+            open: AtomicUsize::new(0),
+            per_user: DashMap::new(),
+            new_connections: RateLimiter::direct(Quota::per_second(nonzero(
+                limits.max_new_connections_per_s,
+            ))),
+        })
+    }
+
+    /// Takes one of the node's connection slots, if the rate and the node limit allow.
+    pub fn admit(self: &Arc<Self>) -> Result<NodeSlot, Refusal> {
+        if self.new_connections.check().is_err() {
+            return Err(Refusal::RateLimited);
+        }
+        let prev = self.open.fetch_add(1, Ordering::AcqRel);
+        if prev >= self.max_connections {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::NodeFull);
+        }
+        Ok(NodeSlot(self.clone()))
+    }
+
+    /// Takes one of the user's connection slots.
+    pub fn admit_user(self: &Arc<Self>, user: &str) -> Result<UserSlot, Refusal> {
+        let mut count = self.per_user.entry(user.to_owned()).or_insert(0);
+        if *count >= self.max_per_user {
+            return Err(Refusal::UserFull);
+        }
+        *count += 1;
+        drop(count);
+        Ok(UserSlot {
+            admission: self.clone(),
+            user: user.to_owned(),
+        })
+    }
+
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+}
+
+/// One open connection on this node; released on drop.
+pub struct NodeSlot(Arc<Admission>);
+
+impl Drop for NodeSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One open connection of a user on this node; released on drop.
+pub struct UserSlot {
+    admission: Arc<Admission>,
+    user: String,
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        // Remove the entry at zero so the map holds only users with open connections.
+        self.admission
+            .per_user
+            .remove_if_mut(&self.user, |_, count| {
+                *count = count.saturating_sub(1);
+                *count == 0
+            });
+    }
+}
+
+/// What to do with an inbound frame under the per-connection rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FrameVerdict {
+    Process,
+    /// Over the rate: answer `rate_limited`, do not process.
+    Reject,
+    /// Far over the rate for too long: close with 4029.
+    Close,
+}
+
+/// Inbound frame rate of one connection: `n` per second with a burst of `n`; rejected frames
+/// draw on a second budget of the same size, and a client that exhausts it too (sending at
+/// more than twice the rate) is closed.
+pub struct FrameRate {
+    frames: DefaultDirectRateLimiter,
+    strikes: DefaultDirectRateLimiter,
+}
+
+impl FrameRate {
+    pub fn new(per_second: u32) -> FrameRate {
+        let quota = Quota::per_second(nonzero(per_second));
+        FrameRate {
+            frames: RateLimiter::direct(quota),
+            strikes: RateLimiter::direct(quota),
+        }
+    }
+
+    pub fn check(&self) -> FrameVerdict {
+        if self.frames.check().is_ok() {
+            FrameVerdict::Process
+        } else if self.strikes.check().is_ok() {
+            FrameVerdict::Reject
+        } else {
+            FrameVerdict::Close
+        }
+    }
+}
+
+fn nonzero(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(max_connections: usize, per_user: usize) -> Limits {
+        Limits {
+            max_message_bytes: 65536,
+            max_payload_bytes: 1024,
+            max_subscriptions: 8,
+            max_frames_per_s: 10,
+            max_connections,
+            max_connections_per_user: per_user,
+            max_new_connections_per_s: 1000,
+            queue_max_messages: 16,
+            queue_max_bytes: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn slots_are_counted_and_given_back() {
+        let a = Admission::new(&limits(2, 1));
+        let s1 = a.admit().unwrap();
+        let _s2 = a.admit().unwrap();
+        assert_eq!(a.admit().err(), Some(Refusal::NodeFull));
+        drop(s1);
+        assert!(a.admit().is_ok());
+
+        let u1 = a.admit_user("42").unwrap();
+        assert_eq!(a.admit_user("42").err(), Some(Refusal::UserFull));
+        assert!(a.admit_user("7").is_ok());
+        drop(u1);
+        assert!(a.admit_user("42").is_ok());
+        assert!(
+            a.per_user.get("7").is_none(),
+            "released users leave the map"
+        );
+    }
+
+    #[test]
+    fn a_flood_is_rejected_then_closed() {
+        let rate = FrameRate::new(5);
+        let verdicts: Vec<_> = (0..20).map(|_| rate.check()).collect();
+        assert_eq!(&verdicts[..5], &[FrameVerdict::Process; 5]);
+        assert_eq!(&verdicts[5..10], &[FrameVerdict::Reject; 5]);
+        assert_eq!(verdicts[10], FrameVerdict::Close);
+    }
+}

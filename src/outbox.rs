@@ -1,0 +1,224 @@
+//! The bounded outbound queue of one connection.
+//!
+//! Everything a session sends (replies, channel messages, pongs, the close frame) goes through
+//! its [`Outbox`] as ready-made WebSocket frame bytes, so there is exactly one ordered stream
+//! per socket. Producers (the hub's fan-out, the session's request handling) never wait: a push
+//! either fits within the limits or overflows, and an overflow marks the connection as a slow
+//! consumer, frees what was queued and asks the writer to close the socket. That is how one
+//! slow client is cut loose without slowing anyone else.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::protocol::CloseCode;
+
+/// How a connection ends, once the frames queued ahead of that decision are written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ending {
+    /// The server closes: send a close frame with this code and reason.
+    Close { code: CloseCode, reason: String },
+    /// The client closed; its close frame was already answered through the queue.
+    ClientClosed,
+    /// The connection dropped (EOF, reset) without a close handshake.
+    ConnectionLost,
+    /// A socket write made no progress within the write timeout.
+    WriteTimeout,
+}
+
+impl Ending {
+    pub fn close(code: CloseCode, reason: impl Into<String>) -> Ending {
+        Ending::Close {
+            code,
+            reason: reason.into(),
+        }
+    }
+
+    /// The label of the `fanout_disconnects_total` metric.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Ending::Close { code, .. } => code.label(),
+            Ending::ClientClosed => "client_closed",
+            Ending::ConnectionLost => "connection_lost",
+            Ending::WriteTimeout => "write_timeout",
+        }
+    }
+}
+
+/// A push that did not fit: the connection is now closing as a slow consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overflow {
+    /// Frames that were queued and are now discarded (the pushed one included).
+    pub dropped: usize,
+}
+
+/// What [`Outbox::push`] did with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pushed {
+    Queued,
+    /// The connection is already closing; the frame was discarded.
+    Discarded,
+}
+
+pub struct Outbox {
+    state: Mutex<State>,
+    wake_writer: Notify,
+    max_frames: usize,
+    max_bytes: usize,
+}
+
+#[derive(Default)]
+struct State {
+    frames: VecDeque<Bytes>,
+    bytes: usize,
+    ending: Option<Ending>,
+}
+
+/// What the writer learns from one [`Outbox::take_batch`].
+pub struct Batch {
+    /// How to end, once the frames taken are written; set when the queue is ending and empty.
+    pub ending: Option<Ending>,
+}
+
+impl Outbox {
+    /// An empty queue holding at most `max_frames` frames and `max_bytes` bytes.
+    pub fn new(max_frames: usize, max_bytes: usize) -> Outbox {
+        Outbox {
+            state: Mutex::new(State::default()),
+            wake_writer: Notify::new(),
+            max_frames: max_frames.max(1),
+            max_bytes: max_bytes.max(1),
+        }
+    }
+
+    /// Queues a frame without waiting. On overflow the queue is emptied and closed with
+    /// [`CloseCode::SlowConsumer`].
+    pub fn push(&self, frame: Bytes) -> Result<Pushed, Overflow> {
+        let mut state = self.lock();
+        if state.ending.is_some() {
+            return Ok(Pushed::Discarded);
+        }
+        if state.frames.len() >= self.max_frames || state.bytes + frame.len() > self.max_bytes {
+            let dropped = state.frames.len() + 1;
+            state.frames = VecDeque::new();
+            state.bytes = 0;
+            state.ending = Some(Ending::close(
+                CloseCode::SlowConsumer,
+                "slow consumer: outbound queue full",
+            ));
+            drop(state);
+            self.wake_writer.notify_one();
+            return Err(Overflow { dropped });
+        }
+        let was_empty = state.frames.is_empty();
+        state.bytes += frame.len();
+        state.frames.push_back(frame);
+        drop(state);
+        // The writer drains everything it finds, so it only needs waking on empty -> non-empty.
+        if was_empty {
+            self.wake_writer.notify_one();
+        }
+        Ok(Pushed::Queued)
+    }
+
+    /// Asks the writer to end the connection after the frames already queued. The first
+    /// ending wins; later ones are ignored, and nothing more is queued.
+    pub fn end(&self, ending: Ending) {
+        let mut state = self.lock();
+        if state.ending.is_none() {
+            state.ending = Some(ending);
+        }
+        drop(state);
+        self.wake_writer.notify_one();
+    }
+
+    /// True once the connection is ending (for any reason, including an overflow).
+    pub fn is_ending(&self) -> bool {
+        self.lock().ending.is_some()
+    }
+
+    /// Moves up to `max_frames` frames into `out`. When the queue is closing and nothing is
+    /// left, the returned batch carries the close to perform.
+    pub fn take_batch(&self, out: &mut Vec<Bytes>, max_frames: usize) -> Batch {
+        let mut state = self.lock();
+        let n = state.frames.len().min(max_frames);
+        let mut taken = 0;
+        for frame in state.frames.drain(..n) {
+            taken += frame.len();
+            out.push(frame);
+        }
+        state.bytes -= taken;
+        if state.frames.is_empty() && state.frames.capacity() > 64 {
+            // Give memory back after a burst; idle connections should stay small.
+            state.frames = VecDeque::new();
+        }
+        let ending = if state.frames.is_empty() {
+            state.ending.clone()
+        } else {
+            None
+        };
+        Batch { ending }
+    }
+
+    /// Resolves when something was pushed or a close was requested since the last call.
+    pub async fn wait(&self) {
+        self.wake_writer.notified().await
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the queue inconsistent (every update is
+        // a single push, drain or assignment), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overflow_by_count_discards_the_queue_and_closes_as_slow() {
+        let outbox = Outbox::new(2, 1 << 20);
+        assert_eq!(outbox.push(Bytes::from_static(b"a")), Ok(Pushed::Queued));
+        assert_eq!(outbox.push(Bytes::from_static(b"b")), Ok(Pushed::Queued));
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"c")),
+            Err(Overflow { dropped: 3 })
+        );
+        assert_eq!(outbox.push(Bytes::from_static(b"d")), Ok(Pushed::Discarded));
+        let mut out = Vec::new();
+        let batch = outbox.take_batch(&mut out, 16);
+        assert!(out.is_empty());
+        assert_eq!(batch.ending.unwrap().label(), "slow_consumer");
+    }
+
+    #[test]
+    fn overflow_by_bytes() {
+        let outbox = Outbox::new(100, 4);
+        assert!(outbox.push(Bytes::from_static(b"abc")).is_ok());
+        assert!(outbox.push(Bytes::from_static(b"de")).is_err());
+    }
+
+    #[test]
+    fn close_waits_for_queued_frames_and_bytes_are_released() {
+        let outbox = Outbox::new(10, 6);
+        outbox.push(Bytes::from_static(b"abc")).unwrap();
+        outbox.push(Bytes::from_static(b"def")).unwrap();
+        outbox.end(Ending::close(CloseCode::Normal, "bye"));
+        let mut out = Vec::new();
+        let batch = outbox.take_batch(&mut out, 1);
+        assert_eq!(out.len(), 1);
+        assert!(batch.ending.is_none(), "one frame still queued");
+        out.clear();
+        let batch = outbox.take_batch(&mut out, 1);
+        assert_eq!(out.len(), 1);
+        assert_eq!(batch.ending.unwrap().label(), "normal");
+        // After draining, the byte budget is free again (the queue is closing, so it discards).
+        assert_eq!(
+            outbox.push(Bytes::from_static(b"xyz")),
+            Ok(Pushed::Discarded)
+        );
+    }
+}

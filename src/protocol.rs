@@ -1,0 +1,413 @@
+//! Protocol v1: the JSON frames on the wire, error codes and close codes.
+//!
+//! `docs/protocol.md` is the specification; this module is its implementation. Client frames
+//! are parsed in two steps: first into a flat [`RawFrame`] (so a frame with a bad field still
+//! yields its `id` for the error reply), then into a typed [`Request`]. Server frames are
+//! serialised once into WebSocket frame bytes ([`Bytes`]) that the writer sends as they are,
+//! so a message fanned out to many sockets is encoded once per node.
+
+use bytes::Bytes;
+use fastwebsockets::{Frame, OpCode, Payload};
+use serde::{Deserialize, Serialize};
+
+use crate::channel::Channel;
+
+/// The error codes of `{"type":"error"}` frames and of HTTP API error bodies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not valid JSON, lacks a field, or names an unknown channel or type.
+    BadRequest,
+    /// Missing, invalid or expired credentials.
+    Unauthorized,
+    /// Valid credentials that do not grant this channel or action.
+    Forbidden,
+    /// A payload above the configured size.
+    TooLarge,
+    /// More frames per second than allowed; the frame was not processed.
+    RateLimited,
+    /// A configured count limit (subscriptions, connections) is reached.
+    LimitExceeded,
+    /// The broker cannot serve the request right now; retry later.
+    Unavailable,
+    /// A bug or unexpected failure in the gateway.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    pub const ALL: [ErrorCode; 8] = [
+        ErrorCode::BadRequest,
+        ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::TooLarge,
+        ErrorCode::RateLimited,
+        ErrorCode::LimitExceeded,
+        ErrorCode::Unavailable,
+        ErrorCode::Internal,
+    ];
+}
+
+/// WebSocket close codes the gateway sends. 1xxx are RFC 6455 codes; 4xxx are fanout's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum CloseCode {
+    /// The client closed, or the session ended normally.
+    Normal = 1000,
+    /// A frame violated the WebSocket protocol (bad opcode, bad fragmentation, bad close frame).
+    ProtocolError = 1002,
+    /// A text message was not valid UTF-8.
+    InvalidPayload = 1007,
+    /// A message exceeded the inbound size limit.
+    MessageTooBig = 1009,
+    /// An internal error ended the session.
+    InternalError = 1011,
+    /// The node is shutting down (drain); reconnect, the load balancer picks another node.
+    ServiceRestart = 1012,
+    /// The broker could not set up the session's channels; reconnect with backoff.
+    TryAgainLater = 1013,
+    /// No token, an invalid one, an expired one, or no auth frame in time. Get a new token.
+    Unauthorized = 4001,
+    /// The outbound queue overflowed: the client read too slowly. Reconnect.
+    SlowConsumer = 4008,
+    /// Nothing arrived from the client (no pong, no frame) within the heartbeat timeout.
+    HeartbeatTimeout = 4009,
+    /// The per-user connection limit was reached (token given in the auth frame).
+    ConnectionLimit = 4010,
+    /// The client kept sending after being told it was rate limited.
+    RateLimited = 4029,
+}
+
+impl CloseCode {
+    pub fn code(self) -> u16 {
+        self as u16
+    }
+
+    /// The label used for this code in metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseCode::Normal => "normal",
+            CloseCode::ProtocolError => "protocol_error",
+            CloseCode::InvalidPayload => "invalid_payload",
+            CloseCode::MessageTooBig => "message_too_big",
+            CloseCode::InternalError => "internal_error",
+            CloseCode::ServiceRestart => "service_restart",
+            CloseCode::TryAgainLater => "try_again_later",
+            CloseCode::Unauthorized => "unauthorized",
+            CloseCode::SlowConsumer => "slow_consumer",
+            CloseCode::HeartbeatTimeout => "heartbeat_timeout",
+            CloseCode::ConnectionLimit => "connection_limit",
+            CloseCode::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// A request id chosen by the client: a JSON number or string, echoed verbatim in the reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RequestId {
+    Number(serde_json::Number),
+    String(String),
+}
+
+/// Longest accepted string request id, in bytes.
+const MAX_ID_LEN: usize = 128;
+
+/// A client frame as it arrives: every field optional, validated by [`RawFrame::into_request`].
+#[derive(Debug, Deserialize)]
+pub struct RawFrame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    id: Option<serde_json::Value>,
+    #[serde(default, borrow)]
+    channel: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    token: Option<std::borrow::Cow<'a, str>>,
+}
+
+/// A validated client request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Request {
+    Auth { token: String },
+    Subscribe { channel: Channel },
+    Unsubscribe { channel: Channel },
+    Ping,
+    Refresh { token: String },
+}
+
+impl Request {
+    /// The `type` of the frame, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Auth { .. } => "auth",
+            Request::Subscribe { .. } => "subscribe",
+            Request::Unsubscribe { .. } => "unsubscribe",
+            Request::Ping => "ping",
+            Request::Refresh { .. } => "refresh",
+        }
+    }
+}
+
+/// A client frame that could not be turned into a [`Request`]; answered with `bad_request`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FrameError {
+    pub id: Option<RequestId>,
+    pub message: String,
+}
+
+/// Parses one client text frame into its request id and request.
+pub fn parse_client_frame(text: &str) -> Result<(Option<RequestId>, Request), FrameError> {
+    let raw: RawFrame<'_> = serde_json::from_str(text).map_err(|e| FrameError {
+        id: None,
+        message: format!("frame is not a JSON object of the protocol: {e}"),
+    })?;
+    raw.into_request()
+}
+
+impl RawFrame<'_> {
+    fn into_request(self) -> Result<(Option<RequestId>, Request), FrameError> {
+        let id = match self.id {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::Number(n)) => Some(RequestId::Number(n)),
+            Some(serde_json::Value::String(s)) if s.len() <= MAX_ID_LEN => {
+                Some(RequestId::String(s))
+            }
+            Some(serde_json::Value::String(_)) => {
+                return Err(FrameError {
+                    id: None,
+                    message: format!("\"id\" is longer than {MAX_ID_LEN} bytes"),
+                });
+            }
+            Some(_) => {
+                return Err(FrameError {
+                    id: None,
+                    message: "\"id\" must be a number or a string".into(),
+                });
+            }
+        };
+        let fail = |message: String| FrameError {
+            id: id.clone(),
+            message,
+        };
+        let kind = self
+            .kind
+            .ok_or_else(|| fail("missing field \"type\"".into()))?;
+        let channel = |c: Option<std::borrow::Cow<'_, str>>| -> Result<Channel, FrameError> {
+            let c = c.ok_or_else(|| fail(format!("\"{kind}\" needs a \"channel\"")))?;
+            Channel::parse(&c).map_err(|e| fail(format!("invalid channel: {e}")))
+        };
+        let token = |t: Option<std::borrow::Cow<'_, str>>| -> Result<String, FrameError> {
+            t.map(|t| t.into_owned())
+                .ok_or_else(|| fail(format!("\"{kind}\" needs a \"token\"")))
+        };
+        let request = match kind.as_ref() {
+            "auth" => Request::Auth {
+                token: token(self.token)?,
+            },
+            "subscribe" => Request::Subscribe {
+                channel: channel(self.channel)?,
+            },
+            "unsubscribe" => Request::Unsubscribe {
+                channel: channel(self.channel)?,
+            },
+            "ping" => Request::Ping,
+            "refresh" => Request::Refresh {
+                token: token(self.token)?,
+            },
+            other => {
+                let shown: String = other.chars().take(32).collect();
+                return Err(fail(format!("unknown frame type {shown:?}")));
+            }
+        };
+        Ok((id, request))
+    }
+}
+
+/// Replies and notices the server sends, other than channel messages.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    ConnectionAck {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        conn_id: &'a str,
+        user: &'a str,
+        node: &'a str,
+        heartbeat_s: u64,
+        channels: Vec<&'a str>,
+        /// Token expiry, seconds since the Unix epoch.
+        expires_at: i64,
+    },
+    Subscribed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        channel: &'a str,
+    },
+    Unsubscribed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        channel: &'a str,
+        /// Set when the server ended the subscription (e.g. a refreshed token no longer grants it).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<ErrorCode>,
+    },
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+    },
+    Refreshed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        expires_at: i64,
+    },
+    Error {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        code: ErrorCode,
+        message: &'a str,
+    },
+}
+
+impl ServerFrame<'_> {
+    /// The frame as WebSocket frame bytes, ready for the socket.
+    pub fn encode(&self) -> Bytes {
+        // Serialising these plain structs cannot fail: no maps with non-string keys, no
+        // user-provided Serialize impls.
+        let json = serde_json::to_vec(self).unwrap_or_else(|_| {
+            br#"{"type":"error","code":"internal","message":"encoding failed"}"#.to_vec()
+        });
+        text_frame(&json)
+    }
+}
+
+/// Encodes `{"type":"message","channel":...,"data":...}` as WebSocket frame bytes.
+///
+/// A payload that is valid JSON is embedded as the `data` value as it is; any other payload
+/// becomes a JSON string (invalid UTF-8 replaced by U+FFFD). This is the publish contract of
+/// `docs/publishing.md`, so it must not change shape.
+pub fn message_frame(channel: &Channel, payload: &[u8]) -> Bytes {
+    let mut json = Vec::with_capacity(payload.len() + channel.as_str().len() + 48);
+    json.extend_from_slice(br#"{"type":"message","channel":""#);
+    // Channel names are restricted to characters that need no JSON escaping.
+    json.extend_from_slice(channel.as_str().as_bytes());
+    json.extend_from_slice(br#"","data":"#);
+    push_data(&mut json, payload);
+    json.push(b'}');
+    text_frame(&json)
+}
+
+/// Appends the payload as a JSON value: verbatim when it is JSON, as a string otherwise.
+fn push_data(out: &mut Vec<u8>, payload: &[u8]) {
+    if is_json(payload) {
+        out.extend_from_slice(payload);
+    } else {
+        let text = String::from_utf8_lossy(payload);
+        // Writing a string into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &*text);
+    }
+}
+
+/// True when the bytes are one complete JSON value.
+pub fn is_json(payload: &[u8]) -> bool {
+    serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok()
+}
+
+/// Wraps a text payload in an unmasked (server) WebSocket frame.
+pub fn text_frame(payload: &[u8]) -> Bytes {
+    encode_frame(Frame::text(Payload::Borrowed(payload)))
+}
+
+/// A close frame with a code and a short reason (truncated to fit the 125-byte control limit).
+pub fn close_frame(code: CloseCode, reason: &str) -> Bytes {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    encode_frame(Frame::close(code.code(), &reason.as_bytes()[..end]))
+}
+
+/// The server's heartbeat ping.
+pub fn ping_frame() -> Bytes {
+    encode_frame(Frame::new(true, OpCode::Ping, None, Payload::Borrowed(b"")))
+}
+
+/// Encodes any frame (header and payload) into one buffer.
+pub fn encode_frame(mut frame: Frame<'_>) -> Bytes {
+    let mut head = [0u8; 14];
+    let head_len = frame.fmt_head(&mut head);
+    let mut out = Vec::with_capacity(head_len + frame.payload.len());
+    out.extend_from_slice(&head[..head_len]);
+    out.extend_from_slice(&frame.payload);
+    Bytes::from(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unframe(frame: &[u8]) -> serde_json::Value {
+        // Server frames under 126 bytes have a 2-byte header; larger ones here use 4.
+        let start = if frame[1] == 126 { 4 } else { 2 };
+        serde_json::from_slice(&frame[start..]).unwrap()
+    }
+
+    #[test]
+    fn json_payloads_are_embedded_and_others_become_strings() {
+        let ch = Channel::parse("room:lobby").unwrap();
+        let v = unframe(&message_frame(&ch, br#"{"type":"chat","text":"hi"}"#));
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"message","channel":"room:lobby","data":{"type":"chat","text":"hi"}})
+        );
+        let v = unframe(&message_frame(&ch, b"plain \"text\""));
+        assert_eq!(v["data"], "plain \"text\"");
+        let v = unframe(&message_frame(&ch, b"42"));
+        assert_eq!(v["data"], 42);
+        let v = unframe(&message_frame(&ch, b"{broken"));
+        assert_eq!(v["data"], "{broken");
+    }
+
+    #[test]
+    fn frames_parse_into_requests_and_keep_the_id_on_errors() {
+        let (id, req) =
+            parse_client_frame(r#"{"type":"subscribe","channel":"room:a","id":7}"#).unwrap();
+        assert_eq!(id, Some(RequestId::Number(7.into())));
+        assert_eq!(
+            req,
+            Request::Subscribe {
+                channel: Channel::parse("room:a").unwrap()
+            }
+        );
+        let err = parse_client_frame(r#"{"type":"subscribe","id":"x"}"#).unwrap_err();
+        assert_eq!(err.id, Some(RequestId::String("x".into())));
+        let err = parse_client_frame(r#"{"type":"warp","id":1}"#).unwrap_err();
+        assert!(
+            err.message.contains("unknown frame type"),
+            "{}",
+            err.message
+        );
+        assert!(parse_client_frame("not json").is_err());
+        assert!(parse_client_frame(r#"{"type":"ping","id":{"a":1}}"#).is_err());
+    }
+
+    #[test]
+    fn close_reasons_fit_a_control_frame() {
+        let long = "é".repeat(200);
+        let frame = close_frame(CloseCode::Unauthorized, &long);
+        assert!(frame.len() <= 2 + 125);
+        assert_eq!(u16::from_be_bytes([frame[2], frame[3]]), 4001);
+    }
+}

@@ -1,0 +1,228 @@
+//! The node: shared state, the HTTP router, serving and graceful drain.
+//!
+//! [`Server::bind`] builds a [`Node`] from a [`Config`] and binds the listener;
+//! [`Server::run`] serves until the shutdown future resolves, then drains: `/readyz` turns
+//! false, the listener closes, and open connections are closed with 1012 spread over the
+//! drain window so clients do not all reconnect elsewhere in the same instant.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use bytes::Bytes;
+use dashmap::DashMap;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Verifier;
+use crate::broker::{Broker, BrokerError, HubSink, MemoryBroker};
+use crate::channel::Channel;
+use crate::config::Config;
+use crate::http::{api, ops};
+use crate::hub::{ConnId, Hub};
+use crate::limits::Admission;
+use crate::metrics::Metrics;
+use crate::outbox::{Ending, Outbox};
+use crate::protocol::CloseCode;
+use crate::transport::ws;
+
+/// Everything one gateway node shares between its connections and endpoints.
+pub struct Node {
+    pub config: Config,
+    pub verifier: Verifier,
+    pub hub: Arc<Hub>,
+    pub metrics: Arc<Metrics>,
+    pub admission: Arc<Admission>,
+    /// Origin of the node's monotonic clock (connection liveness is measured against it).
+    pub started: Instant,
+    /// Session tasks, awaited during drain.
+    pub tasks: TaskTracker,
+    sessions: DashMap<ConnId, Arc<Outbox>>,
+    draining: AtomicBool,
+    next_conn: AtomicU64,
+}
+
+impl Node {
+    /// A node on the in-process broker.
+    pub fn new(config: Config) -> Arc<Node> {
+        Node::with_broker(config, |sink| Arc::new(MemoryBroker::new(sink)))
+    }
+
+    /// A node on a broker of the caller's choosing.
+    pub fn with_broker(
+        config: Config,
+        make_broker: impl FnOnce(HubSink) -> Arc<dyn Broker>,
+    ) -> Arc<Node> {
+        let metrics = Arc::new(Metrics::new());
+        Arc::new(Node {
+            verifier: Verifier::new(&config.jwt),
+            hub: Hub::new(metrics.clone(), make_broker),
+            admission: Admission::new(&config.limits),
+            metrics,
+            config,
+            started: Instant::now(),
+            tasks: TaskTracker::new(),
+            sessions: DashMap::new(),
+            draining: AtomicBool::new(false),
+            next_conn: AtomicU64::new(1),
+        })
+    }
+
+    /// Publishes a payload to a channel on every node. `source` labels the metric.
+    pub async fn publish(
+        &self,
+        channel: &Channel,
+        payload: Bytes,
+        source: &'static str,
+    ) -> Result<(), BrokerError> {
+        self.hub.broker().publish(channel, payload).await?;
+        self.metrics
+            .messages_published
+            .with_label_values(&[source])
+            .inc();
+        Ok(())
+    }
+
+    /// Checks that a channel's namespace is configured.
+    pub fn check_namespace(&self, channel: &Channel) -> Result<(), String> {
+        let ns = channel.namespace();
+        if channel.as_str() == crate::channel::BROADCAST || self.config.namespace(ns).is_some() {
+            Ok(())
+        } else {
+            Err(format!("unknown channel namespace {ns:?}"))
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Lists a session for drain until the returned guard is dropped.
+    pub fn register_session(&self, id: ConnId, outbox: &Arc<Outbox>) -> SessionEntry<'_> {
+        self.sessions.insert(id, outbox.clone());
+        SessionEntry { node: self, id }
+    }
+
+    /// Closes every session with 1012, spread evenly over the drain window, then waits for
+    /// the session tasks to finish (bounded).
+    async fn drain(&self) {
+        let outboxes: Vec<Arc<Outbox>> = self.sessions.iter().map(|e| e.value().clone()).collect();
+        let window = self.config.drain;
+        tracing::info!(
+            connections = outboxes.len(),
+            window_s = window.as_secs(),
+            "draining connections"
+        );
+        let start = Instant::now();
+        let n = outboxes.len().max(1) as u32;
+        for (i, outbox) in outboxes.iter().enumerate() {
+            tokio::time::sleep_until(start + window * (i as u32) / n).await;
+            outbox.end(restart_ending());
+        }
+        // Sessions that were mid-upgrade when the drain began.
+        for entry in self.sessions.iter() {
+            entry.value().end(restart_ending());
+        }
+        self.tasks.close();
+        let grace = Duration::from_secs(5);
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                remaining = self.tasks.len(),
+                "some sessions did not finish within the drain grace period"
+            );
+        }
+    }
+}
+
+fn restart_ending() -> Ending {
+    Ending::close(
+        CloseCode::ServiceRestart,
+        "node shutting down; reconnect to another",
+    )
+}
+
+/// Keeps a session listed for drain while alive.
+pub struct SessionEntry<'a> {
+    node: &'a Node,
+    id: ConnId,
+}
+
+impl Drop for SessionEntry<'_> {
+    fn drop(&mut self) {
+        self.node.sessions.remove(&self.id);
+    }
+}
+
+/// The HTTP surface of a node.
+pub fn router(node: Arc<Node>) -> Router {
+    Router::new()
+        .route("/ws", get(ws::upgrade))
+        .route("/api/publish", post(api::publish))
+        .route("/api/broadcast", post(api::broadcast))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .with_state(node)
+}
+
+/// A bound, not yet serving, gateway node.
+pub struct Server {
+    node: Arc<Node>,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Builds a node on the in-process broker and binds its listener.
+    pub async fn bind(config: Config) -> std::io::Result<Server> {
+        Server::bind_node(Node::new(config)).await
+    }
+
+    /// Binds the listener of an already built node.
+    pub async fn bind_node(node: Arc<Node>) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(node.config.listen).await?;
+        Ok(Server { node, listener })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    /// Serves until `shutdown` resolves, then drains and returns.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        use axum::serve::ListenerExt;
+        let node = self.node.clone();
+        let listener = self.listener.tap_io(|tcp| {
+            // Latency over throughput: frames are batched by the writer already.
+            let _ = tcp.set_nodelay(true);
+        });
+        let draining = node.clone();
+        axum::serve(listener, router(node.clone()))
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                draining.draining.store(true, Ordering::Release);
+                tracing::info!("shutdown requested: not ready, no new connections");
+            })
+            .await?;
+        node.drain().await;
+        tracing::info!("drained; exiting");
+        Ok(())
+    }
+}

@@ -1,0 +1,470 @@
+//! One client connection's protocol state: authentication, subscriptions, request handling.
+//!
+//! The transport hands the session complete text messages; the session answers through its
+//! [`Outbox`] and asks the hub to (un)subscribe. It never touches the socket itself, so
+//! everything here is testable protocol logic and the order of frames a client sees is the
+//! order in which they were pushed.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+use crate::auth::Identity;
+use crate::channel::Channel;
+use crate::hub::ConnId;
+use crate::limits::{FrameRate, FrameVerdict, NodeSlot, UserSlot};
+use crate::outbox::{Ending, Outbox};
+use crate::protocol::{CloseCode, ErrorCode, Request, RequestId, ServerFrame, parse_client_frame};
+use crate::server::Node;
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    unix_now_ms() / 1000
+}
+
+pub fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// What the session and the writer share about a connection.
+pub struct ConnState {
+    pub id: ConnId,
+    /// The id shown to clients and in logs; unique across nodes and restarts.
+    pub public_id: String,
+    clock: Instant,
+    last_seen_ms: AtomicU64,
+    /// Token expiry in Unix milliseconds (leeway included); `i64::MAX` before authentication.
+    expires_at_ms: AtomicI64,
+}
+
+impl ConnState {
+    pub fn new(node: &Node) -> ConnState {
+        ConnState {
+            id: node.next_conn_id(),
+            public_id: format!("{:016x}", rand::random::<u64>()),
+            clock: node.started,
+            last_seen_ms: AtomicU64::new(node.started.elapsed().as_millis() as u64),
+            expires_at_ms: AtomicI64::new(i64::MAX),
+        }
+    }
+
+    /// Milliseconds on the node's monotonic clock.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    /// Records that the client sent something (any frame, pong included).
+    pub fn touch(&self) {
+        self.last_seen_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn last_seen_ms(&self) -> u64 {
+        self.last_seen_ms.load(Ordering::Relaxed)
+    }
+
+    /// When the token expires (Unix ms), once authenticated.
+    pub fn expires_at(&self) -> Option<i64> {
+        match self.expires_at_ms.load(Ordering::Relaxed) {
+            i64::MAX => None,
+            at => Some(at),
+        }
+    }
+
+    pub fn token_expired(&self) -> bool {
+        self.expires_at().is_some_and(|at| unix_now_ms() >= at)
+    }
+
+    fn set_expiry(&self, exp_s: i64, leeway_s: u64) {
+        let at = exp_s
+            .saturating_add(leeway_s as i64)
+            .saturating_add(1)
+            .saturating_mul(1000);
+        self.expires_at_ms.store(at, Ordering::Relaxed);
+    }
+}
+
+/// The protocol state of one connection.
+pub struct Session {
+    node: Arc<Node>,
+    conn: Arc<ConnState>,
+    outbox: Arc<Outbox>,
+    identity: Option<Identity>,
+    subscriptions: BTreeSet<Channel>,
+    rate: FrameRate,
+    auth_deadline: Instant,
+    _node_slot: NodeSlot,
+    _user_slot: Option<UserSlot>,
+}
+
+impl Session {
+    pub fn new(
+        node: Arc<Node>,
+        conn: Arc<ConnState>,
+        outbox: Arc<Outbox>,
+        node_slot: NodeSlot,
+    ) -> Session {
+        Session {
+            rate: FrameRate::new(node.config.limits.max_frames_per_s),
+            auth_deadline: Instant::now() + node.config.auth_timeout,
+            node,
+            conn,
+            outbox,
+            identity: None,
+            subscriptions: BTreeSet::new(),
+            _node_slot: node_slot,
+            _user_slot: None,
+        }
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    pub fn conn(&self) -> &Arc<ConnState> {
+        &self.conn
+    }
+
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// While unauthenticated: when the `auth` frame must have arrived.
+    pub fn auth_deadline(&self) -> Option<Instant> {
+        self.identity.is_none().then_some(self.auth_deadline)
+    }
+
+    pub fn auth_timed_out(&self) {
+        self.outbox.end(Ending::close(
+            CloseCode::Unauthorized,
+            format!(
+                "no auth frame within {} s",
+                self.node.config.auth_timeout.as_secs()
+            ),
+        ));
+    }
+
+    /// Starts an authenticated session: subscribes `broadcast` and `user:<id>`, then sends
+    /// `connection_ack` ahead of any message on them. Returns false if the session ended.
+    pub async fn start(
+        &mut self,
+        identity: Identity,
+        user_slot: UserSlot,
+        id: Option<&RequestId>,
+    ) -> bool {
+        let user_channel = match Channel::user(&identity.user) {
+            Ok(c) => c,
+            Err(_) => {
+                // Verified tokens always carry a valid user id; keep the guard anyway.
+                self.outbox.end(Ending::close(
+                    CloseCode::Unauthorized,
+                    "token `sub` is not a valid user id",
+                ));
+                return false;
+            }
+        };
+        let channels = [Channel::broadcast(), user_channel];
+        let ack = ServerFrame::ConnectionAck {
+            id,
+            conn_id: &self.conn.public_id,
+            user: &identity.user,
+            node: &self.node.config.node_id,
+            heartbeat_s: self.node.config.heartbeat.as_secs(),
+            channels: channels.iter().map(Channel::as_str).collect(),
+            expires_at: identity.expires_at,
+        }
+        .encode();
+        if let Err(e) = self
+            .node
+            .hub
+            .subscribe(self.conn.id, &self.outbox, &channels, Some(ack))
+            .await
+        {
+            tracing::warn!(error = %e, "could not subscribe the session's own channels");
+            self.outbox.end(Ending::close(
+                CloseCode::TryAgainLater,
+                "broker unavailable; reconnect later",
+            ));
+            return false;
+        }
+        self.conn
+            .set_expiry(identity.expires_at, self.node.config.jwt.leeway_s);
+        tracing::debug!(user = %identity.user, "session authenticated");
+        self.subscriptions.extend(channels);
+        self.identity = Some(identity);
+        self._user_slot = Some(user_slot);
+        true
+    }
+
+    /// Handles one text message. Returns false when the connection should stop reading.
+    pub async fn on_text(&mut self, text: &str) -> bool {
+        match self.rate.check() {
+            FrameVerdict::Process => {}
+            FrameVerdict::Reject => {
+                let id = parse_client_frame(text).ok().and_then(|(id, _)| id);
+                self.error(
+                    id.as_ref(),
+                    ErrorCode::RateLimited,
+                    &format!(
+                        "more than {} frames per second; frame not processed",
+                        self.node.config.limits.max_frames_per_s
+                    ),
+                );
+                return true;
+            }
+            FrameVerdict::Close => {
+                self.outbox.end(Ending::close(
+                    CloseCode::RateLimited,
+                    "kept sending at more than twice the frame rate limit",
+                ));
+                return false;
+            }
+        }
+        let (id, request) = match parse_client_frame(text) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                self.error(e.id.as_ref(), ErrorCode::BadRequest, &e.message);
+                return true;
+            }
+        };
+        let id = id.as_ref();
+        if self.identity.is_none() {
+            return match request {
+                Request::Auth { token } => self.authenticate(id, &token).await,
+                other => {
+                    self.outbox.end(Ending::close(
+                        CloseCode::Unauthorized,
+                        format!(
+                            "authenticate first: expected an auth frame, got {:?}",
+                            other.kind()
+                        ),
+                    ));
+                    false
+                }
+            };
+        }
+        match request {
+            Request::Auth { .. } => {
+                self.error(id, ErrorCode::BadRequest, "already authenticated");
+            }
+            Request::Subscribe { channel } => self.subscribe(id, channel).await,
+            Request::Unsubscribe { channel } => self.unsubscribe(id, channel).await,
+            Request::Ping => self.reply(ServerFrame::Pong { id }),
+            Request::Refresh { token } => self.refresh(id, &token).await,
+        }
+        true
+    }
+
+    /// Binary messages are not part of protocol v1.
+    pub fn on_binary(&mut self) -> bool {
+        if self.identity.is_none() {
+            self.outbox.end(Ending::close(
+                CloseCode::Unauthorized,
+                "authenticate first: expected an auth frame",
+            ));
+            return false;
+        }
+        self.error(
+            None,
+            ErrorCode::BadRequest,
+            "binary frames are not supported; send JSON text frames",
+        );
+        true
+    }
+
+    async fn authenticate(&mut self, id: Option<&RequestId>, token: &str) -> bool {
+        let identity = match self.node.verifier.verify(token) {
+            Ok(i) => i,
+            Err(e) => {
+                self.outbox.end(Ending::close(CloseCode::Unauthorized, e.0));
+                return false;
+            }
+        };
+        let slot = match self.node.admission.admit_user(&identity.user) {
+            Ok(s) => s,
+            Err(_) => {
+                self.outbox.end(Ending::close(
+                    CloseCode::ConnectionLimit,
+                    "this user has too many open connections",
+                ));
+                return false;
+            }
+        };
+        self.start(identity, slot, id).await
+    }
+
+    async fn subscribe(&mut self, id: Option<&RequestId>, channel: Channel) {
+        if self.subscriptions.contains(&channel) {
+            // Idempotent: a client retrying a subscribe gets the same answer.
+            self.reply(ServerFrame::Subscribed {
+                id,
+                channel: channel.as_str(),
+            });
+            return;
+        }
+        if let Err((code, message)) = self.may_subscribe(&channel) {
+            self.error(id, code, &message);
+            return;
+        }
+        let max = self.node.config.limits.max_subscriptions;
+        if self.subscriptions.len() >= max {
+            self.error(
+                id,
+                ErrorCode::LimitExceeded,
+                &format!("at most {max} subscriptions per connection"),
+            );
+            return;
+        }
+        let reply = ServerFrame::Subscribed {
+            id,
+            channel: channel.as_str(),
+        }
+        .encode();
+        match self
+            .node
+            .hub
+            .subscribe(
+                self.conn.id,
+                &self.outbox,
+                std::slice::from_ref(&channel),
+                Some(reply),
+            )
+            .await
+        {
+            Ok(()) => {
+                self.subscriptions.insert(channel);
+            }
+            Err(e) => self.error(id, ErrorCode::Unavailable, &e.to_string()),
+        }
+    }
+
+    /// Whether this session may subscribe to a channel, and if not, the error to answer.
+    fn may_subscribe(&self, channel: &Channel) -> Result<(), (ErrorCode, String)> {
+        let ns = channel.namespace();
+        if channel.as_str() == crate::channel::BROADCAST {
+            return Ok(());
+        }
+        let Some(rules) = self.node.config.namespace(ns) else {
+            return Err((
+                ErrorCode::BadRequest,
+                format!("unknown channel namespace {ns:?}"),
+            ));
+        };
+        let Some(identity) = &self.identity else {
+            return Err((ErrorCode::Unauthorized, "not authenticated".into()));
+        };
+        let own = Channel::user(&identity.user).is_ok_and(|c| &c == channel);
+        if own || rules.public || identity.grants(channel) {
+            Ok(())
+        } else {
+            Err((
+                ErrorCode::Forbidden,
+                format!("token does not grant channel {channel}"),
+            ))
+        }
+    }
+
+    async fn unsubscribe(&mut self, id: Option<&RequestId>, channel: Channel) {
+        let reply = ServerFrame::Unsubscribed {
+            id,
+            channel: channel.as_str(),
+            reason: None,
+        }
+        .encode();
+        if self.subscriptions.remove(&channel) {
+            self.node
+                .hub
+                .unsubscribe(
+                    self.conn.id,
+                    &self.outbox,
+                    std::slice::from_ref(&channel),
+                    Some(reply),
+                )
+                .await;
+        } else {
+            // Idempotent, like subscribe.
+            let _ = self.outbox.push(reply);
+        }
+    }
+
+    async fn refresh(&mut self, id: Option<&RequestId>, token: &str) {
+        let identity = match self.node.verifier.verify(token) {
+            Ok(i) => i,
+            Err(e) => {
+                self.error(id, ErrorCode::Unauthorized, e.0);
+                return;
+            }
+        };
+        let Some(current) = &self.identity else {
+            return;
+        };
+        if identity.user != current.user {
+            self.error(
+                id,
+                ErrorCode::Forbidden,
+                "refresh token is for a different user",
+            );
+            return;
+        }
+        self.conn
+            .set_expiry(identity.expires_at, self.node.config.jwt.leeway_s);
+        let expires_at = identity.expires_at;
+        self.identity = Some(identity);
+        // A narrower token ends the subscriptions it no longer grants.
+        let revoked: Vec<Channel> = self
+            .subscriptions
+            .iter()
+            .filter(|c| self.may_subscribe(c).is_err())
+            .cloned()
+            .collect();
+        for channel in revoked {
+            self.subscriptions.remove(&channel);
+            let notice = ServerFrame::Unsubscribed {
+                id: None,
+                channel: channel.as_str(),
+                reason: Some(ErrorCode::Forbidden),
+            }
+            .encode();
+            self.node
+                .hub
+                .unsubscribe(
+                    self.conn.id,
+                    &self.outbox,
+                    std::slice::from_ref(&channel),
+                    Some(notice),
+                )
+                .await;
+        }
+        self.reply(ServerFrame::Refreshed { id, expires_at });
+    }
+
+    fn reply(&self, frame: ServerFrame<'_>) {
+        let _ = self.outbox.push(frame.encode());
+    }
+
+    fn error(&self, id: Option<&RequestId>, code: ErrorCode, message: &str) {
+        self.node
+            .metrics
+            .inbound_errors
+            .with_label_values(&[code.as_str()])
+            .inc();
+        self.reply(ServerFrame::Error { id, code, message });
+    }
+
+    /// Leaves every channel; called once the connection is over.
+    pub async fn finish(&mut self) {
+        let channels: Vec<Channel> = std::mem::take(&mut self.subscriptions)
+            .into_iter()
+            .collect();
+        if !channels.is_empty() {
+            self.node
+                .hub
+                .unsubscribe(self.conn.id, &self.outbox, &channels, None)
+                .await;
+        }
+    }
+}
