@@ -17,9 +17,15 @@ use crate::config::JwtConfig;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     /// The user id; a JSON string or number.
-    #[serde(deserialize_with = "string_or_number")]
-    pub sub: String,
-    pub exp: i64,
+    #[serde(
+        default,
+        deserialize_with = "string_or_number",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sub: Option<String>,
+    /// Required; optional here only so that its absence gets its own error message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exp: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
     /// Channels this token may subscribe to: exact names or prefixes ending in `*`.
@@ -72,16 +78,20 @@ impl Verifier {
     pub fn new(jwt: &JwtConfig) -> Verifier {
         let mut validation = Validation::new(jwt.algorithm);
         validation.leeway = jwt.leeway_s;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // `sub` is checked below: jsonwebtoken only accepts it as a string.
+        let mut required = vec!["exp"];
         validation.validate_nbf = true;
         if jwt.audience.is_empty() {
             validation.validate_aud = false;
         } else {
             validation.set_audience(&jwt.audience);
+            required.push("aud");
         }
         if !jwt.issuer.is_empty() {
             validation.set_issuer(&jwt.issuer);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         Verifier {
             jwt: jwt.clone(),
             validation,
@@ -89,18 +99,36 @@ impl Verifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        // The header first: an unknown algorithm (`none`) does not even parse as a header.
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            ErrorKind::Json(_) => AuthError(
+                "token header is malformed or names an unsupported algorithm (such as none)",
+            ),
+            _ => AuthError("token is malformed"),
+        })?;
+        if header.alg != self.jwt.algorithm {
+            return Err(AuthError(
+                "token algorithm is not the one this server accepts",
+            ));
+        }
         let data = jsonwebtoken::decode::<Claims>(token, &self.jwt.decoding_key, &self.validation)
             .map_err(|e| AuthError(describe(e.kind())))?;
         let claims = data.claims;
-        if Channel::user(&claims.sub).is_err() {
+        let Some(exp) = claims.exp else {
+            return Err(AuthError("token has no `exp` claim"));
+        };
+        let Some(sub) = claims.sub else {
+            return Err(AuthError("token has no `sub` claim"));
+        };
+        if Channel::user(&sub).is_err() {
             return Err(AuthError(
                 "token `sub` is not a valid user id (letters, digits, `_ - . : @`, at most 123 bytes)",
             ));
         }
         Ok(Identity {
             channels: parse_patterns(claims.channels.iter().map(String::as_str)),
-            user: claims.sub,
-            expires_at: claims.exp,
+            user: sub,
+            expires_at: exp,
             info: claims.info,
         })
     }
@@ -146,8 +174,8 @@ pub fn mint(
         .unwrap_or_default()
         .as_secs() as i64;
     let claims = Claims {
-        sub: req.sub.clone(),
-        exp: now + req.ttl.as_secs() as i64,
+        sub: Some(req.sub.clone()),
+        exp: Some(now + req.ttl.as_secs() as i64),
         iat: Some(now),
         channels: req.channels.clone(),
         info: req.info.clone(),
@@ -160,16 +188,17 @@ pub fn mint(
     jsonwebtoken::encode(&Header::new(jwt.algorithm), &claims, key)
 }
 
-fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Sub {
         S(String),
         N(serde_json::Number),
     }
-    Ok(match Sub::deserialize(d)? {
-        Sub::S(s) => s,
-        Sub::N(n) => n.to_string(),
+    Ok(match Option::<Sub>::deserialize(d)? {
+        Some(Sub::S(s)) => Some(s),
+        Some(Sub::N(n)) => Some(n.to_string()),
+        None => None,
     })
 }
 

@@ -203,6 +203,10 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then drains and returns.
+    ///
+    /// During the drain the listener stays open so that `/readyz` answers 503 and `/ws`
+    /// refuses new sessions with 503 (load balancers see the node go unready); it closes
+    /// once every session has ended.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -210,18 +214,24 @@ impl Server {
         use axum::serve::ListenerExt;
         let node = self.node.clone();
         let listener = self.listener.tap_io(|tcp| {
-            // Latency over throughput: frames are batched by the writer already.
+            // Latency over throughput: the writer batches frames already.
             let _ = tcp.set_nodelay(true);
         });
-        let draining = node.clone();
-        axum::serve(listener, router(node.clone()))
+        let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
+        let drainer = node.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            drainer.draining.store(true, Ordering::Release);
+            tracing::info!("shutdown requested: not ready, refusing new connections");
+            drainer.drain().await;
+            let _ = drained_tx.send(());
+        });
+        axum::serve(listener, router(node))
             .with_graceful_shutdown(async move {
-                shutdown.await;
-                draining.draining.store(true, Ordering::Release);
-                tracing::info!("shutdown requested: not ready, no new connections");
+                // Also resolves if the drain task died: shut down rather than hang.
+                let _ = drained_rx.await;
             })
             .await?;
-        node.drain().await;
         tracing::info!("drained; exiting");
         Ok(())
     }

@@ -475,7 +475,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if expires_at != armed_expiry {
             armed_expiry = expires_at;
             if let Some(at) = expires_at {
-                expiry.as_mut().reset(instant_of_unix(at));
+                expiry.as_mut().reset(instant_of_unix_ms(at));
             }
         }
         tokio::select! {
@@ -522,10 +522,9 @@ async fn write_frames<W: AsyncWrite + Unpin>(w: &mut W, frames: &[Bytes]) -> std
     w.flush().await
 }
 
-/// The monotonic instant at which a Unix time (seconds) is reached.
-fn instant_of_unix(at: i64) -> Instant {
-    let now = crate::session::unix_now();
-    let wait = u64::try_from(at.saturating_sub(now)).unwrap_or(0);
-    // Checked again when the timer fires, so rounding here is harmless.
-    Instant::now() + Duration::from_secs(wait.min(10 * 365 * 86_400))
+/// The monotonic instant at which a Unix time (milliseconds) is reached.
+fn instant_of_unix_ms(at: i64) -> Instant {
+    let wait = u64::try_from(at.saturating_sub(crate::session::unix_now_ms())).unwrap_or(0);
+    // Checked again when the timer fires, so an early wake-up is harmless.
+    Instant::now() + Duration::from_millis(wait.min(365 * 86_400_000))
 }

@@ -1,0 +1,12 @@
+//! Scenarios against one real `fanout` node on the embedded broker.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod auth;
+mod bad_input;
+mod channels;
+mod delivery;
+mod http_api;
+mod lifecycle;
+mod limits;
