@@ -236,7 +236,7 @@ fn token(
     }
     let key = match (&config.jwt.encoding_key, private_key) {
         (Some(key), _) => key.clone(),
-        (None, Some(path)) => match signing_key(config.jwt.algorithm, &path) {
+        (None, Some(path)) => match signing_key(&config, &path) {
             Ok(k) => k,
             Err(e) => {
                 eprintln!("--private-key {}: {e}", path.display());
@@ -263,11 +263,23 @@ fn token(
     }
 }
 
-fn signing_key(alg: Algorithm, path: &PathBuf) -> Result<EncodingKey, String> {
+/// Loads a private key and checks that the configured public key verifies what it signs.
+fn signing_key(config: &Config, path: &PathBuf) -> Result<EncodingKey, String> {
+    let alg = config.jwt.algorithm;
     let pem = std::fs::read(path).map_err(|e| e.to_string())?;
     let key = match alg {
         Algorithm::ES256 | Algorithm::ES384 => EncodingKey::from_ec_pem(&pem),
         _ => EncodingKey::from_rsa_pem(&pem),
+    }
+    .map_err(|_| format!("not a PEM private key for {alg:?}"))?;
+    let probe = TokenRequest {
+        sub: "key-check".into(),
+        ttl: Duration::from_secs(60),
+        ..TokenRequest::default()
     };
-    key.map_err(|e| format!("not a private key for {alg:?}: {e}"))
+    let token = mint(&config.jwt, &key, &probe).map_err(|e| format!("cannot sign: {e}"))?;
+    crate::auth::Verifier::new(&config.jwt)
+        .verify(&token)
+        .map_err(|_| "does not match the configured jwt_public_key".to_owned())?;
+    Ok(key)
 }

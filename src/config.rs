@@ -133,6 +133,42 @@ pub const SETTINGS: &[Setting] = &[
         "NS",
         "Namespaces any authenticated client may subscribe to without a `channels` claim (not `user`).",
     ),
+    secret(setting(
+        "redis_url",
+        "URL",
+        None,
+        "Redis for a cluster of nodes (`redis://host:6379/0`, `redis://:password@host`). Unset: the in-process broker, one node.",
+    )),
+    setting(
+        "redis_prefix",
+        "PREFIX",
+        Some("fanout:"),
+        "Prefix of Redis channel names: channel `room:lobby` is Redis channel `fanout:room:lobby`.",
+    ),
+    setting(
+        "redis_pubsub_connections",
+        "N",
+        Some("2"),
+        "Redis pub/sub connections per node; channels are spread over them by hash.",
+    ),
+    setting(
+        "redis_pool_size",
+        "N",
+        Some("16"),
+        "Redis connections per node for commands (PUBLISH, probes).",
+    ),
+    setting(
+        "redis_dispatch_buffer",
+        "N",
+        Some("8192"),
+        "Messages buffered per dispatch worker between Redis and fan-out; beyond, dropped and counted.",
+    ),
+    setting(
+        "redis_probe_interval_s",
+        "SECONDS",
+        Some("5"),
+        "Interval of the pub/sub liveness probe; a probe not received within 3 s rebuilds the connection.",
+    ),
     setting(
         "log_format",
         "FORMAT",
@@ -471,6 +507,41 @@ pub struct NamespaceConfig {
     pub public: bool,
 }
 
+/// The Redis broker, when configured.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// May contain a password: never log it (see [`RedisConfig::display_addr`]).
+    pub url: String,
+    pub prefix: String,
+    pub pubsub_connections: usize,
+    pub pool_size: usize,
+    pub dispatch_buffer: usize,
+    pub probe_interval: Duration,
+}
+
+impl RedisConfig {
+    /// `host:port` (or socket path) without credentials, for logs.
+    pub fn display_addr(&self) -> String {
+        match redis::Client::open(self.url.as_str()) {
+            Ok(c) => c.get_connection_info().addr().to_string(),
+            Err(_) => "<invalid redis url>".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("addr", &self.display_addr())
+            .field("prefix", &self.prefix)
+            .field("pubsub_connections", &self.pubsub_connections)
+            .field("pool_size", &self.pool_size)
+            .field("dispatch_buffer", &self.dispatch_buffer)
+            .field("probe_interval", &self.probe_interval)
+            .finish()
+    }
+}
+
 /// Inbound, outbound and connection limits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -512,6 +583,8 @@ pub struct Config {
     /// Accepted API keys; never logged.
     pub api_keys: Vec<String>,
     pub namespaces: BTreeMap<String, NamespaceConfig>,
+    /// `None`: the in-process broker.
+    pub redis: Option<RedisConfig>,
     pub log_format: LogFormat,
     pub log_level: String,
     pub heartbeat: Duration,
@@ -541,6 +614,13 @@ impl Config {
         line("jwt_issuer", format!("{:?}", self.jwt.issuer));
         line("allowed_origins", format!("{:?}", self.allowed_origins));
         line("api_keys", format!("{} configured", self.api_keys.len()));
+        line(
+            "broker",
+            match &self.redis {
+                Some(r) => format!("redis at {} (prefix {:?})", r.display_addr(), r.prefix),
+                None => "memory (single node)".into(),
+            },
+        );
         line(
             "namespaces",
             self.namespaces
@@ -609,10 +689,17 @@ impl<'a> Resolver<'a> {
         if let Some((v, o)) = self.args.given.get(key) {
             return Some((v.clone(), *o));
         }
-        if let Some(v) = self.file.get(key) {
+        // `namespaces` in the file is either a list of names (this setting) or the table of
+        // `[namespaces.<name>]` sections (read by `namespaces()`).
+        let file_value = self
+            .file
+            .get(key)
+            .filter(|v| !(key == "namespaces" && v.is_table()));
+        if let Some(v) = file_value {
             let values = match v {
                 toml::Value::String(s) => Some(vec![s.clone()]),
                 toml::Value::Integer(i) => Some(vec![i.to_string()]),
+                toml::Value::Float(f) => Some(vec![f.to_string()]),
                 toml::Value::Boolean(b) => Some(vec![b.to_string()]),
                 toml::Value::Array(items) => items
                     .iter()
@@ -713,6 +800,7 @@ impl<'a> Resolver<'a> {
         let allowed_origins = self.origins();
         let api_keys = self.list("api_key");
         let namespaces = self.namespaces();
+        let redis = self.redis();
         let log_format = self.one::<LogFormat>("log_format");
         let log_level = self.one::<String>("log_level");
         if let Some(level) = &log_level
@@ -735,6 +823,7 @@ impl<'a> Resolver<'a> {
             allowed_origins,
             api_keys,
             namespaces,
+            redis: redis?,
             log_format: log_format?,
             log_level: log_level?,
             heartbeat: Duration::from_secs(heartbeat?),
@@ -745,6 +834,44 @@ impl<'a> Resolver<'a> {
             limits: limits?,
             warnings: Vec::new(),
         })
+    }
+
+    /// `Some(None)` when Redis is not configured; `None` on a problem.
+    fn redis(&mut self) -> Option<Option<RedisConfig>> {
+        let url = self.one::<String>("redis_url");
+        let prefix = self.one::<String>("redis_prefix");
+        let pubsub_connections = self.number::<usize>("redis_pubsub_connections", 1);
+        let pool_size = self.number::<usize>("redis_pool_size", 1);
+        let dispatch_buffer = self.number::<usize>("redis_dispatch_buffer", 16);
+        let probe_interval = self.number::<u64>("redis_probe_interval_s", 1);
+        let Some(url) = url else {
+            return if self.raw("redis_url").is_some() {
+                None
+            } else {
+                Some(None)
+            };
+        };
+        if let Err(e) = redis::Client::open(url.as_str()) {
+            // The error may quote the URL; name only the kind.
+            self.problems
+                .push(format!("redis_url: not a valid Redis URL ({:?})", e.kind()));
+            return None;
+        }
+        let prefix = prefix?;
+        if prefix.len() > 64 || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            self.problems.push(format!(
+                "redis_prefix {prefix:?}: at most 64 characters, no whitespace"
+            ));
+            return None;
+        }
+        Some(Some(RedisConfig {
+            url,
+            prefix,
+            pubsub_connections: pubsub_connections?,
+            pool_size: pool_size?,
+            dispatch_buffer: dispatch_buffer?,
+            probe_interval: Duration::from_secs(probe_interval?),
+        }))
     }
 
     fn node_id(&mut self) -> Option<String> {
@@ -907,6 +1034,8 @@ impl<'a> Resolver<'a> {
             .collect();
         if let Some(table) = self.file.get("namespaces").cloned() {
             match table {
+                // A plain list of names is the `namespaces` setting, read below.
+                toml::Value::Array(_) => {}
                 toml::Value::Table(t) => {
                     for (name, v) in t {
                         if let Err(e) = validate_namespace(&name) {
@@ -927,7 +1056,7 @@ impl<'a> Resolver<'a> {
                     }
                 }
                 _ => self.problems.push(format!(
-                    "config file {}: `namespaces` must be a table of [namespaces.<name>] sections",
+                    "config file {}: `namespaces` must be a list of names or [namespaces.<name>] sections",
                     self.file_name
                 )),
             }
@@ -1013,10 +1142,12 @@ fn parse_algorithm(s: &str) -> Result<Algorithm, String> {
 
 fn suggest(key: &str) -> String {
     let normalized = key.replace('-', "_").to_ascii_lowercase();
-    match SETTINGS
-        .iter()
-        .find(|s| s.key == normalized || s.key.contains(&normalized) || normalized.contains(s.key))
-    {
+    let close = |s: &&Setting| {
+        s.key == normalized
+            || (normalized.len() >= 4
+                && (s.key.contains(&normalized) || normalized.contains(s.key)))
+    };
+    match SETTINGS.iter().find(close) {
         Some(s) => format!(" (did you mean `{}`?)", s.key),
         None => String::new(),
     }

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Verifier;
-use crate::broker::{Broker, BrokerError, HubSink, MemoryBroker};
+use crate::broker::{Broker, BrokerError, HubSink, MemoryBroker, RedisBroker};
 use crate::channel::Channel;
 use crate::config::Config;
 use crate::http::{api, ops};
@@ -47,20 +47,43 @@ pub struct Node {
 }
 
 impl Node {
-    /// A node on the in-process broker.
-    pub fn new(config: Config) -> Arc<Node> {
-        Node::with_broker(config, |sink| Arc::new(MemoryBroker::new(sink)))
+    /// A node on the broker its configuration names: Redis when `redis_url` is set,
+    /// otherwise the in-process broker. Must be called within a Tokio runtime.
+    pub fn new(config: Config) -> Result<Arc<Node>, String> {
+        match config.redis.clone() {
+            None => Ok(Node::with_broker(config, |sink, _| {
+                Arc::new(MemoryBroker::new(sink))
+            })),
+            Some(redis) => {
+                let mut failure = None;
+                let node_id = config.node_id.clone();
+                let max_payload = config.limits.max_payload_bytes;
+                let node = Node::with_broker(config, |sink, metrics| {
+                    match RedisBroker::start(&redis, &node_id, max_payload, sink.clone(), metrics) {
+                        Ok(b) => b,
+                        Err(e) => {
+                            failure = Some(e);
+                            Arc::new(MemoryBroker::new(sink))
+                        }
+                    }
+                });
+                match failure {
+                    Some(e) => Err(e),
+                    None => Ok(node),
+                }
+            }
+        }
     }
 
     /// A node on a broker of the caller's choosing.
     pub fn with_broker(
         config: Config,
-        make_broker: impl FnOnce(HubSink) -> Arc<dyn Broker>,
+        make_broker: impl FnOnce(HubSink, &Metrics) -> Arc<dyn Broker>,
     ) -> Arc<Node> {
         let metrics = Arc::new(Metrics::new());
         Arc::new(Node {
             verifier: Verifier::new(&config.jwt),
-            hub: Hub::new(metrics.clone(), make_broker),
+            hub: Hub::new(metrics.clone(), |sink| make_broker(sink, &metrics)),
             admission: Admission::new(&config.limits),
             metrics,
             config,
@@ -183,9 +206,10 @@ pub struct Server {
 }
 
 impl Server {
-    /// Builds a node on the in-process broker and binds its listener.
+    /// Builds a node (on the broker its configuration names) and binds its listener.
     pub async fn bind(config: Config) -> std::io::Result<Server> {
-        Server::bind_node(Node::new(config)).await
+        let node = Node::new(config).map_err(std::io::Error::other)?;
+        Server::bind_node(node).await
     }
 
     /// Binds the listener of an already built node.

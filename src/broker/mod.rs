@@ -3,16 +3,18 @@
 //! The [`Hub`](crate::hub::Hub) owns local subscribers and tells the broker which channels
 //! this node is interested in (first local subscriber in, last one out). The broker carries
 //! publications between nodes and hands every message for a channel of interest back to the
-//! hub through a [`HubSink`]. The in-process [`MemoryBroker`] serves a single node; the Redis
-//! broker (next) serves a cluster. Both must keep the same contract, documented on [`Broker`].
+//! hub through a [`HubSink`]. The in-process [`MemoryBroker`] serves a single node; the
+//! [`RedisBroker`] serves a cluster. Both must keep the same contract, documented on [`Broker`].
 
 mod memory;
+mod redis;
 
 use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 
+pub use self::redis::RedisBroker;
 use crate::channel::Channel;
 pub use crate::hub::HubSink;
 pub use memory::MemoryBroker;

@@ -31,6 +31,21 @@ pub struct Gateway {
 impl Gateway {
     /// Starts the gateway with the test secret and API key, plus `extra` flags.
     pub fn start(extra: &[&str]) -> Gateway {
+        Gateway::start_named("test-node", extra)
+    }
+
+    /// Starts a node named `node_id` connected to `redis`, and waits until it is ready.
+    pub async fn start_on_redis(node_id: &str, redis: &RedisServer, extra: &[&str]) -> Gateway {
+        let url = redis.url();
+        let mut args = vec!["--redis-url", url.as_str(), "--redis-probe-interval-s", "1"];
+        args.extend_from_slice(extra);
+        let gw = Gateway::start_named(node_id, &args);
+        gw.wait_ready(true).await;
+        gw
+    }
+
+    /// Starts the gateway under a node id, with the test secret and API key.
+    pub fn start_named(node_id: &str, extra: &[&str]) -> Gateway {
         let mut args = vec![
             "serve",
             "--listen",
@@ -40,7 +55,7 @@ impl Gateway {
             "--api-key",
             API_KEY,
             "--node-id",
-            "test-node",
+            node_id,
             "--log-level",
             "fanout=debug,info",
         ];
@@ -196,6 +211,24 @@ impl Gateway {
             .post("/api/publish", &json!({"channel": channel, "data": data}))
             .await;
         assert_eq!(status, 200, "publish failed: {body}");
+    }
+
+    /// Polls `/readyz` until it answers ready (`true`) or not ready (`false`).
+    pub async fn wait_ready(&self, ready: bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let (status, body) = self.get("/readyz").await;
+            if (status == 200) == ready {
+                return;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "readyz stayed {status} {body}, wanted ready={ready}\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub async fn get(&self, path: &str) -> (u16, String) {
@@ -418,4 +451,124 @@ pub fn token_with(claims: Value) -> String {
         &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
     )
     .expect("sign token")
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A `redis-server` of this test's own, on a free loopback port, without persistence.
+/// Killed on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let port = free_port();
+        let mut server = RedisServer { child: None, port };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        let port = self.port.to_string();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+                "--dir",
+                &std::env::temp_dir().display().to_string(),
+                "--logfile",
+                "",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server (apt-get install redis-server)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + WAIT;
+        while self.try_cli(&["PING"]).as_deref() != Some("PONG") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Runs the real `redis-cli` against this server; returns its trimmed output.
+    pub fn cli(&self, args: &[&str]) -> String {
+        self.try_cli(args)
+            .unwrap_or_else(|| panic!("redis-cli {args:?} failed"))
+    }
+
+    fn try_cli(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (out.status.success() && !text.starts_with("Could not connect")).then_some(text)
+    }
+
+    /// `PUBSUB NUMSUB`: how many connections subscribe a Redis channel.
+    pub fn numsub(&self, channel: &str) -> i64 {
+        let out = self.cli(&["PUBSUB", "NUMSUB", channel]);
+        out.lines()
+            .nth(1)
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(-1)
+    }
+
+    /// Kills the server (no persistence: everything in it is lost).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Polls `check` until it returns true, or panics with `what` after [`WAIT`].
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -1,0 +1,283 @@
+//! The Redis broker: many stateless nodes, one Redis, and publishing with a plain `PUBLISH`.
+//!
+//! - **Interest routing.** The hub asks for a channel when its first local subscriber
+//!   arrives; the broker SUBSCRIBEs `<prefix><channel>` on one of a few pub/sub connections
+//!   (chosen by channel hash) and UNSUBSCRIBEs when the last one leaves. A node receives only
+//!   the traffic of channels it has subscribers for.
+//! - **The read path never blocks** ([`dispatch`]): bounded, per-channel-ordered queues
+//!   between Redis and the fan-out; overflow is dropped and counted.
+//! - **Outages** ([`subscriber`]): connections reconnect with backoff and resubscribe every
+//!   channel they held; subscribing new channels meanwhile fails fast with `unavailable`.
+//! - **Silent death**: a probe publishes to each connection's own probe channel every few
+//!   seconds and rebuilds a connection whose probe does not come back.
+//!
+//! The payload published to Redis is exactly what subscribers receive as `data` (see
+//! `docs/publishing.md`); there is no envelope of ours on the Redis side.
+
+mod dispatch;
+mod metrics;
+mod subscriber;
+
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+use self::dispatch::Dispatch;
+use self::metrics::RedisMetrics;
+use self::subscriber::{COMMAND_TIMEOUT, Shared, Subscriber};
+use super::{Broker, BrokerError, HubSink};
+use crate::channel::Channel;
+use crate::config::RedisConfig;
+
+/// How long a probe may take to come back before its connection is rebuilt.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+pub struct RedisBroker {
+    prefix: String,
+    pool: deadpool_redis::Pool,
+    subscribers: Arc<[Subscriber]>,
+    /// False after a failed command (publish or probe), true after a successful one.
+    commands_ok: Arc<AtomicBool>,
+    metrics: Arc<RedisMetrics>,
+    cancel: CancellationToken,
+}
+
+impl RedisBroker {
+    /// Starts the broker's connections and tasks. Connecting happens in the background: the
+    /// broker is not ready until its pub/sub connections are up.
+    pub fn start(
+        config: &RedisConfig,
+        node_id: &str,
+        max_payload: usize,
+        hub: HubSink,
+        registry: &crate::metrics::Metrics,
+    ) -> Result<Arc<RedisBroker>, String> {
+        let client = ::redis::Client::open(config.url.as_str())
+            .map_err(|e| format!("invalid redis_url ({:?})", e.kind()))?;
+        let mut pool_config = deadpool_redis::PoolConfig::new(config.pool_size);
+        pool_config.timeouts = deadpool_redis::Timeouts {
+            wait: Some(COMMAND_TIMEOUT),
+            create: Some(COMMAND_TIMEOUT),
+            recycle: Some(COMMAND_TIMEOUT),
+        };
+        let pool = deadpool_redis::Config {
+            url: Some(config.url.clone()),
+            connection: None,
+            pool: Some(pool_config),
+        }
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .map_err(|e| format!("cannot create the Redis pool: {e}"))?;
+
+        let metrics = Arc::new(RedisMetrics::new(registry));
+        let cancel = CancellationToken::new();
+        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let shared = Arc::new(Shared {
+            prefix: config.prefix.clone(),
+            max_payload,
+            dispatch: Dispatch::start(
+                workers,
+                config.dispatch_buffer,
+                hub,
+                metrics.clone(),
+                cancel.clone(),
+            ),
+            metrics: metrics.clone(),
+            cancel: cancel.clone(),
+        });
+        // Unique per process, so restarted or same-named nodes never see each other's probes.
+        // `!` cannot appear in a channel name, so no client channel collides with it.
+        let incarnation: u32 = rand::random();
+        let subscribers: Arc<[Subscriber]> = (0..config.pubsub_connections)
+            .map(|i| {
+                let probe = format!("{}!probe:{node_id}:{incarnation:08x}:{i}", config.prefix);
+                Subscriber::start(i, client.clone(), probe, shared.clone())
+            })
+            .collect();
+        let broker = Arc::new(RedisBroker {
+            prefix: config.prefix.clone(),
+            pool,
+            subscribers,
+            commands_ok: Arc::new(AtomicBool::new(true)),
+            metrics,
+            cancel,
+        });
+        tokio::spawn(probe_loop(
+            broker.pool.clone(),
+            broker.subscribers.clone(),
+            config.probe_interval,
+            broker.metrics.clone(),
+            broker.commands_ok.clone(),
+            broker.cancel.clone(),
+        ));
+        tracing::info!(
+            redis = %config.display_addr(),
+            prefix = %config.prefix,
+            pubsub_connections = config.pubsub_connections,
+            "redis broker started"
+        );
+        Ok(broker)
+    }
+
+    fn redis_name(&self, channel: &Channel) -> String {
+        format!("{}{}", self.prefix, channel)
+    }
+
+    /// The channels grouped by the pub/sub connection that holds them.
+    fn by_connection(&self, channels: &[Channel]) -> Vec<(usize, Vec<String>)> {
+        let n = self.subscribers.len();
+        let mut groups: Vec<Vec<String>> = vec![Vec::new(); n];
+        for c in channels {
+            let i = BuildHasherDefault::<DefaultHasher>::default().hash_one(c) as usize % n;
+            groups[i].push(self.redis_name(c));
+        }
+        groups
+            .into_iter()
+            .enumerate()
+            .filter(|(_, g)| !g.is_empty())
+            .collect()
+    }
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn subscribe(&self, channels: &[Channel]) -> Result<(), BrokerError> {
+        let groups = self.by_connection(channels);
+        let results = futures_util::future::join_all(
+            groups
+                .iter()
+                .map(|(i, names)| self.subscribers[*i].subscribe(names.clone())),
+        )
+        .await;
+        if let Some(err) = results.iter().find_map(|r| r.as_ref().err()).cloned() {
+            // All or nothing: release what did succeed, so no subscription is left behind
+            // that the hub does not know of.
+            let undo = groups
+                .iter()
+                .zip(&results)
+                .filter(|(_, r)| r.is_ok())
+                .map(|((i, names), _)| self.subscribers[*i].unsubscribe(names.clone()));
+            futures_util::future::join_all(undo).await;
+            return Err(err);
+        }
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, channels: &[Channel]) -> Result<(), BrokerError> {
+        let groups = self.by_connection(channels);
+        let results = futures_util::future::join_all(
+            groups
+                .into_iter()
+                .map(|(i, names)| self.subscribers[i].unsubscribe(names)),
+        )
+        .await;
+        results.into_iter().collect()
+    }
+
+    async fn publish(&self, channel: &Channel, payload: Bytes) -> Result<(), BrokerError> {
+        let started = Instant::now();
+        let result = publish_raw(&self.pool, &self.redis_name(channel), &payload).await;
+        self.commands_ok.store(result.is_ok(), Ordering::Release);
+        if result.is_ok() {
+            self.metrics
+                .publish_duration
+                .observe(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    fn is_ready(&self) -> bool {
+        self.commands_ok.load(Ordering::Acquire) && self.subscribers.iter().all(Subscriber::is_up)
+    }
+}
+
+/// `PUBLISH name payload` through the command pool, bounded in time.
+async fn publish_raw(
+    pool: &deadpool_redis::Pool,
+    name: &str,
+    payload: &[u8],
+) -> Result<(), BrokerError> {
+    let attempt = async {
+        let mut conn = pool
+            .get()
+            .await
+            .map_err(|e| BrokerError::Unavailable(format!("no Redis connection: {e}")))?;
+        ::redis::cmd("PUBLISH")
+            .arg(name)
+            .arg(payload)
+            .query_async::<i64>(&mut *conn)
+            .await
+            .map_err(|e| BrokerError::Unavailable(format!("redis PUBLISH failed: {e}")))
+    };
+    match timeout(COMMAND_TIMEOUT, attempt).await {
+        Ok(r) => r.map(|_| ()),
+        Err(_) => Err(BrokerError::Unavailable("redis PUBLISH timed out".into())),
+    }
+}
+
+/// Publishes a numbered probe to each live connection's probe channel and rebuilds the
+/// connections whose probe did not come back: a subscription can die without the TCP
+/// connection noticing, and only an end-to-end check catches that.
+async fn probe_loop(
+    pool: deadpool_redis::Pool,
+    subscribers: Arc<[Subscriber]>,
+    interval: Duration,
+    metrics: Arc<RedisMetrics>,
+    commands_ok: Arc<AtomicBool>,
+    cancel: CancellationToken,
+) {
+    let mut number: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let mut sent = Vec::new();
+        for (i, sub) in subscribers.iter().enumerate() {
+            if !sub.is_up() {
+                continue;
+            }
+            number += 1;
+            match publish_raw(&pool, &sub.probe_channel, number.to_string().as_bytes()).await {
+                Ok(()) => {
+                    commands_ok.store(true, Ordering::Release);
+                    sent.push((i, number));
+                }
+                Err(e) => {
+                    commands_ok.store(false, Ordering::Release);
+                    metrics.probe_failures.inc();
+                    tracing::warn!(error = %e, "redis probe could not be published");
+                }
+            }
+        }
+        if sent.is_empty() {
+            continue;
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(PROBE_TIMEOUT) => {}
+        }
+        for (i, n) in sent {
+            let sub = &subscribers[i];
+            if sub.is_up() && sub.probe_seen() < n {
+                metrics.probe_failures.inc();
+                sub.rebuild();
+            }
+        }
+    }
+}

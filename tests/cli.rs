@@ -1,0 +1,611 @@
+//! The `fanout` command line as a user meets it: `check-config`, `serve` with a broken
+//! configuration, `token`, the README's configuration table and the TOML config file.
+//!
+//! Every test runs the real binary. Environment variables named `FANOUT_*` and `RUST_LOG` are
+//! removed from each child process so that the developer's shell cannot change the outcome.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use support::{Gateway, SECRET, unix_now};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fanout");
+
+/// A secret long enough not to trigger the short-secret warning.
+const LONG_SECRET: &str = "check-config-secret-do-not-print-0123456789";
+
+/// What a finished `fanout` run left behind.
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit code {:?}\n--- stdout ---\n{}--- stderr ---\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A `fanout` command with no `FANOUT_*` or `RUST_LOG` inherited from the test environment.
+fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("RUST_LOG");
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("FANOUT_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Runs `fanout` to completion (it must finish within `support::WAIT`).
+fn fanout(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut child = command(args, env).spawn().expect("spawn fanout");
+    let deadline = Instant::now() + support::WAIT;
+    loop {
+        if child.try_wait().expect("try_wait").is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().expect("wait");
+            panic!(
+                "`fanout {}` did not exit within {:?}; stderr:\n{}",
+                args.join(" "),
+                support::WAIT,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().expect("wait");
+    Run {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A file under the system temp directory, removed on drop (also when the test fails).
+struct TempFile {
+    path: PathBuf,
+}
+
+impl TempFile {
+    fn new(test: &str, contents: &str) -> TempFile {
+        let path =
+            std::env::temp_dir().join(format!("fanout-cli-{}-{test}.toml", std::process::id()));
+        std::fs::write(&path, contents).expect("write temp config");
+        TempFile { path }
+    }
+
+    fn path(&self) -> &str {
+        self.path.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// A file of the repository, as an absolute path.
+fn repo_file(rel: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(rel)
+        .to_str()
+        .expect("utf-8 path")
+        .to_owned()
+}
+
+/// The value `check-config` shows for `key` in its summary (`  listen   127.0.0.1:1`).
+fn summary_value(stdout: &str, key: &str) -> Option<String> {
+    stdout.lines().find_map(|line| {
+        let (k, v) = line.trim_start().split_once(char::is_whitespace)?;
+        (k == key).then(|| v.trim().to_owned())
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// check-config
+
+#[test]
+fn check_config_accepts_a_valid_configuration_without_printing_secrets() {
+    let file = TempFile::new(
+        "valid",
+        &format!(
+            "jwt_secret = \"{LONG_SECRET}\"\napi_key = [\"file-api-key-1111\", \"file-api-key-2222\"]\n"
+        ),
+    );
+    let short_secret = "hunter2-short";
+    let runs = [
+        // Secret and API keys from the file.
+        (
+            fanout(&["check-config", "--config", file.path()], &[]),
+            vec![LONG_SECRET, "file-api-key-1111", "file-api-key-2222"],
+        ),
+        // Secret from the environment, API key from a flag.
+        (
+            fanout(
+                &["check-config", "--api-key", "flag-api-key-3333"],
+                &[("FANOUT_JWT_SECRET", LONG_SECRET)],
+            ),
+            vec![LONG_SECRET, "flag-api-key-3333"],
+        ),
+        // A short secret is a warning; the warning must not quote it.
+        (
+            fanout(
+                &["check-config", "--jwt-secret", short_secret],
+                &[("FANOUT_API_KEY", "env-api-key-4444,env-api-key-5555")],
+            ),
+            vec![short_secret, "env-api-key-4444", "env-api-key-5555"],
+        ),
+    ];
+    for (run, secrets) in &runs {
+        assert_eq!(run.code, Some(0), "{run}");
+        assert!(run.stdout.contains("configuration is valid"), "{run}");
+        for secret in secrets {
+            assert!(
+                !run.all().contains(secret),
+                "check-config printed the secret {secret:?}:\n{run}"
+            );
+        }
+    }
+    assert_eq!(
+        summary_value(&runs[0].0.stdout, "api_keys").as_deref(),
+        Some("2 configured"),
+        "{}",
+        runs[0].0
+    );
+    assert!(
+        runs[2].0.stdout.contains("warning: jwt_secret is"),
+        "the short secret deserves a warning:\n{}",
+        runs[2].0
+    );
+}
+
+#[test]
+fn check_config_lists_every_problem_in_one_run() {
+    let file = TempFile::new(
+        "problems",
+        "bogus_key = 1\n\n[namespaces.agent]\ncolour = \"red\"\n",
+    );
+    let run = fanout(
+        &[
+            "check-config",
+            "--config",
+            file.path(),
+            "--listen",
+            "nowhere",
+            "--public-namespaces",
+            "chat",
+        ],
+        &[("FANOUT_HEARTBEAT_S", "0")],
+    );
+    assert_eq!(run.code, Some(1), "{run}");
+    let out = run.all();
+    let problems: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("- "))
+        .collect();
+    let expected: [(&str, &[&str]); 6] = [
+        ("bad --listen flag", &["--listen", "nowhere"]),
+        (
+            "heartbeat 0 from the environment",
+            &["FANOUT_HEARTBEAT_S", "at least 1"],
+        ),
+        ("unknown key in the file", &[file.path(), "bogus_key"]),
+        (
+            "unknown field of a namespace section",
+            &[file.path(), "[namespaces.agent]", "colour"],
+        ),
+        (
+            "unknown public namespace",
+            &["public_namespaces", "\"chat\""],
+        ),
+        ("no JWT key", &["no token verification key"]),
+    ];
+    for (what, needles) in expected {
+        assert!(
+            problems
+                .iter()
+                .any(|p| needles.iter().all(|n| p.contains(n))),
+            "no problem reported for {what} (a line with all of {needles:?}):\n{run}"
+        );
+    }
+    let header = format!("invalid configuration ({} problems)", problems.len());
+    assert!(
+        out.contains(&header),
+        "header should count every listed problem ({header:?}):\n{run}"
+    );
+    assert!(!out.contains("panicked"), "{run}");
+}
+
+#[test]
+fn settings_take_precedence_flag_over_env_over_file_over_default() {
+    struct Case {
+        name: &'static str,
+        file: &'static str,
+        env: &'static [(&'static str, &'static str)],
+        flags: &'static [&'static str],
+        listen: &'static str,
+        heartbeat_s: &'static str,
+    }
+    let cases = [
+        Case {
+            name: "defaults",
+            file: "",
+            env: &[],
+            flags: &[],
+            listen: "0.0.0.0:8080",
+            heartbeat_s: "25",
+        },
+        Case {
+            name: "file-only",
+            file: "listen = \"127.0.0.1:1001\"\nheartbeat_s = 11\n",
+            env: &[],
+            flags: &[],
+            listen: "127.0.0.1:1001",
+            heartbeat_s: "11",
+        },
+        Case {
+            name: "env-over-file",
+            file: "listen = \"127.0.0.1:1001\"\nheartbeat_s = 11\n",
+            env: &[("FANOUT_LISTEN", "127.0.0.1:2002")],
+            flags: &[],
+            listen: "127.0.0.1:2002",
+            heartbeat_s: "11",
+        },
+        Case {
+            name: "flag-over-env-over-file",
+            file: "listen = \"127.0.0.1:1001\"\nheartbeat_s = 11\n",
+            env: &[
+                ("FANOUT_LISTEN", "127.0.0.1:2002"),
+                ("FANOUT_HEARTBEAT_S", "22"),
+            ],
+            flags: &["--listen", "127.0.0.1:3003"],
+            listen: "127.0.0.1:3003",
+            heartbeat_s: "22",
+        },
+        Case {
+            name: "flag-over-file",
+            file: "listen = \"127.0.0.1:1001\"\nheartbeat_s = 11\n",
+            env: &[],
+            flags: &["--listen", "127.0.0.1:3003", "--heartbeat-s", "33"],
+            listen: "127.0.0.1:3003",
+            heartbeat_s: "33",
+        },
+        Case {
+            name: "flag-over-env",
+            file: "",
+            env: &[
+                ("FANOUT_LISTEN", "127.0.0.1:2002"),
+                ("FANOUT_HEARTBEAT_S", "22"),
+            ],
+            flags: &["--heartbeat-s", "33"],
+            listen: "127.0.0.1:2002",
+            heartbeat_s: "33",
+        },
+    ];
+    for case in cases {
+        let file = TempFile::new(&format!("precedence-{}", case.name), case.file);
+        let mut args = vec![
+            "check-config",
+            "--config",
+            file.path(),
+            "--jwt-secret",
+            LONG_SECRET,
+        ];
+        args.extend_from_slice(case.flags);
+        let run = fanout(&args, case.env);
+        assert_eq!(run.code, Some(0), "case {}: {run}", case.name);
+        assert_eq!(
+            summary_value(&run.stdout, "listen").as_deref(),
+            Some(case.listen),
+            "case {}: listen\n{run}",
+            case.name
+        );
+        assert_eq!(
+            summary_value(&run.stdout, "heartbeat_s").as_deref(),
+            Some(case.heartbeat_s),
+            "case {}: heartbeat_s\n{run}",
+            case.name
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// serve
+
+#[test]
+fn serve_with_an_invalid_configuration_exits_2_and_explains_why() {
+    let started = Instant::now();
+    let run = fanout(
+        &["serve", "--listen", "nowhere", "--jwt-secret", LONG_SECRET],
+        &[],
+    );
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(run.stderr.contains("invalid configuration"), "{run}");
+    assert!(run.stderr.contains("--listen"), "{run}");
+    assert!(!run.all().contains("panicked"), "{run}");
+    assert!(!run.all().contains(LONG_SECRET), "{run}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// token
+
+/// Runs `fanout token` and returns the one line it printed.
+fn mint(args: &[&str]) -> String {
+    let mut all = vec!["token"];
+    all.extend_from_slice(args);
+    let run = fanout(&all, &[]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one token line:\n{run}");
+    let token = lines[0].trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "not a JWT: {token}");
+    token
+}
+
+#[tokio::test]
+async fn a_minted_hs256_token_carries_its_claims_and_opens_exactly_its_channels() {
+    let token = mint(&[
+        "--sub",
+        "42",
+        "--channels",
+        "room:*,dag:7",
+        "--ttl",
+        "1h",
+        "--jwt-secret",
+        SECRET,
+    ]);
+
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.validate_aud = false;
+    let claims = jsonwebtoken::decode::<Value>(
+        &token,
+        &jsonwebtoken::DecodingKey::from_secret(SECRET.as_bytes()),
+        &validation,
+    )
+    .expect("token verifies with the same secret")
+    .claims;
+    assert_eq!(claims["sub"], "42", "{claims}");
+    assert_eq!(claims["channels"], json!(["room:*", "dag:7"]), "{claims}");
+    let exp = claims["exp"].as_i64().expect("numeric exp");
+    let expected = unix_now() + 3600;
+    assert!(
+        (exp - expected).abs() <= 60,
+        "exp {exp} should be about now+3600 ({expected})"
+    );
+
+    let gw = Gateway::start(&[]);
+    let (mut client, ack) = gw.connect(&token).await;
+    assert_eq!(ack["user"], "42");
+    client.subscribe("room:lobby").await;
+    client.subscribe("dag:7").await;
+    let reply = client
+        .request(json!({"type": "subscribe", "channel": "dag:8"}))
+        .await;
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert_eq!(reply["code"], "forbidden", "{reply}");
+}
+
+#[tokio::test]
+async fn an_rs256_token_needs_the_private_key_and_then_opens_the_gateway() {
+    let public = repo_file("tests/fixtures/rsa_public.pem");
+    let private = repo_file("tests/fixtures/rsa_private.pem");
+
+    let run = fanout(&["token", "--sub", "7", "--jwt-public-key", &public], &[]);
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(run.stderr.contains("--private-key"), "{run}");
+    assert!(run.stdout.trim().is_empty(), "no token expected:\n{run}");
+
+    let token = mint(&[
+        "--sub",
+        "7",
+        "--channels",
+        "room:*",
+        "--jwt-public-key",
+        &public,
+        "--private-key",
+        &private,
+    ]);
+    let header = jsonwebtoken::decode_header(&token).expect("token header");
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
+
+    let gw = Gateway::start_with(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-public-key",
+            &public,
+            "--node-id",
+            "test-node",
+        ],
+        &[],
+    );
+    let (mut client, ack) = gw.connect(&token).await;
+    assert_eq!(ack["user"], "7");
+    client.subscribe("room:lobby").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// README
+
+const TABLE_START: &str = "<!-- config-table:start -->";
+const TABLE_END: &str = "<!-- config-table:end -->";
+
+/// The text between the README's config-table marker lines, without the blank lines that may
+/// surround the table; line endings normalised to `\n`.
+fn config_table_section(readme: &str) -> Result<String, String> {
+    let readme = readme.replace("\r\n", "\n");
+    let lines: Vec<&str> = readme.lines().collect();
+    let find = |marker: &str| -> Result<usize, String> {
+        let found: Vec<usize> = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.trim() == marker)
+            .map(|(i, _)| i)
+            .collect();
+        match found.as_slice() {
+            [i] => Ok(*i),
+            [] => Err(format!("README.md has no line `{marker}`")),
+            _ => Err(format!("README.md has the line `{marker}` more than once")),
+        }
+    };
+    let start = find(TABLE_START)?;
+    let end = find(TABLE_END)?;
+    if end <= start {
+        return Err(format!(
+            "README.md: `{TABLE_END}` comes before `{TABLE_START}`"
+        ));
+    }
+    let mut body = &lines[start + 1..end];
+    while let [first, rest @ ..] = body
+        && first.trim().is_empty()
+    {
+        body = rest;
+    }
+    while let [rest @ .., last] = body
+        && last.trim().is_empty()
+    {
+        body = rest;
+    }
+    Ok(body.iter().map(|l| format!("{l}\n")).collect())
+}
+
+#[test]
+fn the_readme_configuration_table_matches_the_code() {
+    const FIX: &str = "regenerate it: run `cargo run -q -- config-reference` and paste its output \
+                       between the `<!-- config-table:start -->` and `<!-- config-table:end -->` \
+                       lines of README.md";
+    let run = fanout(&["config-reference"], &[]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let expected = run.stdout.replace("\r\n", "\n");
+    assert!(expected.starts_with("| flag |"), "{run}");
+
+    let path = repo_file("README.md");
+    let readme = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!("cannot read {path}: {e}; the README must hold the configuration table: {FIX}")
+    });
+    let actual = config_table_section(&readme).unwrap_or_else(|e| panic!("{e}; {FIX}"));
+    if actual != expected {
+        let first_difference = actual
+            .lines()
+            .zip(expected.lines())
+            .position(|(a, e)| a != e)
+            .map_or_else(
+                || {
+                    format!(
+                        "README has {} lines, config-reference prints {}",
+                        actual.lines().count(),
+                        expected.lines().count()
+                    )
+                },
+                |i| {
+                    format!(
+                        "first difference at table line {}:\n  README:           {}\n  config-reference: {}",
+                        i + 1,
+                        actual.lines().nth(i).unwrap_or(""),
+                        expected.lines().nth(i).unwrap_or("")
+                    )
+                },
+            );
+        panic!("the README configuration table is out of date; {FIX}.\n{first_difference}");
+    }
+}
+
+#[test]
+fn the_readme_table_extraction_finds_exactly_the_marked_section() {
+    let readme = "# Title\n\ntext\n\n<!-- config-table:start -->\n\n| a | b |\r\n|---|---|\n| 1 | 2 |\n\n<!-- config-table:end -->\n\nmore\n";
+    assert_eq!(
+        config_table_section(readme).unwrap(),
+        "| a | b |\n|---|---|\n| 1 | 2 |\n"
+    );
+    assert_eq!(
+        config_table_section("<!-- config-table:start -->\n<!-- config-table:end -->\n").unwrap(),
+        ""
+    );
+    assert!(config_table_section("# no markers\n").is_err());
+    assert!(config_table_section("<!-- config-table:start -->\n| a |\n").is_err());
+    assert!(
+        config_table_section("<!-- config-table:end -->\n<!-- config-table:start -->\n").is_err()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// config file
+
+#[tokio::test]
+async fn a_public_namespace_from_the_config_file_needs_no_grant() {
+    let file = TempFile::new("public-namespace", "[namespaces.agent]\npublic = true\n");
+    // check-config first: its explanation is clearer than a gateway that does not start.
+    let run = fanout(
+        &[
+            "check-config",
+            "--config",
+            file.path(),
+            "--jwt-secret",
+            SECRET,
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(
+        summary_value(&run.stdout, "namespaces").as_deref(),
+        Some("agent (public), dag, room, user"),
+        "{run}"
+    );
+    let gw = Gateway::start_with(
+        &[
+            "serve",
+            "--config",
+            file.path(),
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            SECRET,
+            "--node-id",
+            "test-node",
+        ],
+        &[],
+    );
+    let mut client = gw.connect_as("1", &[]).await;
+    client.subscribe("agent:bot-1").await;
+    // Only `agent` became public.
+    let reply = client
+        .request(json!({"type": "subscribe", "channel": "room:lobby"}))
+        .await;
+    assert_eq!(reply["code"], "forbidden", "{reply}");
+}
