@@ -572,3 +572,95 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A TCP proxy in front of Redis that can freeze the pub/sub connections passing through it:
+/// the sockets stay open but nothing flows, which is how a subscription dies silently.
+pub struct FreezingProxy {
+    pub port: u16,
+    conns: Arc<Mutex<Vec<Arc<ProxiedConn>>>>,
+}
+
+#[derive(Default)]
+struct ProxiedConn {
+    subscriber: std::sync::atomic::AtomicBool,
+    frozen: std::sync::atomic::AtomicBool,
+}
+
+impl FreezingProxy {
+    pub async fn start(target_port: u16) -> FreezingProxy {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let conns: Arc<Mutex<Vec<Arc<ProxiedConn>>>> = Arc::default();
+        let registry = conns.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target_port)).await else {
+                    continue;
+                };
+                let conn = Arc::new(ProxiedConn::default());
+                registry.lock().unwrap().push(conn.clone());
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let up = conn.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16384];
+                    loop {
+                        let Ok(n) = cr.read(&mut buf).await else {
+                            break;
+                        };
+                        if n == 0 || up.frozen.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        if buf[..n]
+                            .windows(9)
+                            .any(|w| w.eq_ignore_ascii_case(b"SUBSCRIBE"))
+                        {
+                            up.subscriber.store(true, Ordering::SeqCst);
+                        }
+                        if sw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    // Frozen: keep the socket open and silent.
+                    std::future::pending::<()>().await;
+                });
+                let down = conn.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 16384];
+                    loop {
+                        let Ok(n) = sr.read(&mut buf).await else {
+                            break;
+                        };
+                        if n == 0 || down.frozen.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    std::future::pending::<()>().await;
+                });
+            }
+        });
+        FreezingProxy { port, conns }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Freezes every connection that has subscribed to something; returns how many.
+    pub fn freeze_subscribers(&self) -> usize {
+        use std::sync::atomic::Ordering;
+        let conns = self.conns.lock().unwrap();
+        let mut n = 0;
+        for c in conns.iter() {
+            if c.subscriber.load(Ordering::SeqCst) && !c.frozen.swap(true, Ordering::SeqCst) {
+                n += 1;
+            }
+        }
+        n
+    }
+}

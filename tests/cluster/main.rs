@@ -1,0 +1,11 @@
+//! Scenarios with several real `fanout` processes on a real `redis-server` started by the
+//! test, publishing with the real `redis-cli`, PHP (phpredis) and the HTTP API.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod balancer;
+mod deployment;
+mod interest;
+mod outage;
+mod publishing;
