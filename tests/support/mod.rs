@@ -606,10 +606,7 @@ impl FreezingProxy {
                 let up = conn.clone();
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 16384];
-                    loop {
-                        let Ok(n) = cr.read(&mut buf).await else {
-                            break;
-                        };
+                    while let Ok(n) = cr.read(&mut buf).await {
                         if n == 0 || up.frozen.load(Ordering::SeqCst) {
                             break;
                         }
@@ -629,10 +626,7 @@ impl FreezingProxy {
                 let down = conn.clone();
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 16384];
-                    loop {
-                        let Ok(n) = sr.read(&mut buf).await else {
-                            break;
-                        };
+                    while let Ok(n) = sr.read(&mut buf).await {
                         if n == 0 || down.frozen.load(Ordering::SeqCst) {
                             break;
                         }
