@@ -191,7 +191,9 @@ impl Hub {
         let Some(subs) = self.channels.get(&publication.channel).map(|e| e.clone()) else {
             return 0;
         };
-        let frame = protocol::message_frame(&publication.channel, &publication.payload);
+        let info = protocol::PayloadInfo::of(&publication.payload);
+        let frame =
+            protocol::message_frame_with(&publication.channel, &publication.payload, info.is_json);
         let mut queued = 0u64;
         let mut slow = 0u64;
         let mut dropped = 0u64;
@@ -221,6 +223,11 @@ impl Hub {
         self.metrics
             .dispatch_latency
             .observe(publication.received_at.elapsed().as_secs_f64());
+        if let Some(sent_ms) = info.timestamp_ms {
+            let lag_ms = crate::session::unix_now_ms() as f64 - sent_ms;
+            // A publisher clock ahead of ours would give a negative lag: count it as zero.
+            self.metrics.publish_lag.observe(lag_ms.max(0.0) / 1000.0);
+        }
         queued as usize
     }
 

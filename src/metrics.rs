@@ -31,6 +31,8 @@ pub struct Metrics {
     pub inbound_errors: IntCounterVec,
     /// From the broker handing a message to the hub until it is queued on every local socket.
     pub dispatch_latency: Histogram,
+    /// From the `timestamp` a publisher put in the payload to local fan-out.
+    pub publish_lag: Histogram,
 }
 
 impl Metrics {
@@ -120,6 +122,17 @@ impl Metrics {
                 ]),
             )
             .expect("valid metric"),
+            publish_lag: Histogram::with_opts(
+                HistogramOpts::new(
+                    "fanout_publish_lag_seconds",
+                    "From the `timestamp` in a message payload (when present) to its fan-out on this node; includes publisher clock skew",
+                )
+                .buckets(vec![
+                    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    5.0, 10.0,
+                ]),
+            )
+            .expect("valid metric"),
             registry,
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
@@ -136,6 +149,7 @@ impl Metrics {
             Box::new(m.slow_consumers.clone()),
             Box::new(m.inbound_errors.clone()),
             Box::new(m.dispatch_latency.clone()),
+            Box::new(m.publish_lag.clone()),
             #[cfg(target_os = "linux")]
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];

@@ -293,25 +293,79 @@ impl ServerFrame<'_> {
     }
 }
 
+/// What the gateway reads from a published payload, in one pass over it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PayloadInfo {
+    /// The payload is one complete JSON value.
+    pub is_json: bool,
+    /// The top-level `timestamp` of a JSON object payload, in Unix milliseconds: a number
+    /// (seconds, or milliseconds when above 10^11) or an RFC 3339 string.
+    pub timestamp_ms: Option<f64>,
+}
+
+impl PayloadInfo {
+    pub fn of(payload: &[u8]) -> PayloadInfo {
+        #[derive(Deserialize)]
+        struct Envelope {
+            #[serde(default)]
+            timestamp: Option<Timestamp>,
+        }
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Timestamp {
+            Number(f64),
+            Text(String),
+        }
+        let is_object = payload
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|b| *b == b'{');
+        if is_object && let Ok(envelope) = serde_json::from_slice::<Envelope>(payload) {
+            let timestamp_ms = match envelope.timestamp {
+                Some(Timestamp::Number(n)) if n > 1e11 => Some(n),
+                Some(Timestamp::Number(n)) => Some(n * 1000.0),
+                Some(Timestamp::Text(t)) => humantime::parse_rfc3339_weak(&t)
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map(|d| d.as_secs_f64() * 1000.0),
+                None => None,
+            };
+            return PayloadInfo {
+                is_json: true,
+                timestamp_ms,
+            };
+        }
+        PayloadInfo {
+            is_json: is_json(payload),
+            timestamp_ms: None,
+        }
+    }
+}
+
 /// Encodes `{"type":"message","channel":...,"data":...}` as WebSocket frame bytes.
 ///
 /// A payload that is valid JSON is embedded as the `data` value as it is; any other payload
 /// becomes a JSON string (invalid UTF-8 replaced by U+FFFD). This is the publish contract of
 /// `docs/publishing.md`, so it must not change shape.
 pub fn message_frame(channel: &Channel, payload: &[u8]) -> Bytes {
+    message_frame_with(channel, payload, is_json(payload))
+}
+
+/// [`message_frame`] for a payload already inspected ([`PayloadInfo`]).
+pub fn message_frame_with(channel: &Channel, payload: &[u8], payload_is_json: bool) -> Bytes {
     let mut json = Vec::with_capacity(payload.len() + channel.as_str().len() + 48);
     json.extend_from_slice(br#"{"type":"message","channel":""#);
     // Channel names are restricted to characters that need no JSON escaping.
     json.extend_from_slice(channel.as_str().as_bytes());
     json.extend_from_slice(br#"","data":"#);
-    push_data(&mut json, payload);
+    push_data(&mut json, payload, payload_is_json);
     json.push(b'}');
     text_frame(&json)
 }
 
 /// Appends the payload as a JSON value: verbatim when it is JSON, as a string otherwise.
-fn push_data(out: &mut Vec<u8>, payload: &[u8]) {
-    if is_json(payload) {
+fn push_data(out: &mut Vec<u8>, payload: &[u8], payload_is_json: bool) {
+    if payload_is_json {
         out.extend_from_slice(payload);
     } else {
         let text = String::from_utf8_lossy(payload);
@@ -378,6 +432,25 @@ mod tests {
         assert_eq!(v["data"], 42);
         let v = unframe(&message_frame(&ch, b"{broken"));
         assert_eq!(v["data"], "{broken");
+    }
+
+    #[test]
+    fn payload_timestamps_are_read_in_seconds_milliseconds_or_rfc3339() {
+        let ms = |p: &str| PayloadInfo::of(p.as_bytes()).timestamp_ms;
+        assert_eq!(ms(r#"{"timestamp":1700000000}"#), Some(1_700_000_000_000.0));
+        assert_eq!(
+            ms(r#"{"timestamp":1700000000123}"#),
+            Some(1_700_000_000_123.0)
+        );
+        assert_eq!(
+            ms(r#"{"type":"x","timestamp":"2023-11-14T22:13:20Z"}"#),
+            Some(1_700_000_000_000.0)
+        );
+        assert_eq!(ms(r#"{"timestamp":{"nested":1}}"#), None);
+        assert_eq!(ms(r#"["timestamp", 1]"#), None);
+        assert!(PayloadInfo::of(br#"{"timestamp":{"nested":1}}"#).is_json);
+        assert!(!PayloadInfo::of(b"{nope").is_json);
+        assert!(PayloadInfo::of(b" [1,2]").is_json);
     }
 
     #[test]

@@ -146,3 +146,24 @@ async fn the_user_channel_reaches_every_device_across_nodes() {
         assert_eq!(d.recv().await["data"]["title"], "Flow completed");
     }
 }
+
+#[tokio::test]
+async fn the_publish_to_delivery_lag_is_measured_when_a_message_carries_a_timestamp() {
+    let redis = RedisServer::start();
+    let node = Gateway::start_on_redis("n1", &redis, &[]).await;
+    let mut client = node.connect_as("1", &["dag:*"]).await;
+    client.subscribe("dag:lag").await;
+    redis.cli(&["PUBLISH", "fanout:dag:lag", r#"{"type":"node_state"}"#]);
+    client.recv().await;
+    assert_eq!(node.metric("fanout_publish_lag_seconds_count").await, 0.0);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let payload = format!(r#"{{"type":"node_state","timestamp":{now_ms}}}"#);
+    redis.cli(&["PUBLISH", "fanout:dag:lag", &payload]);
+    assert_eq!(client.recv().await["data"]["timestamp"], now_ms as u64);
+    assert_eq!(node.metric("fanout_publish_lag_seconds_count").await, 1.0);
+    let lag = node.metric("fanout_publish_lag_seconds_sum").await;
+    assert!((0.0..5.0).contains(&lag), "lag {lag}");
+}
