@@ -279,3 +279,30 @@ async fn a_refreshed_token_that_no_longer_grants_a_channel_ends_that_subscriptio
         .expect_silence(std::time::Duration::from_millis(300))
         .await;
 }
+
+#[tokio::test]
+async fn a_token_minted_in_plain_php_is_accepted() {
+    let gw = Gateway::start(&[]);
+    let out = std::process::Command::new("php")
+        .arg(format!(
+            "{}/examples/php/token.php",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .args([SECRET, "42", "room:*,dag:7", "600"])
+        .output()
+        .expect("run php (apt-get install php-cli)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let (mut client, ack) = gw.connect(token.trim()).await;
+    assert_eq!(ack["user"], "42");
+    client.subscribe("room:lobby").await;
+    client.subscribe("dag:7").await;
+    let reply = client
+        .request(json!({"type": "subscribe", "channel": "dag:8"}))
+        .await;
+    assert_eq!(reply["code"], "forbidden");
+}
