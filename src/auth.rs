@@ -8,40 +8,28 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{EncodingKey, Header, Validation};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Deserializer};
 
 use crate::channel::{Channel, ChannelPattern, parse_patterns};
 use crate::config::JwtConfig;
 
-/// The claims fanout reads. Unknown claims are ignored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Claims {
+/// The claims fanout reads from a token. Others are ignored; `aud`, `iss` and `nbf` are
+/// checked by the JWT library from the raw claims (strings or arrays alike).
+#[derive(Debug, Clone, Deserialize)]
+struct Claims {
     /// The user id; a JSON string or number.
-    #[serde(
-        default,
-        deserialize_with = "string_or_number",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub sub: Option<String>,
-    /// Required; optional here only so that its absence gets its own error message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exp: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iat: Option<i64>,
+    #[serde(default, deserialize_with = "string_or_number")]
+    sub: Option<String>,
+    /// Required; optional here only so that its absence gets its own error message. A JSON
+    /// number (fractions allowed, as RFC 7519 permits).
+    #[serde(default)]
+    exp: Option<f64>,
     /// Channels this token may subscribe to: exact names or prefixes ending in `*`.
-    #[serde(
-        default,
-        deserialize_with = "list_or_string",
-        skip_serializing_if = "Vec::is_empty"
-    )]
-    pub channels: Vec<String>,
+    #[serde(default, deserialize_with = "list_or_string")]
+    channels: Vec<String>,
     /// Application data about the user (shown to others in presence, later).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub info: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub aud: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub iss: Option<String>,
+    #[serde(default)]
+    info: Option<serde_json::Value>,
 }
 
 /// Who a verified token says the client is, and what it may do.
@@ -128,7 +116,7 @@ impl Verifier {
         Ok(Identity {
             channels: parse_patterns(claims.channels.iter().map(String::as_str)),
             user: sub,
-            expires_at: exp,
+            expires_at: exp.floor() as i64,
             info: claims.info,
         })
     }
@@ -173,18 +161,27 @@ pub fn mint(
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs() as i64;
-    let claims = Claims {
-        sub: Some(req.sub.clone()),
-        exp: Some(now + req.ttl.as_secs() as i64),
-        iat: Some(now),
-        channels: req.channels.clone(),
-        info: req.info.clone(),
-        aud: req
-            .audience
-            .clone()
-            .or_else(|| jwt.audience.first().cloned()),
-        iss: req.issuer.clone().or_else(|| jwt.issuer.first().cloned()),
-    };
+    let mut claims = serde_json::json!({
+        "sub": req.sub,
+        "exp": now + req.ttl.as_secs() as i64,
+        "iat": now,
+    });
+    if !req.channels.is_empty() {
+        claims["channels"] = serde_json::json!(req.channels);
+    }
+    if let Some(info) = &req.info {
+        claims["info"] = info.clone();
+    }
+    if let Some(aud) = req
+        .audience
+        .clone()
+        .or_else(|| jwt.audience.first().cloned())
+    {
+        claims["aud"] = aud.into();
+    }
+    if let Some(iss) = req.issuer.clone().or_else(|| jwt.issuer.first().cloned()) {
+        claims["iss"] = iss.into();
+    }
     jsonwebtoken::encode(&Header::new(jwt.algorithm), &claims, key)
 }
 

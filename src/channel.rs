@@ -27,6 +27,8 @@ pub enum ChannelError {
     TooLong,
     #[error("channel name must be `broadcast` or `<namespace>:<name>`")]
     NoNamespace,
+    #[error("channel namespace is longer than 32 characters")]
+    NamespaceTooLong,
     #[error("channel name has an empty part after the namespace")]
     EmptyName,
     #[error(
@@ -89,7 +91,7 @@ pub fn validate_namespace(ns: &str) -> Result<(), ChannelError> {
         return Err(ChannelError::NoNamespace);
     }
     if ns.len() > 32 {
-        return Err(ChannelError::TooLong);
+        return Err(ChannelError::NamespaceTooLong);
     }
     match ns
         .chars()

@@ -22,6 +22,9 @@ pub enum Ending {
     Close { code: CloseCode, reason: String },
     /// The client closed; its close frame was already answered through the queue.
     ClientClosed,
+    /// The WebSocket layer already queued a close frame with this code (a protocol error it
+    /// answers itself); end without a second one.
+    CloseQueued(CloseCode),
     /// The connection dropped (EOF, reset) without a close handshake.
     ConnectionLost,
     /// A socket write made no progress within the write timeout.
@@ -41,6 +44,7 @@ impl Ending {
         match self {
             Ending::Close { code, .. } => code.label(),
             Ending::ClientClosed => "client_closed",
+            Ending::CloseQueued(code) => code.label(),
             Ending::ConnectionLost => "connection_lost",
             Ending::WriteTimeout => "write_timeout",
         }

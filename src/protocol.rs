@@ -9,6 +9,7 @@
 use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload};
 use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 
 use crate::channel::Channel;
 
@@ -22,7 +23,8 @@ pub enum ErrorCode {
     Unauthorized,
     /// Valid credentials that do not grant this channel or action.
     Forbidden,
-    /// A payload above the configured size.
+    /// A payload above the configured size (HTTP API; an oversize WebSocket message closes
+    /// the connection with 1009 instead).
     TooLarge,
     /// More frames per second than allowed; the frame was not processed.
     RateLimited,
@@ -114,28 +116,40 @@ impl CloseCode {
     }
 }
 
-/// A request id chosen by the client: a JSON number or string, echoed verbatim in the reply.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum RequestId {
-    Number(serde_json::Number),
-    String(String),
+/// A request id chosen by the client: a JSON number or a string, echoed byte for byte in
+/// the reply (numbers are not re-encoded, so `1.5e3` or a 30-digit integer come back as sent).
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct RequestId(Box<RawValue>);
+
+impl RequestId {
+    /// The id as it appeared in the frame (JSON text).
+    pub fn as_json(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for RequestId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_json() == other.as_json()
+    }
 }
 
 /// Longest accepted string request id, in bytes.
 const MAX_ID_LEN: usize = 128;
 
-/// A client frame as it arrives: every field optional, validated by [`RawFrame::into_request`].
+/// A client frame as it arrives. Fields stay raw until the frame's `type` says which ones it
+/// uses, so a field that type ignores cannot make the frame invalid.
 #[derive(Debug, Deserialize)]
-pub struct RawFrame<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default)]
-    id: Option<serde_json::Value>,
-    #[serde(default, borrow)]
-    channel: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default, borrow)]
-    token: Option<std::borrow::Cow<'a, str>>,
+struct RawFrame<'a> {
+    #[serde(rename = "type", borrow, default)]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    channel: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    token: Option<&'a RawValue>,
 }
 
 /// A validated client request.
@@ -170,50 +184,71 @@ pub struct FrameError {
 
 /// Parses one client text frame into its request id and request.
 pub fn parse_client_frame(text: &str) -> Result<(Option<RequestId>, Request), FrameError> {
-    let raw: RawFrame<'_> = serde_json::from_str(text).map_err(|e| FrameError {
+    let not_object = |detail: String| FrameError {
         id: None,
-        message: format!("frame is not a JSON object of the protocol: {e}"),
-    })?;
+        message: format!("frame is not a JSON object: {detail}"),
+    };
+    // serde would also read a JSON array into the struct, by position.
+    if !text.trim_start().starts_with('{') {
+        return Err(not_object("expected `{`".into()));
+    }
+    let raw: RawFrame<'_> = serde_json::from_str(text).map_err(|e| not_object(e.to_string()))?;
     raw.into_request()
+}
+
+/// A raw JSON value that must be a string.
+fn string_field(value: &RawValue) -> Option<String> {
+    serde_json::from_str::<String>(value.get()).ok()
 }
 
 impl RawFrame<'_> {
     fn into_request(self) -> Result<(Option<RequestId>, Request), FrameError> {
         let id = match self.id {
-            None | Some(serde_json::Value::Null) => None,
-            Some(serde_json::Value::Number(n)) => Some(RequestId::Number(n)),
-            Some(serde_json::Value::String(s)) if s.len() <= MAX_ID_LEN => {
-                Some(RequestId::String(s))
-            }
-            Some(serde_json::Value::String(_)) => {
-                return Err(FrameError {
-                    id: None,
-                    message: format!("\"id\" is longer than {MAX_ID_LEN} bytes"),
-                });
-            }
-            Some(_) => {
-                return Err(FrameError {
-                    id: None,
-                    message: "\"id\" must be a number or a string".into(),
-                });
+            None => None,
+            Some(raw) => {
+                let text = raw.get();
+                match text.as_bytes().first() {
+                    _ if text == "null" => None,
+                    Some(b'-' | b'0'..=b'9') => Some(RequestId(raw.to_owned())),
+                    Some(b'"') => match string_field(raw) {
+                        Some(s) if s.len() <= MAX_ID_LEN => Some(RequestId(raw.to_owned())),
+                        Some(_) => {
+                            return Err(FrameError {
+                                id: None,
+                                message: format!("\"id\" is longer than {MAX_ID_LEN} bytes"),
+                            });
+                        }
+                        None => None,
+                    },
+                    _ => {
+                        return Err(FrameError {
+                            id: None,
+                            message: "\"id\" must be a number or a string".into(),
+                        });
+                    }
+                }
             }
         };
         let fail = |message: String| FrameError {
             id: id.clone(),
             message,
         };
-        let kind = self
-            .kind
-            .ok_or_else(|| fail("missing field \"type\"".into()))?;
-        let channel = |c: Option<std::borrow::Cow<'_, str>>| -> Result<Channel, FrameError> {
+        let kind = match self.kind {
+            None => return Err(fail("missing field \"type\"".into())),
+            Some(raw) => {
+                string_field(raw).ok_or_else(|| fail("\"type\" must be a string".into()))?
+            }
+        };
+        let channel = |c: Option<&RawValue>| -> Result<Channel, FrameError> {
             let c = c.ok_or_else(|| fail(format!("\"{kind}\" needs a \"channel\"")))?;
+            let c = string_field(c).ok_or_else(|| fail("\"channel\" must be a string".into()))?;
             Channel::parse(&c).map_err(|e| fail(format!("invalid channel: {e}")))
         };
-        let token = |t: Option<std::borrow::Cow<'_, str>>| -> Result<String, FrameError> {
-            t.map(|t| t.into_owned())
-                .ok_or_else(|| fail(format!("\"{kind}\" needs a \"token\"")))
+        let token = |t: Option<&RawValue>| -> Result<String, FrameError> {
+            let t = t.ok_or_else(|| fail(format!("\"{kind}\" needs a \"token\"")))?;
+            string_field(t).ok_or_else(|| fail("\"token\" must be a string".into()))
         };
-        let request = match kind.as_ref() {
+        let request = match kind.as_str() {
             "auth" => Request::Auth {
                 token: token(self.token)?,
             },
@@ -457,7 +492,7 @@ mod tests {
     fn frames_parse_into_requests_and_keep_the_id_on_errors() {
         let (id, req) =
             parse_client_frame(r#"{"type":"subscribe","channel":"room:a","id":7}"#).unwrap();
-        assert_eq!(id, Some(RequestId::Number(7.into())));
+        assert_eq!(id.unwrap().as_json(), "7");
         assert_eq!(
             req,
             Request::Subscribe {
@@ -465,7 +500,13 @@ mod tests {
             }
         );
         let err = parse_client_frame(r#"{"type":"subscribe","id":"x"}"#).unwrap_err();
-        assert_eq!(err.id, Some(RequestId::String("x".into())));
+        assert_eq!(err.id.unwrap().as_json(), r#""x""#);
+        // Ids are echoed exactly as sent.
+        let (id, _) = parse_client_frame(r#"{"type":"ping","id":1.5e3}"#).unwrap();
+        assert_eq!(id.unwrap().as_json(), "1.5e3");
+        // Fields the type does not use are not looked at.
+        assert!(parse_client_frame(r#"{"type":"subscribe","channel":"room:a","token":5}"#).is_ok());
+        assert!(parse_client_frame(r#"["ping"]"#).is_err());
         let err = parse_client_frame(r#"{"type":"warp","id":1}"#).unwrap_err();
         assert!(
             err.message.contains("unknown frame type"),

@@ -110,6 +110,21 @@ impl Node {
         Ok(())
     }
 
+    /// Publishes a payload to several channels, all or nothing.
+    pub async fn publish_many(
+        &self,
+        channels: &[Channel],
+        payload: Bytes,
+        source: &'static str,
+    ) -> Result<(), BrokerError> {
+        self.hub.broker().publish_many(channels, payload).await?;
+        self.metrics
+            .messages_published
+            .with_label_values(&[source])
+            .inc_by(channels.len() as u64);
+        Ok(())
+    }
+
     /// Checks that a channel's namespace is configured.
     pub fn check_namespace(&self, channel: &Channel) -> Result<(), String> {
         let ns = channel.namespace();

@@ -200,12 +200,15 @@ impl Session {
         true
     }
 
-    /// Handles one text message. Returns false when the connection should stop reading.
-    pub async fn on_text(&mut self, text: &str) -> bool {
+    /// Applies the inbound frame rate. `Some(keep_reading)` when the frame must not be
+    /// processed: it was answered `rate_limited`, or the connection is being closed.
+    fn over_rate(&self, text: Option<&str>) -> Option<bool> {
         match self.rate.check() {
-            FrameVerdict::Process => {}
+            FrameVerdict::Process => None,
             FrameVerdict::Reject => {
-                let id = parse_client_frame(text).ok().and_then(|(id, _)| id);
+                let id = text
+                    .and_then(|t| parse_client_frame(t).ok())
+                    .and_then(|(id, _)| id);
                 self.error(
                     id.as_ref(),
                     ErrorCode::RateLimited,
@@ -214,15 +217,22 @@ impl Session {
                         self.node.config.limits.max_frames_per_s
                     ),
                 );
-                return true;
+                Some(true)
             }
             FrameVerdict::Close => {
                 self.outbox.end(Ending::close(
                     CloseCode::RateLimited,
                     "kept sending at more than twice the frame rate limit",
                 ));
-                return false;
+                Some(false)
             }
+        }
+    }
+
+    /// Handles one text message. Returns false when the connection should stop reading.
+    pub async fn on_text(&mut self, text: &str) -> bool {
+        if let Some(keep_reading) = self.over_rate(Some(text)) {
+            return keep_reading;
         }
         let (id, request) = match parse_client_frame(text) {
             Ok(parsed) => parsed,
@@ -261,6 +271,9 @@ impl Session {
 
     /// Binary messages are not part of protocol v1.
     pub fn on_binary(&mut self) -> bool {
+        if let Some(keep_reading) = self.over_rate(None) {
+            return keep_reading;
+        }
         if self.identity.is_none() {
             self.outbox.end(Ending::close(
                 CloseCode::Unauthorized,
@@ -455,7 +468,8 @@ impl Session {
         self.reply(ServerFrame::Error { id, code, message });
     }
 
-    /// Leaves every channel; called once the connection is over.
+    /// Leaves every channel; called once the connection is over. (If a session is dropped
+    /// without it, e.g. by a panic, `Drop` does the same in the background.)
     pub async fn finish(&mut self) {
         let channels: Vec<Channel> = std::mem::take(&mut self.subscriptions)
             .into_iter()
@@ -465,6 +479,23 @@ impl Session {
                 .hub
                 .unsubscribe(self.conn.id, &self.outbox, &channels, None)
                 .await;
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.subscriptions.is_empty() {
+            return;
+        }
+        // Only reached when `finish` did not run (a panic unwinding the reader): leave the
+        // hub consistent anyway.
+        let channels: Vec<Channel> = std::mem::take(&mut self.subscriptions)
+            .into_iter()
+            .collect();
+        let (hub, conn, outbox) = (self.node.hub.clone(), self.conn.id, self.outbox.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { hub.unsubscribe(conn, &outbox, &channels, None).await });
         }
     }
 }

@@ -40,6 +40,14 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
+    async fn publish_many(&self, channels: &[Channel], payload: Bytes) -> Result<(), BrokerError> {
+        for channel in channels {
+            self.hub
+                .deliver(&Publication::new(channel.clone(), payload.clone()));
+        }
+        Ok(())
+    }
+
     fn is_ready(&self) -> bool {
         true
     }

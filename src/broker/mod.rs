@@ -70,6 +70,10 @@ pub trait Broker: Send + Sync + 'static {
     /// Publishes a payload to every subscriber of the channel on every node.
     async fn publish(&self, channel: &Channel, payload: Bytes) -> Result<(), BrokerError>;
 
+    /// Publishes one payload to several channels, all or nothing: on error, none of them
+    /// was published.
+    async fn publish_many(&self, channels: &[Channel], payload: Bytes) -> Result<(), BrokerError>;
+
     /// Whether the broker can currently serve subscribes and publishes.
     fn is_ready(&self) -> bool;
 }

@@ -79,11 +79,9 @@ pub async fn broadcast(
     channels.sort();
     channels.dedup();
     let payload = payload(&node, req.data)?;
-    for channel in &channels {
-        node.publish(channel, payload.clone(), "http")
-            .await
-            .map_err(unavailable)?;
-    }
+    node.publish_many(&channels, payload, "http")
+        .await
+        .map_err(unavailable)?;
     Ok(Json(
         serde_json::json!({ "ok": true, "channels": channels.len() }),
     ))

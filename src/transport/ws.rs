@@ -213,16 +213,29 @@ async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted) {
         let user = admitted.user;
         let max = limits.max_message_bytes;
         let span = span.clone();
+        let outbox = outbox.clone();
         tokio::spawn(tracing::Instrument::instrument(
             async move {
-                let started = match user {
-                    Some((identity, slot)) => session.start(identity, slot, None).await,
-                    None => true,
-                };
-                if started {
-                    read_loop(MessageReader::new(ws_read, max), &mut session, &cancel).await;
+                let reading = std::panic::AssertUnwindSafe(async move {
+                    let started = match user {
+                        Some((identity, slot)) => session.start(identity, slot, None).await,
+                        None => true,
+                    };
+                    if started {
+                        read_loop(MessageReader::new(ws_read, max), &mut session, &cancel).await;
+                    }
+                    session
+                });
+                match futures_util::FutureExt::catch_unwind(reading).await {
+                    Ok(session) => Some(session),
+                    Err(_) => {
+                        // A bug, not the client's doing: end this connection only (the
+                        // session's Drop leaves the hub consistent).
+                        tracing::error!("session reader panicked; closing the connection");
+                        outbox.end(Ending::close(CloseCode::InternalError, "internal error"));
+                        None
+                    }
                 }
-                session
             },
             span,
         ))
@@ -247,7 +260,8 @@ async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted) {
     };
     let _ = write_half.shutdown().await;
     match reader {
-        Ok(mut session) => session.finish().await,
+        Ok(Some(mut session)) => session.finish().await,
+        Ok(None) => {}
         Err(e) => tracing::error!(parent: &span, error = %e, "session reader failed"),
     }
     node.metrics.connections_open.dec();
@@ -315,6 +329,7 @@ async fn read_loop(
                         Ending::close(CloseCode::InvalidPayload, "text message is not valid UTF-8")
                     }
                     ReadError::Protocol(what) => Ending::close(CloseCode::ProtocolError, what),
+                    ReadError::ProtocolAnswered => Ending::CloseQueued(CloseCode::ProtocolError),
                     ReadError::Lost => Ending::ConnectionLost,
                 };
                 session.outbox().end(ending);
@@ -338,6 +353,8 @@ pub enum ReadError {
     TooBig,
     InvalidUtf8,
     Protocol(String),
+    /// A protocol error fastwebsockets already answered with its own close frame.
+    ProtocolAnswered,
     /// EOF, reset, or the outbound queue refused an obligated frame.
     Lost,
 }
@@ -347,6 +364,8 @@ impl From<WebSocketError> for ReadError {
         match e {
             WebSocketError::FrameTooLarge => ReadError::TooBig,
             WebSocketError::InvalidUTF8 => ReadError::InvalidUtf8,
+            // Answered with close 1002 through the obligated-frame callback.
+            WebSocketError::InvalidCloseCode => ReadError::ProtocolAnswered,
             WebSocketError::UnexpectedEOF
             | WebSocketError::IoError(_)
             | WebSocketError::ConnectionClosed

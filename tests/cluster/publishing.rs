@@ -167,3 +167,22 @@ async fn the_publish_to_delivery_lag_is_measured_when_a_message_carries_a_timest
     let lag = node.metric("fanout_publish_lag_seconds_sum").await;
     assert!((0.0..5.0).contains(&lag), "lag {lag}");
 }
+
+#[tokio::test]
+async fn http_broadcast_publishes_to_several_channels_across_nodes() {
+    let redis = RedisServer::start();
+    let nodes = three_nodes(&redis).await;
+    let mut room = one_client_per_node(&nodes, "room:b").await;
+    let mut user = nodes[2].connect_as("7", &[]).await;
+    let (status, body) = nodes[0]
+        .post(
+            "/api/broadcast",
+            &json!({"channels": ["room:b", "user:7"], "data": {"n": 1}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    for c in &mut room {
+        assert_eq!(c.recv().await["data"], json!({"n": 1}));
+    }
+    assert_eq!(user.recv().await["channel"], "user:7");
+}

@@ -201,6 +201,20 @@ async fn audience_and_issuer_are_checked_when_configured() {
 }
 
 #[tokio::test]
+async fn audience_lists_and_fractional_expiry_follow_the_jwt_standard() {
+    let gw = Gateway::start(&["--jwt-audience", "fanout"]);
+    let exp = unix_now() as f64 + 60.5;
+    let t = token_with(json!({"sub": "1", "exp": exp, "aud": ["other", "fanout"]}));
+    let (_c, ack) = gw.connect(&t).await;
+    assert_eq!(ack["expires_at"], exp.floor() as i64);
+    let t = token_with(json!({"sub": "1", "exp": exp, "aud": ["other"]}));
+    assert_eq!(
+        gw.try_connect(Some(&t), &[]).await.err().unwrap().status,
+        401
+    );
+}
+
+#[tokio::test]
 async fn origins_outside_the_allowlist_are_refused() {
     let gw = Gateway::start(&[
         "--allowed-origins",

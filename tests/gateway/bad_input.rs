@@ -1,5 +1,6 @@
 //! Malformed frames get a clear answer; the connection survives where the protocol says so.
 
+use futures_util::StreamExt;
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -18,7 +19,8 @@ async fn malformed_frames_get_bad_request_and_the_connection_lives() {
     let mut client = gw.connect_as("1", &["room:*"]).await;
     let cases: &[(&str, Option<serde_json::Value>, &str)] = &[
         ("not json at all", None, "JSON"),
-        ("[1,2,3]", None, "JSON"),
+        ("[1,2,3]", None, "JSON object"),
+        (r#"["ping"]"#, None, "JSON object"),
         (r#"{"id":4}"#, Some(json!(4)), "type"),
         (
             r#"{"type":"teleport","id":"t"}"#,
@@ -26,7 +28,12 @@ async fn malformed_frames_get_bad_request_and_the_connection_lives() {
             "unknown frame type",
         ),
         (r#"{"type":"subscribe","id":5}"#, Some(json!(5)), "channel"),
-        (r#"{"type":"subscribe","channel":42,"id":6}"#, None, "JSON"),
+        (
+            r#"{"type":"subscribe","channel":42,"id":6}"#,
+            Some(json!(6)),
+            "must be a string",
+        ),
+        (r#"{"type":7,"id":6}"#, Some(json!(6)), "must be a string"),
         (r#"{"type":"ping","id":{"nested":true}}"#, None, "id"),
         (r#"{"type":"refresh","id":7}"#, Some(json!(7)), "token"),
         (
@@ -47,6 +54,25 @@ async fn malformed_frames_get_bad_request_and_the_connection_lives() {
         assert!(message.contains(needle), "{frame}: {message}");
     }
     still_alive(&mut client).await;
+}
+
+#[tokio::test]
+async fn request_ids_are_echoed_exactly_as_sent() {
+    let gw = Gateway::start(&[]);
+    let mut client = gw.connect_as("1", &[]).await;
+    for id in ["1.5e3", "123456789012345678901234567890", "-0", r#""abc""#] {
+        client
+            .send_text(&format!(r#"{{"type":"ping","id":{id}}}"#))
+            .await;
+        let reply = client.ws.next().await.unwrap().unwrap();
+        let text = reply.into_text().unwrap();
+        assert_eq!(text.as_str(), format!(r#"{{"type":"pong","id":{id}}}"#));
+    }
+    // A field the frame type does not use cannot spoil it.
+    let reply = client
+        .request(json!({"type": "ping", "channel": 5, "token": [1]}))
+        .await;
+    assert_eq!(reply["type"], "pong");
 }
 
 #[tokio::test]

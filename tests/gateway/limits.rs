@@ -38,6 +38,35 @@ async fn a_frame_flood_is_rate_limited_then_closed_with_4029() {
 }
 
 #[tokio::test]
+async fn a_binary_flood_is_rate_limited_too() {
+    let gw = Gateway::start(&["--max-frames-per-s", "5"]);
+    let mut client = gw.connect_as("1", &[]).await;
+    for _ in 0..40 {
+        client
+            .send_raw(tokio_tungstenite::tungstenite::Message::binary(vec![
+                1u8;
+                10
+            ]))
+            .await;
+    }
+    let mut codes = Vec::new();
+    let close = loop {
+        match client.next().await {
+            Seen::Json(v) => codes.push(v["code"].as_str().unwrap().to_owned()),
+            Seen::Close(code, _) => break code,
+            Seen::Ended => panic!("ended without close"),
+        }
+    };
+    assert_eq!(close, Some(4029));
+    assert!(codes.iter().any(|c| c == "rate_limited"), "{codes:?}");
+    assert!(
+        codes.len() < 40,
+        "not every frame got an answer: {}",
+        codes.len()
+    );
+}
+
+#[tokio::test]
 async fn a_well_behaved_neighbour_is_unaffected_by_a_flood() {
     let gw = Gateway::start(&["--max-frames-per-s", "5"]);
     let mut calm = gw.connect_as("calm", &["room:*"]).await;

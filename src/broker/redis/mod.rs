@@ -201,6 +201,40 @@ impl Broker for RedisBroker {
         result
     }
 
+    async fn publish_many(&self, channels: &[Channel], payload: Bytes) -> Result<(), BrokerError> {
+        // MULTI/EXEC: Redis runs every PUBLISH or none.
+        let mut pipe = ::redis::pipe();
+        pipe.atomic();
+        for channel in channels {
+            pipe.cmd("PUBLISH")
+                .arg(self.redis_name(channel))
+                .arg(&payload[..])
+                .ignore();
+        }
+        let started = Instant::now();
+        let attempt = async {
+            let mut conn = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| BrokerError::Unavailable(format!("no Redis connection: {e}")))?;
+            pipe.query_async::<()>(&mut *conn)
+                .await
+                .map_err(|e| BrokerError::Unavailable(format!("redis MULTI/PUBLISH failed: {e}")))
+        };
+        let result = match timeout(COMMAND_TIMEOUT, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(BrokerError::Unavailable("redis publish timed out".into())),
+        };
+        self.commands_ok.store(result.is_ok(), Ordering::Release);
+        if result.is_ok() {
+            self.metrics
+                .publish_duration
+                .observe(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
     fn is_ready(&self) -> bool {
         self.commands_ok.load(Ordering::Acquire) && self.subscribers.iter().all(Subscriber::is_up)
     }
