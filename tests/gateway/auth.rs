@@ -238,17 +238,18 @@ async fn origins_outside_the_allowlist_are_refused() {
 #[tokio::test]
 async fn refresh_extends_the_session_and_expiry_without_refresh_closes_4001() {
     let gw = Gateway::start(&[]);
-    // Expires in 2 s; refreshed once to 3 s; must outlive the first expiry, then close.
-    let (mut client, ack) = gw.connect(&token("5", &[], 2)).await;
+    // The first token ends within 2 s of connecting; the refreshed one not before 6 s.
+    let (mut client, ack) = gw.connect(&token("5", &[], 1)).await;
+    let connected = tokio::time::Instant::now();
     let first_exp = ack["expires_at"].as_i64().unwrap();
     let reply = client
-        .request(json!({"type": "refresh", "token": token("5", &[], 3), "id": 1}))
+        .request(json!({"type": "refresh", "token": token("5", &[], 6), "id": 1}))
         .await;
     assert_eq!(reply["type"], "refreshed");
     assert_eq!(reply["id"], 1);
     assert!(reply["expires_at"].as_i64().unwrap() > first_exp);
-    // Still alive after the first token's expiry.
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    // Still alive well after the first token's expiry.
+    tokio::time::sleep_until(connected + std::time::Duration::from_secs(3)).await;
     let pong = client.request(json!({"type": "ping"})).await;
     assert_eq!(pong["type"], "pong");
     let (code, reason) = client.expect_close().await;
