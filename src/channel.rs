@@ -27,6 +27,8 @@ pub enum ChannelError {
     TooLong,
     #[error("channel name must be `broadcast` or `<namespace>:<name>`")]
     NoNamespace,
+    #[error("`broadcast` is a channel of its own, not a namespace")]
+    ReservedNamespace,
     #[error("channel namespace is longer than 32 characters")]
     NamespaceTooLong,
     #[error("channel name has an empty part after the namespace")]
@@ -54,6 +56,9 @@ impl Channel {
             return Err(ChannelError::NoNamespace);
         };
         validate_namespace(ns)?;
+        if ns == BROADCAST {
+            return Err(ChannelError::ReservedNamespace);
+        }
         if name.is_empty() {
             return Err(ChannelError::EmptyName);
         }
@@ -182,6 +187,10 @@ mod tests {
         assert_eq!(Channel::parse("lobby"), Err(ChannelError::NoNamespace));
         assert_eq!(Channel::parse("room:"), Err(ChannelError::EmptyName));
         assert_eq!(Channel::parse(":x"), Err(ChannelError::NoNamespace));
+        assert_eq!(
+            Channel::parse("broadcast:x"),
+            Err(ChannelError::ReservedNamespace)
+        );
         assert_eq!(
             Channel::parse("Room:x"),
             Err(ChannelError::BadCharacter('R'))

@@ -224,6 +224,12 @@ pub const SETTINGS: &[Setting] = &[
         "Largest payload accepted by the HTTP publish API (413 `too_large` beyond).",
     ),
     setting(
+        "max_recovery_messages",
+        "N",
+        Some("1000"),
+        "Most messages replayed by one recovery or history request; a larger gap answers `recovered: false`.",
+    ),
+    setting(
         "max_subscriptions",
         "N",
         Some("128"),
@@ -266,9 +272,6 @@ pub const SETTINGS: &[Setting] = &[
         "Outbound queue of a connection, in bytes; overflow closes it as slow (4008).",
     ),
 ];
-
-/// Namespaces that always exist.
-pub const BUILTIN_NAMESPACES: [&str; 3] = ["user", "room", "dag"];
 
 impl Setting {
     pub fn flag(&self) -> String {
@@ -498,14 +501,65 @@ impl OriginRule {
     }
 }
 
-/// The rules of one channel namespace.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The rules of one channel namespace (`broadcast` has an entry of its own, for history).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NamespaceConfig {
     /// Any authenticated client may subscribe, without a `channels` claim.
-    #[serde(default)]
     pub public: bool,
+    /// Channels of this namespace keep their recent messages for recovery.
+    pub history: Option<HistoryConfig>,
 }
+
+/// How much of a channel's past is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// Messages kept per channel (exactly; older ones are trimmed).
+    pub size: usize,
+    /// How long a channel's history lives after its last publish.
+    pub ttl: Duration,
+}
+
+/// A `[namespaces.<name>]` section of the config file; absent keys keep the defaults.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NamespaceSection {
+    public: Option<bool>,
+    /// 0 turns history off.
+    history_size: Option<usize>,
+    history_ttl_s: Option<u64>,
+}
+
+/// The namespaces that always exist, with their default rules: `dag:` keeps 1,000 messages
+/// for an hour, `user:` 100 for ten minutes, `room:` and `broadcast` none.
+pub fn builtin_namespaces() -> BTreeMap<String, NamespaceConfig> {
+    let history = |size, ttl_s| {
+        Some(HistoryConfig {
+            size,
+            ttl: Duration::from_secs(ttl_s),
+        })
+    };
+    BTreeMap::from([
+        (
+            "user".to_owned(),
+            NamespaceConfig {
+                public: false,
+                history: history(100, 600),
+            },
+        ),
+        ("room".to_owned(), NamespaceConfig::default()),
+        (
+            "dag".to_owned(),
+            NamespaceConfig {
+                public: false,
+                history: history(1000, 3600),
+            },
+        ),
+        ("broadcast".to_owned(), NamespaceConfig::default()),
+    ])
+}
+
+/// Largest history a namespace may keep per channel.
+pub const MAX_HISTORY_SIZE: usize = 100_000;
 
 /// The Redis broker, when configured.
 #[derive(Clone, PartialEq, Eq)]
@@ -546,6 +600,7 @@ impl std::fmt::Debug for RedisConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     pub max_message_bytes: usize,
+    pub max_recovery_messages: usize,
     pub max_payload_bytes: usize,
     pub max_subscriptions: usize,
     pub max_frames_per_s: u32,
@@ -603,6 +658,11 @@ impl Config {
         self.namespaces.get(ns)
     }
 
+    /// The history kept for a channel, if any.
+    pub fn history(&self, channel: &crate::channel::Channel) -> Option<HistoryConfig> {
+        self.namespace(channel.namespace()).and_then(|n| n.history)
+    }
+
     /// A short human summary with secrets redacted, for `check-config`.
     pub fn summary(&self) -> String {
         let mut out = String::new();
@@ -625,7 +685,16 @@ impl Config {
             "namespaces",
             self.namespaces
                 .iter()
-                .map(|(k, v)| format!("{k}{}", if v.public { " (public)" } else { "" }))
+                .map(|(k, v)| {
+                    let mut s = k.clone();
+                    if v.public {
+                        s.push_str(" (public)");
+                    }
+                    if let Some(h) = v.history {
+                        s.push_str(&format!(" (history {} for {} s)", h.size, h.ttl.as_secs()));
+                    }
+                    s
+                })
                 .collect::<Vec<_>>()
                 .join(", "),
         );
@@ -1028,24 +1097,24 @@ impl<'a> Resolver<'a> {
     }
 
     fn namespaces(&mut self) -> BTreeMap<String, NamespaceConfig> {
-        let mut out: BTreeMap<String, NamespaceConfig> = BUILTIN_NAMESPACES
-            .iter()
-            .map(|n| (n.to_string(), NamespaceConfig::default()))
-            .collect();
+        let mut out = builtin_namespaces();
         if let Some(table) = self.file.get("namespaces").cloned() {
             match table {
                 // A plain list of names is the `namespaces` setting, read below.
                 toml::Value::Array(_) => {}
                 toml::Value::Table(t) => {
                     for (name, v) in t {
-                        if let Err(e) = validate_namespace(&name) {
+                        if name != crate::channel::BROADCAST
+                            && let Err(e) = validate_namespace(&name)
+                        {
                             self.problems
                                 .push(format!("[namespaces.{name}]: bad namespace name: {e}"));
                             continue;
                         }
-                        match v.try_into::<NamespaceConfig>() {
-                            Ok(c) => {
-                                out.insert(name, c);
+                        match v.try_into::<NamespaceSection>() {
+                            Ok(section) => {
+                                let ns = out.entry(name.clone()).or_default();
+                                self.apply_section(&name, ns, section);
                             }
                             Err(e) => self.problems.push(format!(
                                 "[namespaces.{name}] in {}: {}",
@@ -1089,8 +1158,42 @@ impl<'a> Resolver<'a> {
         out
     }
 
+    /// Applies a `[namespaces.<name>]` section over the namespace's defaults.
+    fn apply_section(&mut self, name: &str, ns: &mut NamespaceConfig, section: NamespaceSection) {
+        if let Some(public) = section.public {
+            ns.public = public;
+        }
+        let size = section
+            .history_size
+            .or(ns.history.map(|h| h.size))
+            .unwrap_or(0);
+        let ttl_s = section
+            .history_ttl_s
+            .or(ns.history.map(|h| h.ttl.as_secs()));
+        ns.history = match (size, ttl_s) {
+            (0, _) => None,
+            (size, _) if size > MAX_HISTORY_SIZE => {
+                self.problems.push(format!(
+                    "[namespaces.{name}] history_size {size}: at most {MAX_HISTORY_SIZE}"
+                ));
+                None
+            }
+            (_, None | Some(0)) => {
+                self.problems.push(format!(
+                    "[namespaces.{name}] keeps history: set history_ttl_s (seconds, at least 1)"
+                ));
+                None
+            }
+            (size, Some(ttl_s)) => Some(HistoryConfig {
+                size,
+                ttl: Duration::from_secs(ttl_s),
+            }),
+        };
+    }
+
     fn limits(&mut self) -> Option<Limits> {
         let max_message_bytes = self.number::<usize>("max_message_bytes", 256);
+        let max_recovery_messages = self.number::<usize>("max_recovery_messages", 1);
         let max_payload_bytes = self.number::<usize>("max_payload_bytes", 1);
         let max_subscriptions = self.number::<usize>("max_subscriptions", 2);
         let max_frames_per_s = self.number::<u32>("max_frames_per_s", 1);
@@ -1101,6 +1204,7 @@ impl<'a> Resolver<'a> {
         let queue_max_bytes = self.number::<usize>("queue_max_bytes", 1024);
         let limits = Limits {
             max_message_bytes: max_message_bytes?,
+            max_recovery_messages: max_recovery_messages?,
             max_payload_bytes: max_payload_bytes?,
             max_subscriptions: max_subscriptions?,
             max_frames_per_s: max_frames_per_s?,
@@ -1205,8 +1309,14 @@ mod tests {
         assert!(c.warnings.is_empty());
         assert_eq!(
             c.namespaces.keys().collect::<Vec<_>>(),
-            ["dag", "room", "user"]
+            ["broadcast", "dag", "room", "user"]
         );
+        let dag = c.namespaces["dag"].history.unwrap();
+        assert_eq!((dag.size, dag.ttl.as_secs()), (1000, 3600));
+        let user = c.namespaces["user"].history.unwrap();
+        assert_eq!((user.size, user.ttl.as_secs()), (100, 600));
+        assert!(c.namespaces["room"].history.is_none());
+        assert!(c.namespaces["broadcast"].history.is_none());
     }
 
     #[test]

@@ -5,6 +5,13 @@
 //! the local subscribers: encoded once into WebSocket frame bytes, then queued on each
 //! subscriber's [`Outbox`] without waiting.
 //!
+//! A subscriber is either *live* or *pending*. A pending subscriber is recovering a history
+//! channel: live messages are buffered while its session reads the history, then
+//! [`Hub::activate`] queues the reply, the replayed messages and the buffered ones that are
+//! newer than the replay, all under the channel's lock, and makes it live. A live subscriber
+//! may skip messages up to an offset (those were replayed already). That merge is what makes
+//! recovery gap-free and duplicate-free while messages keep coming.
+//!
 //! Invariants:
 //! - A channel is in `channels` exactly while the broker is subscribed to it for this node.
 //!   Joins and leaves of one channel are serialised by an interest lock (striped by channel),
@@ -21,10 +28,10 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use bytes::Bytes;
 use dashmap::DashMap;
 
-use crate::broker::{Broker, BrokerError, Publication};
+use crate::broker::{Broker, BrokerError, Publication, StreamPosition};
 use crate::channel::Channel;
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, Pushed};
+use crate::outbox::{Ending, Outbox, Pushed};
 use crate::protocol;
 
 /// Identifies a connection within this node.
@@ -34,6 +41,8 @@ const INTEREST_STRIPES: usize = 64;
 
 pub struct Hub {
     channels: DashMap<Channel, Arc<Subscribers>>,
+    /// Most messages buffered for one recovering subscriber.
+    pending_limit: usize,
     interest: Box<[tokio::sync::Mutex<()>]>,
     stripe_hasher: RandomState,
     broker: Arc<dyn Broker>,
@@ -43,11 +52,34 @@ pub struct Hub {
 /// The local subscribers of one channel.
 #[derive(Default)]
 struct Subscribers {
-    by_conn: Mutex<HashMap<ConnId, Arc<Outbox>>>,
+    by_conn: Mutex<HashMap<ConnId, Subscriber>>,
+}
+
+struct Subscriber {
+    outbox: Arc<Outbox>,
+    state: SubscriberState,
+}
+
+enum SubscriberState {
+    /// Receives messages as they come, except those at or before `skip` (already replayed).
+    Live { skip: Option<StreamPosition> },
+    /// Recovering: messages wait here, with their positions, until `activate`.
+    Pending {
+        buffered: Vec<(Option<StreamPosition>, Bytes)>,
+    },
+}
+
+/// Whether a message at `position` was already sent to a subscriber whose replay ended at
+/// `skip`. Positions of another epoch are never skipped.
+fn already_sent(position: Option<&StreamPosition>, skip: Option<&StreamPosition>) -> bool {
+    match (position, skip) {
+        (Some(p), Some(s)) => p.epoch == s.epoch && p.offset <= s.offset,
+        _ => false,
+    }
 }
 
 impl Subscribers {
-    fn lock(&self) -> MutexGuard<'_, HashMap<ConnId, Arc<Outbox>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<ConnId, Subscriber>> {
         // Updates are single inserts/removes; a poisoned map is still consistent.
         self.by_conn.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -68,16 +100,25 @@ impl HubSink {
             None => 0,
         }
     }
+
+    /// Tells the channel's subscribers that messages were lost and they must recover.
+    pub fn resync(&self, channel: &Channel) {
+        if let Some(hub) = self.0.upgrade() {
+            hub.resync(channel);
+        }
+    }
 }
 
 impl Hub {
     /// Builds the hub and its broker; the broker gets a [`HubSink`] to deliver into.
     pub fn new(
         metrics: Arc<Metrics>,
+        pending_limit: usize,
         make_broker: impl FnOnce(HubSink) -> Arc<dyn Broker>,
     ) -> Arc<Hub> {
         Arc::new_cyclic(|weak| Hub {
             channels: DashMap::new(),
+            pending_limit: pending_limit.max(1),
             interest: (0..INTEREST_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
@@ -129,7 +170,13 @@ impl Hub {
         // message of these channels can be queued ahead of the reply.
         let mut guards: Vec<_> = entries.iter().map(|s| s.lock()).collect();
         for guard in &mut guards {
-            guard.insert(conn, outbox.clone());
+            guard.insert(
+                conn,
+                Subscriber {
+                    outbox: outbox.clone(),
+                    state: SubscriberState::Live { skip: None },
+                },
+            );
         }
         if let Some(reply) = reply {
             // A reply that overflows closes the connection as slow; nothing else to do here.
@@ -139,6 +186,101 @@ impl Hub {
         self.metrics.subscriptions.add(channels.len() as i64);
         self.metrics.channels.set(self.channels.len() as i64);
         Ok(())
+    }
+
+    /// Subscribes a connection to a channel in the pending state (buffering), or switches an
+    /// existing subscription to it, for a recovery. [`Hub::activate`] ends it.
+    pub async fn subscribe_pending(
+        &self,
+        conn: ConnId,
+        outbox: &Arc<Outbox>,
+        channel: &Channel,
+    ) -> Result<(), BrokerError> {
+        let _interest = self.lock_interest(&[channel]).await;
+        if !self.channels.contains_key(channel) {
+            self.broker.subscribe(std::slice::from_ref(channel)).await?;
+        }
+        let subs = self.channels.entry(channel.clone()).or_default().clone();
+        let mut by_conn = subs.lock();
+        let pending = SubscriberState::Pending {
+            buffered: Vec::new(),
+        };
+        match by_conn.get_mut(&conn) {
+            Some(sub) => {
+                if matches!(sub.state, SubscriberState::Live { .. }) {
+                    sub.state = pending;
+                }
+            }
+            None => {
+                by_conn.insert(
+                    conn,
+                    Subscriber {
+                        outbox: outbox.clone(),
+                        state: pending,
+                    },
+                );
+                self.metrics.subscriptions.inc();
+            }
+        }
+        drop(by_conn);
+        self.metrics.channels.set(self.channels.len() as i64);
+        Ok(())
+    }
+
+    /// Ends a recovery: queues `frames` (the reply and the replayed messages), then the
+    /// buffered messages not already covered by `replayed_up_to`, and makes the subscriber
+    /// live, skipping later messages up to that position too. False if the connection is no
+    /// longer subscribed to the channel.
+    pub fn activate(
+        &self,
+        conn: ConnId,
+        channel: &Channel,
+        frames: Vec<Bytes>,
+        replayed_up_to: Option<StreamPosition>,
+    ) -> bool {
+        let Some(subs) = self.channels.get(channel).map(|e| e.clone()) else {
+            return false;
+        };
+        let mut by_conn = subs.lock();
+        let Some(sub) = by_conn.get_mut(&conn) else {
+            return false;
+        };
+        let buffered = match std::mem::replace(
+            &mut sub.state,
+            SubscriberState::Live {
+                skip: replayed_up_to.clone(),
+            },
+        ) {
+            SubscriberState::Pending { buffered } => buffered,
+            SubscriberState::Live { .. } => Vec::new(),
+        };
+        for frame in frames {
+            let _ = sub.outbox.push(frame);
+        }
+        for (position, frame) in buffered {
+            if !already_sent(position.as_ref(), replayed_up_to.as_ref()) {
+                let _ = sub.outbox.push(frame);
+            }
+        }
+        true
+    }
+
+    /// Sends the `resync` notice to the live subscribers of a channel.
+    pub fn resync(&self, channel: &Channel) {
+        let Some(subs) = self.channels.get(channel).map(|e| e.clone()) else {
+            return;
+        };
+        let notice = protocol::ServerFrame::Resync {
+            channel: channel.as_str(),
+        }
+        .encode();
+        let by_conn = subs.lock();
+        for sub in by_conn.values() {
+            if matches!(sub.state, SubscriberState::Live { .. }) {
+                let _ = sub.outbox.push(notice.clone());
+            }
+        }
+        tracing::warn!(%channel, subscribers = by_conn.len(), "messages lost on the way to this node; subscribers told to resync");
     }
 
     /// Removes a connection from `channels`, then queues `reply` after the last message of
@@ -192,15 +334,47 @@ impl Hub {
             return 0;
         };
         let info = protocol::PayloadInfo::of(&publication.payload);
-        let frame =
-            protocol::message_frame_with(&publication.channel, &publication.payload, info.is_json);
+        let position = publication.position.as_ref();
+        let frame = protocol::message_frame_with(
+            &publication.channel,
+            &publication.payload,
+            info.is_json,
+            position,
+        );
         let mut queued = 0u64;
         let mut slow = 0u64;
         let mut dropped = 0u64;
         {
-            let by_conn = subs.lock();
-            for outbox in by_conn.values() {
-                match outbox.push(frame.clone()) {
+            let mut by_conn = subs.lock();
+            for sub in by_conn.values_mut() {
+                match &mut sub.state {
+                    SubscriberState::Live { skip } => {
+                        if let Some(s) = skip.as_ref() {
+                            match position {
+                                Some(p) if p.epoch == s.epoch && p.offset <= s.offset => continue,
+                                // Past the replay (or a new epoch): no more checks needed.
+                                Some(_) => *skip = None,
+                                None => {}
+                            }
+                        }
+                    }
+                    SubscriberState::Pending { buffered } => {
+                        if buffered.len() < self.pending_limit {
+                            buffered.push((position.cloned(), frame.clone()));
+                        } else {
+                            // Recovering too slowly to keep up: cut loose like any slow reader.
+                            slow += 1;
+                            dropped += buffered.len() as u64 + 1;
+                            *buffered = Vec::new();
+                            sub.outbox.end(Ending::close(
+                                crate::protocol::CloseCode::SlowConsumer,
+                                "slow consumer: too many messages during recovery",
+                            ));
+                        }
+                        continue;
+                    }
+                }
+                match sub.outbox.push(frame.clone()) {
                     Ok(Pushed::Queued) => queued += 1,
                     Ok(Pushed::Discarded) => dropped += 1,
                     Err(overflow) => {

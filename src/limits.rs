@@ -164,6 +164,7 @@ mod tests {
     fn limits(max_connections: usize, per_user: usize) -> Limits {
         Limits {
             max_message_bytes: 65536,
+            max_recovery_messages: 100,
             max_payload_bytes: 1024,
             max_subscriptions: 8,
             max_frames_per_s: 10,

@@ -11,6 +11,7 @@ use fastwebsockets::{Frame, OpCode, Payload};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::broker::StreamPosition;
 use crate::channel::Channel;
 
 /// The error codes of `{"type":"error"}` frames and of HTTP API error bodies.
@@ -150,16 +151,44 @@ struct RawFrame<'a> {
     channel: Option<&'a RawValue>,
     #[serde(borrow, default)]
     token: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    since: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    limit: Option<&'a RawValue>,
+}
+
+/// Where a recovering client left a channel: the last offset it processed, in an epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Since {
+    pub offset: u64,
+    pub epoch: String,
 }
 
 /// A validated client request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Request {
-    Auth { token: String },
-    Subscribe { channel: Channel },
-    Unsubscribe { channel: Channel },
+    Auth {
+        token: String,
+    },
+    Subscribe {
+        channel: Channel,
+        /// Present when the client recovers: replay what it missed after this position.
+        since: Option<Since>,
+    },
+    Unsubscribe {
+        channel: Channel,
+    },
     Ping,
-    Refresh { token: String },
+    Refresh {
+        token: String,
+    },
+    History {
+        channel: Channel,
+        /// Messages after this offset; without it, the latest `limit`.
+        since: Option<u64>,
+        limit: Option<usize>,
+    },
 }
 
 impl Request {
@@ -171,6 +200,7 @@ impl Request {
             Request::Unsubscribe { .. } => "unsubscribe",
             Request::Ping => "ping",
             Request::Refresh { .. } => "refresh",
+            Request::History { .. } => "history",
         }
     }
 }
@@ -248,13 +278,47 @@ impl RawFrame<'_> {
             let t = t.ok_or_else(|| fail(format!("\"{kind}\" needs a \"token\"")))?;
             string_field(t).ok_or_else(|| fail("\"token\" must be a string".into()))
         };
+        let since = |v: Option<&RawValue>| -> Result<Option<Since>, FrameError> {
+            v.filter(|v| v.get() != "null")
+                .map(|v| {
+                    serde_json::from_str::<Since>(v.get()).map_err(|e| {
+                        fail(format!(
+                            "\"since\" must be {{\"offset\":<number>,\"epoch\":\"<string>\"}}: {e}"
+                        ))
+                    })
+                })
+                .transpose()
+        };
+        let number = |name: &str, v: Option<&RawValue>| -> Result<Option<u64>, FrameError> {
+            v.filter(|v| v.get() != "null")
+                .map(|v| {
+                    serde_json::from_str::<u64>(v.get())
+                        .map_err(|_| fail(format!("\"{name}\" must be a non-negative integer")))
+                })
+                .transpose()
+        };
         let request = match kind.as_str() {
             "auth" => Request::Auth {
                 token: token(self.token)?,
             },
             "subscribe" => Request::Subscribe {
                 channel: channel(self.channel)?,
+                since: since(self.since)?,
             },
+            "history" => {
+                // `since` is an offset, or a position object whose offset is used.
+                let after = match self.since {
+                    Some(v) if v.get().trim_start().starts_with('{') => {
+                        since(Some(v))?.map(|s| s.offset)
+                    }
+                    other => number("since", other)?,
+                };
+                Request::History {
+                    channel: channel(self.channel)?,
+                    since: after,
+                    limit: number("limit", self.limit)?.map(|l| l as usize),
+                }
+            }
             "unsubscribe" => Request::Unsubscribe {
                 channel: channel(self.channel)?,
             },
@@ -290,6 +354,15 @@ pub enum ServerFrame<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a RequestId>,
         channel: &'a str,
+        /// History channels: the offset of the latest message; messages after it follow.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<&'a str>,
+        /// Present when the client asked to recover (`since`): whether every message it
+        /// missed follows, or it must reload its state.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
     },
     Unsubscribed {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -298,6 +371,17 @@ pub enum ServerFrame<'a> {
         /// Set when the server ended the subscription (e.g. a refreshed token no longer grants it).
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<ErrorCode>,
+    },
+    /// Messages of a history channel were lost on the way to this connection and could not
+    /// be filled in: recover by subscribing again with `since`.
+    Resync { channel: &'a str },
+    History {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        channel: &'a str,
+        offset: u64,
+        epoch: &'a str,
+        messages: Vec<HistoryEntry>,
     },
     Pong {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -325,6 +409,26 @@ impl ServerFrame<'_> {
             br#"{"type":"error","code":"internal","message":"encoding failed"}"#.to_vec()
         });
         text_frame(&json)
+    }
+}
+
+/// One message of a `history` reply.
+#[derive(Debug, Serialize)]
+pub struct HistoryEntry {
+    pub offset: u64,
+    pub data: Box<RawValue>,
+}
+
+impl HistoryEntry {
+    pub fn new(offset: u64, payload: &[u8]) -> HistoryEntry {
+        let mut json = Vec::with_capacity(payload.len() + 2);
+        push_data(&mut json, payload, is_json(payload));
+        // `push_data` always writes one valid JSON value.
+        let data = String::from_utf8(json)
+            .ok()
+            .and_then(|s| RawValue::from_string(s).ok())
+            .unwrap_or_else(|| RawValue::from_string("null".into()).expect("valid JSON"));
+        HistoryEntry { offset, data }
     }
 }
 
@@ -383,16 +487,30 @@ impl PayloadInfo {
 /// becomes a JSON string (invalid UTF-8 replaced by U+FFFD). This is the publish contract of
 /// `docs/publishing.md`, so it must not change shape.
 pub fn message_frame(channel: &Channel, payload: &[u8]) -> Bytes {
-    message_frame_with(channel, payload, is_json(payload))
+    message_frame_with(channel, payload, is_json(payload), None)
 }
 
-/// [`message_frame`] for a payload already inspected ([`PayloadInfo`]).
-pub fn message_frame_with(channel: &Channel, payload: &[u8], payload_is_json: bool) -> Bytes {
-    let mut json = Vec::with_capacity(payload.len() + channel.as_str().len() + 48);
+/// [`message_frame`] for a payload already inspected ([`PayloadInfo`]), with the message's
+/// place in history when it has one: `{"type":"message","channel":…,"offset":…,"epoch":…,"data":…}`.
+pub fn message_frame_with(
+    channel: &Channel,
+    payload: &[u8],
+    payload_is_json: bool,
+    position: Option<&StreamPosition>,
+) -> Bytes {
+    let mut json = Vec::with_capacity(payload.len() + channel.as_str().len() + 80);
     json.extend_from_slice(br#"{"type":"message","channel":""#);
     // Channel names are restricted to characters that need no JSON escaping.
     json.extend_from_slice(channel.as_str().as_bytes());
-    json.extend_from_slice(br#"","data":"#);
+    json.push(b'"');
+    if let Some(p) = position {
+        json.extend_from_slice(br#","offset":"#);
+        json.extend_from_slice(p.offset.to_string().as_bytes());
+        json.extend_from_slice(br#","epoch":"#);
+        // The epoch comes from Redis: escape it like any string.
+        let _ = serde_json::to_writer(&mut json, &*p.epoch);
+    }
+    json.extend_from_slice(br#","data":"#);
     push_data(&mut json, payload, payload_is_json);
     json.push(b'}');
     text_frame(&json)
@@ -467,6 +585,15 @@ mod tests {
         assert_eq!(v["data"], 42);
         let v = unframe(&message_frame(&ch, b"{broken"));
         assert_eq!(v["data"], "{broken");
+        let position = StreamPosition {
+            offset: 42,
+            epoch: "e\"1".into(),
+        };
+        let v = unframe(&message_frame_with(&ch, b"1", true, Some(&position)));
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"message","channel":"room:lobby","offset":42,"epoch":"e\"1","data":1})
+        );
     }
 
     #[test]
@@ -496,9 +623,35 @@ mod tests {
         assert_eq!(
             req,
             Request::Subscribe {
-                channel: Channel::parse("room:a").unwrap()
+                channel: Channel::parse("room:a").unwrap(),
+                since: None,
             }
         );
+        let (_, req) = parse_client_frame(
+            r#"{"type":"subscribe","channel":"dag:7","since":{"offset":41,"epoch":"e1"}}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            req,
+            Request::Subscribe {
+                since: Some(Since { offset: 41, .. }),
+                ..
+            }
+        ));
+        assert!(
+            parse_client_frame(r#"{"type":"subscribe","channel":"dag:7","since":41}"#).is_err()
+        );
+        let (_, req) =
+            parse_client_frame(r#"{"type":"history","channel":"dag:7","since":3,"limit":10}"#)
+                .unwrap();
+        assert!(matches!(
+            req,
+            Request::History {
+                since: Some(3),
+                limit: Some(10),
+                ..
+            }
+        ));
         let err = parse_client_frame(r#"{"type":"subscribe","id":"x"}"#).unwrap_err();
         assert_eq!(err.id.unwrap().as_json(), r#""x""#);
         // Ids are echoed exactly as sent.

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Verifier;
-use crate::broker::{Broker, BrokerError, HubSink, MemoryBroker, RedisBroker};
+use crate::broker::{Broker, BrokerError, HistoryRules, HubSink, MemoryBroker, RedisBroker};
 use crate::channel::Channel;
 use crate::config::Config;
 use crate::http::{api, ops};
@@ -51,19 +51,30 @@ impl Node {
     /// otherwise the in-process broker. Must be called within a Tokio runtime.
     pub fn new(config: Config) -> Result<Arc<Node>, String> {
         match config.redis.clone() {
-            None => Ok(Node::with_broker(config, |sink, _| {
-                Arc::new(MemoryBroker::new(sink))
-            })),
+            None => {
+                let rules = HistoryRules::from_config(&config);
+                Ok(Node::with_broker(config, |sink, _| {
+                    Arc::new(MemoryBroker::new(sink, rules))
+                }))
+            }
             Some(redis) => {
                 let mut failure = None;
                 let node_id = config.node_id.clone();
                 let max_payload = config.limits.max_payload_bytes;
+                let rules = HistoryRules::from_config(&config);
                 let node = Node::with_broker(config, |sink, metrics| {
-                    match RedisBroker::start(&redis, &node_id, max_payload, sink.clone(), metrics) {
+                    match RedisBroker::start(
+                        &redis,
+                        &node_id,
+                        max_payload,
+                        rules.clone(),
+                        sink.clone(),
+                        metrics,
+                    ) {
                         Ok(b) => b,
                         Err(e) => {
                             failure = Some(e);
-                            Arc::new(MemoryBroker::new(sink))
+                            Arc::new(MemoryBroker::new(sink, rules))
                         }
                     }
                 });
@@ -83,7 +94,9 @@ impl Node {
         let metrics = Arc::new(Metrics::new());
         Arc::new(Node {
             verifier: Verifier::new(&config.jwt),
-            hub: Hub::new(metrics.clone(), |sink| make_broker(sink, &metrics)),
+            hub: Hub::new(metrics.clone(), config.limits.queue_max_messages, |sink| {
+                make_broker(sink, &metrics)
+            }),
             admission: Admission::new(&config.limits),
             metrics,
             config,
@@ -95,19 +108,20 @@ impl Node {
         })
     }
 
-    /// Publishes a payload to a channel on every node. `source` labels the metric.
+    /// Publishes a payload to a channel on every node; returns its offset when the channel
+    /// keeps history. `source` labels the metric.
     pub async fn publish(
         &self,
         channel: &Channel,
         payload: Bytes,
         source: &'static str,
-    ) -> Result<(), BrokerError> {
-        self.hub.broker().publish(channel, payload).await?;
+    ) -> Result<Option<u64>, BrokerError> {
+        let offset = self.hub.broker().publish(channel, payload).await?;
         self.metrics
             .messages_published
             .with_label_values(&[source])
             .inc();
-        Ok(())
+        Ok(offset)
     }
 
     /// Publishes a payload to several channels, all or nothing.
@@ -128,7 +142,7 @@ impl Node {
     /// Checks that a channel's namespace is configured.
     pub fn check_namespace(&self, channel: &Channel) -> Result<(), String> {
         let ns = channel.namespace();
-        if channel.as_str() == crate::channel::BROADCAST || self.config.namespace(ns).is_some() {
+        if self.config.namespace(ns).is_some() {
             Ok(())
         } else {
             Err(format!("unknown channel namespace {ns:?}"))
@@ -208,6 +222,7 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/ws", get(ws::upgrade))
         .route("/api/publish", post(api::publish))
         .route("/api/broadcast", post(api::broadcast))
+        .route("/api/history", get(api::history))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

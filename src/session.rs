@@ -17,7 +17,12 @@ use crate::channel::Channel;
 use crate::hub::ConnId;
 use crate::limits::{FrameRate, FrameVerdict, NodeSlot, UserSlot};
 use crate::outbox::{Ending, Outbox};
-use crate::protocol::{CloseCode, ErrorCode, Request, RequestId, ServerFrame, parse_client_frame};
+use bytes::Bytes;
+
+use crate::broker::{History, HistoryQuery, StreamPosition};
+use crate::protocol::{
+    self, CloseCode, ErrorCode, Request, RequestId, ServerFrame, Since, parse_client_frame,
+};
 use crate::server::Node;
 
 /// Seconds since the Unix epoch.
@@ -261,7 +266,12 @@ impl Session {
             Request::Auth { .. } => {
                 self.error(id, ErrorCode::BadRequest, "already authenticated");
             }
-            Request::Subscribe { channel } => self.subscribe(id, channel).await,
+            Request::Subscribe { channel, since } => self.subscribe(id, channel, since).await,
+            Request::History {
+                channel,
+                since,
+                limit,
+            } => self.history(id, channel, since, limit).await,
             Request::Unsubscribe { channel } => self.unsubscribe(id, channel).await,
             Request::Ping => self.reply(ServerFrame::Pong { id }),
             Request::Refresh { token } => self.refresh(id, &token).await,
@@ -310,33 +320,43 @@ impl Session {
         self.start(identity, slot, id).await
     }
 
-    async fn subscribe(&mut self, id: Option<&RequestId>, channel: Channel) {
-        if self.subscriptions.contains(&channel) {
-            // Idempotent: a client retrying a subscribe gets the same answer.
-            self.reply(ServerFrame::Subscribed {
-                id,
-                channel: channel.as_str(),
-            });
-            return;
+    async fn subscribe(&mut self, id: Option<&RequestId>, channel: Channel, since: Option<Since>) {
+        let already = self.subscriptions.contains(&channel);
+        if !already {
+            if let Err((code, message)) = self.may_subscribe(&channel) {
+                self.error(id, code, &message);
+                return;
+            }
+            let max = self.node.config.limits.max_subscriptions;
+            if self.subscriptions.len() >= max {
+                self.error(
+                    id,
+                    ErrorCode::LimitExceeded,
+                    &format!("at most {max} subscriptions per connection"),
+                );
+                return;
+            }
         }
-        if let Err((code, message)) = self.may_subscribe(&channel) {
-            self.error(id, code, &message);
-            return;
-        }
-        let max = self.node.config.limits.max_subscriptions;
-        if self.subscriptions.len() >= max {
-            self.error(
-                id,
-                ErrorCode::LimitExceeded,
-                &format!("at most {max} subscriptions per connection"),
-            );
+        let has_history = self.node.config.history(&channel).is_some();
+        if has_history && (since.is_some() || !already) {
+            self.subscribe_with_history(id, channel, since, already)
+                .await;
             return;
         }
         let reply = ServerFrame::Subscribed {
             id,
             channel: channel.as_str(),
+            offset: None,
+            epoch: None,
+            // Nothing to recover from on a channel without history.
+            recovered: since.as_ref().map(|_| false),
         }
         .encode();
+        if already {
+            // Idempotent: a client retrying a subscribe gets the same answer.
+            let _ = self.outbox.push(reply);
+            return;
+        }
         match self
             .node
             .hub
@@ -350,6 +370,169 @@ impl Session {
         {
             Ok(()) => {
                 self.subscriptions.insert(channel);
+            }
+            Err(e) => self.error(id, ErrorCode::Unavailable, &e.to_string()),
+        }
+    }
+
+    /// Subscribes to (or recovers, in place, on) a channel with history: live messages are
+    /// buffered while the history is read, then the reply, the replay and the newer buffered
+    /// messages are queued in that order, without gap or duplicate.
+    async fn subscribe_with_history(
+        &mut self,
+        id: Option<&RequestId>,
+        channel: Channel,
+        since: Option<Since>,
+        already: bool,
+    ) {
+        let hub = &self.node.hub;
+        if let Err(e) = hub
+            .subscribe_pending(self.conn.id, &self.outbox, &channel)
+            .await
+        {
+            self.error(id, ErrorCode::Unavailable, &e.to_string());
+            return;
+        }
+        let limits = &self.node.config.limits;
+        let query = match &since {
+            Some(s) => HistoryQuery::After {
+                offset: s.offset,
+                limit: limits.max_recovery_messages,
+            },
+            None => HistoryQuery::Latest { limit: 0 },
+        };
+        let history = match hub.broker().history(&channel, query).await {
+            Ok(h) => h,
+            Err(e) => {
+                if already {
+                    // Back to live as it was, nothing skipped.
+                    hub.activate(self.conn.id, &channel, Vec::new(), None);
+                } else {
+                    hub.unsubscribe(
+                        self.conn.id,
+                        &self.outbox,
+                        std::slice::from_ref(&channel),
+                        None,
+                    )
+                    .await;
+                }
+                self.error(id, ErrorCode::Unavailable, &e.to_string());
+                return;
+            }
+        };
+        let replay = since
+            .as_ref()
+            .and_then(|s| self.replay(&channel, s, &history));
+        let mut frames = Vec::with_capacity(1 + replay.as_ref().map_or(0, Vec::len));
+        frames.push(
+            ServerFrame::Subscribed {
+                id,
+                channel: channel.as_str(),
+                offset: Some(history.offset),
+                epoch: Some(&history.epoch),
+                recovered: since.as_ref().map(|_| replay.is_some()),
+            }
+            .encode(),
+        );
+        frames.extend(replay.unwrap_or_default());
+        let top = StreamPosition {
+            offset: history.offset,
+            epoch: history.epoch.clone(),
+        };
+        if hub.activate(self.conn.id, &channel, frames, Some(top)) {
+            self.subscriptions.insert(channel);
+        }
+    }
+
+    /// The message frames a client recovering from `since` missed, if every one of them is
+    /// still in history and they fit the recovery limits; `None` means it must reload.
+    fn replay(&self, channel: &Channel, since: &Since, history: &History) -> Option<Vec<Bytes>> {
+        let limits = &self.node.config.limits;
+        let missed = history.offset.checked_sub(since.offset)?;
+        let complete = since.epoch == *history.epoch
+            && history.first <= since.offset + 1
+            && missed <= limits.max_recovery_messages as u64
+            && history.messages.len() as u64 == missed;
+        if !complete {
+            return None;
+        }
+        // The replay goes through the outbound queue: it must leave room for live traffic.
+        let bytes: usize = history.messages.iter().map(|(_, p)| p.len() + 128).sum();
+        if history.messages.len() > limits.queue_max_messages / 2
+            || bytes > limits.queue_max_bytes / 2
+        {
+            return None;
+        }
+        Some(
+            history
+                .messages
+                .iter()
+                .map(|(offset, payload)| {
+                    let position = StreamPosition {
+                        offset: *offset,
+                        epoch: history.epoch.clone(),
+                    };
+                    protocol::message_frame_with(
+                        channel,
+                        payload,
+                        protocol::is_json(payload),
+                        Some(&position),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// `history`: the latest messages of a channel, or those after an offset, for a client
+    /// allowed to subscribe to it.
+    async fn history(
+        &mut self,
+        id: Option<&RequestId>,
+        channel: Channel,
+        since: Option<u64>,
+        limit: Option<usize>,
+    ) {
+        if let Err((code, message)) = self.may_subscribe(&channel) {
+            self.error(id, code, &message);
+            return;
+        }
+        let limits = &self.node.config.limits;
+        let limit = limit
+            .unwrap_or(limits.max_recovery_messages)
+            .min(limits.max_recovery_messages);
+        let query = match since {
+            Some(offset) => HistoryQuery::After { offset, limit },
+            None => HistoryQuery::Latest { limit },
+        };
+        if self.node.config.history(&channel).is_none() {
+            self.error(
+                id,
+                ErrorCode::BadRequest,
+                &format!("channel {channel} keeps no history"),
+            );
+            return;
+        }
+        match self.node.hub.broker().history(&channel, query).await {
+            Ok(h) => {
+                // One reply must fit the outbound queue; the client pages with `since`.
+                let budget = limits.queue_max_bytes / 2;
+                let mut used = 0;
+                let messages = h
+                    .messages
+                    .iter()
+                    .take_while(|(_, p)| {
+                        used += p.len() + 32;
+                        used <= budget
+                    })
+                    .map(|(o, p)| protocol::HistoryEntry::new(*o, p))
+                    .collect();
+                self.reply(ServerFrame::History {
+                    id,
+                    channel: channel.as_str(),
+                    offset: h.offset,
+                    epoch: &h.epoch,
+                    messages,
+                });
             }
             Err(e) => self.error(id, ErrorCode::Unavailable, &e.to_string()),
         }

@@ -9,6 +9,8 @@
 mod memory;
 mod redis;
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -16,8 +18,24 @@ use bytes::Bytes;
 
 pub use self::redis::RedisBroker;
 use crate::channel::Channel;
+use crate::config::{Config, HistoryConfig};
 pub use crate::hub::HubSink;
 pub use memory::MemoryBroker;
+
+/// A random epoch name: 16 hex digits.
+pub fn new_epoch() -> Arc<str> {
+    Arc::from(format!("{:016x}", rand::random::<u64>()))
+}
+
+/// Where a message sits in its channel's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPosition {
+    /// 1 for the first message of an epoch, then +1 per message.
+    pub offset: u64,
+    /// Names one unbroken history of the channel; it changes whenever the history was lost
+    /// (expired, flushed, Redis restarted without persistence), and offsets restart.
+    pub epoch: Arc<str>,
+}
 
 /// A message on its way from the broker to local subscribers.
 #[derive(Debug, Clone)]
@@ -25,6 +43,8 @@ pub struct Publication {
     pub channel: Channel,
     /// The payload exactly as published; see `protocol::message_frame` for how it is framed.
     pub payload: Bytes,
+    /// Set for messages of channels with history (published through the history path).
+    pub position: Option<StreamPosition>,
     /// When this node received it from the broker; the start of the dispatch-latency clock.
     pub received_at: Instant,
 }
@@ -34,8 +54,61 @@ impl Publication {
         Publication {
             channel,
             payload,
+            position: None,
             received_at: Instant::now(),
         }
+    }
+
+    pub fn at(channel: Channel, payload: Bytes, position: StreamPosition) -> Publication {
+        Publication {
+            position: Some(position),
+            ..Publication::new(channel, payload)
+        }
+    }
+}
+
+/// A channel's history as one consistent snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct History {
+    pub epoch: Arc<str>,
+    /// Offset of the latest message of this epoch (0 before the first one).
+    pub offset: u64,
+    /// Offset of the oldest message still kept (`offset + 1` when none is).
+    pub first: u64,
+    /// The messages asked for, oldest first.
+    pub messages: Vec<(u64, Bytes)>,
+}
+
+/// Which messages [`Broker::history`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryQuery {
+    /// Those after this offset, at most `limit`.
+    After { offset: u64, limit: usize },
+    /// The latest `limit`.
+    Latest { limit: usize },
+}
+
+/// Which channels keep history, and how much: by namespace, from the configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HistoryRules(BTreeMap<String, HistoryConfig>);
+
+impl HistoryRules {
+    pub fn from_config(config: &Config) -> HistoryRules {
+        HistoryRules(
+            config
+                .namespaces
+                .iter()
+                .filter_map(|(ns, c)| c.history.map(|h| (ns.clone(), h)))
+                .collect(),
+        )
+    }
+
+    pub fn for_channel(&self, channel: &Channel) -> Option<HistoryConfig> {
+        self.0.get(channel.namespace()).copied()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &HistoryConfig)> {
+        self.0.iter()
     }
 }
 
@@ -44,6 +117,9 @@ pub enum BrokerError {
     /// The broker cannot be reached or is not ready; the caller may retry later.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// The channel keeps no history.
+    #[error("channel {0} keeps no history")]
+    NoHistory(Channel),
 }
 
 /// Moves publications between nodes and tracks which channels this node wants.
@@ -54,7 +130,9 @@ pub enum BrokerError {
 ///   never concurrently for the same channel.
 /// - `publish` returns once the message is accepted for delivery to every node subscribed
 ///   to the channel (this one included).
-/// - Messages of one channel reach the hub in publish order.
+/// - Messages of one channel reach the hub in publish order; messages of a channel with
+///   history carry their [`StreamPosition`], and a broker that notices a gap in a channel's
+///   offsets fills it from history before going on, or calls [`HubSink::resync`].
 /// - Nothing here may block the caller on a slow subscriber: delivery is the hub's job.
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
@@ -67,12 +145,17 @@ pub trait Broker: Send + Sync + 'static {
     /// Stops delivering these channels to this node's hub.
     async fn unsubscribe(&self, channels: &[Channel]) -> Result<(), BrokerError>;
 
-    /// Publishes a payload to every subscriber of the channel on every node.
-    async fn publish(&self, channel: &Channel, payload: Bytes) -> Result<(), BrokerError>;
+    /// Publishes a payload to every subscriber of the channel on every node. For a channel
+    /// with history the message is also appended to it, and its offset returned.
+    async fn publish(&self, channel: &Channel, payload: Bytes) -> Result<Option<u64>, BrokerError>;
 
     /// Publishes one payload to several channels, all or nothing: on error, none of them
     /// was published.
     async fn publish_many(&self, channels: &[Channel], payload: Bytes) -> Result<(), BrokerError>;
+
+    /// Reads a channel's history (creating its epoch if it has none yet).
+    async fn history(&self, channel: &Channel, query: HistoryQuery)
+    -> Result<History, BrokerError>;
 
     /// Whether the broker can currently serve subscribes and publishes.
     fn is_ready(&self) -> bool;

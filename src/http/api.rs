@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use bytes::Bytes;
 use serde::Deserialize;
@@ -14,8 +15,9 @@ use serde_json::value::RawValue;
 use subtle::ConstantTimeEq;
 
 use super::ApiError;
+use crate::broker::{BrokerError, HistoryQuery};
 use crate::channel::Channel;
-use crate::protocol::ErrorCode;
+use crate::protocol::{ErrorCode, HistoryEntry};
 use crate::server::Node;
 use crate::transport::ws::bearer;
 
@@ -51,10 +53,60 @@ pub async fn publish(
     let req: PublishRequest<'_> = parse(&body)?;
     let channel = channel(&node, &req.channel)?;
     let payload = payload(&node, req.data)?;
-    node.publish(&channel, payload, "http")
+    let offset = node
+        .publish(&channel, payload, "http")
         .await
         .map_err(unavailable)?;
-    Ok(Json(serde_json::json!({ "ok": true })))
+    Ok(Json(match offset {
+        Some(offset) => serde_json::json!({ "ok": true, "offset": offset }),
+        None => serde_json::json!({ "ok": true }),
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct HistoryParams {
+    channel: String,
+    since: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/history?channel=dag:7&since=41&limit=100`: messages after `since` (or the
+/// latest `limit`), with the channel's current offset and epoch.
+pub async fn history(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    params: Result<Query<HistoryParams>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    authorize(&node, &headers)?;
+    let Query(params) =
+        params.map_err(|e| ApiError::bad_request(format!("invalid query: {}", e.body_text())))?;
+    let channel = channel(&node, &params.channel)?;
+    let max = node.config.limits.max_recovery_messages;
+    let limit = params.limit.unwrap_or(max).min(max);
+    let query = match params.since {
+        Some(offset) => HistoryQuery::After { offset, limit },
+        None => HistoryQuery::Latest { limit },
+    };
+    let history = match node.hub.broker().history(&channel, query).await {
+        Ok(h) => h,
+        Err(BrokerError::NoHistory(c)) => {
+            return Err(ApiError::bad_request(format!(
+                "channel {c} keeps no history"
+            )));
+        }
+        Err(e) => return Err(unavailable(e)),
+    };
+    let messages: Vec<HistoryEntry> = history
+        .messages
+        .iter()
+        .map(|(o, p)| HistoryEntry::new(*o, p))
+        .collect();
+    Ok(Json(serde_json::json!({
+        "channel": channel.as_str(),
+        "epoch": &*history.epoch,
+        "offset": history.offset,
+        "messages": messages,
+    })))
 }
 
 /// `POST /api/broadcast {"channels":["room:a","user:7"],"data":{...}}`

@@ -16,13 +16,16 @@ async fn a_user_with_three_connections_receives_on_all_three() {
     let mut other = gw.connect_as("43", &[]).await;
     let note = json!({"type": "notification", "title": "Flow completed"});
     gw.publish("user:42", note.clone()).await;
+    let mut epochs = Vec::new();
     for device in &mut devices {
         let msg = device.recv().await;
-        assert_eq!(
-            msg,
-            json!({"type": "message", "channel": "user:42", "data": note})
-        );
+        assert_eq!(msg["channel"], "user:42");
+        assert_eq!(msg["data"], note);
+        // `user:` keeps history by default: every device sees the same position.
+        assert_eq!(msg["offset"], 1);
+        epochs.push(msg["epoch"].clone());
     }
+    assert!(epochs.windows(2).all(|w| w[0] == w[1]));
     other.expect_silence(Duration::from_millis(300)).await;
 }
 

@@ -4,7 +4,15 @@
 //! one channel always take the same queue and keep their order, while different channels fan
 //! out in parallel. Each queue is bounded; a full queue drops the message (counted, logged at
 //! most every few seconds) rather than stalling Redis reads for every other channel.
+//!
+//! For channels with history, each worker keeps a cursor (epoch, last offset delivered) per
+//! channel. A message whose offset skips ahead means messages were missed (dropped here, or
+//! published while the pub/sub connection was down): the worker reads them from the stream
+//! and delivers them first. After a reconnect the subscriber asks for a sync, which does the
+//! same for messages published during the outage. Only when history cannot fill the gap (it
+//! was trimmed, expired, or Redis lost it: a new epoch) are the subscribers told to resync.
 
+use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,11 +21,33 @@ use std::time::Duration;
 use tokio::sync::mpsc::{self, error::TrySendError};
 use tokio_util::sync::CancellationToken;
 
+use super::library;
 use super::metrics::RedisMetrics;
-use crate::broker::{HubSink, Publication};
+use crate::broker::{HistoryQuery, HubSink, Publication, StreamPosition};
+use crate::channel::Channel;
+
+/// Work for a dispatch worker; all of a channel's work goes to the same worker, in order.
+pub enum Work {
+    Message(Publication),
+    /// This node read the channel's history at this position: start tracking there.
+    Observe(Channel, StreamPosition),
+    /// The pub/sub connection was re-established: deliver what was published meanwhile.
+    Sync(Channel),
+    /// The node no longer subscribes to the channel.
+    Forget(Channel),
+}
+
+impl Work {
+    fn channel(&self) -> &Channel {
+        match self {
+            Work::Message(p) => &p.channel,
+            Work::Observe(c, _) | Work::Sync(c) | Work::Forget(c) => c,
+        }
+    }
+}
 
 pub struct Dispatch {
-    workers: Vec<mpsc::Sender<Publication>>,
+    workers: Vec<mpsc::Sender<Work>>,
     metrics: Arc<RedisMetrics>,
     drop_log: RateLimitedLog,
 }
@@ -28,22 +58,28 @@ impl Dispatch {
         workers: usize,
         capacity: usize,
         hub: HubSink,
+        pool: deadpool_redis::Pool,
+        max_fill: usize,
         metrics: Arc<RedisMetrics>,
         cancel: CancellationToken,
     ) -> Dispatch {
         let workers = (0..workers.max(1))
             .map(|_| {
-                let (tx, mut rx) = mpsc::channel::<Publication>(capacity.max(1));
-                let hub = hub.clone();
+                let (tx, mut rx) = mpsc::channel::<Work>(capacity.max(1));
+                let mut worker = Worker {
+                    hub: hub.clone(),
+                    pool: pool.clone(),
+                    max_fill,
+                    metrics: metrics.clone(),
+                    cursors: HashMap::new(),
+                };
                 let cancel = cancel.clone();
                 tokio::spawn(async move {
                     loop {
                         tokio::select! {
                             _ = cancel.cancelled() => break,
-                            p = rx.recv() => match p {
-                                Some(p) => {
-                                    hub.deliver(&p);
-                                }
+                            work = rx.recv() => match work {
+                                Some(work) => worker.handle(work).await,
                                 None => break,
                             },
                         }
@@ -59,15 +95,26 @@ impl Dispatch {
         }
     }
 
+    fn worker_for(&self, channel: &Channel) -> &mpsc::Sender<Work> {
+        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(channel);
+        &self.workers[hash as usize % self.workers.len()]
+    }
+
     /// Hands a publication to its channel's worker; drops it if that worker is full.
     pub fn send(&self, publication: Publication) {
-        let hash = BuildHasherDefault::<DefaultHasher>::default().hash_one(&publication.channel);
-        let worker = &self.workers[hash as usize % self.workers.len()];
-        match worker.try_send(publication) {
+        match self
+            .worker_for(&publication.channel)
+            .try_send(Work::Message(publication))
+        {
             Ok(()) => {}
-            Err(TrySendError::Full(p)) => self.drop(p.channel.as_str(), "dispatch_full"),
-            Err(TrySendError::Closed(p)) => self.drop(p.channel.as_str(), "shutting_down"),
+            Err(TrySendError::Full(w)) => self.drop(w.channel().as_str(), "dispatch_full"),
+            Err(TrySendError::Closed(w)) => self.drop(w.channel().as_str(), "shutting_down"),
         }
+    }
+
+    /// Queues control work, waiting for room: it is rare and must not be lost.
+    pub async fn control(&self, work: Work) {
+        let _ = self.worker_for(work.channel()).send(work).await;
     }
 
     /// Counts and (rate-limited) logs a message that will not be delivered.
@@ -76,6 +123,139 @@ impl Dispatch {
         if let Some(suppressed) = self.drop_log.allow() {
             tracing::warn!(channel, reason, suppressed, "dropped a message from Redis");
         }
+    }
+}
+
+struct Worker {
+    hub: HubSink,
+    pool: deadpool_redis::Pool,
+    /// Most messages one gap fill may read.
+    max_fill: usize,
+    metrics: Arc<RedisMetrics>,
+    /// Per history channel: the last position delivered.
+    cursors: HashMap<Channel, StreamPosition>,
+}
+
+impl Worker {
+    async fn handle(&mut self, work: Work) {
+        match work {
+            Work::Message(p) => self.on_message(p).await,
+            Work::Observe(channel, position) => {
+                self.cursors.entry(channel).or_insert(position);
+            }
+            Work::Sync(channel) => self.sync(channel).await,
+            Work::Forget(channel) => {
+                self.cursors.remove(&channel);
+            }
+        }
+    }
+
+    async fn on_message(&mut self, p: Publication) {
+        let Some(position) = p.position.clone() else {
+            self.hub.deliver(&p);
+            return;
+        };
+        let cursor = self.cursors.get(&p.channel).cloned();
+        match cursor {
+            Some(c) if c.epoch == position.epoch && position.offset <= c.offset => {
+                // Already delivered by a gap fill or sync.
+            }
+            Some(c) if c.epoch == position.epoch && position.offset > c.offset + 1 => {
+                if !self.fill(&p.channel, &c, position.offset - 1).await {
+                    self.resync(&p.channel);
+                }
+                self.cursors.insert(p.channel.clone(), position);
+                self.hub.deliver(&p);
+            }
+            Some(c) if c.epoch != position.epoch => {
+                // The history was lost and restarted: what came before cannot be recovered.
+                self.resync(&p.channel);
+                self.cursors.insert(p.channel.clone(), position);
+                self.hub.deliver(&p);
+            }
+            _ => {
+                self.cursors.insert(p.channel.clone(), position);
+                self.hub.deliver(&p);
+            }
+        }
+    }
+
+    /// Delivers the messages after `from` up to offset `to` from history. False if they are
+    /// not all there any more.
+    async fn fill(&mut self, channel: &Channel, from: &StreamPosition, to: u64) -> bool {
+        let want = to.saturating_sub(from.offset);
+        if want == 0 {
+            return true;
+        }
+        if want > self.max_fill as u64 {
+            return false;
+        }
+        let query = HistoryQuery::After {
+            offset: from.offset,
+            limit: want as usize,
+        };
+        let Some(history) = self.read(channel, query).await else {
+            return false;
+        };
+        let complete = history.epoch == from.epoch
+            && history.first <= from.offset + 1
+            && history.messages.len() as u64 >= want;
+        if !complete {
+            return false;
+        }
+        for (offset, payload) in history.messages.into_iter().take(want as usize) {
+            let position = StreamPosition {
+                offset,
+                epoch: history.epoch.clone(),
+            };
+            self.hub
+                .deliver(&Publication::at(channel.clone(), payload, position));
+        }
+        self.metrics.gap_filled.inc_by(want);
+        true
+    }
+
+    /// After a reconnect: delivers what was published while the connection was down.
+    async fn sync(&mut self, channel: Channel) {
+        let Some(cursor) = self.cursors.get(&channel).cloned() else {
+            return;
+        };
+        let query = HistoryQuery::After {
+            offset: cursor.offset,
+            limit: 0,
+        };
+        let Some(top) = self.read(&channel, query).await else {
+            // The next message will show the gap and try again.
+            return;
+        };
+        let latest = StreamPosition {
+            offset: top.offset,
+            epoch: top.epoch.clone(),
+        };
+        let epoch_changed = top.epoch != cursor.epoch;
+        let missed = !epoch_changed && top.offset > cursor.offset;
+        if epoch_changed || (missed && !self.fill(&channel, &cursor, top.offset).await) {
+            self.resync(&channel);
+        }
+        if top.epoch != cursor.epoch || top.offset > cursor.offset {
+            self.cursors.insert(channel, latest);
+        }
+    }
+
+    async fn read(&self, channel: &Channel, query: HistoryQuery) -> Option<crate::broker::History> {
+        let mut conn = self.pool.get().await.ok()?;
+        match library::history(&mut conn, channel, query).await {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(%channel, error = %e, "could not read history to fill a gap");
+                None
+            }
+        }
+    }
+
+    fn resync(&self, channel: &Channel) {
+        self.metrics.resyncs.inc();
+        self.hub.resync(channel);
     }
 }
 

@@ -15,6 +15,10 @@ pub struct RedisMetrics {
     pub resubscribed: IntCounter,
     pub dropped: IntCounterVec,
     pub probe_failures: IntCounter,
+    /// Messages read from history to fill a gap in a channel's offsets.
+    pub gap_filled: IntCounter,
+    /// Gaps history could not fill: subscribers were told to resync.
+    pub resyncs: IntCounter,
 }
 
 impl RedisMetrics {
@@ -69,7 +73,19 @@ impl RedisMetrics {
                 "Pub/sub liveness probes that did not come back in time",
             )
             .expect("valid metric"),
+            gap_filled: IntCounter::new(
+                "fanout_redis_gap_filled_total",
+                "Messages read from history to fill a gap in a channel's offsets",
+            )
+            .expect("valid metric"),
+            resyncs: IntCounter::new(
+                "fanout_resyncs_total",
+                "Gaps history could not fill; the channel's subscribers were told to resync",
+            )
+            .expect("valid metric"),
         };
+        registry.register(Box::new(m.gap_filled.clone()));
+        registry.register(Box::new(m.resyncs.clone()));
         registry.register(Box::new(m.subscriptions.clone()));
         registry.register(Box::new(m.connections_up.clone()));
         registry.register(Box::new(m.messages_received.clone()));

@@ -15,6 +15,7 @@
 //! `docs/publishing.md`); there is no envelope of ours on the Redis side.
 
 mod dispatch;
+mod library;
 mod metrics;
 mod subscriber;
 
@@ -28,10 +29,10 @@ use bytes::Bytes;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use self::dispatch::Dispatch;
+use self::dispatch::{Dispatch, Work};
 use self::metrics::RedisMetrics;
 use self::subscriber::{COMMAND_TIMEOUT, Shared, Subscriber};
-use super::{Broker, BrokerError, HubSink};
+use super::{Broker, BrokerError, History, HistoryQuery, HistoryRules, HubSink, StreamPosition};
 use crate::channel::Channel;
 use crate::config::RedisConfig;
 
@@ -41,6 +42,8 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct RedisBroker {
     prefix: String,
     pool: deadpool_redis::Pool,
+    rules: HistoryRules,
+    shared: Arc<Shared>,
     subscribers: Arc<[Subscriber]>,
     /// False after a failed command (publish or probe), true after a successful one.
     commands_ok: Arc<AtomicBool>,
@@ -55,6 +58,7 @@ impl RedisBroker {
         config: &RedisConfig,
         node_id: &str,
         max_payload: usize,
+        rules: HistoryRules,
         hub: HubSink,
         registry: &crate::metrics::Metrics,
     ) -> Result<Arc<RedisBroker>, String> {
@@ -77,13 +81,20 @@ impl RedisBroker {
         let metrics = Arc::new(RedisMetrics::new(registry));
         let cancel = CancellationToken::new();
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // A gap is never larger than what history keeps.
+        let max_fill = rules.iter().map(|(_, h)| h.size).max().unwrap_or(0);
         let shared = Arc::new(Shared {
             prefix: config.prefix.clone(),
             max_payload,
+            library: library::source(&config.prefix, &rules),
+            rules: rules.clone(),
+            pool: pool.clone(),
             dispatch: Dispatch::start(
                 workers,
                 config.dispatch_buffer,
                 hub,
+                pool.clone(),
+                max_fill,
                 metrics.clone(),
                 cancel.clone(),
             ),
@@ -102,6 +113,8 @@ impl RedisBroker {
         let broker = Arc::new(RedisBroker {
             prefix: config.prefix.clone(),
             pool,
+            rules,
+            shared,
             subscribers,
             commands_ok: Arc::new(AtomicBool::new(true)),
             metrics,
@@ -122,6 +135,42 @@ impl RedisBroker {
             "redis broker started"
         );
         Ok(broker)
+    }
+
+    /// Runs a Redis command built by `command` on a pooled connection, bounded in time;
+    /// reloads the function library and retries once when Redis lost it.
+    async fn run<T: ::redis::FromRedisValue>(
+        &self,
+        command: impl Fn() -> ::redis::Cmd,
+        what: &str,
+    ) -> Result<T, BrokerError> {
+        let started = Instant::now();
+        let attempt = async {
+            let mut conn = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| BrokerError::Unavailable(format!("no Redis connection: {e}")))?;
+            match command().query_async::<T>(&mut *conn).await {
+                Err(e) if library::is_missing(&e) => {
+                    library::load(&self.pool, &self.shared.library).await?;
+                    command().query_async::<T>(&mut *conn).await
+                }
+                other => other,
+            }
+            .map_err(|e| BrokerError::Unavailable(format!("redis {what} failed: {e}")))
+        };
+        let result = match timeout(COMMAND_TIMEOUT, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(BrokerError::Unavailable(format!("redis {what} timed out"))),
+        };
+        self.commands_ok.store(result.is_ok(), Ordering::Release);
+        if result.is_ok() {
+            self.metrics
+                .publish_duration
+                .observe(started.elapsed().as_secs_f64());
+        }
+        result
     }
 
     fn redis_name(&self, channel: &Channel) -> String {
@@ -179,6 +228,14 @@ impl Broker for RedisBroker {
     }
 
     async fn unsubscribe(&self, channels: &[Channel]) -> Result<(), BrokerError> {
+        for channel in channels {
+            if self.rules.for_channel(channel).is_some() {
+                self.shared
+                    .dispatch
+                    .control(Work::Forget(channel.clone()))
+                    .await;
+            }
+        }
         let groups = self.by_connection(channels);
         let results = futures_util::future::join_all(
             groups
@@ -189,27 +246,47 @@ impl Broker for RedisBroker {
         results.into_iter().collect()
     }
 
-    async fn publish(&self, channel: &Channel, payload: Bytes) -> Result<(), BrokerError> {
-        let started = Instant::now();
-        let result = publish_raw(&self.pool, &self.redis_name(channel), &payload).await;
-        self.commands_ok.store(result.is_ok(), Ordering::Release);
-        if result.is_ok() {
-            self.metrics
-                .publish_duration
-                .observe(started.elapsed().as_secs_f64());
+    async fn publish(&self, channel: &Channel, payload: Bytes) -> Result<Option<u64>, BrokerError> {
+        if self.rules.for_channel(channel).is_none() {
+            let name = self.redis_name(channel);
+            let command = || {
+                let mut c = ::redis::cmd("PUBLISH");
+                c.arg(&name).arg(&payload[..]);
+                c
+            };
+            self.run::<i64>(command, "PUBLISH").await?;
+            return Ok(None);
         }
-        result
+        let command = || {
+            let mut c = ::redis::cmd("FCALL");
+            c.arg("fanout_publish")
+                .arg(1)
+                .arg(channel.as_str())
+                .arg(&payload[..]);
+            c
+        };
+        let offset = self.run::<u64>(command, "FCALL fanout_publish").await?;
+        Ok(Some(offset))
     }
 
     async fn publish_many(&self, channels: &[Channel], payload: Bytes) -> Result<(), BrokerError> {
-        // MULTI/EXEC: Redis runs every PUBLISH or none.
+        // MULTI/EXEC: Redis runs every publish or none.
         let mut pipe = ::redis::pipe();
         pipe.atomic();
         for channel in channels {
-            pipe.cmd("PUBLISH")
-                .arg(self.redis_name(channel))
-                .arg(&payload[..])
-                .ignore();
+            if self.rules.for_channel(channel).is_some() {
+                pipe.cmd("FCALL")
+                    .arg("fanout_publish")
+                    .arg(1)
+                    .arg(channel.as_str())
+                    .arg(&payload[..])
+                    .ignore();
+            } else {
+                pipe.cmd("PUBLISH")
+                    .arg(self.redis_name(channel))
+                    .arg(&payload[..])
+                    .ignore();
+            }
         }
         let started = Instant::now();
         let attempt = async {
@@ -218,9 +295,14 @@ impl Broker for RedisBroker {
                 .get()
                 .await
                 .map_err(|e| BrokerError::Unavailable(format!("no Redis connection: {e}")))?;
-            pipe.query_async::<()>(&mut *conn)
-                .await
-                .map_err(|e| BrokerError::Unavailable(format!("redis MULTI/PUBLISH failed: {e}")))
+            match pipe.query_async::<()>(&mut *conn).await {
+                Err(e) if library::is_missing(&e) => {
+                    library::load(&self.pool, &self.shared.library).await?;
+                    pipe.query_async::<()>(&mut *conn).await
+                }
+                other => other,
+            }
+            .map_err(|e| BrokerError::Unavailable(format!("redis MULTI/publish failed: {e}")))
         };
         let result = match timeout(COMMAND_TIMEOUT, attempt).await {
             Ok(r) => r,
@@ -233,6 +315,49 @@ impl Broker for RedisBroker {
                 .observe(started.elapsed().as_secs_f64());
         }
         result
+    }
+
+    async fn history(
+        &self,
+        channel: &Channel,
+        query: HistoryQuery,
+    ) -> Result<History, BrokerError> {
+        if self.rules.for_channel(channel).is_none() {
+            return Err(BrokerError::NoHistory(channel.clone()));
+        }
+        let attempt = async {
+            let mut conn = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| BrokerError::Unavailable(format!("no Redis connection: {e}")))?;
+            match library::history(&mut conn, channel, query).await {
+                Err(e) if library::is_missing(&e) => {
+                    library::load(&self.pool, &self.shared.library).await?;
+                    library::history(&mut conn, channel, query).await
+                }
+                other => other,
+            }
+            .map_err(|e| BrokerError::Unavailable(format!("redis history read failed: {e}")))
+        };
+        let history = match timeout(COMMAND_TIMEOUT, attempt).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(BrokerError::Unavailable(
+                    "redis history read timed out".into(),
+                ));
+            }
+        };
+        // Start gap detection for this channel at what this node has now seen.
+        let position = StreamPosition {
+            offset: history.offset,
+            epoch: history.epoch.clone(),
+        };
+        self.shared
+            .dispatch
+            .control(Work::Observe(channel.clone(), position))
+            .await;
+        Ok(history)
     }
 
     fn is_ready(&self) -> bool {

@@ -22,9 +22,10 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::Dispatch;
+use super::dispatch::{Dispatch, Work};
+use super::library;
 use super::metrics::RedisMetrics;
-use crate::broker::{BrokerError, Publication};
+use crate::broker::{BrokerError, HistoryRules, Publication};
 use crate::channel::Channel;
 
 /// Channels per SUBSCRIBE/UNSUBSCRIBE command.
@@ -38,6 +39,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3);
 pub struct Shared {
     pub prefix: String,
     pub max_payload: usize,
+    pub rules: HistoryRules,
+    /// The command pool, for (re)loading the function library.
+    pub pool: deadpool_redis::Pool,
+    pub library: String,
     pub dispatch: Dispatch,
     pub metrics: Arc<RedisMetrics>,
     pub cancel: CancellationToken,
@@ -199,7 +204,15 @@ impl Driver {
                 }
                 continue;
             }
+            // A Redis that restarted without persistence lost the functions too.
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                if let Err(e) = library::load(&shared.pool, &shared.library).await {
+                    tracing::warn!(error = %e, "could not load the fanout function library");
+                }
+            });
             if connected_before {
+                self.sync_history_channels();
                 self.shared.metrics.reconnects.inc();
                 self.shared
                     .metrics
@@ -248,6 +261,26 @@ impl Driver {
             self.shared.metrics.connections_up.dec();
             reader.abort();
         }
+    }
+
+    /// Asks the dispatch workers to deliver what history channels got while disconnected.
+    fn sync_history_channels(&self) {
+        let channels: Vec<Channel> = self
+            .desired
+            .iter()
+            .filter_map(|name| name.strip_prefix(self.shared.prefix.as_str()))
+            .filter_map(|c| Channel::parse(c).ok())
+            .filter(|c| self.shared.rules.for_channel(c).is_some())
+            .collect();
+        if channels.is_empty() {
+            return;
+        }
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            for channel in channels {
+                shared.dispatch.control(Work::Sync(channel)).await;
+            }
+        });
     }
 
     /// Applies a batch of requests on a live connection. Returns false if the connection
@@ -401,14 +434,20 @@ async fn read(
             shared.dispatch.drop(name, "bad_channel");
             continue;
         };
-        let payload = msg.get_payload_bytes();
-        if payload.len() > shared.max_payload {
+        let raw = msg.get_payload_bytes();
+        let publication = match library::open_envelope(raw) {
+            Some((position, payload)) => Publication::at(channel, payload, position),
+            None if raw.first() == Some(&0) => {
+                shared.dispatch.drop(name, "bad_envelope");
+                continue;
+            }
+            None => Publication::new(channel, Bytes::copy_from_slice(raw)),
+        };
+        if publication.payload.len() > shared.max_payload {
             shared.dispatch.drop(name, "too_large");
             continue;
         }
-        shared
-            .dispatch
-            .send(Publication::new(channel, Bytes::copy_from_slice(payload)));
+        shared.dispatch.send(publication);
     }
     let _ = lost.send(());
 }
