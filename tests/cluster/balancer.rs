@@ -1,64 +1,9 @@
 //! Three nodes behind a real HAProxy on loopback: a node killed or drained costs clients a
 //! reconnect, not their messages after it.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::support::*;
-
-struct Haproxy {
-    child: Child,
-    port: u16,
-    config: std::path::PathBuf,
-}
-
-impl Haproxy {
-    fn start(backends: &[&Gateway]) -> Haproxy {
-        let port = free_port();
-        let servers: String = backends
-            .iter()
-            .enumerate()
-            .map(|(i, g)| format!("  server n{} {} check\n", i + 1, g.addr))
-            .collect();
-        let config =
-            std::env::temp_dir().join(format!("fanout-haproxy-{}-{port}.cfg", std::process::id()));
-        std::fs::write(
-            &config,
-            format!(
-                "global\n  maxconn 2000\n\
-                 defaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n  timeout tunnel 1h\n  option redispatch\n  retries 3\n\
-                 frontend ws\n  bind 127.0.0.1:{port}\n  default_backend fanout\n\
-                 backend fanout\n  balance roundrobin\n  option httpchk GET /readyz\n  http-check expect status 200\n  default-server inter 200ms fall 1 rise 2\n{servers}"
-            ),
-        )
-        .unwrap();
-        let child = Command::new("haproxy")
-            .args(["-db", "-f"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn haproxy (apt-get install haproxy)");
-        Haproxy {
-            child,
-            port,
-            config,
-        }
-    }
-
-    fn url(&self, token: &str) -> String {
-        format!("ws://127.0.0.1:{}/ws?token={token}", self.port)
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.config);
-    }
-}
 
 /// Connects through the balancer, retrying while it still routes to a dead node; returns the
 /// client and the node that served it.

@@ -658,3 +658,120 @@ impl FreezingProxy {
         n
     }
 }
+
+/// What a client following the recovery protocol keeps per channel: the last position it
+/// processed and everything it processed, in order.
+#[derive(Debug, Default, Clone)]
+pub struct Tracker {
+    pub epoch: String,
+    pub offset: u64,
+    pub seen: Vec<Value>,
+    pub duplicates: usize,
+}
+
+impl Tracker {
+    /// The `since` to send when (re)subscribing.
+    pub fn since(&self) -> Value {
+        json!({"offset": self.offset, "epoch": self.epoch})
+    }
+
+    /// Adopts the position of a `subscribed` reply (after a fresh subscribe or a failed recovery).
+    pub fn start_at(&mut self, reply: &Value) {
+        self.epoch = reply["epoch"].as_str().unwrap_or_default().to_owned();
+        self.offset = reply["offset"].as_u64().unwrap_or(0);
+    }
+
+    /// Processes a `message` frame: counts duplicates instead of processing them twice.
+    pub fn process(&mut self, msg: &Value) {
+        let offset = msg["offset"].as_u64().expect("message with an offset");
+        if msg["epoch"] == self.epoch.as_str() && offset <= self.offset {
+            self.duplicates += 1;
+            return;
+        }
+        assert_eq!(
+            msg["epoch"],
+            self.epoch.as_str(),
+            "epoch changed mid-stream: {msg}"
+        );
+        assert_eq!(offset, self.offset + 1, "gap before {msg}");
+        self.offset = offset;
+        self.seen.push(msg["data"].clone());
+    }
+}
+
+impl Client {
+    /// Subscribes with `since` and returns the `subscribed` reply.
+    pub async fn recover(&mut self, channel: &str, tracker: &Tracker) -> Value {
+        let reply = self
+            .request(json!({"type": "subscribe", "channel": channel, "since": tracker.since()}))
+            .await;
+        assert_eq!(reply["type"], "subscribed", "{reply}");
+        reply
+    }
+
+    /// Reads messages of `channel` into the tracker until it has processed `count` in total.
+    pub async fn read_until(&mut self, channel: &str, tracker: &mut Tracker, count: usize) {
+        while tracker.seen.len() < count {
+            let msg = self.recv().await;
+            if msg["type"] == "message" && msg["channel"] == channel {
+                tracker.process(&msg);
+            }
+        }
+    }
+}
+
+/// A real HAProxy (Debian package) on a free loopback port in front of gateways, with
+/// WebSocket tunnel timeouts and `/readyz` health checks. Killed on drop.
+pub struct Haproxy {
+    child: Child,
+    pub port: u16,
+    config: std::path::PathBuf,
+}
+
+impl Haproxy {
+    pub fn start(backends: &[&Gateway]) -> Haproxy {
+        let port = free_port();
+        let servers: String = backends
+            .iter()
+            .enumerate()
+            .map(|(i, g)| format!("  server n{} {} check\n", i + 1, g.addr))
+            .collect();
+        let config =
+            std::env::temp_dir().join(format!("fanout-haproxy-{}-{port}.cfg", std::process::id()));
+        std::fs::write(
+            &config,
+            format!(
+                "global\n  maxconn 2000\n\
+                 defaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n  timeout tunnel 1h\n  option redispatch\n  retries 3\n\
+                 frontend ws\n  bind 127.0.0.1:{port}\n  default_backend fanout\n\
+                 backend fanout\n  balance roundrobin\n  option httpchk GET /readyz\n  http-check expect status 200\n  default-server inter 200ms fall 1 rise 2\n{servers}"
+            ),
+        )
+        .unwrap();
+        let child = Command::new("haproxy")
+            .args(["-db", "-f"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn haproxy (apt-get install haproxy)");
+        Haproxy {
+            child,
+            port,
+            config,
+        }
+    }
+
+    pub fn url(&self, token: &str) -> String {
+        format!("ws://127.0.0.1:{}/ws?token={token}", self.port)
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
