@@ -584,7 +584,9 @@ async fn a_public_namespace_from_the_config_file_needs_no_grant() {
     assert_eq!(run.code, Some(0), "{run}");
     assert_eq!(
         summary_value(&run.stdout, "namespaces").as_deref(),
-        Some("agent (public), dag, room, user"),
+        Some(
+            "agent (public), broadcast, dag (history 1000 for 3600 s), room, user (history 100 for 600 s)"
+        ),
         "{run}"
     );
     let gw = Gateway::start_with(
