@@ -27,7 +27,10 @@ struct Claims {
     /// Channels this token may subscribe to: exact names or prefixes ending in `*`.
     #[serde(default, deserialize_with = "list_or_string")]
     channels: Vec<String>,
-    /// Application data about the user (shown to others in presence, later).
+    /// Channels this token may publish to (same patterns as `channels`).
+    #[serde(default, deserialize_with = "list_or_string")]
+    publish: Vec<String>,
+    /// Application data about the user, shown to others in presence.
     #[serde(default)]
     info: Option<serde_json::Value>,
 }
@@ -39,6 +42,8 @@ pub struct Identity {
     /// Seconds since the Unix epoch.
     pub expires_at: i64,
     pub channels: Vec<ChannelPattern>,
+    /// Channels it may publish to.
+    pub publish: Vec<ChannelPattern>,
     pub info: Option<serde_json::Value>,
 }
 
@@ -46,6 +51,11 @@ impl Identity {
     /// Whether the token's `channels` claim grants this channel.
     pub fn grants(&self, channel: &Channel) -> bool {
         self.channels.iter().any(|p| p.matches(channel))
+    }
+
+    /// Whether the token's `publish` claim grants publishing to this channel.
+    pub fn may_publish(&self, channel: &Channel) -> bool {
+        self.publish.iter().any(|p| p.matches(channel))
     }
 }
 
@@ -115,6 +125,7 @@ impl Verifier {
         }
         Ok(Identity {
             channels: parse_patterns(claims.channels.iter().map(String::as_str)),
+            publish: parse_patterns(claims.publish.iter().map(String::as_str)),
             user: sub,
             expires_at: exp.floor() as i64,
             info: claims.info,
@@ -145,6 +156,7 @@ fn describe(kind: &ErrorKind) -> &'static str {
 pub struct TokenRequest {
     pub sub: String,
     pub channels: Vec<String>,
+    pub publish: Vec<String>,
     pub ttl: Duration,
     pub info: Option<serde_json::Value>,
     pub audience: Option<String>,
@@ -168,6 +180,9 @@ pub fn mint(
     });
     if !req.channels.is_empty() {
         claims["channels"] = serde_json::json!(req.channels);
+    }
+    if !req.publish.is_empty() {
+        claims["publish"] = serde_json::json!(req.publish);
     }
     if let Some(info) = &req.info {
         claims["info"] = info.clone();

@@ -43,6 +43,9 @@ enum Command {
         /// Channels the token may subscribe to: exact names or prefixes ending in `*`.
         #[arg(long, value_delimiter = ',')]
         channels: Vec<String>,
+        /// Channels the token may publish to (same patterns).
+        #[arg(long, value_delimiter = ',')]
+        publish: Vec<String>,
         /// Lifetime, e.g. `30m`, `1h`, `7d`.
         #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
         ttl: Duration,
@@ -75,6 +78,7 @@ pub fn main() -> ExitCode {
         Command::Token {
             sub,
             channels,
+            publish,
             ttl,
             info,
             aud,
@@ -85,6 +89,7 @@ pub fn main() -> ExitCode {
             let request = TokenRequest {
                 sub,
                 channels,
+                publish,
                 ttl,
                 info: None,
                 audience: aud,

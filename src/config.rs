@@ -170,6 +170,12 @@ pub const SETTINGS: &[Setting] = &[
         "Interval of the pub/sub liveness probe; a probe not received within 3 s rebuilds the connection.",
     ),
     setting(
+        "presence_lease_s",
+        "SECONDS",
+        Some("30"),
+        "Presence entries live this long unless their node renews them (every third of it); a crashed node's members leave within about 4/3 of it.",
+    ),
+    setting(
         "log_format",
         "FORMAT",
         Some("text"),
@@ -228,6 +234,12 @@ pub const SETTINGS: &[Setting] = &[
         "N",
         Some("1000"),
         "Most messages replayed by one recovery or history request; a larger gap answers `recovered: false`.",
+    ),
+    setting(
+        "max_publishes_per_s",
+        "N",
+        Some("10"),
+        "Client `publish` and `send` frames per second per connection (`rate_limited` beyond).",
     ),
     setting(
         "max_subscriptions",
@@ -508,6 +520,27 @@ pub struct NamespaceConfig {
     pub public: bool,
     /// Channels of this namespace keep their recent messages for recovery.
     pub history: Option<HistoryConfig>,
+    /// Who is subscribed is kept, cluster-wide, and can be queried.
+    pub presence: bool,
+    /// Whether subscribers are told of joins and leaves.
+    pub join_leave: JoinLeave,
+    /// Any client allowed to subscribe may also publish (without a `publish` claim).
+    pub publish: bool,
+    /// Redis stream that `send` frames of this namespace go to (`None`: `<prefix>inbox`).
+    pub inbox: Option<String>,
+}
+
+/// Join and leave events of a namespace.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinLeave {
+    /// No events.
+    #[default]
+    Off,
+    /// One event per connection.
+    Connection,
+    /// One event per user: `join` for a user's first connection, `leave` for the last.
+    User,
 }
 
 /// How much of a channel's past is kept.
@@ -524,6 +557,10 @@ pub struct HistoryConfig {
 #[serde(deny_unknown_fields)]
 struct NamespaceSection {
     public: Option<bool>,
+    presence: Option<bool>,
+    join_leave: Option<JoinLeave>,
+    publish: Option<bool>,
+    inbox: Option<String>,
     /// 0 turns history off.
     history_size: Option<usize>,
     history_ttl_s: Option<u64>,
@@ -542,16 +579,16 @@ pub fn builtin_namespaces() -> BTreeMap<String, NamespaceConfig> {
         (
             "user".to_owned(),
             NamespaceConfig {
-                public: false,
                 history: history(100, 600),
+                ..NamespaceConfig::default()
             },
         ),
         ("room".to_owned(), NamespaceConfig::default()),
         (
             "dag".to_owned(),
             NamespaceConfig {
-                public: false,
                 history: history(1000, 3600),
+                ..NamespaceConfig::default()
             },
         ),
         ("broadcast".to_owned(), NamespaceConfig::default()),
@@ -601,6 +638,7 @@ impl std::fmt::Debug for RedisConfig {
 pub struct Limits {
     pub max_message_bytes: usize,
     pub max_recovery_messages: usize,
+    pub max_publishes_per_s: u32,
     pub max_payload_bytes: usize,
     pub max_subscriptions: usize,
     pub max_frames_per_s: u32,
@@ -647,6 +685,7 @@ pub struct Config {
     pub auth_timeout: Duration,
     pub drain: Duration,
     pub write_timeout: Duration,
+    pub presence_lease: Duration,
     pub limits: Limits,
     /// Things that work but deserve attention (printed at start and by `check-config`).
     pub warnings: Vec<String>,
@@ -692,6 +731,12 @@ impl Config {
                     }
                     if let Some(h) = v.history {
                         s.push_str(&format!(" (history {} for {} s)", h.size, h.ttl.as_secs()));
+                    }
+                    if v.presence {
+                        s.push_str(&format!(" (presence, join_leave {:?})", v.join_leave));
+                    }
+                    if v.publish {
+                        s.push_str(" (client publish)");
                     }
                     s
                 })
@@ -883,6 +928,7 @@ impl<'a> Resolver<'a> {
         let auth_timeout = self.number::<u64>("auth_timeout_s", 1);
         let drain = self.number::<u64>("drain_s", 0);
         let write_timeout = self.number::<u64>("write_timeout_s", 1);
+        let presence_lease = self.number::<u64>("presence_lease_s", 2);
         let limits = self.limits();
 
         Some(Config {
@@ -900,6 +946,7 @@ impl<'a> Resolver<'a> {
             auth_timeout: Duration::from_secs(auth_timeout?),
             drain: Duration::from_secs(drain?),
             write_timeout: Duration::from_secs(write_timeout?),
+            presence_lease: Duration::from_secs(presence_lease?),
             limits: limits?,
             warnings: Vec::new(),
         })
@@ -1163,6 +1210,28 @@ impl<'a> Resolver<'a> {
         if let Some(public) = section.public {
             ns.public = public;
         }
+        if let Some(presence) = section.presence {
+            ns.presence = presence;
+        }
+        if let Some(join_leave) = section.join_leave {
+            ns.join_leave = join_leave;
+        }
+        if ns.join_leave != JoinLeave::Off && !ns.presence {
+            self.problems.push(format!(
+                "[namespaces.{name}] join_leave needs presence = true"
+            ));
+        }
+        if let Some(publish) = section.publish {
+            ns.publish = publish;
+        }
+        if let Some(inbox) = section.inbox {
+            if inbox.is_empty() || inbox.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                self.problems.push(format!(
+                    "[namespaces.{name}] inbox {inbox:?}: a Redis key name without whitespace"
+                ));
+            }
+            ns.inbox = Some(inbox);
+        }
         let size = section
             .history_size
             .or(ns.history.map(|h| h.size))
@@ -1171,6 +1240,12 @@ impl<'a> Resolver<'a> {
             .history_ttl_s
             .or(ns.history.map(|h| h.ttl.as_secs()));
         ns.history = match (size, ttl_s) {
+            (0, _) if section.history_ttl_s.is_some() => {
+                self.problems.push(format!(
+                    "[namespaces.{name}] history_ttl_s has no effect without history_size"
+                ));
+                None
+            }
             (0, _) => None,
             (size, _) if size > MAX_HISTORY_SIZE => {
                 self.problems.push(format!(
@@ -1194,6 +1269,7 @@ impl<'a> Resolver<'a> {
     fn limits(&mut self) -> Option<Limits> {
         let max_message_bytes = self.number::<usize>("max_message_bytes", 256);
         let max_recovery_messages = self.number::<usize>("max_recovery_messages", 1);
+        let max_publishes_per_s = self.number::<u32>("max_publishes_per_s", 1);
         let max_payload_bytes = self.number::<usize>("max_payload_bytes", 1);
         let max_subscriptions = self.number::<usize>("max_subscriptions", 2);
         let max_frames_per_s = self.number::<u32>("max_frames_per_s", 1);
@@ -1205,6 +1281,7 @@ impl<'a> Resolver<'a> {
         let limits = Limits {
             max_message_bytes: max_message_bytes?,
             max_recovery_messages: max_recovery_messages?,
+            max_publishes_per_s: max_publishes_per_s?,
             max_payload_bytes: max_payload_bytes?,
             max_subscriptions: max_subscriptions?,
             max_frames_per_s: max_frames_per_s?,

@@ -333,14 +333,21 @@ impl Hub {
         let Some(subs) = self.channels.get(&publication.channel).map(|e| e.clone()) else {
             return 0;
         };
-        let info = protocol::PayloadInfo::of(&publication.payload);
         let position = publication.position.as_ref();
-        let frame = protocol::message_frame_with(
-            &publication.channel,
-            &publication.payload,
-            info.is_json,
-            position,
-        );
+        let (frame, timestamp_ms) = if publication.event {
+            // Events are complete frames already.
+            (protocol::text_frame(&publication.payload), None)
+        } else {
+            let info = protocol::PayloadInfo::of(&publication.payload);
+            let frame = protocol::message_frame_with(
+                &publication.channel,
+                &publication.payload,
+                info.is_json,
+                position,
+                publication.publisher.as_deref(),
+            );
+            (frame, info.timestamp_ms)
+        };
         let mut queued = 0u64;
         let mut slow = 0u64;
         let mut dropped = 0u64;
@@ -397,7 +404,7 @@ impl Hub {
         self.metrics
             .dispatch_latency
             .observe(publication.received_at.elapsed().as_secs_f64());
-        if let Some(sent_ms) = info.timestamp_ms {
+        if let Some(sent_ms) = timestamp_ms {
             let lag_ms = crate::session::unix_now_ms() as f64 - sent_ms;
             // A publisher clock ahead of ours would give a negative lag: count it as zero.
             self.metrics.publish_lag.observe(lag_ms.max(0.0) / 1000.0);

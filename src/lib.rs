@@ -22,6 +22,7 @@ pub mod hub;
 pub mod limits;
 pub mod metrics;
 pub mod outbox;
+pub mod presence;
 pub mod protocol;
 pub mod server;
 pub mod session;

@@ -153,6 +153,20 @@ impl FrameRate {
     }
 }
 
+/// A per-connection budget of some action per second (e.g. client publishes).
+pub struct RateBudget(DefaultDirectRateLimiter);
+
+impl RateBudget {
+    pub fn new(per_second: u32) -> RateBudget {
+        RateBudget(RateLimiter::direct(Quota::per_second(nonzero(per_second))))
+    }
+
+    /// Takes one unit; false when the budget is spent for now.
+    pub fn take(&self) -> bool {
+        self.0.check().is_ok()
+    }
+}
+
 fn nonzero(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
 }
@@ -165,6 +179,7 @@ mod tests {
         Limits {
             max_message_bytes: 65536,
             max_recovery_messages: 100,
+            max_publishes_per_s: 10,
             max_payload_bytes: 1024,
             max_subscriptions: 8,
             max_frames_per_s: 10,

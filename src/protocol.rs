@@ -11,7 +11,7 @@ use fastwebsockets::{Frame, OpCode, Payload};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use crate::broker::StreamPosition;
+use crate::broker::{PresenceMember, StreamPosition};
 use crate::channel::Channel;
 
 /// The error codes of `{"type":"error"}` frames and of HTTP API error bodies.
@@ -155,6 +155,10 @@ struct RawFrame<'a> {
     since: Option<&'a RawValue>,
     #[serde(borrow, default)]
     limit: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    status: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
 }
 
 /// Where a recovering client left a channel: the last offset it processed, in an epoch.
@@ -189,6 +193,27 @@ pub enum Request {
         since: Option<u64>,
         limit: Option<usize>,
     },
+    Presence {
+        channel: Channel,
+    },
+    PresenceStats {
+        channel: Channel,
+    },
+    /// Sets this connection's status in the channel's presence.
+    Status {
+        channel: Channel,
+        status: serde_json::Value,
+    },
+    /// Publishes `data` (JSON text, as sent) to the channel's subscribers.
+    Publish {
+        channel: Channel,
+        data: Bytes,
+    },
+    /// Appends `data` (JSON text, as sent) to the channel's inbox stream for the backend.
+    Send {
+        channel: Channel,
+        data: Bytes,
+    },
 }
 
 impl Request {
@@ -201,6 +226,11 @@ impl Request {
             Request::Ping => "ping",
             Request::Refresh { .. } => "refresh",
             Request::History { .. } => "history",
+            Request::Presence { .. } => "presence",
+            Request::PresenceStats { .. } => "presence_stats",
+            Request::Status { .. } => "status",
+            Request::Publish { .. } => "publish",
+            Request::Send { .. } => "send",
         }
     }
 }
@@ -323,6 +353,32 @@ impl RawFrame<'_> {
                 channel: channel(self.channel)?,
             },
             "ping" => Request::Ping,
+            "presence" => Request::Presence {
+                channel: channel(self.channel)?,
+            },
+            "presence_stats" => Request::PresenceStats {
+                channel: channel(self.channel)?,
+            },
+            "status" => Request::Status {
+                channel: channel(self.channel)?,
+                status: match self.status {
+                    Some(v) => serde_json::from_str(v.get())
+                        .map_err(|e| fail(format!("invalid \"status\": {e}")))?,
+                    None => return Err(fail("\"status\" needs a \"status\" value".into())),
+                },
+            },
+            "publish" | "send" => {
+                let data = self
+                    .data
+                    .ok_or_else(|| fail(format!("\"{kind}\" needs a \"data\" value")))?;
+                let data = Bytes::copy_from_slice(data.get().as_bytes());
+                let channel = channel(self.channel)?;
+                if kind == "publish" {
+                    Request::Publish { channel, data }
+                } else {
+                    Request::Send { channel, data }
+                }
+            }
             "refresh" => Request::Refresh {
                 token: token(self.token)?,
             },
@@ -375,6 +431,59 @@ pub enum ServerFrame<'a> {
     /// Messages of a history channel were lost on the way to this connection and could not
     /// be filled in: recover by subscribing again with `since`.
     Resync { channel: &'a str },
+    Join {
+        channel: &'a str,
+        user: &'a str,
+        conn_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        info: Option<&'a serde_json::Value>,
+    },
+    Leave {
+        channel: &'a str,
+        user: &'a str,
+        conn_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        info: Option<&'a serde_json::Value>,
+    },
+    PresenceUpdate {
+        channel: &'a str,
+        user: &'a str,
+        conn_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        info: Option<&'a serde_json::Value>,
+        status: Option<&'a serde_json::Value>,
+    },
+    Presence {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        channel: &'a str,
+        members: &'a [PresenceMember],
+    },
+    PresenceStats {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        channel: &'a str,
+        connections: usize,
+        users: usize,
+    },
+    StatusUpdated {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        channel: &'a str,
+    },
+    Published {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        channel: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+    },
+    Sent {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        channel: &'a str,
+        stream_id: &'a str,
+    },
     History {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a RequestId>,
@@ -403,12 +512,16 @@ pub enum ServerFrame<'a> {
 impl ServerFrame<'_> {
     /// The frame as WebSocket frame bytes, ready for the socket.
     pub fn encode(&self) -> Bytes {
+        text_frame(&self.encode_json())
+    }
+
+    /// The frame as JSON text (events travel between nodes this way).
+    pub fn encode_json(&self) -> Bytes {
         // Serialising these plain structs cannot fail: no maps with non-string keys, no
         // user-provided Serialize impls.
-        let json = serde_json::to_vec(self).unwrap_or_else(|_| {
+        Bytes::from(serde_json::to_vec(self).unwrap_or_else(|_| {
             br#"{"type":"error","code":"internal","message":"encoding failed"}"#.to_vec()
-        });
-        text_frame(&json)
+        }))
     }
 }
 
@@ -416,11 +529,14 @@ impl ServerFrame<'_> {
 #[derive(Debug, Serialize)]
 pub struct HistoryEntry {
     pub offset: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<std::sync::Arc<str>>,
     pub data: Box<RawValue>,
 }
 
 impl HistoryEntry {
-    pub fn new(offset: u64, payload: &[u8]) -> HistoryEntry {
+    pub fn new(message: &crate::broker::HistoryMessage) -> HistoryEntry {
+        let payload = &message.payload[..];
         let mut json = Vec::with_capacity(payload.len() + 2);
         push_data(&mut json, payload, is_json(payload));
         // `push_data` always writes one valid JSON value.
@@ -428,7 +544,11 @@ impl HistoryEntry {
             .ok()
             .and_then(|s| RawValue::from_string(s).ok())
             .unwrap_or_else(|| RawValue::from_string("null".into()).expect("valid JSON"));
-        HistoryEntry { offset, data }
+        HistoryEntry {
+            offset: message.offset,
+            user: message.publisher.clone(),
+            data,
+        }
     }
 }
 
@@ -487,7 +607,7 @@ impl PayloadInfo {
 /// becomes a JSON string (invalid UTF-8 replaced by U+FFFD). This is the publish contract of
 /// `docs/publishing.md`, so it must not change shape.
 pub fn message_frame(channel: &Channel, payload: &[u8]) -> Bytes {
-    message_frame_with(channel, payload, is_json(payload), None)
+    message_frame_with(channel, payload, is_json(payload), None, None)
 }
 
 /// [`message_frame`] for a payload already inspected ([`PayloadInfo`]), with the message's
@@ -497,6 +617,7 @@ pub fn message_frame_with(
     payload: &[u8],
     payload_is_json: bool,
     position: Option<&StreamPosition>,
+    publisher: Option<&str>,
 ) -> Bytes {
     let mut json = Vec::with_capacity(payload.len() + channel.as_str().len() + 80);
     json.extend_from_slice(br#"{"type":"message","channel":""#);
@@ -509,6 +630,10 @@ pub fn message_frame_with(
         json.extend_from_slice(br#","epoch":"#);
         // The epoch comes from Redis: escape it like any string.
         let _ = serde_json::to_writer(&mut json, &*p.epoch);
+    }
+    if let Some(user) = publisher {
+        json.extend_from_slice(br#","user":"#);
+        let _ = serde_json::to_writer(&mut json, user);
     }
     json.extend_from_slice(br#","data":"#);
     push_data(&mut json, payload, payload_is_json);
@@ -589,10 +714,16 @@ mod tests {
             offset: 42,
             epoch: "e\"1".into(),
         };
-        let v = unframe(&message_frame_with(&ch, b"1", true, Some(&position)));
+        let v = unframe(&message_frame_with(
+            &ch,
+            b"1",
+            true,
+            Some(&position),
+            Some("u\"1"),
+        ));
         assert_eq!(
             v,
-            serde_json::json!({"type":"message","channel":"room:lobby","offset":42,"epoch":"e\"1","data":1})
+            serde_json::json!({"type":"message","channel":"room:lobby","offset":42,"epoch":"e\"1","user":"u\"1","data":1})
         );
     }
 

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Verifier;
-use crate::broker::{Broker, BrokerError, HistoryRules, HubSink, MemoryBroker, RedisBroker};
+use crate::broker::{Broker, BrokerError, ChannelRules, HubSink, MemoryBroker, RedisBroker};
 use crate::channel::Channel;
 use crate::config::Config;
 use crate::http::{api, ops};
@@ -52,7 +52,7 @@ impl Node {
     pub fn new(config: Config) -> Result<Arc<Node>, String> {
         match config.redis.clone() {
             None => {
-                let rules = HistoryRules::from_config(&config);
+                let rules = ChannelRules::from_config(&config);
                 Ok(Node::with_broker(config, |sink, _| {
                     Arc::new(MemoryBroker::new(sink, rules))
                 }))
@@ -61,12 +61,14 @@ impl Node {
                 let mut failure = None;
                 let node_id = config.node_id.clone();
                 let max_payload = config.limits.max_payload_bytes;
-                let rules = HistoryRules::from_config(&config);
+                let presence_lease = config.presence_lease;
+                let rules = ChannelRules::from_config(&config);
                 let node = Node::with_broker(config, |sink, metrics| {
                     match RedisBroker::start(
                         &redis,
                         &node_id,
                         max_payload,
+                        presence_lease,
                         rules.clone(),
                         sink.clone(),
                         metrics,
@@ -116,7 +118,7 @@ impl Node {
         payload: Bytes,
         source: &'static str,
     ) -> Result<Option<u64>, BrokerError> {
-        let offset = self.hub.broker().publish(channel, payload).await?;
+        let offset = self.hub.broker().publish(channel, payload, None).await?;
         self.metrics
             .messages_published
             .with_label_values(&[source])
@@ -137,6 +139,17 @@ impl Node {
             .with_label_values(&[source])
             .inc_by(channels.len() as u64);
         Ok(())
+    }
+
+    /// The Redis stream a channel's `send` frames go to.
+    pub fn inbox_stream(&self, channel: &Channel) -> String {
+        self.config
+            .namespace(channel.namespace())
+            .and_then(|n| n.inbox.clone())
+            .unwrap_or_else(|| {
+                let prefix = self.config.redis.as_ref().map_or("fanout:", |r| &r.prefix);
+                format!("{prefix}inbox")
+            })
     }
 
     /// Checks that a channel's namespace is configured.
@@ -223,6 +236,8 @@ pub fn router(node: Arc<Node>) -> Router {
         .route("/api/publish", post(api::publish))
         .route("/api/broadcast", post(api::broadcast))
         .route("/api/history", get(api::history))
+        .route("/api/presence", get(api::presence))
+        .route("/api/status", post(api::status))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

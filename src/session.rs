@@ -15,11 +15,14 @@ use tokio::time::Instant;
 use crate::auth::Identity;
 use crate::channel::Channel;
 use crate::hub::ConnId;
-use crate::limits::{FrameRate, FrameVerdict, NodeSlot, UserSlot};
+use crate::limits::{FrameRate, FrameVerdict, NodeSlot, RateBudget, UserSlot};
 use crate::outbox::{Ending, Outbox};
 use bytes::Bytes;
 
-use crate::broker::{History, HistoryQuery, StreamPosition};
+use crate::broker::{
+    BrokerError, History, HistoryQuery, InboxEntry, Lease, PresenceMember, StreamPosition,
+};
+use crate::presence;
 use crate::protocol::{
     self, CloseCode, ErrorCode, Request, RequestId, ServerFrame, Since, parse_client_frame,
 };
@@ -101,6 +104,7 @@ pub struct Session {
     identity: Option<Identity>,
     subscriptions: BTreeSet<Channel>,
     rate: FrameRate,
+    publishes: RateBudget,
     auth_deadline: Instant,
     _node_slot: NodeSlot,
     _user_slot: Option<UserSlot>,
@@ -115,6 +119,7 @@ impl Session {
     ) -> Session {
         Session {
             rate: FrameRate::new(node.config.limits.max_frames_per_s),
+            publishes: RateBudget::new(node.config.limits.max_publishes_per_s),
             auth_deadline: Instant::now() + node.config.auth_timeout,
             node,
             conn,
@@ -199,9 +204,12 @@ impl Session {
         self.conn
             .set_expiry(identity.expires_at, self.node.config.jwt.leeway_s);
         tracing::debug!(user = %identity.user, "session authenticated");
-        self.subscriptions.extend(channels);
         self.identity = Some(identity);
         self._user_slot = Some(user_slot);
+        for channel in channels {
+            self.join_presence(&channel).await;
+            self.subscriptions.insert(channel);
+        }
         true
     }
 
@@ -274,6 +282,11 @@ impl Session {
             } => self.history(id, channel, since, limit).await,
             Request::Unsubscribe { channel } => self.unsubscribe(id, channel).await,
             Request::Ping => self.reply(ServerFrame::Pong { id }),
+            Request::Presence { channel } => self.presence(id, channel, false).await,
+            Request::PresenceStats { channel } => self.presence(id, channel, true).await,
+            Request::Status { channel, status } => self.status(id, channel, status).await,
+            Request::Publish { channel, data } => self.publish(id, channel, data).await,
+            Request::Send { channel, data } => self.send(id, channel, data).await,
             Request::Refresh { token } => self.refresh(id, &token).await,
         }
         true
@@ -369,6 +382,7 @@ impl Session {
             .await
         {
             Ok(()) => {
+                self.join_presence(&channel).await;
                 self.subscriptions.insert(channel);
             }
             Err(e) => self.error(id, ErrorCode::Unavailable, &e.to_string()),
@@ -439,7 +453,8 @@ impl Session {
             offset: history.offset,
             epoch: history.epoch.clone(),
         };
-        if hub.activate(self.conn.id, &channel, frames, Some(top)) {
+        if hub.activate(self.conn.id, &channel, frames, Some(top)) && !already {
+            self.join_presence(&channel).await;
             self.subscriptions.insert(channel);
         }
     }
@@ -457,7 +472,7 @@ impl Session {
             return None;
         }
         // The replay goes through the outbound queue: it must leave room for live traffic.
-        let bytes: usize = history.messages.iter().map(|(_, p)| p.len() + 128).sum();
+        let bytes: usize = history.messages.iter().map(|m| m.payload.len() + 128).sum();
         if history.messages.len() > limits.queue_max_messages / 2
             || bytes > limits.queue_max_bytes / 2
         {
@@ -467,16 +482,17 @@ impl Session {
             history
                 .messages
                 .iter()
-                .map(|(offset, payload)| {
+                .map(|m| {
                     let position = StreamPosition {
-                        offset: *offset,
+                        offset: m.offset,
                         epoch: history.epoch.clone(),
                     };
                     protocol::message_frame_with(
                         channel,
-                        payload,
-                        protocol::is_json(payload),
+                        &m.payload,
+                        protocol::is_json(&m.payload),
                         Some(&position),
+                        m.publisher.as_deref(),
                     )
                 })
                 .collect(),
@@ -515,16 +531,18 @@ impl Session {
         match self.node.hub.broker().history(&channel, query).await {
             Ok(h) => {
                 // One reply must fit the outbound queue; the client pages with `since`.
+                // At least one message per page, so paging always moves on.
                 let budget = limits.queue_max_bytes / 2;
                 let mut used = 0;
                 let messages = h
                     .messages
                     .iter()
-                    .take_while(|(_, p)| {
-                        used += p.len() + 32;
-                        used <= budget
+                    .enumerate()
+                    .take_while(|(i, m)| {
+                        used += m.payload.len() + 32;
+                        *i == 0 || used <= budget
                     })
-                    .map(|(o, p)| protocol::HistoryEntry::new(*o, p))
+                    .map(|(_, m)| protocol::HistoryEntry::new(m))
                     .collect();
                 self.reply(ServerFrame::History {
                     id,
@@ -619,6 +637,7 @@ impl Session {
             .collect();
         for channel in revoked {
             self.subscriptions.remove(&channel);
+            self.leave_presence(&channel).await;
             let notice = ServerFrame::Unsubscribed {
                 id: None,
                 channel: channel.as_str(),
@@ -662,6 +681,277 @@ impl Session {
                 .hub
                 .unsubscribe(self.conn.id, &self.outbox, &channels, None)
                 .await;
+            for channel in &channels {
+                self.leave_presence(channel).await;
+            }
+        }
+    }
+
+    /// This connection as a presence member.
+    fn member(&self) -> Option<PresenceMember> {
+        let identity = self.identity.as_ref()?;
+        Some(PresenceMember {
+            user: identity.user.clone(),
+            conn_id: self.conn.public_id.clone(),
+            node: self.node.config.node_id.clone(),
+            info: identity.info.clone(),
+            status: None,
+        })
+    }
+
+    /// Enters the channel's presence, if its namespace keeps presence.
+    async fn join_presence(&self, channel: &Channel) {
+        let Some(rules) = self.node.config.namespace(channel.namespace()) else {
+            return;
+        };
+        let Some(member) = self.member().filter(|_| rules.presence) else {
+            return;
+        };
+        let lease = Lease {
+            duration: self.node.config.presence_lease,
+            renewed: true,
+        };
+        let broker = self.node.hub.broker();
+        if let Err(e) = presence::join(&**broker, rules.join_leave, channel, &member, lease).await {
+            tracing::warn!(%channel, error = %e, "could not enter presence");
+        }
+    }
+
+    async fn leave_presence(&self, channel: &Channel) {
+        let Some(rules) = self.node.config.namespace(channel.namespace()) else {
+            return;
+        };
+        if !rules.presence {
+            return;
+        }
+        let broker = self.node.hub.broker();
+        if let Err(e) =
+            presence::leave(&**broker, rules.join_leave, channel, &self.conn.public_id).await
+        {
+            // Its lease expires by itself.
+            tracing::warn!(%channel, error = %e, "could not leave presence");
+        }
+    }
+
+    /// `presence` / `presence_stats`.
+    async fn presence(&mut self, id: Option<&RequestId>, channel: Channel, stats_only: bool) {
+        if let Err((code, message)) = self.may_subscribe(&channel) {
+            self.error(id, code, &message);
+            return;
+        }
+        if !self
+            .node
+            .config
+            .namespace(channel.namespace())
+            .is_some_and(|n| n.presence)
+        {
+            self.error(
+                id,
+                ErrorCode::BadRequest,
+                &format!(
+                    "presence is not kept for namespace {:?}",
+                    channel.namespace()
+                ),
+            );
+            return;
+        }
+        let members = match self.node.hub.broker().presence(&channel).await {
+            Ok(m) => m,
+            Err(e) => {
+                self.error(id, ErrorCode::Unavailable, &e.to_string());
+                return;
+            }
+        };
+        let (connections, users) = presence::stats(&members);
+        if stats_only {
+            self.reply(ServerFrame::PresenceStats {
+                id,
+                channel: channel.as_str(),
+                connections,
+                users,
+            });
+            return;
+        }
+        // One reply must fit the outbound queue: a very large presence is cut short here;
+        // `presence_stats` gives the counts.
+        let budget = self.node.config.limits.queue_max_bytes / 2;
+        let mut used = 0;
+        let shown: Vec<PresenceMember> = members
+            .into_iter()
+            .take_while(|m| {
+                used += 128
+                    + m.info.as_ref().map_or(0, |i| i.to_string().len())
+                    + m.status.as_ref().map_or(0, |s| s.to_string().len());
+                used <= budget
+            })
+            .collect();
+        self.reply(ServerFrame::Presence {
+            id,
+            channel: channel.as_str(),
+            members: &shown,
+        });
+    }
+
+    /// `status`: sets this connection's status in a channel's presence.
+    async fn status(
+        &mut self,
+        id: Option<&RequestId>,
+        channel: Channel,
+        status: serde_json::Value,
+    ) {
+        const MAX_STATUS_BYTES: usize = 4096;
+        if !self.subscriptions.contains(&channel) {
+            self.error(
+                id,
+                ErrorCode::BadRequest,
+                "subscribe to the channel before setting a status on it",
+            );
+            return;
+        }
+        if status.to_string().len() > MAX_STATUS_BYTES {
+            self.error(
+                id,
+                ErrorCode::TooLarge,
+                &format!("status is larger than {MAX_STATUS_BYTES} bytes"),
+            );
+            return;
+        }
+        if !self.publishes.take() {
+            self.rate_limited(id);
+            return;
+        }
+        let broker = self.node.hub.broker();
+        match presence::set_status(&**broker, &channel, &self.conn.public_id, &status).await {
+            Ok(true) => self.reply(ServerFrame::StatusUpdated {
+                id,
+                channel: channel.as_str(),
+            }),
+            Ok(false) => self.error(
+                id,
+                ErrorCode::BadRequest,
+                &format!(
+                    "presence is not kept for namespace {:?}",
+                    channel.namespace()
+                ),
+            ),
+            Err(e) => self.error(id, ErrorCode::Unavailable, &e.to_string()),
+        }
+    }
+
+    fn rate_limited(&self, id: Option<&RequestId>) {
+        self.error(
+            id,
+            ErrorCode::RateLimited,
+            &format!(
+                "more than {} publish, send or status frames per second",
+                self.node.config.limits.max_publishes_per_s
+            ),
+        );
+    }
+
+    /// Checks a client payload's size; answers `too_large` when it is over the limit.
+    fn payload_fits(&self, id: Option<&RequestId>, data: &[u8]) -> bool {
+        let max = self.node.config.limits.max_payload_bytes;
+        if data.len() > max {
+            self.error(
+                id,
+                ErrorCode::TooLarge,
+                &format!("\"data\" is larger than {max} bytes"),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// `publish`: a client publishes to a channel's subscribers, as its token's user.
+    async fn publish(&mut self, id: Option<&RequestId>, channel: Channel, data: Bytes) {
+        let Some(identity) = &self.identity else {
+            return;
+        };
+        let namespace_allows = self
+            .node
+            .config
+            .namespace(channel.namespace())
+            .is_some_and(|n| n.publish)
+            && self.may_subscribe(&channel).is_ok();
+        if let Err(message) = self.node.check_namespace(&channel) {
+            self.error(id, ErrorCode::BadRequest, &message);
+            return;
+        }
+        if !(identity.may_publish(&channel) || namespace_allows) {
+            self.error(
+                id,
+                ErrorCode::Forbidden,
+                &format!("token does not grant publishing to {channel}"),
+            );
+            return;
+        }
+        if !self.payload_fits(id, &data) {
+            return;
+        }
+        if !self.publishes.take() {
+            self.rate_limited(id);
+            return;
+        }
+        let user = identity.user.clone();
+        match self
+            .node
+            .hub
+            .broker()
+            .publish(&channel, data, Some(&user))
+            .await
+        {
+            Ok(offset) => {
+                self.node
+                    .metrics
+                    .messages_published
+                    .with_label_values(&["client"])
+                    .inc();
+                self.reply(ServerFrame::Published {
+                    id,
+                    channel: channel.as_str(),
+                    offset,
+                });
+            }
+            Err(e) => self.error(id, ErrorCode::Unavailable, &e.to_string()),
+        }
+    }
+
+    /// `send`: appends to the channel's durable inbox stream for the backend.
+    async fn send(&mut self, id: Option<&RequestId>, channel: Channel, data: Bytes) {
+        if let Err((code, message)) = self.may_subscribe(&channel) {
+            self.error(id, code, &message);
+            return;
+        }
+        if !self.payload_fits(id, &data) {
+            return;
+        }
+        if !self.publishes.take() {
+            self.rate_limited(id);
+            return;
+        }
+        let Some(identity) = &self.identity else {
+            return;
+        };
+        let stream = self.node.inbox_stream(&channel);
+        let entry = InboxEntry {
+            channel: channel.clone(),
+            user: identity.user.clone(),
+            conn_id: self.conn.public_id.clone(),
+            node: self.node.config.node_id.clone(),
+            received_at_ms: unix_now_ms(),
+            data,
+        };
+        match self.node.hub.broker().inbox_append(&stream, &entry).await {
+            Ok(stream_id) => self.reply(ServerFrame::Sent {
+                id,
+                channel: channel.as_str(),
+                stream_id: &stream_id,
+            }),
+            Err(BrokerError::Unavailable(message)) => {
+                self.error(id, ErrorCode::Unavailable, &message)
+            }
+            Err(e) => self.error(id, ErrorCode::Internal, &e.to_string()),
         }
     }
 }

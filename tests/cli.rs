@@ -507,7 +507,7 @@ fn config_table_section(readme: &str) -> Result<String, String> {
 
 #[test]
 fn the_readme_configuration_table_matches_the_code() {
-    const FIX: &str = "regenerate it: run `cargo run -q -- config-reference` and paste its output \
+    const FIX: &str = "regenerate it: run `scripts/update-readme-table` (or paste the output of `cargo run -q -- config-reference`) its output \
                        between the `<!-- config-table:start -->` and `<!-- config-table:end -->` \
                        lines of README.md";
     let run = fanout(&["config-reference"], &[]);

@@ -4,9 +4,11 @@
 //! bookkeeping and a publish is a direct hand-over to the hub in the publisher's task.
 //! Channels with history keep their recent messages here, with the same semantics as the
 //! Redis broker: offsets from 1, an epoch per history (a new one when it expired, and on
-//! every process start), exact size, TTL after the last publish.
+//! every process start), exact size, TTL after the last publish. Presence is kept here too;
+//! members set through the HTTP API expire after their lease, with a leave event. There is
+//! no durable inbox without Redis: `send` answers `unavailable`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -15,23 +17,30 @@ use bytes::Bytes;
 use dashmap::DashMap;
 
 use super::{
-    Broker, BrokerError, History, HistoryQuery, HistoryRules, HubSink, Publication, StreamPosition,
-    new_epoch,
+    Broker, BrokerError, ChannelRules, Departure, History, HistoryMessage, HistoryQuery, HubSink,
+    InboxEntry, Lease, PresenceMember, Publication, StreamPosition, new_epoch,
 };
 use crate::channel::Channel;
 use crate::config::HistoryConfig;
 
 pub struct MemoryBroker {
     hub: HubSink,
-    rules: HistoryRules,
+    rules: ChannelRules,
     histories: Arc<DashMap<Channel, Arc<Mutex<ChannelHistory>>>>,
+    presence: Arc<Mutex<HashMap<Channel, HashMap<String, Present>>>>,
 }
 
 struct ChannelHistory {
     epoch: Arc<str>,
     offset: u64,
-    messages: VecDeque<(u64, Bytes)>,
+    messages: VecDeque<HistoryMessage>,
     expires_at: Instant,
+}
+
+/// A presence member and, unless its node renews it, when it expires.
+struct Present {
+    member: PresenceMember,
+    expires_at: Option<Instant>,
 }
 
 impl ChannelHistory {
@@ -53,17 +62,30 @@ impl ChannelHistory {
 }
 
 impl MemoryBroker {
-    pub fn new(hub: HubSink, rules: HistoryRules) -> MemoryBroker {
+    pub fn new(hub: HubSink, rules: ChannelRules) -> MemoryBroker {
         let histories = Arc::new(DashMap::new());
-        // Expired histories are dropped in the background, so idle channels cost nothing.
+        let presence = Arc::new(Mutex::new(HashMap::new()));
+        // Expired histories and presence leases are dropped in the background.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(sweep_expired(Arc::downgrade(&histories)));
+            runtime.spawn(sweep_presence(
+                Arc::downgrade(&presence),
+                hub.clone(),
+                rules.clone(),
+            ));
         }
         MemoryBroker {
             hub,
             rules,
             histories,
+            presence,
         }
+    }
+
+    fn presence_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Channel, HashMap<String, Present>>> {
+        self.presence.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn history_of(&self, channel: &Channel, rule: HistoryConfig) -> Arc<Mutex<ChannelHistory>> {
@@ -71,6 +93,48 @@ impl MemoryBroker {
             .entry(channel.clone())
             .or_insert_with(|| Arc::new(Mutex::new(ChannelHistory::new(rule.ttl))))
             .clone()
+    }
+}
+
+/// Removes members whose lease ran out, announcing them like any leave.
+async fn sweep_presence(
+    presence: Weak<Mutex<HashMap<Channel, HashMap<String, Present>>>>,
+    hub: HubSink,
+    rules: ChannelRules,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(presence) = presence.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut left = Vec::new();
+        {
+            let mut all = presence.lock().unwrap_or_else(|e| e.into_inner());
+            for (channel, members) in all.iter_mut() {
+                let expired: Vec<String> = members
+                    .iter()
+                    .filter(|(_, p)| p.expires_at.is_some_and(|t| t <= now))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for conn_id in expired {
+                    if let Some(p) = members.remove(&conn_id) {
+                        let last = !members.values().any(|o| o.member.user == p.member.user);
+                        left.push((channel.clone(), p.member, last));
+                    }
+                }
+            }
+            all.retain(|_, members| !members.is_empty());
+        }
+        for (channel, member, last) in left {
+            if crate::presence::announced(rules.join_leave(&channel), last) {
+                hub.deliver(&Publication::event(
+                    channel.clone(),
+                    crate::presence::leave_frame(&channel, &member),
+                ));
+            }
+        }
     }
 }
 
@@ -101,10 +165,16 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn publish(&self, channel: &Channel, payload: Bytes) -> Result<Option<u64>, BrokerError> {
-        let Some(rule) = self.rules.for_channel(channel) else {
+    async fn publish(
+        &self,
+        channel: &Channel,
+        payload: Bytes,
+        publisher: Option<&str>,
+    ) -> Result<Option<u64>, BrokerError> {
+        let publisher: Option<Arc<str>> = publisher.map(Arc::from);
+        let Some(rule) = self.rules.history(channel) else {
             self.hub
-                .deliver(&Publication::new(channel.clone(), payload));
+                .deliver(&Publication::new(channel.clone(), payload).by(publisher));
             return Ok(None);
         };
         let history = self.history_of(channel, rule);
@@ -112,7 +182,11 @@ impl Broker for MemoryBroker {
         h.renew_if_expired(rule.ttl);
         h.offset += 1;
         let offset = h.offset;
-        h.messages.push_back((offset, payload.clone()));
+        h.messages.push_back(HistoryMessage {
+            offset,
+            publisher: publisher.clone(),
+            payload: payload.clone(),
+        });
         while h.messages.len() > rule.size {
             h.messages.pop_front();
         }
@@ -124,15 +198,106 @@ impl Broker for MemoryBroker {
         // Delivered under the channel's lock, so concurrent publishers' messages reach the
         // hub in offset order.
         self.hub
-            .deliver(&Publication::at(channel.clone(), payload, position));
+            .deliver(&Publication::at(channel.clone(), payload, position).by(publisher));
         Ok(Some(offset))
     }
 
     async fn publish_many(&self, channels: &[Channel], payload: Bytes) -> Result<(), BrokerError> {
         for channel in channels {
-            self.publish(channel, payload.clone()).await?;
+            self.publish(channel, payload.clone(), None).await?;
         }
         Ok(())
+    }
+
+    async fn publish_event(&self, channel: &Channel, frame: Bytes) -> Result<(), BrokerError> {
+        self.hub
+            .deliver(&Publication::event(channel.clone(), frame));
+        Ok(())
+    }
+
+    async fn presence_join(
+        &self,
+        channel: &Channel,
+        member: &PresenceMember,
+        lease: Lease,
+    ) -> Result<bool, BrokerError> {
+        let mut all = self.presence_lock();
+        let members = all.entry(channel.clone()).or_default();
+        let first = !members
+            .iter()
+            .any(|(k, p)| p.member.user == member.user && *k != member.conn_id);
+        let status = members
+            .get(&member.conn_id)
+            .and_then(|p| p.member.status.clone());
+        let mut member = member.clone();
+        member.status = member.status.or(status);
+        members.insert(
+            member.conn_id.clone(),
+            Present {
+                member,
+                expires_at: (!lease.renewed).then(|| Instant::now() + lease.duration),
+            },
+        );
+        Ok(first)
+    }
+
+    async fn presence_leave(
+        &self,
+        channel: &Channel,
+        conn_id: &str,
+    ) -> Result<Option<Departure>, BrokerError> {
+        let mut all = self.presence_lock();
+        let Some(members) = all.get_mut(channel) else {
+            return Ok(None);
+        };
+        let departure = members.remove(conn_id).map(|p| Departure {
+            last_of_user: !members.values().any(|o| o.member.user == p.member.user),
+            member: p.member,
+        });
+        if members.is_empty() {
+            all.remove(channel);
+        }
+        Ok(departure)
+    }
+
+    async fn presence_status(
+        &self,
+        channel: &Channel,
+        conn_id: &str,
+        status: &serde_json::Value,
+    ) -> Result<Option<PresenceMember>, BrokerError> {
+        let mut all = self.presence_lock();
+        Ok(all
+            .get_mut(channel)
+            .and_then(|m| m.get_mut(conn_id))
+            .map(|p| {
+                p.member.status = Some(status.clone());
+                p.member.clone()
+            }))
+    }
+
+    async fn presence(&self, channel: &Channel) -> Result<Vec<PresenceMember>, BrokerError> {
+        let now = Instant::now();
+        let all = self.presence_lock();
+        Ok(all
+            .get(channel)
+            .map(|m| {
+                m.values()
+                    .filter(|p| p.expires_at.is_none_or(|t| t > now))
+                    .map(|p| p.member.clone())
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    async fn inbox_append(
+        &self,
+        _stream: &str,
+        _entry: &InboxEntry,
+    ) -> Result<String, BrokerError> {
+        Err(BrokerError::Unavailable(
+            "the durable inbox needs Redis: run fanout with --redis-url".into(),
+        ))
     }
 
     async fn history(
@@ -142,7 +307,7 @@ impl Broker for MemoryBroker {
     ) -> Result<History, BrokerError> {
         let rule = self
             .rules
-            .for_channel(channel)
+            .history(channel)
             .ok_or_else(|| BrokerError::NoHistory(channel.clone()))?;
         let history = self.history_of(channel, rule);
         let mut h = history.lock().unwrap_or_else(|e| e.into_inner());
@@ -151,7 +316,7 @@ impl Broker for MemoryBroker {
             HistoryQuery::After { offset, limit } => h
                 .messages
                 .iter()
-                .filter(|(o, _)| *o > offset)
+                .filter(|m| m.offset > offset)
                 .take(limit)
                 .cloned()
                 .collect(),
@@ -163,7 +328,7 @@ impl Broker for MemoryBroker {
         Ok(History {
             epoch: h.epoch.clone(),
             offset: h.offset,
-            first: h.messages.front().map_or(h.offset + 1, |(o, _)| *o),
+            first: h.messages.front().map_or(h.offset + 1, |m| m.offset),
             messages,
         })
     }

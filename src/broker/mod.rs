@@ -11,14 +11,15 @@ mod redis;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
 pub use self::redis::RedisBroker;
 use crate::channel::Channel;
-use crate::config::{Config, HistoryConfig};
+use crate::config::{Config, HistoryConfig, JoinLeave, NamespaceConfig};
 pub use crate::hub::HubSink;
 pub use memory::MemoryBroker;
 
@@ -41,10 +42,16 @@ pub struct StreamPosition {
 #[derive(Debug, Clone)]
 pub struct Publication {
     pub channel: Channel,
-    /// The payload exactly as published; see `protocol::message_frame` for how it is framed.
+    /// The payload exactly as published (see `protocol::message_frame`), or, for an event,
+    /// the complete server frame.
     pub payload: Bytes,
     /// Set for messages of channels with history (published through the history path).
     pub position: Option<StreamPosition>,
+    /// The user who published it from a WebSocket client (set by the gateway from the
+    /// token, never from the client's frame); `None` for backend publishes.
+    pub publisher: Option<Arc<str>>,
+    /// A gateway event (join, leave, presence update) rather than an application message.
+    pub event: bool,
     /// When this node received it from the broker; the start of the dispatch-latency clock.
     pub received_at: Instant,
 }
@@ -55,6 +62,8 @@ impl Publication {
             channel,
             payload,
             position: None,
+            publisher: None,
+            event: false,
             received_at: Instant::now(),
         }
     }
@@ -65,6 +74,68 @@ impl Publication {
             ..Publication::new(channel, payload)
         }
     }
+
+    pub fn by(mut self, publisher: Option<Arc<str>>) -> Publication {
+        self.publisher = publisher;
+        self
+    }
+
+    /// An event frame (join, leave, presence update) for the channel's subscribers.
+    pub fn event(channel: Channel, frame: Bytes) -> Publication {
+        Publication {
+            event: true,
+            ..Publication::new(channel, frame)
+        }
+    }
+}
+
+/// One message kept in a channel's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryMessage {
+    pub offset: u64,
+    pub publisher: Option<Arc<str>>,
+    pub payload: Bytes,
+}
+
+/// One connection (or agent set by a backend) present on a channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresenceMember {
+    pub user: String,
+    pub conn_id: String,
+    pub node: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub info: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
+}
+
+/// A member that left, and whether it was the user's last connection on the channel.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Departure {
+    pub member: PresenceMember,
+    pub last_of_user: bool,
+}
+
+/// How long a presence entry lives, and who keeps it alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    pub duration: Duration,
+    /// Renewed by this node until the member leaves (connections); otherwise it expires
+    /// after `duration` unless set again (agents set through the HTTP API).
+    pub renewed: bool,
+}
+
+/// What a `send` frame appends to the inbox stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxEntry {
+    pub channel: Channel,
+    pub user: String,
+    pub conn_id: String,
+    pub node: String,
+    /// Unix milliseconds when the gateway received it.
+    pub received_at_ms: i64,
+    /// The client's `data`, as JSON text.
+    pub data: Bytes,
 }
 
 /// A channel's history as one consistent snapshot.
@@ -76,7 +147,7 @@ pub struct History {
     /// Offset of the oldest message still kept (`offset + 1` when none is).
     pub first: u64,
     /// The messages asked for, oldest first.
-    pub messages: Vec<(u64, Bytes)>,
+    pub messages: Vec<HistoryMessage>,
 }
 
 /// Which messages [`Broker::history`] returns.
@@ -88,27 +159,34 @@ pub enum HistoryQuery {
     Latest { limit: usize },
 }
 
-/// Which channels keep history, and how much: by namespace, from the configuration.
+/// What the broker must know of each namespace's rules: history and presence.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HistoryRules(BTreeMap<String, HistoryConfig>);
+pub struct ChannelRules(BTreeMap<String, NamespaceConfig>);
 
-impl HistoryRules {
-    pub fn from_config(config: &Config) -> HistoryRules {
-        HistoryRules(
-            config
-                .namespaces
-                .iter()
-                .filter_map(|(ns, c)| c.history.map(|h| (ns.clone(), h)))
-                .collect(),
-        )
+impl ChannelRules {
+    pub fn from_config(config: &Config) -> ChannelRules {
+        ChannelRules(config.namespaces.clone())
     }
 
-    pub fn for_channel(&self, channel: &Channel) -> Option<HistoryConfig> {
-        self.0.get(channel.namespace()).copied()
+    pub fn history(&self, channel: &Channel) -> Option<HistoryConfig> {
+        self.0.get(channel.namespace()).and_then(|n| n.history)
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &HistoryConfig)> {
-        self.0.iter()
+    pub fn presence(&self, channel: &Channel) -> bool {
+        self.0.get(channel.namespace()).is_some_and(|n| n.presence)
+    }
+
+    pub fn join_leave(&self, channel: &Channel) -> JoinLeave {
+        self.0
+            .get(channel.namespace())
+            .map_or(JoinLeave::Off, |n| n.join_leave)
+    }
+
+    /// Namespaces with history and their settings.
+    pub fn histories(&self) -> impl Iterator<Item = (&String, HistoryConfig)> {
+        self.0
+            .iter()
+            .filter_map(|(ns, c)| c.history.map(|h| (ns, h)))
     }
 }
 
@@ -147,7 +225,46 @@ pub trait Broker: Send + Sync + 'static {
 
     /// Publishes a payload to every subscriber of the channel on every node. For a channel
     /// with history the message is also appended to it, and its offset returned.
-    async fn publish(&self, channel: &Channel, payload: Bytes) -> Result<Option<u64>, BrokerError>;
+    async fn publish(
+        &self,
+        channel: &Channel,
+        payload: Bytes,
+        publisher: Option<&str>,
+    ) -> Result<Option<u64>, BrokerError>;
+
+    /// Sends an event frame (join, leave, presence update) to the channel's subscribers on
+    /// every node; never kept in history.
+    async fn publish_event(&self, channel: &Channel, frame: Bytes) -> Result<(), BrokerError>;
+
+    /// Adds (or replaces) a member of a channel's presence. True when it is the user's
+    /// first member on the channel.
+    async fn presence_join(
+        &self,
+        channel: &Channel,
+        member: &PresenceMember,
+        lease: Lease,
+    ) -> Result<bool, BrokerError>;
+
+    /// Removes a member; `None` if it was not present.
+    async fn presence_leave(
+        &self,
+        channel: &Channel,
+        conn_id: &str,
+    ) -> Result<Option<Departure>, BrokerError>;
+
+    /// Sets a member's status; the updated member, or `None` if it is not present.
+    async fn presence_status(
+        &self,
+        channel: &Channel,
+        conn_id: &str,
+        status: &serde_json::Value,
+    ) -> Result<Option<PresenceMember>, BrokerError>;
+
+    /// The members of a channel's presence, cluster-wide.
+    async fn presence(&self, channel: &Channel) -> Result<Vec<PresenceMember>, BrokerError>;
+
+    /// Appends a client's `send` to a durable inbox stream; returns the entry id.
+    async fn inbox_append(&self, stream: &str, entry: &InboxEntry) -> Result<String, BrokerError>;
 
     /// Publishes one payload to several channels, all or nothing: on error, none of them
     /// was published.

@@ -203,13 +203,13 @@ impl Worker {
         if !complete {
             return false;
         }
-        for (offset, payload) in history.messages.into_iter().take(want as usize) {
+        for m in history.messages.into_iter().take(want as usize) {
             let position = StreamPosition {
-                offset,
+                offset: m.offset,
                 epoch: history.epoch.clone(),
             };
             self.hub
-                .deliver(&Publication::at(channel.clone(), payload, position));
+                .deliver(&Publication::at(channel.clone(), m.payload, position).by(m.publisher));
         }
         self.metrics.gap_filled.inc_by(want);
         true

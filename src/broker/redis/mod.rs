@@ -19,6 +19,7 @@ mod library;
 mod metrics;
 mod subscriber;
 
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +33,10 @@ use tokio_util::sync::CancellationToken;
 use self::dispatch::{Dispatch, Work};
 use self::metrics::RedisMetrics;
 use self::subscriber::{COMMAND_TIMEOUT, Shared, Subscriber};
-use super::{Broker, BrokerError, History, HistoryQuery, HistoryRules, HubSink, StreamPosition};
+use super::{
+    Broker, BrokerError, ChannelRules, Departure, History, HistoryQuery, HubSink, InboxEntry,
+    Lease, PresenceMember, StreamPosition,
+};
 use crate::channel::Channel;
 use crate::config::RedisConfig;
 
@@ -42,8 +46,9 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 pub struct RedisBroker {
     prefix: String,
     pool: deadpool_redis::Pool,
-    rules: HistoryRules,
+    rules: ChannelRules,
     shared: Arc<Shared>,
+    presence: Arc<PresenceLeases>,
     subscribers: Arc<[Subscriber]>,
     /// False after a failed command (publish or probe), true after a successful one.
     commands_ok: Arc<AtomicBool>,
@@ -58,7 +63,8 @@ impl RedisBroker {
         config: &RedisConfig,
         node_id: &str,
         max_payload: usize,
-        rules: HistoryRules,
+        presence_lease: Duration,
+        rules: ChannelRules,
         hub: HubSink,
         registry: &crate::metrics::Metrics,
     ) -> Result<Arc<RedisBroker>, String> {
@@ -82,11 +88,11 @@ impl RedisBroker {
         let cancel = CancellationToken::new();
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         // A gap is never larger than what history keeps.
-        let max_fill = rules.iter().map(|(_, h)| h.size).max().unwrap_or(0);
+        let max_fill = rules.histories().map(|(_, h)| h.size).max().unwrap_or(0);
         let shared = Arc::new(Shared {
             prefix: config.prefix.clone(),
             max_payload,
-            library: library::source(&config.prefix, &rules),
+            library: library::source(&config.prefix, &rules, max_payload),
             rules: rules.clone(),
             pool: pool.clone(),
             dispatch: Dispatch::start(
@@ -110,11 +116,17 @@ impl RedisBroker {
                 Subscriber::start(i, client.clone(), probe, shared.clone())
             })
             .collect();
+        let presence = Arc::new(PresenceLeases {
+            lease: presence_lease,
+            renewed: std::sync::Mutex::new(HashMap::new()),
+            swept: std::sync::Mutex::new(HashSet::new()),
+        });
         let broker = Arc::new(RedisBroker {
             prefix: config.prefix.clone(),
             pool,
             rules,
             shared,
+            presence,
             subscribers,
             commands_ok: Arc::new(AtomicBool::new(true)),
             metrics,
@@ -128,6 +140,7 @@ impl RedisBroker {
             broker.commands_ok.clone(),
             broker.cancel.clone(),
         ));
+        tokio::spawn(lease_loop(Arc::downgrade(&broker), broker.cancel.clone()));
         tracing::info!(
             redis = %config.display_addr(),
             prefix = %config.prefix,
@@ -173,6 +186,29 @@ impl RedisBroker {
         result
     }
 
+    /// `FCALL fanout_presence_join`; true for the user's first member.
+    async fn join_raw(
+        &self,
+        channel: &Channel,
+        member: &PresenceMember,
+        json: &str,
+        lease: Duration,
+    ) -> Result<bool, BrokerError> {
+        let lease_ms = lease.as_millis().to_string();
+        let command = || {
+            let mut c = ::redis::cmd("FCALL");
+            c.arg("fanout_presence_join")
+                .arg(1)
+                .arg(channel.as_str())
+                .arg(&member.conn_id)
+                .arg(&member.user)
+                .arg(json)
+                .arg(&lease_ms);
+            c
+        };
+        Ok(self.run::<i64>(command, "presence join").await? == 1)
+    }
+
     fn redis_name(&self, channel: &Channel) -> String {
         format!("{}{}", self.prefix, channel)
     }
@@ -206,6 +242,8 @@ impl Broker for RedisBroker {
     }
 
     async fn subscribe(&self, channels: &[Channel]) -> Result<(), BrokerError> {
+        self.presence
+            .watch(channels.iter().filter(|c| self.rules.presence(c)));
         let groups = self.by_connection(channels);
         let results = futures_util::future::join_all(
             groups
@@ -228,8 +266,9 @@ impl Broker for RedisBroker {
     }
 
     async fn unsubscribe(&self, channels: &[Channel]) -> Result<(), BrokerError> {
+        self.presence.unwatch(channels);
         for channel in channels {
-            if self.rules.for_channel(channel).is_some() {
+            if self.rules.history(channel).is_some() {
                 self.shared
                     .dispatch
                     .control(Work::Forget(channel.clone()))
@@ -246,12 +285,21 @@ impl Broker for RedisBroker {
         results.into_iter().collect()
     }
 
-    async fn publish(&self, channel: &Channel, payload: Bytes) -> Result<Option<u64>, BrokerError> {
-        if self.rules.for_channel(channel).is_none() {
+    async fn publish(
+        &self,
+        channel: &Channel,
+        payload: Bytes,
+        publisher: Option<&str>,
+    ) -> Result<Option<u64>, BrokerError> {
+        if self.rules.history(channel).is_none() {
             let name = self.redis_name(channel);
+            let body = match publisher {
+                Some(user) => Bytes::from(library::message_envelope(user, &payload)),
+                None => payload,
+            };
             let command = || {
                 let mut c = ::redis::cmd("PUBLISH");
-                c.arg(&name).arg(&payload[..]);
+                c.arg(&name).arg(&body[..]);
                 c
             };
             self.run::<i64>(command, "PUBLISH").await?;
@@ -263,6 +311,9 @@ impl Broker for RedisBroker {
                 .arg(1)
                 .arg(channel.as_str())
                 .arg(&payload[..]);
+            if let Some(user) = publisher {
+                c.arg(user);
+            }
             c
         };
         let offset = self.run::<u64>(command, "FCALL fanout_publish").await?;
@@ -274,7 +325,7 @@ impl Broker for RedisBroker {
         let mut pipe = ::redis::pipe();
         pipe.atomic();
         for channel in channels {
-            if self.rules.for_channel(channel).is_some() {
+            if self.rules.history(channel).is_some() {
                 pipe.cmd("FCALL")
                     .arg("fanout_publish")
                     .arg(1)
@@ -322,7 +373,7 @@ impl Broker for RedisBroker {
         channel: &Channel,
         query: HistoryQuery,
     ) -> Result<History, BrokerError> {
-        if self.rules.for_channel(channel).is_none() {
+        if self.rules.history(channel).is_none() {
             return Err(BrokerError::NoHistory(channel.clone()));
         }
         let attempt = async {
@@ -358,6 +409,124 @@ impl Broker for RedisBroker {
             .control(Work::Observe(channel.clone(), position))
             .await;
         Ok(history)
+    }
+
+    async fn publish_event(&self, channel: &Channel, frame: Bytes) -> Result<(), BrokerError> {
+        let name = self.redis_name(channel);
+        let body = library::event_envelope(&frame);
+        let command = || {
+            let mut c = ::redis::cmd("PUBLISH");
+            c.arg(&name).arg(&body[..]);
+            c
+        };
+        self.run::<i64>(command, "PUBLISH").await.map(|_| ())
+    }
+
+    async fn presence_join(
+        &self,
+        channel: &Channel,
+        member: &PresenceMember,
+        lease: Lease,
+    ) -> Result<bool, BrokerError> {
+        let json = member_json(member);
+        let first = self
+            .join_raw(channel, member, &json, lease.duration)
+            .await?;
+        if lease.renewed {
+            self.presence.renew(channel, &member.conn_id, json);
+        }
+        Ok(first)
+    }
+
+    async fn presence_leave(
+        &self,
+        channel: &Channel,
+        conn_id: &str,
+    ) -> Result<Option<Departure>, BrokerError> {
+        self.presence.forget(channel, conn_id);
+        let command = || {
+            let mut c = ::redis::cmd("FCALL");
+            c.arg("fanout_presence_leave")
+                .arg(1)
+                .arg(channel.as_str())
+                .arg(conn_id);
+            c
+        };
+        let reply = self
+            .run::<Option<Vec<::redis::Value>>>(command, "presence leave")
+            .await?;
+        match reply {
+            None => Ok(None),
+            Some(values) => library::parse_departures(&values)
+                .map(|mut d| d.pop())
+                .ok_or_else(|| BrokerError::Unavailable("unexpected presence reply".into())),
+        }
+    }
+
+    async fn presence_status(
+        &self,
+        channel: &Channel,
+        conn_id: &str,
+        status: &serde_json::Value,
+    ) -> Result<Option<PresenceMember>, BrokerError> {
+        let status_json = status.to_string();
+        let command = || {
+            let mut c = ::redis::cmd("FCALL");
+            c.arg("fanout_presence_status")
+                .arg(1)
+                .arg(channel.as_str())
+                .arg(conn_id)
+                .arg(&status_json);
+            c
+        };
+        let member = self
+            .run::<Option<Vec<u8>>>(command, "presence status")
+            .await?;
+        Ok(member
+            .and_then(|m| serde_json::from_slice::<PresenceMember>(&m).ok())
+            .map(|mut m| {
+                m.status = Some(status.clone());
+                m
+            }))
+    }
+
+    async fn presence(&self, channel: &Channel) -> Result<Vec<PresenceMember>, BrokerError> {
+        let command = || {
+            let mut c = ::redis::cmd("FCALL");
+            c.arg("fanout_presence_members")
+                .arg(1)
+                .arg(channel.as_str());
+            c
+        };
+        let values = self
+            .run::<Vec<::redis::Value>>(command, "presence read")
+            .await?;
+        library::parse_members(&values, 2)
+            .map(|members| members.into_iter().map(|(m, _)| m).collect())
+            .ok_or_else(|| BrokerError::Unavailable("unexpected presence reply".into()))
+    }
+
+    async fn inbox_append(&self, stream: &str, entry: &InboxEntry) -> Result<String, BrokerError> {
+        let received_at = entry.received_at_ms.to_string();
+        let command = || {
+            let mut c = ::redis::cmd("XADD");
+            c.arg(stream)
+                .arg("*")
+                .arg("channel")
+                .arg(entry.channel.as_str())
+                .arg("user")
+                .arg(&entry.user)
+                .arg("conn_id")
+                .arg(&entry.conn_id)
+                .arg("node")
+                .arg(&entry.node)
+                .arg("received_at")
+                .arg(&received_at)
+                .arg("data")
+                .arg(&entry.data[..]);
+            c
+        };
+        self.run::<String>(command, "XADD").await
     }
 
     fn is_ready(&self) -> bool {
@@ -436,6 +605,173 @@ async fn probe_loop(
             if sub.is_up() && sub.probe_seen() < n {
                 metrics.probe_failures.inc();
                 sub.rebuild();
+            }
+        }
+    }
+}
+
+/// A member as stored in Redis (its status is kept apart, so it can change alone).
+fn member_json(member: &PresenceMember) -> String {
+    let stored = PresenceMember {
+        status: None,
+        ..member.clone()
+    };
+    serde_json::to_string(&stored).unwrap_or_default()
+}
+
+/// The presence entries this node keeps alive, and the channels whose expired entries it
+/// sweeps (those it has subscribers for: only they care about leave events).
+struct PresenceLeases {
+    lease: Duration,
+    /// Channel -> conn id -> member JSON.
+    renewed: std::sync::Mutex<HashMap<Channel, HashMap<String, String>>>,
+    swept: std::sync::Mutex<HashSet<Channel>>,
+}
+
+impl PresenceLeases {
+    fn renew(&self, channel: &Channel, conn_id: &str, json: String) {
+        let mut renewed = self.renewed.lock().unwrap_or_else(|e| e.into_inner());
+        renewed
+            .entry(channel.clone())
+            .or_default()
+            .insert(conn_id.to_owned(), json);
+    }
+
+    fn forget(&self, channel: &Channel, conn_id: &str) {
+        let mut renewed = self.renewed.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(members) = renewed.get_mut(channel) {
+            members.remove(conn_id);
+            if members.is_empty() {
+                renewed.remove(channel);
+            }
+        }
+    }
+
+    fn watch<'a>(&self, channels: impl Iterator<Item = &'a Channel>) {
+        let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+        swept.extend(channels.cloned());
+    }
+
+    fn unwatch(&self, channels: &[Channel]) {
+        let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+        for c in channels {
+            swept.remove(c);
+        }
+    }
+}
+
+/// Every third of a lease: renews this node's members (joining again any that expired
+/// meanwhile, e.g. during a partition), and sweeps expired members of watched channels,
+/// announcing their departure: that is how a crashed node's members leave.
+async fn lease_loop(broker: std::sync::Weak<RedisBroker>, cancel: CancellationToken) {
+    let period = match broker.upgrade() {
+        Some(b) => (b.presence.lease / 3).max(Duration::from_millis(200)),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        broker.renew_leases().await;
+        broker.sweep_presence().await;
+    }
+}
+
+impl RedisBroker {
+    async fn renew_leases(&self) {
+        let renewed: Vec<(Channel, Vec<(String, String)>)> = {
+            let renewed = self
+                .presence
+                .renewed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            renewed
+                .iter()
+                .map(|(c, m)| {
+                    (
+                        c.clone(),
+                        m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                    )
+                })
+                .collect()
+        };
+        let lease_ms = self.presence.lease.as_millis().to_string();
+        for (channel, members) in renewed {
+            let command = || {
+                let mut c = ::redis::cmd("FCALL");
+                c.arg("fanout_presence_refresh")
+                    .arg(1)
+                    .arg(channel.as_str())
+                    .arg(&lease_ms);
+                for (conn_id, _) in &members {
+                    c.arg(conn_id);
+                }
+                c
+            };
+            let missing = match self.run::<Vec<String>>(command, "presence refresh").await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(%channel, error = %e, "presence renewal failed");
+                    continue;
+                }
+            };
+            for conn_id in missing {
+                let Some((_, json)) = members.iter().find(|(c, _)| *c == conn_id) else {
+                    continue;
+                };
+                let Ok(member) = serde_json::from_str::<PresenceMember>(json) else {
+                    continue;
+                };
+                // Swept while this node could not renew it: it is here, so it joins again.
+                if let Ok(first) = self
+                    .join_raw(&channel, &member, json, self.presence.lease)
+                    .await
+                    && crate::presence::announced(self.rules.join_leave(&channel), first)
+                {
+                    let _ = self
+                        .publish_event(&channel, crate::presence::join_frame(&channel, &member))
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn sweep_presence(&self) {
+        let channels: Vec<Channel> = {
+            let swept = self
+                .presence
+                .swept
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            swept.iter().cloned().collect()
+        };
+        for channel in channels {
+            let command = || {
+                let mut c = ::redis::cmd("FCALL");
+                c.arg("fanout_presence_sweep").arg(1).arg(channel.as_str());
+                c
+            };
+            let Ok(values) = self
+                .run::<Vec<::redis::Value>>(command, "presence sweep")
+                .await
+            else {
+                continue;
+            };
+            for departure in library::parse_departures(&values).unwrap_or_default() {
+                tracing::debug!(%channel, conn_id = %departure.member.conn_id, "presence lease expired");
+                let _ = crate::presence::announce_departure(
+                    self,
+                    self.rules.join_leave(&channel),
+                    &channel,
+                    &departure,
+                )
+                .await;
             }
         }
     }

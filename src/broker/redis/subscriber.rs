@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use super::dispatch::{Dispatch, Work};
 use super::library;
 use super::metrics::RedisMetrics;
-use crate::broker::{BrokerError, HistoryRules, Publication};
+use crate::broker::{BrokerError, ChannelRules, Publication};
 use crate::channel::Channel;
 
 /// Channels per SUBSCRIBE/UNSUBSCRIBE command.
@@ -39,7 +39,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(3);
 pub struct Shared {
     pub prefix: String,
     pub max_payload: usize,
-    pub rules: HistoryRules,
+    pub rules: ChannelRules,
     /// The command pool, for (re)loading the function library.
     pub pool: deadpool_redis::Pool,
     pub library: String,
@@ -270,7 +270,7 @@ impl Driver {
             .iter()
             .filter_map(|name| name.strip_prefix(self.shared.prefix.as_str()))
             .filter_map(|c| Channel::parse(c).ok())
-            .filter(|c| self.shared.rules.for_channel(c).is_some())
+            .filter(|c| self.shared.rules.history(c).is_some())
             .collect();
         if channels.is_empty() {
             return;
@@ -436,12 +436,20 @@ async fn read(
         };
         let raw = msg.get_payload_bytes();
         let publication = match library::open_envelope(raw) {
-            Some((position, payload)) => Publication::at(channel, payload, position),
-            None if raw.first() == Some(&0) => {
+            None => Publication::new(channel, Bytes::copy_from_slice(raw)),
+            Some(Ok(library::Envelope::History {
+                position,
+                publisher,
+                payload,
+            })) => Publication::at(channel, payload, position).by(publisher),
+            Some(Ok(library::Envelope::Message { publisher, payload })) => {
+                Publication::new(channel, payload).by(Some(publisher))
+            }
+            Some(Ok(library::Envelope::Event { frame })) => Publication::event(channel, frame),
+            Some(Err(())) => {
                 shared.dispatch.drop(name, "bad_envelope");
                 continue;
             }
-            None => Publication::new(channel, Bytes::copy_from_slice(raw)),
         };
         if publication.payload.len() > shared.max_payload {
             shared.dispatch.drop(name, "too_large");
