@@ -599,6 +599,7 @@ impl Session {
                     Some(reply),
                 )
                 .await;
+            self.leave_presence(&channel).await;
         } else {
             // Idempotent, like subscribe.
             let _ = self.outbox.push(reply);
@@ -820,13 +821,25 @@ impl Session {
             self.rate_limited(id);
             return;
         }
+        // Reply first, then tell the channel: the client sees its answer before the event.
         let broker = self.node.hub.broker();
-        match presence::set_status(&**broker, &channel, &self.conn.public_id, &status).await {
-            Ok(true) => self.reply(ServerFrame::StatusUpdated {
-                id,
-                channel: channel.as_str(),
-            }),
-            Ok(false) => self.error(
+        match broker
+            .presence_status(&channel, &self.conn.public_id, &status)
+            .await
+        {
+            Ok(Some(member)) => {
+                self.reply(ServerFrame::StatusUpdated {
+                    id,
+                    channel: channel.as_str(),
+                });
+                if let Err(e) = broker
+                    .publish_event(&channel, presence::update_frame(&channel, &member))
+                    .await
+                {
+                    tracing::warn!(%channel, error = %e, "could not announce a status update");
+                }
+            }
+            Ok(None) => self.error(
                 id,
                 ErrorCode::BadRequest,
                 &format!(
