@@ -124,6 +124,16 @@ fn serve(settings: SettingsArgs) -> ExitCode {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
+    // Every connection is a file descriptor: use all the process may have.
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) if (limit as usize) < config.limits.max_connections + 1024 => tracing::warn!(
+            fd_limit = limit,
+            max_connections = config.limits.max_connections,
+            "the file-descriptor limit is below max_connections; raise it (ulimit -Hn, LimitNOFILE)"
+        ),
+        Ok(limit) => tracing::debug!(fd_limit = limit, "file-descriptor limit"),
+        Err(e) => tracing::warn!(error = %e, "could not raise the file-descriptor limit"),
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

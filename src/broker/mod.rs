@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-pub use self::redis::RedisBroker;
+pub use self::redis::{RedisBroker, decode_message as decode_redis_message};
 use crate::channel::Channel;
 use crate::config::{Config, HistoryConfig, JoinLeave, NamespaceConfig};
 pub use crate::hub::HubSink;

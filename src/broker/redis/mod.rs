@@ -534,6 +534,39 @@ impl Broker for RedisBroker {
     }
 }
 
+/// Turns one pub/sub message (Redis channel name and payload) into a publication: strips the
+/// prefix, validates the channel, opens a fanout envelope, checks the size. The per-message
+/// work of the Redis read path; `Err` names why a message is dropped (a metric label).
+pub fn decode_message(
+    prefix: &str,
+    redis_channel: &str,
+    raw: &[u8],
+    max_payload: usize,
+) -> Result<super::Publication, &'static str> {
+    use super::Publication;
+    let channel = redis_channel
+        .strip_prefix(prefix)
+        .and_then(|c| Channel::parse(c).ok())
+        .ok_or("bad_channel")?;
+    let publication = match library::open_envelope(raw) {
+        None => Publication::new(channel, Bytes::copy_from_slice(raw)),
+        Some(Ok(library::Envelope::History {
+            position,
+            publisher,
+            payload,
+        })) => Publication::at(channel, payload, position).by(publisher),
+        Some(Ok(library::Envelope::Message { publisher, payload })) => {
+            Publication::new(channel, payload).by(Some(publisher))
+        }
+        Some(Ok(library::Envelope::Event { frame })) => Publication::event(channel, frame),
+        Some(Err(())) => return Err("bad_envelope"),
+    };
+    if publication.payload.len() > max_payload {
+        return Err("too_large");
+    }
+    Ok(publication)
+}
+
 /// `PUBLISH name payload` through the command pool, bounded in time.
 async fn publish_raw(
     pool: &deadpool_redis::Pool,

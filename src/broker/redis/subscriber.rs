@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::timeout;
@@ -25,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::dispatch::{Dispatch, Work};
 use super::library;
 use super::metrics::RedisMetrics;
-use crate::broker::{BrokerError, ChannelRules, Publication};
+use crate::broker::{BrokerError, ChannelRules};
 use crate::channel::Channel;
 
 /// Channels per SUBSCRIBE/UNSUBSCRIBE command.
@@ -427,34 +426,18 @@ async fn read(
             continue;
         }
         shared.metrics.messages_received.inc();
-        let channel = name
-            .strip_prefix(shared.prefix.as_str())
-            .and_then(|c| Channel::parse(c).ok());
-        let Some(channel) = channel else {
-            shared.dispatch.drop(name, "bad_channel");
-            continue;
-        };
-        let raw = msg.get_payload_bytes();
-        let publication = match library::open_envelope(raw) {
-            None => Publication::new(channel, Bytes::copy_from_slice(raw)),
-            Some(Ok(library::Envelope::History {
-                position,
-                publisher,
-                payload,
-            })) => Publication::at(channel, payload, position).by(publisher),
-            Some(Ok(library::Envelope::Message { publisher, payload })) => {
-                Publication::new(channel, payload).by(Some(publisher))
-            }
-            Some(Ok(library::Envelope::Event { frame })) => Publication::event(channel, frame),
-            Some(Err(())) => {
-                shared.dispatch.drop(name, "bad_envelope");
+        let publication = match super::decode_message(
+            &shared.prefix,
+            name,
+            msg.get_payload_bytes(),
+            shared.max_payload,
+        ) {
+            Ok(p) => p,
+            Err(reason) => {
+                shared.dispatch.drop(name, reason);
                 continue;
             }
         };
-        if publication.payload.len() > shared.max_payload {
-            shared.dispatch.drop(name, "too_large");
-            continue;
-        }
         shared.dispatch.send(publication);
     }
     let _ = lost.send(());
