@@ -19,8 +19,9 @@ use tokio::net::TcpSocket;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
 
-/// Connections per source address (one address has ~28k ephemeral ports).
-const PER_SOURCE_ADDRESS: usize = 20_000;
+/// Connections per source address (one address has ~28k ephemeral ports, fewer once earlier
+/// runs left sockets in TIME_WAIT).
+const PER_SOURCE_ADDRESS: usize = 4_000;
 /// Handshakes in flight at once.
 const CONCURRENT_CONNECTS: usize = 512;
 const SHARDS: usize = 16;
@@ -105,6 +106,7 @@ impl Clients {
         let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
         let namespace = channels[0].split(':').next().unwrap_or("room").to_owned();
         let gate = Arc::new(Semaphore::new(CONCURRENT_CONNECTS));
+        let base = random_base();
         let start = Instant::now();
         let mut tasks = Vec::with_capacity(assignment.len());
         let mut ready = Vec::with_capacity(assignment.len());
@@ -122,7 +124,7 @@ impl Clients {
             )
             .unwrap_or_default();
             let (target, _) = targets[i % targets.len()];
-            let source = source_address(i);
+            let source = source_address(base, i);
             let channel = channels[k].clone();
             let stats = stats.clone();
             let gate = gate.clone();
@@ -173,9 +175,14 @@ impl Clients {
     }
 }
 
-/// 127.0.0.1 for the first 20k connections, 127.0.0.2 for the next, and so on.
-fn source_address(i: usize) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(Ipv4Addr::new(127, 0, 0, 1)) + (i / PER_SOURCE_ADDRESS) as u32)
+/// Consecutive loopback addresses, 4k connections each, from a random start in 127.1.0.0/16
+/// so that one run does not collide with the TIME_WAIT sockets of the previous one.
+fn source_address(base: u32, i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(base + (i / PER_SOURCE_ADDRESS) as u32)
+}
+
+fn random_base() -> u32 {
+    u32::from(Ipv4Addr::new(127, 1, 0, 1)) + rand::random_range(0..60_000u32)
 }
 
 type Ws = FragmentCollector<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
@@ -200,6 +207,7 @@ async fn open(
     channel: &str,
 ) -> Result<Ws, String> {
     let socket = TcpSocket::new_v4().map_err(|e| format!("socket: {}", e.kind()))?;
+    let _ = socket.set_reuseaddr(true);
     socket
         .bind(SocketAddr::new(source.into(), 0))
         .map_err(|e| format!("bind {source}: {}", e.kind()))?;

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# The BENCHMARKS.md scenarios, against release builds, each bounded in time.
+#
+#   cargo build --release --bins
+#   benches/scenarios.sh [idle|broadcast|channels|cluster|latency ...]   (default: all)
+#
+# Starts its own redis-server and gateways on free loopback ports, runs fanout-bench, and
+# writes one JSON report per run to target/bench-results/. Set RATES="10 20 50" to change
+# the broadcast steps, LATENCY_RATE for the latency run, IDLE_CONNECTIONS for the idle run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=target/release
+SECRET=bench-secret-bench-secret-bench-secret
+OUT=target/bench-results
+mkdir -p "$OUT"
+PIDS=()
+REDIS_PORT=""
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
+  [ -n "$REDIS_PORT" ] && redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+  PIDS=(); REDIS_PORT=""
+}
+trap cleanup EXIT
+
+start_redis() {
+  REDIS_PORT=$(free_port)
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --daemonize yes --logfile /dev/null --dir /tmp
+  until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
+}
+
+# start_nodes N: N gateways on the Redis of start_redis; sets URLS and GW_PIDS.
+start_nodes() {
+  URLS=""; GW_PIDS=""
+  for i in $(seq 1 "$1"); do
+    local port; port=$(free_port)
+    "$BIN/fanout" serve --listen "127.0.0.1:$port" --node-id "n$i" --jwt-secret "$SECRET" \
+      --api-key bench-key --redis-url "redis://127.0.0.1:$REDIS_PORT/" \
+      --max-connections 200000 --max-new-connections-per-s 100000 \
+      --max-connections-per-user 100000 --log-level warn &
+    PIDS+=($!)
+    URLS="${URLS:+$URLS,}ws://127.0.0.1:$port/ws"
+    GW_PIDS="${GW_PIDS:+$GW_PIDS,}$!"
+    until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do sleep 0.05; done
+  done
+}
+
+bench() { # bench NAME ARGS...
+  local name=$1; shift
+  echo "== $name: fanout-bench $*" >&2
+  "$BIN/fanout-bench" --jwt-secret "$SECRET" --redis-url "redis://127.0.0.1:$REDIS_PORT/" \
+    --url "$URLS" --gateway-pid "$GW_PIDS" --json --quiet "$@" > "$OUT/$name.json" || true
+  python3 - "$OUT/$name.json" <<'PY' >&2
+import json, sys
+r = json.load(open(sys.argv[1]))
+g = r["gateways"]
+print(f'   {r["connected"]}/{r["connections"]} conns, {r["delivered"]}/{r["expected"]} delivered, '
+      f'{r["deliveries_per_s"]:.0f}/s, p50 {r["latency_ms"]["p50"]:.2f} ms, p99 {r["latency_ms"]["p99"]:.2f} ms, '
+      f'{r["deliveries_per_cpu_s"]:.0f} deliveries/CPU-s, '
+      f'gateway CPU {sum(x["cpu_per_s"] for x in g):.2f} cores, '
+      f'RSS/conn {sum(x["rss_per_connection_bytes"] for x in g)/max(len(g),1):.0f} B')
+PY
+}
+
+scenario_idle() {
+  start_redis; start_nodes 1
+  bench idle-10k --connections 10000 --rate 0 --duration 30
+  cleanup
+  start_redis; start_nodes 1
+  # One process may hold at most `ulimit -Hn` descriptors (20,000 here).
+  bench "idle-${IDLE_CONNECTIONS:-18000}" --connections "${IDLE_CONNECTIONS:-18000}" --rate 0 --duration 30 --connect-rate 3000
+  cleanup
+}
+
+scenario_broadcast() {
+  for rate in ${RATES:-10 20 30 40 60}; do
+    start_redis; start_nodes 1
+    bench "broadcast-$rate" --connections 10000 --channels 1 --rate "$rate" --duration 10 --settle 5
+    cleanup
+  done
+}
+
+scenario_channels() {
+  start_redis; start_nodes 1
+  bench many-channels --connections 10000 --channels 1000 --rate 10000 --duration 10 --settle 5
+  cleanup
+}
+
+scenario_cluster() {
+  start_redis; start_nodes 3
+  bench cluster-broadcast --connections 10000 --channels 1 --rate "${CLUSTER_RATE:-20}" --duration 10 --settle 5
+  cleanup
+  start_redis; start_nodes 3
+  bench cluster-many-channels --connections 10000 --channels 1000 --rate 10000 --duration 10 --settle 5
+  cleanup
+}
+
+scenario_latency() {
+  start_redis; start_nodes 1
+  bench latency --connections 10000 --channels 1 --rate "${LATENCY_RATE:-10}" --duration 20 --settle 5
+  cleanup
+}
+
+for s in ${@:-idle broadcast channels cluster latency}; do
+  "scenario_$s"
+done
