@@ -239,7 +239,7 @@ pub const SETTINGS: &[Setting] = &[
         "max_publishes_per_s",
         "N",
         Some("10"),
-        "Client `publish` and `send` frames per second per connection (`rate_limited` beyond).",
+        "Client `publish`, `send` and `status` frames per second per connection (`rate_limited` beyond).",
     ),
     setting(
         "max_subscriptions",

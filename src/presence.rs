@@ -8,18 +8,27 @@
 
 use bytes::Bytes;
 
-use crate::broker::{Broker, BrokerError, Departure, Lease, PresenceMember};
+use crate::broker::{Broker, BrokerError, Departure, Joined, Lease, PresenceMember};
 use crate::channel::Channel;
 use crate::config::JoinLeave;
 use crate::protocol::ServerFrame;
 
-/// Whether a join or leave is announced: always per connection, or only for the user's
-/// first (join) or last (leave) member when deduplicated per user.
-pub fn announced(mode: JoinLeave, first_or_last_of_user: bool) -> bool {
+/// Whether a leave is announced: per connection always, per user for the user's last member.
+pub fn announced(mode: JoinLeave, last_of_user: bool) -> bool {
     match mode {
         JoinLeave::Off => false,
         JoinLeave::Connection => true,
-        JoinLeave::User => first_or_last_of_user,
+        JoinLeave::User => last_of_user,
+    }
+}
+
+/// Whether a join is announced: a new member (per connection), or the user's first one (per
+/// user). Setting an existing member again is not news.
+pub fn join_announced(mode: JoinLeave, joined: Joined) -> bool {
+    match mode {
+        JoinLeave::Off => false,
+        JoinLeave::Connection => joined.new,
+        JoinLeave::User => joined.first_of_user,
     }
 }
 
@@ -61,14 +70,14 @@ pub async fn join(
     channel: &Channel,
     member: &PresenceMember,
     lease: Lease,
-) -> Result<bool, BrokerError> {
-    let first = broker.presence_join(channel, member, lease).await?;
-    if announced(mode, first) {
+) -> Result<Joined, BrokerError> {
+    let joined = broker.presence_join(channel, member, lease).await?;
+    if join_announced(mode, joined) {
         broker
             .publish_event(channel, join_frame(channel, member))
             .await?;
     }
-    Ok(first)
+    Ok(joined)
 }
 
 /// Removes a member and announces the leave if the namespace wants it.

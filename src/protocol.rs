@@ -155,10 +155,18 @@ struct RawFrame<'a> {
     since: Option<&'a RawValue>,
     #[serde(borrow, default)]
     limit: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    /// `null` is a value here (clear the status, publish `null`), not an absent field.
+    #[serde(borrow, default, deserialize_with = "present")]
     status: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
+}
+
+/// A field that is present, whatever its value (`null` included).
+fn present<'de: 'a, 'a, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<&'a RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// Where a recovering client left a channel: the last offset it processed, in an epoch.
@@ -458,6 +466,10 @@ pub enum ServerFrame<'a> {
         id: Option<&'a RequestId>,
         channel: &'a str,
         members: &'a [PresenceMember],
+        /// Set when the list was cut short to fit the outbound queue (`presence_stats`
+        /// gives the full counts).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
     },
     PresenceStats {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -791,6 +803,12 @@ mod tests {
         // Fields the type does not use are not looked at.
         assert!(parse_client_frame(r#"{"type":"subscribe","channel":"room:a","token":5}"#).is_ok());
         assert!(parse_client_frame(r#"["ping"]"#).is_err());
+        // `null` is a status (cleared) and a payload, not a missing field.
+        assert!(
+            parse_client_frame(r#"{"type":"status","channel":"room:a","status":null}"#).is_ok()
+        );
+        assert!(parse_client_frame(r#"{"type":"publish","channel":"room:a","data":null}"#).is_ok());
+        assert!(parse_client_frame(r#"{"type":"publish","channel":"room:a"}"#).is_err());
         let err = parse_client_frame(r#"{"type":"warp","id":1}"#).unwrap_err();
         assert!(
             err.message.contains("unknown frame type"),

@@ -777,6 +777,7 @@ impl Session {
         // `presence_stats` gives the counts.
         let budget = self.node.config.limits.queue_max_bytes / 2;
         let mut used = 0;
+        let total = members.len();
         let shown: Vec<PresenceMember> = members
             .into_iter()
             .take_while(|m| {
@@ -789,6 +790,7 @@ impl Session {
         self.reply(ServerFrame::Presence {
             id,
             channel: channel.as_str(),
+            truncated: shown.len() < total,
             members: &shown,
         });
     }

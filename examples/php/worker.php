@@ -34,10 +34,12 @@ try {
     }
 }
 
-function handle(Redis $redis, string $channel, string $user, array $data): void {
-    if (($data['type'] ?? '') !== 'human_decision') {
+function handle(Redis $redis, string $channel, string $user, array $event): void {
+    if (($event['type'] ?? '') !== 'human_decision') {
         return;
     }
+    // The catalogue's envelope carries the fields in `data`; accept them flat too.
+    $data = is_array($event['data'] ?? null) ? $event['data'] : $event;
     $approved = ($data['decision'] ?? '') === 'approve';
     $update = [
         'type' => 'node_state',

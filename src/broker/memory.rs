@@ -18,7 +18,7 @@ use dashmap::DashMap;
 
 use super::{
     Broker, BrokerError, ChannelRules, Departure, History, HistoryMessage, HistoryQuery, HubSink,
-    InboxEntry, Lease, PresenceMember, Publication, StreamPosition, new_epoch,
+    InboxEntry, Joined, Lease, PresenceMember, Publication, StreamPosition, new_epoch,
 };
 use crate::channel::Channel;
 use crate::config::HistoryConfig;
@@ -220,12 +220,11 @@ impl Broker for MemoryBroker {
         channel: &Channel,
         member: &PresenceMember,
         lease: Lease,
-    ) -> Result<bool, BrokerError> {
+    ) -> Result<Joined, BrokerError> {
         let mut all = self.presence_lock();
         let members = all.entry(channel.clone()).or_default();
-        let first = !members
-            .iter()
-            .any(|(k, p)| p.member.user == member.user && *k != member.conn_id);
+        let new = !members.contains_key(&member.conn_id);
+        let first_of_user = new && !members.values().any(|p| p.member.user == member.user);
         let status = members
             .get(&member.conn_id)
             .and_then(|p| p.member.status.clone());
@@ -238,7 +237,7 @@ impl Broker for MemoryBroker {
                 expires_at: (!lease.renewed).then(|| Instant::now() + lease.duration),
             },
         );
-        Ok(first)
+        Ok(Joined { new, first_of_user })
     }
 
     async fn presence_leave(

@@ -109,6 +109,15 @@ pub struct PresenceMember {
     pub status: Option<serde_json::Value>,
 }
 
+/// What a presence join changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Joined {
+    /// The member was not present before (not a repeated join).
+    pub new: bool,
+    /// It is the user's first member on the channel.
+    pub first_of_user: bool,
+}
+
 /// A member that left, and whether it was the user's last connection on the channel.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Departure {
@@ -236,14 +245,13 @@ pub trait Broker: Send + Sync + 'static {
     /// every node; never kept in history.
     async fn publish_event(&self, channel: &Channel, frame: Bytes) -> Result<(), BrokerError>;
 
-    /// Adds (or replaces) a member of a channel's presence. True when it is the user's
-    /// first member on the channel.
+    /// Adds (or replaces) a member of a channel's presence.
     async fn presence_join(
         &self,
         channel: &Channel,
         member: &PresenceMember,
         lease: Lease,
-    ) -> Result<bool, BrokerError>;
+    ) -> Result<Joined, BrokerError>;
 
     /// Removes a member; `None` if it was not present.
     async fn presence_leave(

@@ -34,7 +34,8 @@ async fn a_human_decision_waits_in_the_inbox_until_the_worker_handles_it_and_rep
     dashboard.subscribe("dag:7").await;
 
     // No backend is running: the decision is kept.
-    let decision = json!({"type": "human_decision", "node_id": "n3", "decision": "approve"});
+    // Shaped as docs/events.md describes it.
+    let decision = json!({"type": "human_decision", "data": {"node_id": "n3", "decision": "approve"}, "timestamp": 1732226400});
     let reply = dashboard
         .request(json!({"type": "send", "channel": "dag:7", "data": decision, "id": "d1"}))
         .await;

@@ -286,3 +286,68 @@ async fn a_backend_sets_the_status_of_an_agent_that_is_not_connected() {
     next_of(&mut console, "leave", "summarizer").await;
     let _ = std::fs::remove_file(cfg);
 }
+
+#[tokio::test]
+async fn setting_an_agents_status_again_is_an_update_not_another_join() {
+    let cfg = twoway_config();
+    let gw = Gateway::start(&["--config", &cfg]);
+    let mut console = gw.connect_as("operator", &["room:*"]).await;
+    console.subscribe("room:agents").await;
+    for status in [
+        json!({"state": "thinking"}),
+        json!({"state": "idle"}),
+        json!(null),
+    ] {
+        let (code, body) = gw
+            .post(
+                "/api/status",
+                &json!({"channel": "room:agents", "user": "bot", "status": status}),
+            )
+            .await;
+        assert_eq!(code, 200, "{body}");
+    }
+    // Everything the console hears about bot, until it leaves.
+    let mut joins = 0;
+    let mut states = Vec::new();
+    loop {
+        let f = console.recv().await;
+        if f["user"] != "bot" {
+            continue;
+        }
+        match f["type"].as_str() {
+            Some("join") => joins += 1,
+            Some("presence_update") => states.push(f["status"]["state"].clone()),
+            Some("leave") => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(states, [json!("thinking"), json!("idle")]);
+    assert_eq!(joins, 1);
+    let _ = std::fs::remove_file(cfg);
+}
+
+#[tokio::test]
+async fn a_client_clears_its_status_with_null() {
+    let cfg = twoway_config();
+    let gw = Gateway::start(&["--config", &cfg]);
+    let mut watcher = gw.connect_as("w", &["dag:*"]).await;
+    watcher.subscribe("dag:1").await;
+    let mut agent = gw.connect_as("agent", &["dag:*"]).await;
+    agent.subscribe("dag:1").await;
+    let reply = ask(
+        &mut agent,
+        json!({"type": "status", "channel": "dag:1", "status": {"state": "busy"}}),
+    )
+    .await;
+    assert_eq!(reply["type"], "status_updated");
+    next_of(&mut watcher, "presence_update", "agent").await;
+    let reply = ask(
+        &mut agent,
+        json!({"type": "status", "channel": "dag:1", "status": null}),
+    )
+    .await;
+    assert_eq!(reply["type"], "status_updated", "{reply}");
+    let update = next_of(&mut watcher, "presence_update", "agent").await;
+    assert!(update["status"].is_null(), "{update}");
+    let _ = std::fs::remove_file(cfg);
+}

@@ -206,15 +206,17 @@ local function remove_member(channel, conn)
   return {{member, st or "", left <= 0 and 1 or 0}}
 end
 
--- args: conn id, user, member JSON, lease ms -> 1 if it is the user's first member
+-- args: conn id, user, member JSON, lease ms
+-- -> 0 if it was present already, 1 if new, 2 if new and the user's first member
 local function presence_join(keys, args)
   local channel = keys[1]
   local members, exp, users = presence_keys(channel)
   local conn, user, lease = args[1], args[2], tonumber(args[4])
   local first = 0
   if redis.call("HEXISTS", members, conn) == 0 then
+    first = 1
     if redis.call("HINCRBY", users, user, 1) == 1 then
-      first = 1
+      first = 2
     end
   end
   redis.call("HSET", members, conn, args[3])

@@ -35,7 +35,7 @@ use self::metrics::RedisMetrics;
 use self::subscriber::{COMMAND_TIMEOUT, Shared, Subscriber};
 use super::{
     Broker, BrokerError, ChannelRules, Departure, History, HistoryQuery, HubSink, InboxEntry,
-    Lease, PresenceMember, StreamPosition,
+    Joined, Lease, PresenceMember, StreamPosition,
 };
 use crate::channel::Channel;
 use crate::config::RedisConfig;
@@ -186,14 +186,14 @@ impl RedisBroker {
         result
     }
 
-    /// `FCALL fanout_presence_join`; true for the user's first member.
+    /// `FCALL fanout_presence_join`.
     async fn join_raw(
         &self,
         channel: &Channel,
         member: &PresenceMember,
         json: &str,
         lease: Duration,
-    ) -> Result<bool, BrokerError> {
+    ) -> Result<Joined, BrokerError> {
         let lease_ms = lease.as_millis().to_string();
         let command = || {
             let mut c = ::redis::cmd("FCALL");
@@ -206,7 +206,11 @@ impl RedisBroker {
                 .arg(&lease_ms);
             c
         };
-        Ok(self.run::<i64>(command, "presence join").await? == 1)
+        let code = self.run::<i64>(command, "presence join").await?;
+        Ok(Joined {
+            new: code >= 1,
+            first_of_user: code == 2,
+        })
     }
 
     fn redis_name(&self, channel: &Channel) -> String {
@@ -427,15 +431,15 @@ impl Broker for RedisBroker {
         channel: &Channel,
         member: &PresenceMember,
         lease: Lease,
-    ) -> Result<bool, BrokerError> {
+    ) -> Result<Joined, BrokerError> {
         let json = member_json(member);
-        let first = self
+        let joined = self
             .join_raw(channel, member, &json, lease.duration)
             .await?;
         if lease.renewed {
             self.presence.renew(channel, &member.conn_id, json);
         }
-        Ok(first)
+        Ok(joined)
     }
 
     async fn presence_leave(
@@ -762,10 +766,10 @@ impl RedisBroker {
                     continue;
                 };
                 // Swept while this node could not renew it: it is here, so it joins again.
-                if let Ok(first) = self
+                if let Ok(joined) = self
                     .join_raw(&channel, &member, json, self.presence.lease)
                     .await
-                    && crate::presence::announced(self.rules.join_leave(&channel), first)
+                    && crate::presence::join_announced(self.rules.join_leave(&channel), joined)
                 {
                     let _ = self
                         .publish_event(&channel, crate::presence::join_frame(&channel, &member))
