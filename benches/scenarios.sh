@@ -64,7 +64,8 @@ print(f'   {r["connected"]}/{r["connections"]} conns, {r["delivered"]}/{r["expec
       f'{r["deliveries_per_s"]:.0f}/s, p50 {r["latency_ms"]["p50"]:.2f} ms, p99 {r["latency_ms"]["p99"]:.2f} ms, '
       f'{r["deliveries_per_cpu_s"]:.0f} deliveries/CPU-s, '
       f'gateway CPU {sum(x["cpu_per_s"] for x in g):.2f} cores, '
-      f'RSS/conn {sum(x["rss_per_connection_bytes"] for x in g)/max(len(g),1):.0f} B')
+      f'RSS/conn {sum(x["rss_per_connection_bytes"] for x in g)/max(len(g),1):.0f} B '
+      f'(end {sum(x["rss_per_connection_end_bytes"] for x in g)/max(len(g),1):.0f} B)')
 PY
 }
 
@@ -87,9 +88,11 @@ scenario_broadcast() {
 }
 
 scenario_channels() {
-  start_redis; start_nodes 1
-  bench many-channels --connections 10000 --channels 1000 --rate 10000 --duration 10 --settle 5
-  cleanup
+  for rate in ${CHANNEL_RATES:-10000}; do
+    start_redis; start_nodes 1
+    bench "many-channels-$rate" --connections 10000 --channels 1000 --rate "$rate" --duration 10 --settle 5
+    cleanup
+  done
 }
 
 scenario_cluster() {
@@ -102,8 +105,12 @@ scenario_cluster() {
 }
 
 scenario_latency() {
+  # At half the sustained maximum of the broadcast and the many-channels scenarios.
   start_redis; start_nodes 1
-  bench latency --connections 10000 --channels 1 --rate "${LATENCY_RATE:-10}" --duration 20 --settle 5
+  bench latency-broadcast --connections 10000 --channels 1 --rate "${LATENCY_BROADCAST_RATE:-75}" --duration 20 --settle 5
+  cleanup
+  start_redis; start_nodes 1
+  bench latency-many-channels --connections 10000 --channels 1000 --rate "${LATENCY_CHANNELS_RATE:-15000}" --duration 20 --settle 5
   cleanup
 }
 

@@ -16,6 +16,7 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Verifier;
@@ -29,6 +30,9 @@ use crate::metrics::Metrics;
 use crate::outbox::{Ending, Outbox};
 use crate::protocol::CloseCode;
 use crate::transport::ws;
+
+/// How long a client may take to send its request headers.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Everything one gateway node shares between its connections and endpoints.
 pub struct Node {
@@ -276,31 +280,71 @@ impl Server {
     /// During the drain the listener stays open so that `/readyz` answers 503 and `/ws`
     /// refuses new sessions with 503 (load balancers see the node go unready); it closes
     /// once every session has ended.
+    ///
+    /// HTTP/1.1 is served with hyper directly (not `axum::serve`): the upgraded WebSocket
+    /// then stays a plain `TcpStream` that the session splits without a lock, and header
+    /// reads get a timeout (slow clients cannot hold connections half-open).
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        use axum::serve::ListenerExt;
         let node = self.node.clone();
-        let listener = self.listener.tap_io(|tcp| {
+        let app = router(node.clone());
+        let stop_http = CancellationToken::new();
+        {
+            let drainer = node.clone();
+            let stop_http = stop_http.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                drainer.draining.store(true, Ordering::Release);
+                tracing::info!("shutdown requested: not ready, refusing new connections");
+                drainer.drain().await;
+                stop_http.cancel();
+            });
+        }
+        let connections = TaskTracker::new();
+        loop {
+            let accepted = tokio::select! {
+                _ = stop_http.cancelled() => break,
+                accepted = self.listener.accept() => accepted,
+            };
+            let tcp = match accepted {
+                Ok((tcp, _)) => tcp,
+                Err(e) => {
+                    // Out of file descriptors, typically: wait instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
             // Latency over throughput: the writer batches frames already.
             let _ = tcp.set_nodelay(true);
-        });
-        let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
-        let drainer = node.clone();
-        tokio::spawn(async move {
-            shutdown.await;
-            drainer.draining.store(true, Ordering::Release);
-            tracing::info!("shutdown requested: not ready, refusing new connections");
-            drainer.drain().await;
-            let _ = drained_tx.send(());
-        });
-        axum::serve(listener, router(node))
-            .with_graceful_shutdown(async move {
-                // Also resolves if the drain task died: shut down rather than hang.
-                let _ = drained_rx.await;
-            })
-            .await?;
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            let stop = stop_http.clone();
+            connections.spawn(async move {
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .with_upgrades();
+                let mut connection = std::pin::pin!(connection);
+                tokio::select! {
+                    _ = connection.as_mut() => {}
+                    _ = stop.cancelled() => {
+                        connection.as_mut().graceful_shutdown();
+                        let _ = connection.await;
+                    }
+                }
+            });
+        }
+        drop(self.listener);
+        connections.close();
+        if tokio::time::timeout(Duration::from_secs(5), connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some HTTP requests were still running at exit");
+        }
         tracing::info!("drained; exiting");
         Ok(())
     }

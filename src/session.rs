@@ -194,7 +194,7 @@ impl Session {
             .subscribe(self.conn.id, &self.outbox, &channels, Some(ack))
             .await
         {
-            tracing::warn!(error = %e, "could not subscribe the session's own channels");
+            tracing::warn!(conn = %self.conn.public_id, error = %e, "could not subscribe the session's own channels");
             self.outbox.end(Ending::close(
                 CloseCode::TryAgainLater,
                 "broker unavailable; reconnect later",
@@ -714,7 +714,7 @@ impl Session {
         };
         let broker = self.node.hub.broker();
         if let Err(e) = presence::join(&**broker, rules.join_leave, channel, &member, lease).await {
-            tracing::warn!(%channel, error = %e, "could not enter presence");
+            tracing::warn!(conn = %self.conn.public_id, %channel, error = %e, "could not enter presence");
         }
     }
 
@@ -730,7 +730,7 @@ impl Session {
             presence::leave(&**broker, rules.join_leave, channel, &self.conn.public_id).await
         {
             // Its lease expires by itself.
-            tracing::warn!(%channel, error = %e, "could not leave presence");
+            tracing::warn!(conn = %self.conn.public_id, %channel, error = %e, "could not leave presence");
         }
     }
 
@@ -838,7 +838,7 @@ impl Session {
                     .publish_event(&channel, presence::update_frame(&channel, &member))
                     .await
                 {
-                    tracing::warn!(%channel, error = %e, "could not announce a status update");
+                    tracing::warn!(conn = %self.conn.public_id, %channel, error = %e, "could not announce a status update");
                 }
             }
             Ok(None) => self.error(

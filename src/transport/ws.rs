@@ -24,7 +24,9 @@ use fastwebsockets::upgrade::{IncomingUpgrade, UpgradeFut};
 use fastwebsockets::{Frame, OpCode, Role, WebSocketError, WebSocketRead};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::{Instant, sleep_until, timeout};
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +38,8 @@ use crate::protocol::{self, CloseCode, ErrorCode};
 use crate::server::Node;
 use crate::session::{ConnState, Session};
 
-type Io = TokioIo<hyper::upgrade::Upgraded>;
+/// What the reader reads: bytes hyper had buffered, then the socket.
+type ReadStream = tokio::io::Chain<std::io::Cursor<Bytes>, OwnedReadHalf>;
 
 /// Frames the writer takes from the outbox per write.
 const WRITE_BATCH: usize = 256;
@@ -184,7 +187,25 @@ async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted) {
             return;
         }
     };
-    let (read_half, mut write_half) = tokio::io::split(ws.into_inner());
+    // The server hands hyper a plain TcpStream, so the upgraded connection is one again:
+    // split it without a lock, keeping any bytes hyper read past the handshake.
+    let parts = match ws
+        .into_inner()
+        .into_inner()
+        .downcast::<TokioIo<TcpStream>>()
+    {
+        Ok(parts) => parts,
+        Err(_) => {
+            tracing::error!("upgraded connection is not a TCP stream; dropping it");
+            return;
+        }
+    };
+    let (read_half, mut write_half) = parts.io.into_inner().into_split();
+    // `read_buf` is a view into hyper's read buffer; copying what it holds (usually nothing)
+    // lets that buffer go instead of keeping it alive for the whole connection.
+    let early = Bytes::copy_from_slice(&parts.read_buf);
+    drop(parts.read_buf);
+    let read_half = std::io::Cursor::new(early).chain(read_half);
     // The write side of fastwebsockets is not used: frames are pre-encoded bytes.
     let (mut ws_read, _) =
         fastwebsockets::after_handshake_split(read_half, tokio::io::sink(), Role::Server);
@@ -199,7 +220,10 @@ async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted) {
     let conn = Arc::new(ConnState::new(&node));
     let _guard = node.register_session(conn.id, &outbox);
     node.metrics.connections_open.inc();
-    let span = tracing::info_span!("conn", id = %conn.public_id);
+    // Debug level: at the default log level the span is disabled and costs nothing per
+    // poll; warnings and errors name the connection themselves.
+    let span = tracing::debug_span!("conn", id = %conn.public_id);
+    let conn_id = conn.public_id.clone();
 
     let mut session = Session::new(
         node.clone(),
@@ -218,7 +242,9 @@ async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted) {
             async move {
                 let reading = std::panic::AssertUnwindSafe(async move {
                     let started = match user {
-                        Some((identity, slot)) => session.start(identity, slot, None).await,
+                        Some((identity, slot)) => {
+                            Box::pin(session.start(identity, slot, None)).await
+                        }
                         None => true,
                     };
                     if started {
@@ -231,7 +257,7 @@ async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted) {
                     Err(_) => {
                         // A bug, not the client's doing: end this connection only (the
                         // session's Drop leaves the hub consistent).
-                        tracing::error!("session reader panicked; closing the connection");
+                        tracing::error!(conn = %conn_id, "session reader panicked; closing the connection");
                         outbox.end(Ending::close(CloseCode::InternalError, "internal error"));
                         None
                     }
@@ -262,7 +288,7 @@ async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted) {
     match reader {
         Ok(Some(mut session)) => session.finish().await,
         Ok(None) => {}
-        Err(e) => tracing::error!(parent: &span, error = %e, "session reader failed"),
+        Err(e) => tracing::error!(conn = %conn.public_id, error = %e, "session reader failed"),
     }
     node.metrics.connections_open.dec();
     node.metrics
@@ -274,7 +300,7 @@ async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted) {
 
 /// Reads messages and hands them to the session until the connection is done.
 async fn read_loop(
-    mut reader: MessageReader<ReadHalf<Io>>,
+    mut reader: MessageReader<ReadStream>,
     session: &mut Session,
     cancel: &CancellationToken,
 ) {
@@ -302,7 +328,9 @@ async fn read_loop(
         session.conn().touch();
         match inbound {
             Ok(Inbound::Text(text)) => {
-                if !session.on_text(&text).await {
+                // Boxed: handling a request needs a large future (subscribe with history,
+                // presence...) that idle connections should not carry around.
+                if !Box::pin(session.on_text(&text)).await {
                     return;
                 }
             }
@@ -468,7 +496,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     loop {
         let taken = outbox.take_batch(&mut batch, WRITE_BATCH);
         if !batch.is_empty() {
-            let written = timeout(write_timeout, write_frames(w, &batch)).await;
+            let written = write_within(w, &batch, write_timeout).await;
             batch.clear();
             match written {
                 Ok(Ok(())) => {}
@@ -485,7 +513,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if let Some(ending) = taken.ending {
             if let Ending::Close { code, reason } = &ending {
                 let frame = protocol::close_frame(*code, reason);
-                let _ = timeout(write_timeout, write_frames(w, &[frame])).await;
+                let _ = write_within(w, &[frame], write_timeout).await;
             }
             return ending;
         }
@@ -498,13 +526,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             }
         }
         tokio::select! {
+            // Frames first: most wake-ups are messages, and timers need no polling then.
+            biased;
             _ = outbox.wait() => {}
             _ = ping.tick() => {
                 if awaiting_pong_since.is_none() {
                     awaiting_pong_since = Some(conn.now_ms());
                     pong_deadline.as_mut().reset(Instant::now() + node.config.pong_timeout);
                 }
-                let sent = timeout(write_timeout, write_frames(w, &[protocol::ping_frame()])).await;
+                let sent = write_within(w, &[protocol::ping_frame()], write_timeout).await;
                 if !matches!(sent, Ok(Ok(()))) {
                     return Ending::ConnectionLost;
                 }
@@ -527,8 +557,26 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Writes whole frames with vectored writes, then flushes.
+/// Writes frames, bounded by `limit` only when the socket makes us wait: arming a timer for
+/// every write would cost more than most writes themselves.
+async fn write_within<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    frames: &[Bytes],
+    limit: Duration,
+) -> Result<std::io::Result<()>, tokio::time::error::Elapsed> {
+    let mut write = pin!(write_frames(w, frames));
+    match futures_util::poll!(write.as_mut()) {
+        std::task::Poll::Ready(done) => Ok(done),
+        std::task::Poll::Pending => timeout(limit, write).await,
+    }
+}
+
+/// Writes whole frames (one vectored write per batch where the socket allows), then flushes.
 async fn write_frames<W: AsyncWrite + Unpin>(w: &mut W, frames: &[Bytes]) -> std::io::Result<()> {
+    if let [frame] = frames {
+        w.write_all(frame).await?;
+        return w.flush().await;
+    }
     let mut slices: Vec<IoSlice<'_>> = frames.iter().map(|f| IoSlice::new(f)).collect();
     let mut rest: &mut [IoSlice<'_>] = &mut slices;
     while !rest.is_empty() {

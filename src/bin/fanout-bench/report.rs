@@ -79,7 +79,11 @@ pub struct GatewayReport {
     pub cpu_s_during_run: f64,
     pub cpu_per_s: f64,
     pub rss_bytes: u64,
+    /// RSS growth per connection, right after connecting.
     pub rss_per_connection_bytes: f64,
+    /// RSS growth per connection at the end of the run (after allocator decay; the figure
+    /// for idle runs).
+    pub rss_per_connection_end_bytes: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -129,6 +133,8 @@ impl Report {
                     cpu_per_s: cpu / run_s,
                     rss_bytes: end.rss_bytes,
                     rss_per_connection_bytes: (conn.rss_bytes as f64 - base.rss_bytes as f64)
+                        / share,
+                    rss_per_connection_end_bytes: (end.rss_bytes as f64 - base.rss_bytes as f64)
                         / share,
                 }
             })
@@ -222,11 +228,12 @@ impl Report {
             row(
                 &format!("gateway {}", g.pid),
                 format!(
-                    "{:.2} CPU s during the run ({:.2} cores), RSS {:.1} MiB, {:.0} B/connection",
+                    "{:.2} CPU s during the run ({:.2} cores), RSS {:.1} MiB, {:.0} B/connection after connecting, {:.0} B at the end",
                     g.cpu_s_during_run,
                     g.cpu_per_s,
                     g.rss_bytes as f64 / 1_048_576.0,
-                    g.rss_per_connection_bytes
+                    g.rss_per_connection_bytes,
+                    g.rss_per_connection_end_bytes
                 ),
             );
         }
