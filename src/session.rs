@@ -589,21 +589,29 @@ impl Session {
             reason: None,
         }
         .encode();
-        if self.subscriptions.remove(&channel) {
-            self.node
-                .hub
-                .unsubscribe(
-                    self.conn.id,
-                    &self.outbox,
-                    std::slice::from_ref(&channel),
-                    Some(reply),
-                )
-                .await;
-            self.leave_presence(&channel).await;
-        } else {
+        if !self.leave(&channel, reply.clone()).await {
             // Idempotent, like subscribe.
             let _ = self.outbox.push(reply);
         }
+    }
+
+    /// Ends a subscription: no message of the channel follows `notice`, and the connection
+    /// leaves the channel's presence. False if it was not subscribed.
+    async fn leave(&mut self, channel: &Channel, notice: Bytes) -> bool {
+        if !self.subscriptions.remove(channel) {
+            return false;
+        }
+        self.node
+            .hub
+            .unsubscribe(
+                self.conn.id,
+                &self.outbox,
+                std::slice::from_ref(channel),
+                Some(notice),
+            )
+            .await;
+        self.leave_presence(channel).await;
+        true
     }
 
     async fn refresh(&mut self, id: Option<&RequestId>, token: &str) {
@@ -637,23 +645,13 @@ impl Session {
             .cloned()
             .collect();
         for channel in revoked {
-            self.subscriptions.remove(&channel);
-            self.leave_presence(&channel).await;
             let notice = ServerFrame::Unsubscribed {
                 id: None,
                 channel: channel.as_str(),
                 reason: Some(ErrorCode::Forbidden),
             }
             .encode();
-            self.node
-                .hub
-                .unsubscribe(
-                    self.conn.id,
-                    &self.outbox,
-                    std::slice::from_ref(&channel),
-                    Some(notice),
-                )
-                .await;
+            self.leave(&channel, notice).await;
         }
         self.reply(ServerFrame::Refreshed { id, expires_at });
     }

@@ -5,26 +5,12 @@ use std::time::Duration;
 
 use crate::support::*;
 
-/// Connects through the balancer, retrying while it still routes to a dead node; returns the
-/// client and the node that served it.
-async fn connect_through(lb: &Haproxy, via: &Gateway, user: &str) -> (Client, String) {
-    let token = token(user, &["room:*"], 3600);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(mut c) = via.try_connect_url(&lb.url(&token), None, &[]).await
-            && let Seen::Json(ack) = c.next().await
-            && ack["type"] == "connection_ack"
-        {
-            let node = ack["node"].as_str().unwrap().to_owned();
-            c.subscribe("room:lb").await;
-            return (c, node);
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "could not reconnect through the balancer"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// Connects through the balancer as `user` and joins `room:lb`; returns the client and the
+/// node that served it.
+async fn connect_through(lb: &Haproxy, user: &str) -> (Client, String) {
+    let (mut c, ack) = lb.connect(&token(user, &["room:*"], 3600)).await;
+    c.subscribe("room:lb").await;
+    (c, ack["node"].as_str().unwrap().to_owned())
 }
 
 #[tokio::test]
@@ -40,7 +26,7 @@ async fn clients_of_a_killed_node_reconnect_to_survivors_and_a_drained_node_says
 
     let mut clients = Vec::new();
     for i in 0..6 {
-        clients.push(connect_through(&lb, &nodes[0], &format!("u{i}")).await);
+        clients.push(connect_through(&lb, &format!("u{i}")).await);
     }
     let served: std::collections::BTreeSet<&str> =
         clients.iter().map(|(_, n)| n.as_str()).collect();
@@ -61,7 +47,7 @@ async fn clients_of_a_killed_node_reconnect_to_survivors_and_a_drained_node_says
         if node == "n2" {
             assert!(matches!(c.next().await, Seen::Ended | Seen::Close(..)));
             let user = format!("re-{node}");
-            let (fresh, served_by) = connect_through(&lb, &nodes[0], &user).await;
+            let (fresh, served_by) = connect_through(&lb, &user).await;
             assert_ne!(served_by, "n2");
             *c = fresh;
             *node = served_by;

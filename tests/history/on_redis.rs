@@ -155,23 +155,7 @@ async fn a_killed_pubsub_connection_loses_nothing_on_history_channels() {
         .await;
     tracker.start_at(&reply);
     let total = 400;
-    let publisher = {
-        let port = redis.port;
-        tokio::task::spawn_blocking(move || {
-            let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
-            let mut conn = client.get_connection().unwrap();
-            for n in 0..total {
-                let _: u64 = redis::cmd("FCALL")
-                    .arg("fanout_publish")
-                    .arg(1)
-                    .arg("dag:k")
-                    .arg(n.to_string())
-                    .query(&mut conn)
-                    .unwrap();
-                std::thread::sleep(Duration::from_millis(2));
-            }
-        })
-    };
+    let publisher = redis.fcall_in_background("dag:k", total, Duration::from_millis(2));
     let killer = {
         let port = redis.port;
         tokio::spawn(async move {
@@ -204,25 +188,6 @@ async fn a_recovering_subscriber_on_a_cluster_misses_nothing() {
     }
 }
 
-/// Connects through the balancer, retrying while it still routes to a dead node.
-async fn connect_via(lb: &Haproxy, via: &Gateway, user: &str) -> Client {
-    let token = token(user, &["dag:*"], 3600);
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        if let Ok(mut c) = via.try_connect_url(&lb.url(&token), None, &[]).await
-            && let Seen::Json(ack) = c.next().await
-            && ack["type"] == "connection_ack"
-        {
-            return c;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "could not reconnect through the balancer"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn clients_of_a_node_killed_mid_stream_recover_every_message_exactly_once() {
     let redis = RedisServer::start();
@@ -234,22 +199,17 @@ async fn clients_of_a_node_killed_mid_stream_recover_every_message_exactly_once(
     tokio::time::sleep(Duration::from_millis(800)).await;
     let total = 300usize;
     let lb_port = lb.port;
-    let node_addr = nodes[0].addr;
 
     // Six clients, spread over the nodes, each following the recovery protocol.
     let mut clients = Vec::new();
     for i in 0..6 {
-        let mut c = connect_via(&lb, &nodes[0], &format!("u{i}")).await;
+        let (mut c, _) = lb.connect(&token(&format!("u{i}"), &["dag:*"], 3600)).await;
         let mut tracker = Tracker::default();
         let reply = c
             .request(json!({"type": "subscribe", "channel": "dag:lb"}))
             .await;
         tracker.start_at(&reply);
         clients.push(tokio::spawn(async move {
-            let lb_view = LbView {
-                port: lb_port,
-                via: node_addr,
-            };
             let mut reconnects = 0;
             while tracker.seen.len() < total {
                 match c.next().await {
@@ -258,7 +218,8 @@ async fn clients_of_a_node_killed_mid_stream_recover_every_message_exactly_once(
                     Seen::Json(m) => panic!("unexpected {m}"),
                     Seen::Close(..) | Seen::Ended => {
                         reconnects += 1;
-                        c = lb_view.reconnect(&format!("u{i}")).await;
+                        let user_token = token(&format!("u{i}"), &["dag:*"], 3600);
+                        c = connect_via_balancer(lb_port, &user_token).await.0;
                         let reply = c.recover("dag:lb", &tracker).await;
                         assert_eq!(reply["recovered"], true, "{reply}");
                     }
@@ -268,23 +229,7 @@ async fn clients_of_a_node_killed_mid_stream_recover_every_message_exactly_once(
         }));
     }
 
-    let publisher = {
-        let port = redis.port;
-        tokio::task::spawn_blocking(move || {
-            let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
-            let mut conn = client.get_connection().unwrap();
-            for n in 0..total {
-                let _: u64 = redis::cmd("FCALL")
-                    .arg("fanout_publish")
-                    .arg(1)
-                    .arg("dag:lb")
-                    .arg(n.to_string())
-                    .query(&mut conn)
-                    .unwrap();
-                std::thread::sleep(Duration::from_millis(3));
-            }
-        })
-    };
+    let publisher = redis.fcall_in_background("dag:lb", total, Duration::from_millis(3));
     tokio::time::sleep(Duration::from_millis(300)).await;
     nodes[1].signal("KILL");
     publisher.await.unwrap();
@@ -303,39 +248,4 @@ async fn clients_of_a_node_killed_mid_stream_recover_every_message_exactly_once(
         reconnected >= 1,
         "the killed node's clients had to reconnect"
     );
-}
-
-/// What a client task needs to reconnect through the balancer.
-struct LbView {
-    port: u16,
-    via: std::net::SocketAddr,
-}
-
-impl LbView {
-    async fn reconnect(&self, user: &str) -> Client {
-        let url = format!(
-            "ws://127.0.0.1:{}/ws?token={}",
-            self.port,
-            token(user, &["dag:*"], 3600)
-        );
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Ok(Ok((ws, _))) =
-                tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url.as_str())).await
-            {
-                let mut c = Client { ws };
-                if let Seen::Json(ack) = c.next().await
-                    && ack["type"] == "connection_ack"
-                {
-                    return c;
-                }
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no reconnect via {}",
-                self.via
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
 }

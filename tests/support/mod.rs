@@ -766,6 +766,62 @@ impl Haproxy {
     pub fn url(&self, token: &str) -> String {
         format!("ws://127.0.0.1:{}/ws?token={token}", self.port)
     }
+
+    /// Connects through the balancer with a token, retrying while it still routes to a dead
+    /// node; returns the client and its `connection_ack`.
+    pub async fn connect(&self, token: &str) -> (Client, Value) {
+        connect_via_balancer(self.port, token).await
+    }
+}
+
+/// [`Haproxy::connect`] for tasks that only know the balancer's port.
+pub async fn connect_via_balancer(port: u16, token: &str) -> (Client, Value) {
+    let url = format!("ws://127.0.0.1:{port}/ws?token={token}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if let Ok(Ok((ws, _))) =
+            tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url.as_str())).await
+        {
+            let mut c = Client { ws };
+            if let Some(Seen::Json(ack)) = c.next_within(WAIT).await
+                && ack["type"] == "connection_ack"
+            {
+                return (c, ack);
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "could not connect through the balancer"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl RedisServer {
+    /// Publishes `0..total` to `channel` with `FCALL fanout_publish` from a background
+    /// thread, pausing `pause` between messages.
+    pub fn fcall_in_background(
+        &self,
+        channel: &'static str,
+        total: usize,
+        pause: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let url = self.url();
+        tokio::task::spawn_blocking(move || {
+            let client = redis::Client::open(url).unwrap();
+            let mut conn = client.get_connection().unwrap();
+            for n in 0..total {
+                let _: u64 = redis::cmd("FCALL")
+                    .arg("fanout_publish")
+                    .arg(1)
+                    .arg(channel)
+                    .arg(n.to_string())
+                    .query(&mut conn)
+                    .unwrap();
+                std::thread::sleep(pause);
+            }
+        })
+    }
 }
 
 impl Drop for Haproxy {

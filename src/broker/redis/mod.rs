@@ -150,11 +150,12 @@ impl RedisBroker {
         Ok(broker)
     }
 
-    /// Runs a Redis command built by `command` on a pooled connection, bounded in time;
-    /// reloads the function library and retries once when Redis lost it.
+    /// Runs a command (or a pipeline) on a pooled connection, bounded in time; reloads the
+    /// function library and retries once when Redis lost it (restart without persistence).
+    /// Tracks command health for readiness.
     async fn run<T: ::redis::FromRedisValue>(
         &self,
-        command: impl Fn() -> ::redis::Cmd,
+        query: Query<'_>,
         what: &str,
     ) -> Result<T, BrokerError> {
         let started = Instant::now();
@@ -164,10 +165,10 @@ impl RedisBroker {
                 .get()
                 .await
                 .map_err(|e| BrokerError::Unavailable(format!("no Redis connection: {e}")))?;
-            match command().query_async::<T>(&mut *conn).await {
+            match query.exec::<T>(&mut conn).await {
                 Err(e) if library::is_missing(&e) => {
                     library::load(&self.pool, &self.shared.library).await?;
-                    command().query_async::<T>(&mut *conn).await
+                    query.exec::<T>(&mut conn).await
                 }
                 other => other,
             }
@@ -195,7 +196,7 @@ impl RedisBroker {
         lease: Duration,
     ) -> Result<Joined, BrokerError> {
         let lease_ms = lease.as_millis().to_string();
-        let command = || {
+        let command = {
             let mut c = ::redis::cmd("FCALL");
             c.arg("fanout_presence_join")
                 .arg(1)
@@ -206,7 +207,9 @@ impl RedisBroker {
                 .arg(&lease_ms);
             c
         };
-        let code = self.run::<i64>(command, "presence join").await?;
+        let code = self
+            .run::<i64>(Query::Cmd(&command), "presence join")
+            .await?;
         Ok(Joined {
             new: code >= 1,
             first_of_user: code == 2,
@@ -301,15 +304,15 @@ impl Broker for RedisBroker {
                 Some(user) => Bytes::from(library::message_envelope(user, &payload)),
                 None => payload,
             };
-            let command = || {
+            let command = {
                 let mut c = ::redis::cmd("PUBLISH");
                 c.arg(&name).arg(&body[..]);
                 c
             };
-            self.run::<i64>(command, "PUBLISH").await?;
+            self.run::<i64>(Query::Cmd(&command), "PUBLISH").await?;
             return Ok(None);
         }
-        let command = || {
+        let command = {
             let mut c = ::redis::cmd("FCALL");
             c.arg("fanout_publish")
                 .arg(1)
@@ -320,7 +323,9 @@ impl Broker for RedisBroker {
             }
             c
         };
-        let offset = self.run::<u64>(command, "FCALL fanout_publish").await?;
+        let offset = self
+            .run::<u64>(Query::Cmd(&command), "FCALL fanout_publish")
+            .await?;
         Ok(Some(offset))
     }
 
@@ -343,33 +348,7 @@ impl Broker for RedisBroker {
                     .ignore();
             }
         }
-        let started = Instant::now();
-        let attempt = async {
-            let mut conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| BrokerError::Unavailable(format!("no Redis connection: {e}")))?;
-            match pipe.query_async::<()>(&mut *conn).await {
-                Err(e) if library::is_missing(&e) => {
-                    library::load(&self.pool, &self.shared.library).await?;
-                    pipe.query_async::<()>(&mut *conn).await
-                }
-                other => other,
-            }
-            .map_err(|e| BrokerError::Unavailable(format!("redis MULTI/publish failed: {e}")))
-        };
-        let result = match timeout(COMMAND_TIMEOUT, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(BrokerError::Unavailable("redis publish timed out".into())),
-        };
-        self.commands_ok.store(result.is_ok(), Ordering::Release);
-        if result.is_ok() {
-            self.metrics
-                .publish_duration
-                .observe(started.elapsed().as_secs_f64());
-        }
-        result
+        self.run::<()>(Query::Pipe(&pipe), "MULTI/publish").await
     }
 
     async fn history(
@@ -418,12 +397,14 @@ impl Broker for RedisBroker {
     async fn publish_event(&self, channel: &Channel, frame: Bytes) -> Result<(), BrokerError> {
         let name = self.redis_name(channel);
         let body = library::event_envelope(&frame);
-        let command = || {
+        let command = {
             let mut c = ::redis::cmd("PUBLISH");
             c.arg(&name).arg(&body[..]);
             c
         };
-        self.run::<i64>(command, "PUBLISH").await.map(|_| ())
+        self.run::<i64>(Query::Cmd(&command), "PUBLISH")
+            .await
+            .map(|_| ())
     }
 
     async fn presence_join(
@@ -448,7 +429,7 @@ impl Broker for RedisBroker {
         conn_id: &str,
     ) -> Result<Option<Departure>, BrokerError> {
         self.presence.forget(channel, conn_id);
-        let command = || {
+        let command = {
             let mut c = ::redis::cmd("FCALL");
             c.arg("fanout_presence_leave")
                 .arg(1)
@@ -457,7 +438,7 @@ impl Broker for RedisBroker {
             c
         };
         let reply = self
-            .run::<Option<Vec<::redis::Value>>>(command, "presence leave")
+            .run::<Option<Vec<::redis::Value>>>(Query::Cmd(&command), "presence leave")
             .await?;
         match reply {
             None => Ok(None),
@@ -474,7 +455,7 @@ impl Broker for RedisBroker {
         status: &serde_json::Value,
     ) -> Result<Option<PresenceMember>, BrokerError> {
         let status_json = status.to_string();
-        let command = || {
+        let command = {
             let mut c = ::redis::cmd("FCALL");
             c.arg("fanout_presence_status")
                 .arg(1)
@@ -484,7 +465,7 @@ impl Broker for RedisBroker {
             c
         };
         let member = self
-            .run::<Option<Vec<u8>>>(command, "presence status")
+            .run::<Option<Vec<u8>>>(Query::Cmd(&command), "presence status")
             .await?;
         Ok(member
             .and_then(|m| serde_json::from_slice::<PresenceMember>(&m).ok())
@@ -495,7 +476,7 @@ impl Broker for RedisBroker {
     }
 
     async fn presence(&self, channel: &Channel) -> Result<Vec<PresenceMember>, BrokerError> {
-        let command = || {
+        let command = {
             let mut c = ::redis::cmd("FCALL");
             c.arg("fanout_presence_members")
                 .arg(1)
@@ -503,7 +484,7 @@ impl Broker for RedisBroker {
             c
         };
         let values = self
-            .run::<Vec<::redis::Value>>(command, "presence read")
+            .run::<Vec<::redis::Value>>(Query::Cmd(&command), "presence read")
             .await?;
         library::parse_members(&values, 2)
             .map(|members| members.into_iter().map(|(m, _)| m).collect())
@@ -512,7 +493,7 @@ impl Broker for RedisBroker {
 
     async fn inbox_append(&self, stream: &str, entry: &InboxEntry) -> Result<String, BrokerError> {
         let received_at = entry.received_at_ms.to_string();
-        let command = || {
+        let command = {
             let mut c = ::redis::cmd("XADD");
             c.arg(stream)
                 .arg("*")
@@ -530,7 +511,7 @@ impl Broker for RedisBroker {
                 .arg(&entry.data[..]);
             c
         };
-        self.run::<String>(command, "XADD").await
+        self.run::<String>(Query::Cmd(&command), "XADD").await
     }
 
     fn is_ready(&self) -> bool {
@@ -740,7 +721,7 @@ impl RedisBroker {
         };
         let lease_ms = self.presence.lease.as_millis().to_string();
         for (channel, members) in renewed {
-            let command = || {
+            let command = {
                 let mut c = ::redis::cmd("FCALL");
                 c.arg("fanout_presence_refresh")
                     .arg(1)
@@ -751,7 +732,10 @@ impl RedisBroker {
                 }
                 c
             };
-            let missing = match self.run::<Vec<String>>(command, "presence refresh").await {
+            let missing = match self
+                .run::<Vec<String>>(Query::Cmd(&command), "presence refresh")
+                .await
+            {
                 Ok(m) => m,
                 Err(e) => {
                     tracing::warn!(%channel, error = %e, "presence renewal failed");
@@ -789,13 +773,13 @@ impl RedisBroker {
             swept.iter().cloned().collect()
         };
         for channel in channels {
-            let command = || {
+            let command = {
                 let mut c = ::redis::cmd("FCALL");
                 c.arg("fanout_presence_sweep").arg(1).arg(channel.as_str());
                 c
             };
             let Ok(values) = self
-                .run::<Vec<::redis::Value>>(command, "presence sweep")
+                .run::<Vec<::redis::Value>>(Query::Cmd(&command), "presence sweep")
                 .await
             else {
                 continue;
@@ -810,6 +794,25 @@ impl RedisBroker {
                 )
                 .await;
             }
+        }
+    }
+}
+
+/// A command or a pipeline, run the same way by [`RedisBroker::run`].
+#[derive(Clone, Copy)]
+enum Query<'a> {
+    Cmd(&'a ::redis::Cmd),
+    Pipe(&'a ::redis::Pipeline),
+}
+
+impl Query<'_> {
+    async fn exec<T: ::redis::FromRedisValue>(
+        self,
+        conn: &mut deadpool_redis::Connection,
+    ) -> ::redis::RedisResult<T> {
+        match self {
+            Query::Cmd(c) => c.query_async(&mut **conn).await,
+            Query::Pipe(p) => p.query_async(&mut **conn).await,
         }
     }
 }
