@@ -58,6 +58,13 @@ async fn fcall_from_redis_cli_and_php_returns_the_offset_and_reaches_subscribers
         .await;
     assert_eq!((status, body["offset"].as_u64()), (200, Some(3)));
     assert_eq!(c.recv().await["offset"], 3);
+    // The publish latency histogram times this node's publishes only (one so far), not the
+    // history read of the subscribe.
+    assert_eq!(
+        node.metric("fanout_redis_publish_duration_seconds_count")
+            .await,
+        1.0
+    );
 
     // A channel without history: FCALL is a plain publish and answers 0.
     c.subscribe("room:r").await;

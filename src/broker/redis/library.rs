@@ -471,21 +471,28 @@ pub fn message_envelope(publisher: &str, payload: &[u8]) -> Vec<u8> {
 }
 
 /// `FCALL fanout_history`: a consistent snapshot of a channel's history.
+pub fn history_command(channel: &Channel, query: HistoryQuery) -> ::redis::Cmd {
+    let (since, limit) = match query {
+        HistoryQuery::After { offset, limit } => (offset as i64, limit),
+        HistoryQuery::Latest { limit } => (-1, limit),
+    };
+    let mut command = ::redis::cmd("FCALL");
+    command
+        .arg("fanout_history")
+        .arg(1)
+        .arg(channel.as_str())
+        .arg(since)
+        .arg(limit);
+    command
+}
+
+/// Runs [`history_command`] on a connection (the dispatch workers' gap filling).
 pub async fn history(
     conn: &mut deadpool_redis::Connection,
     channel: &Channel,
     query: HistoryQuery,
 ) -> Result<History, ::redis::RedisError> {
-    let (since, limit) = match query {
-        HistoryQuery::After { offset, limit } => (offset as i64, limit),
-        HistoryQuery::Latest { limit } => (-1, limit),
-    };
-    let reply: Vec<::redis::Value> = ::redis::cmd("FCALL")
-        .arg("fanout_history")
-        .arg(1)
-        .arg(channel.as_str())
-        .arg(since)
-        .arg(limit)
+    let reply: Vec<::redis::Value> = history_command(channel, query)
         .query_async(&mut **conn)
         .await?;
     parse_history(&reply).ok_or_else(|| {
@@ -493,7 +500,8 @@ pub async fn history(
     })
 }
 
-fn parse_history(reply: &[::redis::Value]) -> Option<History> {
+/// Parses the reply of `fanout_history`.
+pub fn parse_history(reply: &[::redis::Value]) -> Option<History> {
     use ::redis::Value;
     let int = |v: &Value| match v {
         Value::Int(i) => u64::try_from(*i).ok(),

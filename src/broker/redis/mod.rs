@@ -158,7 +158,6 @@ impl RedisBroker {
         query: Query<'_>,
         what: &str,
     ) -> Result<T, BrokerError> {
-        let started = Instant::now();
         let attempt = async {
             let mut conn = self
                 .pool
@@ -179,6 +178,17 @@ impl RedisBroker {
             Err(_) => Err(BrokerError::Unavailable(format!("redis {what} timed out"))),
         };
         self.commands_ok.store(result.is_ok(), Ordering::Release);
+        result
+    }
+
+    /// [`RedisBroker::run`] for publishes, which the publish-latency histogram times.
+    async fn run_publish<T: ::redis::FromRedisValue>(
+        &self,
+        query: Query<'_>,
+        what: &str,
+    ) -> Result<T, BrokerError> {
+        let started = Instant::now();
+        let result = self.run(query, what).await;
         if result.is_ok() {
             self.metrics
                 .publish_duration
@@ -309,7 +319,8 @@ impl Broker for RedisBroker {
                 c.arg(&name).arg(&body[..]);
                 c
             };
-            self.run::<i64>(Query::Cmd(&command), "PUBLISH").await?;
+            self.run_publish::<i64>(Query::Cmd(&command), "PUBLISH")
+                .await?;
             return Ok(None);
         }
         let command = {
@@ -324,7 +335,7 @@ impl Broker for RedisBroker {
             c
         };
         let offset = self
-            .run::<u64>(Query::Cmd(&command), "FCALL fanout_publish")
+            .run_publish::<u64>(Query::Cmd(&command), "FCALL fanout_publish")
             .await?;
         Ok(Some(offset))
     }
@@ -348,7 +359,8 @@ impl Broker for RedisBroker {
                     .ignore();
             }
         }
-        self.run::<()>(Query::Pipe(&pipe), "MULTI/publish").await
+        self.run_publish::<()>(Query::Pipe(&pipe), "MULTI/publish")
+            .await
     }
 
     async fn history(
@@ -359,29 +371,12 @@ impl Broker for RedisBroker {
         if self.rules.history(channel).is_none() {
             return Err(BrokerError::NoHistory(channel.clone()));
         }
-        let attempt = async {
-            let mut conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| BrokerError::Unavailable(format!("no Redis connection: {e}")))?;
-            match library::history(&mut conn, channel, query).await {
-                Err(e) if library::is_missing(&e) => {
-                    library::load(&self.pool, &self.shared.library).await?;
-                    library::history(&mut conn, channel, query).await
-                }
-                other => other,
-            }
-            .map_err(|e| BrokerError::Unavailable(format!("redis history read failed: {e}")))
-        };
-        let history = match timeout(COMMAND_TIMEOUT, attempt).await {
-            Ok(r) => r?,
-            Err(_) => {
-                return Err(BrokerError::Unavailable(
-                    "redis history read timed out".into(),
-                ));
-            }
-        };
+        let command = library::history_command(channel, query);
+        let reply = self
+            .run::<Vec<::redis::Value>>(Query::Cmd(&command), "history read")
+            .await?;
+        let history = library::parse_history(&reply)
+            .ok_or_else(|| BrokerError::Unavailable("unexpected fanout_history reply".into()))?;
         // Start gap detection for this channel at what this node has now seen.
         let position = StreamPosition {
             offset: history.offset,
