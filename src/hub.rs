@@ -132,11 +132,6 @@ impl Hub {
         &self.broker
     }
 
-    /// Number of channels with at least one local subscriber.
-    pub fn channel_count(&self) -> usize {
-        self.channels.len()
-    }
-
     /// Subscribes a connection to `channels` (distinct, not yet subscribed by this connection)
     /// and queues `reply` on its outbox before any message of those channels.
     ///

@@ -138,11 +138,6 @@ impl Outbox {
         self.wake_writer.notify_one();
     }
 
-    /// True once the connection is ending (for any reason, including an overflow).
-    pub fn is_ending(&self) -> bool {
-        self.lock().ending.is_some()
-    }
-
     /// Moves up to `max_frames` frames into `out`. When the queue is closing and nothing is
     /// left, the returned batch carries the close to perform.
     pub fn take_batch(&self, out: &mut Vec<Bytes>, max_frames: usize) -> Batch {
