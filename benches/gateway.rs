@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
-use fanout::broker::{
-    ChannelRules, MemoryBroker, Publication, StreamPosition, decode_redis_message,
-};
+use fanout::broker::{ChannelRules, MemoryBroker, Publication, decode_redis_message};
 use fanout::channel::Channel;
 use fanout::hub::Hub;
 use fanout::metrics::Metrics;
@@ -28,10 +26,7 @@ fn payload(bytes: usize) -> Vec<u8> {
 
 fn encode(c: &mut Criterion) {
     let channel = Channel::parse("dag:7").unwrap();
-    let position = StreamPosition {
-        offset: 41,
-        epoch: "6741b2a0c3f1a".into(),
-    };
+    let epoch: Arc<str> = "6741b2a0c3f1a".into();
     let mut group = c.benchmark_group("encode_message_frame");
     for size in [100, 1_000, 10_000] {
         let p = payload(size);
@@ -39,7 +34,7 @@ fn encode(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::from_parameter(size), &p, |b, p| {
             b.iter(|| {
                 let info = PayloadInfo::of(p);
-                message_frame_with(&channel, p, info.is_json, Some(&position), None)
+                message_frame_with(&channel, p, info.is_json, Some((41, &epoch)), None)
             })
         });
     }

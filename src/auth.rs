@@ -226,3 +226,16 @@ fn list_or_string<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
         L::One(s) => s.split(',').map(|x| x.trim().to_owned()).collect(),
     })
 }
+
+/// The credential from `Authorization: Bearer <credential>`, if any (a token on `/ws` and
+/// `/sse`, an API key on `/api`). Other schemes are ignored.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<String> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}

@@ -212,6 +212,12 @@ pub const SETTINGS: &[Setting] = &[
         "On SIGTERM/SIGINT, window over which connections are closed with 1012.",
     ),
     setting(
+        "demo",
+        "BOOL",
+        Some("false"),
+        "Serve the live demo dashboard at `/demo`, with `/demo/token` minting tokens for anyone: development only.",
+    ),
+    setting(
         "write_timeout_s",
         "SECONDS",
         Some("10"),
@@ -339,6 +345,10 @@ impl Args for SettingsArgs {
             }
             if s.list {
                 arg = arg.action(ArgAction::Append).value_delimiter(',');
+            }
+            if s.value_name == "BOOL" {
+                // `--demo` alone means `--demo true`.
+                arg = arg.num_args(0..=1).default_missing_value("true");
             }
             cmd = cmd.arg(arg);
         }
@@ -686,6 +696,8 @@ pub struct Config {
     pub drain: Duration,
     pub write_timeout: Duration,
     pub presence_lease: Duration,
+    /// Serve the demo dashboard and its token endpoint.
+    pub demo: bool,
     pub limits: Limits,
     /// Things that work but deserve attention (printed at start and by `check-config`).
     pub warnings: Vec<String>,
@@ -929,6 +941,7 @@ impl<'a> Resolver<'a> {
         let drain = self.number::<u64>("drain_s", 0);
         let write_timeout = self.number::<u64>("write_timeout_s", 1);
         let presence_lease = self.number::<u64>("presence_lease_s", 2);
+        let demo = self.one::<bool>("demo");
         let limits = self.limits();
 
         Some(Config {
@@ -947,6 +960,7 @@ impl<'a> Resolver<'a> {
             drain: Duration::from_secs(drain?),
             write_timeout: Duration::from_secs(write_timeout?),
             presence_lease: Duration::from_secs(presence_lease?),
+            demo: demo?,
             limits: limits?,
             warnings: Vec::new(),
         })

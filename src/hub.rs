@@ -2,8 +2,9 @@
 //!
 //! The hub knows which local connections are subscribed to which channels, tells the broker
 //! when this node's interest in a channel starts and ends, and fans every publication out to
-//! the local subscribers: encoded once into WebSocket frame bytes, then queued on each
-//! subscriber's [`Outbox`] without waiting.
+//! the local subscribers: encoded once into a transport-neutral [`Frame`], then queued on each
+//! subscriber's [`Outbox`] without waiting. It is the broker's [`Deliver`] target, handed to
+//! the broker as a trait object so the broker never names the hub.
 //!
 //! A subscriber is either *live* or *pending*. A pending subscriber is recovering a history
 //! channel: live messages are buffered while its session reads the history, then
@@ -25,19 +26,24 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
-use bytes::Bytes;
 use dashmap::DashMap;
 
-use crate::broker::{Broker, BrokerError, Publication, StreamPosition};
+use crate::broker::{Broker, BrokerError, Deliver, Publication, StreamPosition};
 use crate::channel::Channel;
+use crate::clock::unix_now_ms;
 use crate::metrics::Metrics;
 use crate::outbox::{Ending, Outbox, Pushed};
-use crate::protocol;
+use crate::protocol::{self, CloseCode, Frame, HistoryMark};
 
 /// Identifies a connection within this node.
 pub type ConnId = u64;
 
 const INTEREST_STRIPES: usize = 64;
+
+/// Publisher clocks may run this far ahead of ours before their timestamps are ignored.
+const MAX_CLOCK_SKEW_MS: f64 = 5_000.0;
+/// Publish-to-delivery lags above this come from a payload's stale timestamp, not delivery.
+const MAX_PLAUSIBLE_LAG_MS: f64 = 600_000.0;
 
 pub struct Hub {
     channels: DashMap<Channel, Arc<Subscribers>>,
@@ -63,17 +69,18 @@ struct Subscriber {
 enum SubscriberState {
     /// Receives messages as they come, except those at or before `skip` (already replayed).
     Live { skip: Option<StreamPosition> },
-    /// Recovering: messages wait here, with their positions, until `activate`.
-    Pending {
-        buffered: Vec<(Option<StreamPosition>, Bytes)>,
-    },
+    /// Recovering: messages wait here (their frames carry their positions) until `activate`.
+    Pending { buffered: Vec<Frame> },
+    /// Cut loose while recovering (too many messages buffered): its connection is closing as
+    /// a slow consumer, and nothing more is queued or counted for it.
+    Cut,
 }
 
-/// Whether a message at `position` was already sent to a subscriber whose replay ended at
+/// Whether a message at `mark` was already sent to a subscriber whose replay ended at
 /// `skip`. Positions of another epoch are never skipped.
-fn already_sent(position: Option<&StreamPosition>, skip: Option<&StreamPosition>) -> bool {
-    match (position, skip) {
-        (Some(p), Some(s)) => p.epoch == s.epoch && p.offset <= s.offset,
+fn already_sent(mark: Option<&HistoryMark>, skip: Option<&StreamPosition>) -> bool {
+    match (mark, skip) {
+        (Some(m), Some(s)) => m.epoch == s.epoch && m.offset <= s.offset,
         _ => false,
     }
 }
@@ -89,20 +96,17 @@ impl Subscribers {
 ///
 /// Weak, because the hub owns the broker; a publication arriving during shutdown, after the
 /// hub is gone, is simply dropped.
-#[derive(Clone)]
-pub struct HubSink(Weak<Hub>);
+struct WeakHub(Weak<Hub>);
 
-impl HubSink {
-    /// Fans a publication out to this node's subscribers; returns how many were queued.
-    pub fn deliver(&self, publication: &Publication) -> usize {
+impl Deliver for WeakHub {
+    fn deliver(&self, publication: &Publication) -> usize {
         match self.0.upgrade() {
             Some(hub) => hub.deliver(publication),
             None => 0,
         }
     }
 
-    /// Tells the channel's subscribers that messages were lost and they must recover.
-    pub fn resync(&self, channel: &Channel) {
+    fn resync(&self, channel: &Channel) {
         if let Some(hub) = self.0.upgrade() {
             hub.resync(channel);
         }
@@ -110,11 +114,11 @@ impl HubSink {
 }
 
 impl Hub {
-    /// Builds the hub and its broker; the broker gets a [`HubSink`] to deliver into.
+    /// Builds the hub and its broker; the broker gets the hub as its [`Deliver`] target.
     pub fn new(
         metrics: Arc<Metrics>,
         pending_limit: usize,
-        make_broker: impl FnOnce(HubSink) -> Arc<dyn Broker>,
+        make_broker: impl FnOnce(Arc<dyn Deliver>) -> Arc<dyn Broker>,
     ) -> Arc<Hub> {
         Arc::new_cyclic(|weak| Hub {
             channels: DashMap::new(),
@@ -123,7 +127,7 @@ impl Hub {
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             stripe_hasher: RandomState::new(),
-            broker: make_broker(HubSink(weak.clone())),
+            broker: make_broker(Arc::new(WeakHub(weak.clone()))),
             metrics,
         })
     }
@@ -141,7 +145,7 @@ impl Hub {
         conn: ConnId,
         outbox: &Arc<Outbox>,
         channels: &[Channel],
-        reply: Option<Bytes>,
+        reply: Option<Frame>,
     ) -> Result<(), BrokerError> {
         let mut channels: Vec<&Channel> = channels.iter().collect();
         channels.sort();
@@ -230,7 +234,7 @@ impl Hub {
         &self,
         conn: ConnId,
         channel: &Channel,
-        frames: Vec<Bytes>,
+        frames: Vec<Frame>,
         replayed_up_to: Option<StreamPosition>,
     ) -> bool {
         let Some(subs) = self.channels.get(channel).map(|e| e.clone()) else {
@@ -240,20 +244,20 @@ impl Hub {
         let Some(sub) = by_conn.get_mut(&conn) else {
             return false;
         };
-        let buffered = match std::mem::replace(
-            &mut sub.state,
-            SubscriberState::Live {
-                skip: replayed_up_to.clone(),
-            },
-        ) {
-            SubscriberState::Pending { buffered } => buffered,
+        let buffered = match &mut sub.state {
+            // Its connection is closing; the session finds out when it ends.
+            SubscriberState::Cut => return true,
+            SubscriberState::Pending { buffered } => std::mem::take(buffered),
             SubscriberState::Live { .. } => Vec::new(),
+        };
+        sub.state = SubscriberState::Live {
+            skip: replayed_up_to.clone(),
         };
         for frame in frames {
             let _ = sub.outbox.push(frame);
         }
-        for (position, frame) in buffered {
-            if !already_sent(position.as_ref(), replayed_up_to.as_ref()) {
+        for frame in buffered {
+            if !already_sent(frame.mark(), replayed_up_to.as_ref()) {
                 let _ = sub.outbox.push(frame);
             }
         }
@@ -285,7 +289,7 @@ impl Hub {
         conn: ConnId,
         outbox: &Outbox,
         channels: &[Channel],
-        reply: Option<Bytes>,
+        reply: Option<Frame>,
     ) {
         let mut channels: Vec<&Channel> = channels.iter().collect();
         channels.sort();
@@ -331,14 +335,14 @@ impl Hub {
         let position = publication.position.as_ref();
         let (frame, timestamp_ms) = if publication.event {
             // Events are complete frames already.
-            (protocol::text_frame(&publication.payload), None)
+            (Frame::from_json(publication.payload.clone()), None)
         } else {
             let info = protocol::PayloadInfo::of(&publication.payload);
             let frame = protocol::message_frame_with(
                 &publication.channel,
                 &publication.payload,
                 info.is_json,
-                position,
+                position.map(|p| (p.offset, &p.epoch)),
                 publication.publisher.as_deref(),
             );
             (frame, info.timestamp_ms)
@@ -362,19 +366,21 @@ impl Hub {
                     }
                     SubscriberState::Pending { buffered } => {
                         if buffered.len() < self.pending_limit {
-                            buffered.push((position.cloned(), frame.clone()));
+                            buffered.push(frame.clone());
                         } else {
-                            // Recovering too slowly to keep up: cut loose like any slow reader.
+                            // Recovering too slowly to keep up: cut loose like any slow reader,
+                            // once.
                             slow += 1;
                             dropped += buffered.len() as u64 + 1;
-                            *buffered = Vec::new();
+                            sub.state = SubscriberState::Cut;
                             sub.outbox.end(Ending::close(
-                                crate::protocol::CloseCode::SlowConsumer,
+                                CloseCode::SlowConsumer,
                                 "slow consumer: too many messages during recovery",
                             ));
                         }
                         continue;
                     }
+                    SubscriberState::Cut => continue,
                 }
                 match sub.outbox.push(frame.clone()) {
                     Ok(Pushed::Queued) => queued += 1,
@@ -400,9 +406,13 @@ impl Hub {
             .dispatch_latency
             .observe(publication.received_at.elapsed().as_secs_f64());
         if let Some(sent_ms) = timestamp_ms {
-            let lag_ms = crate::session::unix_now_ms() as f64 - sent_ms;
-            // A publisher clock ahead of ours would give a negative lag: count it as zero.
-            self.metrics.publish_lag.observe(lag_ms.max(0.0) / 1000.0);
+            let lag_ms = unix_now_ms() as f64 - sent_ms;
+            // A publisher clock slightly ahead of ours gives a small negative lag: count it as
+            // zero. A timestamp far off (an example payload with a fixed date, a clock that is
+            // minutes wrong) says nothing about delivery: leave it out.
+            if (-MAX_CLOCK_SKEW_MS..=MAX_PLAUSIBLE_LAG_MS).contains(&lag_ms) {
+                self.metrics.publish_lag.observe(lag_ms.max(0.0) / 1000.0);
+            }
         }
         queued as usize
     }

@@ -1,8 +1,9 @@
 //! The bounded outbound queue of one connection.
 //!
-//! Everything a session sends (replies, channel messages, pongs, the close frame) goes through
-//! its [`Outbox`] as ready-made WebSocket frame bytes, so there is exactly one ordered stream
-//! per socket. Producers (the hub's fan-out, the session's request handling) never wait: a push
+//! Everything a session sends (replies, channel messages, the transport's own control frames)
+//! goes through its [`Outbox`], so there is exactly one ordered stream per connection. Items
+//! are transport-neutral [`Frame`]s, shared with every other connection the same message goes
+//! to; the transport writing the queue frames them for its wire (see `transport`). Producers (the hub's fan-out, the session's request handling) never wait: a push
 //! either fits within the limits or overflows, and an overflow marks the connection as a slow
 //! consumer, frees what was queued and asks the writer to close the socket. That is how one
 //! slow client is cut loose without slowing anyone else.
@@ -13,7 +14,32 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use tokio::sync::Notify;
 
-use crate::protocol::CloseCode;
+use crate::protocol::{CloseCode, Frame};
+
+/// One item of the queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outgoing {
+    /// A protocol frame, written in the transport's framing.
+    Frame(Frame),
+    /// Bytes the transport itself produced for its wire (a WebSocket pong or close reply),
+    /// written as they are.
+    Wire(Bytes),
+}
+
+impl Outgoing {
+    fn len(&self) -> usize {
+        match self {
+            Outgoing::Frame(f) => f.len(),
+            Outgoing::Wire(b) => b.len(),
+        }
+    }
+}
+
+impl From<Frame> for Outgoing {
+    fn from(frame: Frame) -> Outgoing {
+        Outgoing::Frame(frame)
+    }
+}
 
 /// How a connection ends, once the frames queued ahead of that decision are written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,7 +48,7 @@ pub enum Ending {
     Close { code: CloseCode, reason: String },
     /// The client closed; its close frame was already answered through the queue.
     ClientClosed,
-    /// The WebSocket layer already queued a close frame with this code (a protocol error it
+    /// The transport already queued its close with this code (a WebSocket protocol error it
     /// answers itself); end without a second one.
     CloseQueued(CloseCode),
     /// The connection dropped (EOF, reset) without a close handshake.
@@ -75,7 +101,7 @@ pub struct Outbox {
 
 #[derive(Default)]
 struct State {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<Outgoing>,
     bytes: usize,
     ending: Option<Ending>,
 }
@@ -99,7 +125,8 @@ impl Outbox {
 
     /// Queues a frame without waiting. On overflow the queue is emptied and closed with
     /// [`CloseCode::SlowConsumer`].
-    pub fn push(&self, frame: Bytes) -> Result<Pushed, Overflow> {
+    pub fn push(&self, frame: impl Into<Outgoing>) -> Result<Pushed, Overflow> {
+        let frame = frame.into();
         let mut state = self.lock();
         if state.ending.is_some() {
             return Ok(Pushed::Discarded);
@@ -140,7 +167,7 @@ impl Outbox {
 
     /// Moves up to `max_frames` frames into `out`. When the queue is closing and nothing is
     /// left, the returned batch carries the close to perform.
-    pub fn take_batch(&self, out: &mut Vec<Bytes>, max_frames: usize) -> Batch {
+    pub fn take_batch(&self, out: &mut Vec<Outgoing>, max_frames: usize) -> Batch {
         let mut state = self.lock();
         let n = state.frames.len().min(max_frames);
         let mut taken = 0;
@@ -177,16 +204,17 @@ impl Outbox {
 mod tests {
     use super::*;
 
+    fn frame(text: &'static [u8]) -> Outgoing {
+        Outgoing::Wire(Bytes::from_static(text))
+    }
+
     #[test]
     fn overflow_by_count_discards_the_queue_and_closes_as_slow() {
         let outbox = Outbox::new(2, 1 << 20);
-        assert_eq!(outbox.push(Bytes::from_static(b"a")), Ok(Pushed::Queued));
-        assert_eq!(outbox.push(Bytes::from_static(b"b")), Ok(Pushed::Queued));
-        assert_eq!(
-            outbox.push(Bytes::from_static(b"c")),
-            Err(Overflow { dropped: 3 })
-        );
-        assert_eq!(outbox.push(Bytes::from_static(b"d")), Ok(Pushed::Discarded));
+        assert_eq!(outbox.push(frame(b"a")), Ok(Pushed::Queued));
+        assert_eq!(outbox.push(frame(b"b")), Ok(Pushed::Queued));
+        assert_eq!(outbox.push(frame(b"c")), Err(Overflow { dropped: 3 }));
+        assert_eq!(outbox.push(frame(b"d")), Ok(Pushed::Discarded));
         let mut out = Vec::new();
         let batch = outbox.take_batch(&mut out, 16);
         assert!(out.is_empty());
@@ -196,15 +224,15 @@ mod tests {
     #[test]
     fn overflow_by_bytes() {
         let outbox = Outbox::new(100, 4);
-        assert!(outbox.push(Bytes::from_static(b"abc")).is_ok());
-        assert!(outbox.push(Bytes::from_static(b"de")).is_err());
+        assert!(outbox.push(frame(b"abc")).is_ok());
+        assert!(outbox.push(frame(b"de")).is_err());
     }
 
     #[test]
     fn close_waits_for_queued_frames_and_bytes_are_released() {
         let outbox = Outbox::new(10, 6);
-        outbox.push(Bytes::from_static(b"abc")).unwrap();
-        outbox.push(Bytes::from_static(b"def")).unwrap();
+        outbox.push(frame(b"abc")).unwrap();
+        outbox.push(frame(b"def")).unwrap();
         outbox.end(Ending::close(CloseCode::Normal, "bye"));
         let mut out = Vec::new();
         let batch = outbox.take_batch(&mut out, 1);
@@ -215,9 +243,6 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(batch.ending.unwrap().label(), "normal");
         // After draining, the byte budget is free again (the queue is closing, so it discards).
-        assert_eq!(
-            outbox.push(Bytes::from_static(b"xyz")),
-            Ok(Pushed::Discarded)
-        );
+        assert_eq!(outbox.push(frame(b"xyz")), Ok(Pushed::Discarded));
     }
 }

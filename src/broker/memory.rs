@@ -17,14 +17,14 @@ use bytes::Bytes;
 use dashmap::DashMap;
 
 use super::{
-    Broker, BrokerError, ChannelRules, Departure, History, HistoryMessage, HistoryQuery, HubSink,
+    Broker, BrokerError, ChannelRules, Deliver, Departure, History, HistoryMessage, HistoryQuery,
     InboxEntry, Joined, Lease, PresenceMember, Publication, StreamPosition, new_epoch,
 };
 use crate::channel::Channel;
 use crate::config::HistoryConfig;
 
 pub struct MemoryBroker {
-    hub: HubSink,
+    sink: Arc<dyn Deliver>,
     rules: ChannelRules,
     histories: Arc<DashMap<Channel, Arc<Mutex<ChannelHistory>>>>,
     presence: Arc<Mutex<HashMap<Channel, HashMap<String, Present>>>>,
@@ -62,7 +62,7 @@ impl ChannelHistory {
 }
 
 impl MemoryBroker {
-    pub fn new(hub: HubSink, rules: ChannelRules) -> MemoryBroker {
+    pub fn new(sink: Arc<dyn Deliver>, rules: ChannelRules) -> MemoryBroker {
         let histories = Arc::new(DashMap::new());
         let presence = Arc::new(Mutex::new(HashMap::new()));
         // Expired histories and presence leases are dropped in the background.
@@ -70,12 +70,12 @@ impl MemoryBroker {
             runtime.spawn(sweep_expired(Arc::downgrade(&histories)));
             runtime.spawn(sweep_presence(
                 Arc::downgrade(&presence),
-                hub.clone(),
+                sink.clone(),
                 rules.clone(),
             ));
         }
         MemoryBroker {
-            hub,
+            sink,
             rules,
             histories,
             presence,
@@ -99,7 +99,7 @@ impl MemoryBroker {
 /// Removes members whose lease ran out, announcing them like any leave.
 async fn sweep_presence(
     presence: Weak<Mutex<HashMap<Channel, HashMap<String, Present>>>>,
-    hub: HubSink,
+    sink: Arc<dyn Deliver>,
     rules: ChannelRules,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -128,10 +128,10 @@ async fn sweep_presence(
             all.retain(|_, members| !members.is_empty());
         }
         for (channel, member, last) in left {
-            if crate::presence::announced(rules.join_leave(&channel), last) {
-                hub.deliver(&Publication::event(
+            if super::presence::announced(rules.join_leave(&channel), last) {
+                sink.deliver(&Publication::event(
                     channel.clone(),
-                    crate::presence::leave_frame(&channel, &member),
+                    super::presence::leave_frame(&channel, &member),
                 ));
             }
         }
@@ -173,7 +173,7 @@ impl Broker for MemoryBroker {
     ) -> Result<Option<u64>, BrokerError> {
         let publisher: Option<Arc<str>> = publisher.map(Arc::from);
         let Some(rule) = self.rules.history(channel) else {
-            self.hub
+            self.sink
                 .deliver(&Publication::new(channel.clone(), payload).by(publisher));
             return Ok(None);
         };
@@ -197,7 +197,7 @@ impl Broker for MemoryBroker {
         };
         // Delivered under the channel's lock, so concurrent publishers' messages reach the
         // hub in offset order.
-        self.hub
+        self.sink
             .deliver(&Publication::at(channel.clone(), payload, position).by(publisher));
         Ok(Some(offset))
     }
@@ -210,7 +210,7 @@ impl Broker for MemoryBroker {
     }
 
     async fn publish_event(&self, channel: &Channel, frame: Bytes) -> Result<(), BrokerError> {
-        self.hub
+        self.sink
             .deliver(&Publication::event(channel.clone(), frame));
         Ok(())
     }
@@ -294,8 +294,8 @@ impl Broker for MemoryBroker {
         _stream: &str,
         _entry: &InboxEntry,
     ) -> Result<String, BrokerError> {
-        Err(BrokerError::Unavailable(
-            "the durable inbox needs Redis: run fanout with --redis-url".into(),
+        Err(BrokerError::Unsupported(
+            "the durable inbox needs Redis: run fanout with --redis-url",
         ))
     }
 

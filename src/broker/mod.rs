@@ -1,12 +1,19 @@
 //! The broker seam: where messages come from and go to beyond this node.
 //!
-//! The [`Hub`](crate::hub::Hub) owns local subscribers and tells the broker which channels
-//! this node is interested in (first local subscriber in, last one out). The broker carries
-//! publications between nodes and hands every message for a channel of interest back to the
-//! hub through a [`HubSink`]. The in-process [`MemoryBroker`] serves a single node; the
-//! [`RedisBroker`] serves a cluster. Both must keep the same contract, documented on [`Broker`].
+//! The hub owns local subscribers and tells the broker which channels this node is
+//! interested in (first local subscriber in, last one out). The broker carries publications
+//! between nodes and hands every message for a channel of interest to the [`Deliver`] target
+//! it was given at construction (the hub, which the broker never names: centrifuge's
+//! `BrokerEventHandler` works the same way). The in-process [`MemoryBroker`] serves a single
+//! node; the [`RedisBroker`] serves a cluster. Both keep the contract documented on
+//! [`Broker`]; a new broker (Redis Cluster, say) is a new submodule implementing it.
+//!
+//! The types that cross the seam (publications, positions, history, presence members, inbox
+//! entries) live here; [`presence`] is the policy every broker and caller shares for
+//! announcing joins and leaves.
 
 mod memory;
+pub mod presence;
 mod redis;
 
 use std::collections::BTreeMap;
@@ -20,8 +27,17 @@ use serde::{Deserialize, Serialize};
 pub use self::redis::{RedisBroker, decode_message as decode_redis_message};
 use crate::channel::Channel;
 use crate::config::{Config, HistoryConfig, JoinLeave, NamespaceConfig};
-pub use crate::hub::HubSink;
+use crate::protocol::{ClientError, ErrorCode, HistoryEntry};
 pub use memory::MemoryBroker;
+
+/// Where a broker delivers what arrives for this node's channels. The hub implements it.
+pub trait Deliver: Send + Sync + 'static {
+    /// Fans a publication out to this node's subscribers; returns how many were queued.
+    fn deliver(&self, publication: &Publication) -> usize;
+
+    /// Tells the channel's subscribers that messages were lost and they must recover.
+    fn resync(&self, channel: &Channel);
+}
 
 /// A random epoch name: 16 hex digits.
 pub fn new_epoch() -> Arc<str> {
@@ -95,6 +111,13 @@ pub struct HistoryMessage {
     pub offset: u64,
     pub publisher: Option<Arc<str>>,
     pub payload: Bytes,
+}
+
+impl HistoryMessage {
+    /// The message as an entry of a `history` reply.
+    pub fn entry(&self) -> HistoryEntry {
+        HistoryEntry::new(self.offset, self.publisher.clone(), &self.payload)
+    }
 }
 
 /// One connection (or agent set by a backend) present on a channel.
@@ -201,12 +224,38 @@ impl ChannelRules {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BrokerError {
-    /// The broker cannot be reached or is not ready; the caller may retry later.
+    /// The broker cannot be reached or is not ready; the caller may retry later. The text is
+    /// for logs (it may name Redis internals); clients get a generic message.
     #[error("broker unavailable: {0}")]
     Unavailable(String),
+    /// The broker refused this request's arguments (it is reachable; the request was wrong).
+    /// The text is for logs; clients get a generic `bad_request`.
+    #[error("broker refused the request: {0}")]
+    Rejected(String),
+    /// This broker does not offer the feature (the inbox on the embedded broker).
+    #[error("{0}")]
+    Unsupported(&'static str),
     /// The channel keeps no history.
     #[error("channel {0} keeps no history")]
     NoHistory(Channel),
+}
+
+impl From<BrokerError> for ClientError {
+    /// What a client is told. Details of the broker's own failures stay in the node's logs.
+    fn from(e: BrokerError) -> ClientError {
+        match e {
+            BrokerError::Unavailable(_) => {
+                ClientError::unavailable("the message broker is unavailable; retry shortly")
+            }
+            BrokerError::Rejected(_) => {
+                ClientError::bad_request("the request's arguments were refused by the broker")
+            }
+            BrokerError::Unsupported(what) => ClientError::new(ErrorCode::Unavailable, what),
+            BrokerError::NoHistory(c) => {
+                ClientError::bad_request(format!("channel {c} keeps no history"))
+            }
+        }
+    }
 }
 
 /// Moves publications between nodes and tracks which channels this node wants.

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 
-use crate::server::Node;
+use crate::node::Node;
 
 pub async fn healthz() -> impl IntoResponse {
     Json(serde_json::json!({ "status": "ok" }))
@@ -16,7 +16,7 @@ pub async fn healthz() -> impl IntoResponse {
 
 /// Ready when the broker is reachable and the node is not draining.
 pub async fn readyz(State(node): State<Arc<Node>>) -> impl IntoResponse {
-    let broker = node.hub.broker();
+    let broker = node.broker();
     let (status, reason) = if node.is_draining() {
         (StatusCode::SERVICE_UNAVAILABLE, Some("draining"))
     } else if !broker.is_ready() {

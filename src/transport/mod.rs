@@ -1,4 +1,11 @@
-//! Transports: how bytes get to and from clients. Only WebSocket today; the session and
-//! everything behind it are transport-agnostic (they speak in frames pushed to an outbox).
+//! Transports: how protocol frames get to and from clients.
+//!
+//! Each transport turns the session's transport-neutral frames into its own wire format and
+//! hands the client's messages to the session. A new transport is a new submodule here plus
+//! a route in `server`; nothing below the session changes.
+//!
+//! - [`ws`]: WebSocket (`GET /ws`).
+//! - [`admission`]: the checks every transport makes before a session starts.
 
+pub mod admission;
 pub mod ws;

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::library;
 use super::metrics::RedisMetrics;
-use crate::broker::{HistoryQuery, HubSink, Publication, StreamPosition};
+use crate::broker::{Deliver, HistoryQuery, Publication, StreamPosition};
 use crate::channel::Channel;
 
 /// Work for a dispatch worker; all of a channel's work goes to the same worker, in order.
@@ -57,7 +57,7 @@ impl Dispatch {
     pub fn start(
         workers: usize,
         capacity: usize,
-        hub: HubSink,
+        sink: Arc<dyn Deliver>,
         pool: deadpool_redis::Pool,
         max_fill: usize,
         metrics: Arc<RedisMetrics>,
@@ -67,7 +67,7 @@ impl Dispatch {
             .map(|_| {
                 let (tx, mut rx) = mpsc::channel::<Work>(capacity.max(1));
                 let mut worker = Worker {
-                    hub: hub.clone(),
+                    sink: sink.clone(),
                     pool: pool.clone(),
                     max_fill,
                     metrics: metrics.clone(),
@@ -127,7 +127,7 @@ impl Dispatch {
 }
 
 struct Worker {
-    hub: HubSink,
+    sink: Arc<dyn Deliver>,
     pool: deadpool_redis::Pool,
     /// Most messages one gap fill may read.
     max_fill: usize,
@@ -152,7 +152,7 @@ impl Worker {
 
     async fn on_message(&mut self, p: Publication) {
         let Some(position) = p.position.clone() else {
-            self.hub.deliver(&p);
+            self.sink.deliver(&p);
             return;
         };
         let cursor = self.cursors.get(&p.channel).cloned();
@@ -165,17 +165,17 @@ impl Worker {
                     self.resync(&p.channel);
                 }
                 self.cursors.insert(p.channel.clone(), position);
-                self.hub.deliver(&p);
+                self.sink.deliver(&p);
             }
             Some(c) if c.epoch != position.epoch => {
                 // The history was lost and restarted: what came before cannot be recovered.
                 self.resync(&p.channel);
                 self.cursors.insert(p.channel.clone(), position);
-                self.hub.deliver(&p);
+                self.sink.deliver(&p);
             }
             _ => {
                 self.cursors.insert(p.channel.clone(), position);
-                self.hub.deliver(&p);
+                self.sink.deliver(&p);
             }
         }
     }
@@ -208,7 +208,7 @@ impl Worker {
                 offset: m.offset,
                 epoch: history.epoch.clone(),
             };
-            self.hub
+            self.sink
                 .deliver(&Publication::at(channel.clone(), m.payload, position).by(m.publisher));
         }
         self.metrics.gap_filled.inc_by(want);
@@ -255,7 +255,7 @@ impl Worker {
 
     fn resync(&self, channel: &Channel) {
         self.metrics.resyncs.inc();
-        self.hub.resync(channel);
+        self.sink.resync(channel);
     }
 }
 

@@ -34,7 +34,7 @@ use self::dispatch::{Dispatch, Work};
 use self::metrics::RedisMetrics;
 use self::subscriber::{COMMAND_TIMEOUT, Shared, Subscriber};
 use super::{
-    Broker, BrokerError, ChannelRules, Departure, History, HistoryQuery, HubSink, InboxEntry,
+    Broker, BrokerError, ChannelRules, Deliver, Departure, History, HistoryQuery, InboxEntry,
     Joined, Lease, PresenceMember, StreamPosition,
 };
 use crate::channel::Channel;
@@ -65,7 +65,7 @@ impl RedisBroker {
         max_payload: usize,
         presence_lease: Duration,
         rules: ChannelRules,
-        hub: HubSink,
+        sink: Arc<dyn Deliver>,
         registry: &crate::metrics::Metrics,
     ) -> Result<Arc<RedisBroker>, String> {
         let client = ::redis::Client::open(config.url.as_str())
@@ -98,7 +98,7 @@ impl RedisBroker {
             dispatch: Dispatch::start(
                 workers,
                 config.dispatch_buffer,
-                hub,
+                sink,
                 pool.clone(),
                 max_fill,
                 metrics.clone(),
@@ -171,13 +171,19 @@ impl RedisBroker {
                 }
                 other => other,
             }
-            .map_err(|e| BrokerError::Unavailable(format!("redis {what} failed: {e}")))
+            .map_err(|e| command_error(what, &e))
         };
         let result = match timeout(COMMAND_TIMEOUT, attempt).await {
             Ok(r) => r,
             Err(_) => Err(BrokerError::Unavailable(format!("redis {what} timed out"))),
         };
-        self.commands_ok.store(result.is_ok(), Ordering::Release);
+        // Readiness follows reachability only: Redis refusing one request's arguments says
+        // nothing about whether this node can serve others.
+        match &result {
+            Ok(_) => self.commands_ok.store(true, Ordering::Release),
+            Err(BrokerError::Unavailable(_)) => self.commands_ok.store(false, Ordering::Release),
+            Err(e) => tracing::debug!(error = %e, "redis refused a request"),
+        }
         result
     }
 
@@ -748,10 +754,16 @@ impl RedisBroker {
                 if let Ok(joined) = self
                     .join_raw(&channel, &member, json, self.presence.lease)
                     .await
-                    && crate::presence::join_announced(self.rules.join_leave(&channel), joined)
+                    && crate::broker::presence::join_announced(
+                        self.rules.join_leave(&channel),
+                        joined,
+                    )
                 {
                     let _ = self
-                        .publish_event(&channel, crate::presence::join_frame(&channel, &member))
+                        .publish_event(
+                            &channel,
+                            crate::broker::presence::join_frame(&channel, &member),
+                        )
                         .await;
                 }
             }
@@ -781,7 +793,7 @@ impl RedisBroker {
             };
             for departure in library::parse_departures(&values).unwrap_or_default() {
                 tracing::debug!(%channel, conn_id = %departure.member.conn_id, "presence lease expired");
-                let _ = crate::presence::announce_departure(
+                let _ = crate::broker::presence::announce_departure(
                     self,
                     self.rules.join_leave(&channel),
                     &channel,
@@ -809,5 +821,15 @@ impl Query<'_> {
             Query::Cmd(c) => c.query_async(&mut **conn).await,
             Query::Pipe(p) => p.query_async(&mut **conn).await,
         }
+    }
+}
+
+/// A Redis error as a broker error: connection trouble makes the broker unavailable; an error
+/// reply to a command that reached Redis is a refusal of that request.
+fn command_error(what: &str, e: &::redis::RedisError) -> BrokerError {
+    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
+        BrokerError::Unavailable(format!("redis {what} failed: {e}"))
+    } else {
+        BrokerError::Rejected(format!("redis {what} failed: {e}"))
     }
 }

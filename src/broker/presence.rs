@@ -8,7 +8,7 @@
 
 use bytes::Bytes;
 
-use crate::broker::{Broker, BrokerError, Departure, Joined, Lease, PresenceMember};
+use super::{Broker, BrokerError, Departure, Joined, Lease, PresenceMember};
 use crate::channel::Channel;
 use crate::config::JoinLeave;
 use crate::protocol::ServerFrame;

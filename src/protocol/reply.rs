@@ -1,0 +1,280 @@
+//! Server frames: what the gateway sends, as transport-neutral JSON.
+//!
+//! Every server frame becomes a [`Frame`]: one line of JSON starting with `{"type":"<type>"`,
+//! encoded once and shared (reference-counted) by every connection it goes to. Transports
+//! turn a `Frame` into their wire format without touching the JSON: a WebSocket text frame
+//! header in front of it, or `event:`/`id:`/`data:` lines around it for SSE. That is what
+//! keeps fan-out at one encoding per message per node, whatever the transports.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use super::codes::ErrorCode;
+use super::request::RequestId;
+use crate::channel::Channel;
+
+/// Where a message of a history channel sits: transports that resume by themselves (SSE's
+/// `Last-Event-ID`) track the last one they wrote per channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryMark {
+    pub channel: Channel,
+    pub offset: u64,
+    pub epoch: Arc<str>,
+}
+
+/// One encoded server frame, ready for any transport. Cheap to clone.
+///
+/// Invariant: `json` is one complete JSON object on one line (no `\n` or `\r` bytes) that
+/// starts with `{"type":"`. Frames built here keep it by construction; frames that arrive
+/// from other nodes go through [`Frame::from_json`], which enforces it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    json: Bytes,
+    mark: Option<Arc<HistoryMark>>,
+}
+
+impl Frame {
+    /// A frame from JSON text produced by a gateway (this node or another one, for events).
+    /// Line breaks, which JSON only allows as whitespace, become spaces so that line-based
+    /// transports (SSE) can carry any frame on one `data:` line.
+    pub fn from_json(json: Bytes) -> Frame {
+        Frame {
+            json: single_line(json),
+            mark: None,
+        }
+    }
+
+    /// A channel message frame with its place in history.
+    pub(crate) fn message(json: Bytes, mark: Option<HistoryMark>) -> Frame {
+        Frame {
+            json,
+            mark: mark.map(Arc::new),
+        }
+    }
+
+    /// The JSON text of the frame.
+    pub fn json(&self) -> &Bytes {
+        &self.json
+    }
+
+    /// Set on messages of channels with history.
+    pub fn mark(&self) -> Option<&HistoryMark> {
+        self.mark.as_deref()
+    }
+
+    /// The frame's `type`, read from the front of its JSON.
+    pub fn kind(&self) -> &str {
+        const PREFIX: &[u8] = br#"{"type":""#;
+        self.json
+            .strip_prefix(PREFIX)
+            .and_then(|rest| {
+                let end = rest.iter().position(|b| *b == b'"')?;
+                std::str::from_utf8(&rest[..end]).ok()
+            })
+            .unwrap_or("message")
+    }
+
+    pub fn len(&self) -> usize {
+        self.json.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.json.is_empty()
+    }
+}
+
+/// JSON text with its line breaks (whitespace, in valid JSON) turned into spaces.
+pub(crate) fn single_line(json: Bytes) -> Bytes {
+    if !json.iter().any(|b| *b == b'\n' || *b == b'\r') {
+        return json;
+    }
+    let flat: Vec<u8> = json
+        .iter()
+        .map(|b| if *b == b'\n' || *b == b'\r' { b' ' } else { *b })
+        .collect();
+    Bytes::from(flat)
+}
+
+/// Replies and notices the server sends, other than channel messages.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame<'a> {
+    ConnectionAck {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        conn_id: &'a str,
+        user: &'a str,
+        node: &'a str,
+        heartbeat_s: u64,
+        channels: Vec<&'a str>,
+        /// Token expiry, seconds since the Unix epoch.
+        expires_at: i64,
+    },
+    Subscribed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        channel: &'a str,
+        /// History channels: the offset of the latest message; messages after it follow.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        epoch: Option<&'a str>,
+        /// Present when the client asked to recover (`since`): whether every message it
+        /// missed follows, or it must reload its state.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        recovered: Option<bool>,
+    },
+    Unsubscribed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        channel: &'a str,
+        /// Set when the server ended the subscription (e.g. a refreshed token no longer grants it).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<ErrorCode>,
+    },
+    /// Messages of a history channel were lost on the way to this connection and could not
+    /// be filled in: recover by subscribing again with `since`.
+    Resync { channel: &'a str },
+    Join {
+        channel: &'a str,
+        user: &'a str,
+        conn_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        info: Option<&'a serde_json::Value>,
+    },
+    Leave {
+        channel: &'a str,
+        user: &'a str,
+        conn_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        info: Option<&'a serde_json::Value>,
+    },
+    PresenceUpdate {
+        channel: &'a str,
+        user: &'a str,
+        conn_id: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        info: Option<&'a serde_json::Value>,
+        status: Option<&'a serde_json::Value>,
+    },
+    Presence {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        channel: &'a str,
+        /// The members, as JSON (the broker's member type, serialised by the caller).
+        members: &'a RawValue,
+        /// Set when the list was cut short to fit the outbound queue (`presence_stats`
+        /// gives the full counts).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        truncated: bool,
+    },
+    PresenceStats {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        channel: &'a str,
+        connections: usize,
+        users: usize,
+    },
+    StatusUpdated {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        channel: &'a str,
+    },
+    Published {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        channel: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<u64>,
+    },
+    Sent {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        channel: &'a str,
+        stream_id: &'a str,
+    },
+    History {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        channel: &'a str,
+        offset: u64,
+        epoch: &'a str,
+        messages: Vec<HistoryEntry>,
+    },
+    Pong {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+    },
+    Refreshed {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        expires_at: i64,
+    },
+    Error {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RequestId>,
+        code: ErrorCode,
+        message: &'a str,
+    },
+}
+
+impl ServerFrame<'_> {
+    /// The frame, encoded once, for any transport.
+    pub fn encode(&self) -> Frame {
+        Frame {
+            json: self.encode_json(),
+            mark: None,
+        }
+    }
+
+    /// The frame as JSON text (events travel between nodes this way).
+    pub fn encode_json(&self) -> Bytes {
+        // Serialising these plain structs cannot fail: no maps with non-string keys, no
+        // user-provided Serialize impls. serde_json's compact output has no line breaks.
+        Bytes::from(serde_json::to_vec(self).unwrap_or_else(|_| {
+            br#"{"type":"error","code":"internal","message":"encoding failed"}"#.to_vec()
+        }))
+    }
+}
+
+/// One message of a `history` reply.
+#[derive(Debug, Serialize)]
+pub struct HistoryEntry {
+    pub offset: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<Arc<str>>,
+    pub data: Box<RawValue>,
+}
+
+impl HistoryEntry {
+    /// A history entry from a stored payload (embedded as JSON, or as a string when it is
+    /// not JSON, exactly as live messages are).
+    pub fn new(offset: u64, user: Option<Arc<str>>, payload: &[u8]) -> HistoryEntry {
+        let mut json = Vec::with_capacity(payload.len() + 2);
+        super::message::push_data(&mut json, payload, super::message::is_json(payload));
+        // `push_data` always writes one valid JSON value.
+        let data = String::from_utf8(json)
+            .ok()
+            .and_then(|s| RawValue::from_string(s).ok())
+            .unwrap_or_else(|| RawValue::from_string("null".into()).expect("valid JSON"));
+        HistoryEntry { offset, user, data }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_know_their_type_and_stay_on_one_line() {
+        let frame = Frame::from_json(Bytes::from_static(b"{\"type\":\"join\",\n\"a\":1}"));
+        assert_eq!(frame.kind(), "join");
+        assert!(!frame.json().contains(&b'\n'));
+        let pong = ServerFrame::Pong { id: None }.encode();
+        assert_eq!(pong.kind(), "pong");
+        assert_eq!(&pong.json()[..], br#"{"type":"pong"}"#);
+    }
+}

@@ -1,0 +1,354 @@
+//! One client connection's protocol state: authentication, subscriptions, request handling.
+//!
+//! A transport (WebSocket, SSE) hands the session complete text messages; the session answers
+//! through its [`Outbox`] with transport-neutral frames and asks the hub to (un)subscribe. It
+//! never touches a socket and never names a transport, so the order of frames a client sees is
+//! the order in which they were pushed, whatever carries them.
+//!
+//! The requests are split by family: [`auth`](self::auth) (the `auth` frame, `refresh`,
+//! expiry), [`subscribe`](self::subscribe) (subscribe with recovery, unsubscribe, history),
+//! [`presence`](self::presence) (presence, status), [`publish`](self::publish) (publish and
+//! send); [`access`](self::access) decides what a token may do.
+
+mod access;
+mod auth;
+mod presence;
+mod publish;
+mod subscribe;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use tokio::time::Instant;
+
+use crate::auth::Identity;
+use crate::channel::Channel;
+use crate::clock::unix_now_ms;
+use crate::hub::ConnId;
+use crate::limits::{FrameRate, FrameVerdict, NodeSlot, RateBudget, UserSlot};
+use crate::node::Node;
+use crate::outbox::{Ending, Outbox};
+use crate::protocol::{
+    ClientError, CloseCode, ErrorCode, Request, RequestId, ServerFrame, parse_client_frame,
+};
+
+/// What the session and the writer share about a connection.
+pub struct ConnState {
+    pub id: ConnId,
+    /// The id shown to clients and in logs; unique across nodes and restarts.
+    pub public_id: String,
+    clock: Instant,
+    last_seen_ms: AtomicU64,
+    /// Token expiry in Unix milliseconds (leeway included); `i64::MAX` before authentication.
+    expires_at_ms: AtomicI64,
+}
+
+impl ConnState {
+    pub fn new(node: &Node) -> ConnState {
+        ConnState {
+            id: node.next_conn_id(),
+            public_id: format!("{:016x}", rand::random::<u64>()),
+            clock: node.started,
+            last_seen_ms: AtomicU64::new(node.started.elapsed().as_millis() as u64),
+            expires_at_ms: AtomicI64::new(i64::MAX),
+        }
+    }
+
+    /// Milliseconds on the node's monotonic clock.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    /// Records that the client sent something (any frame, pong included).
+    pub fn touch(&self) {
+        self.last_seen_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    pub fn last_seen_ms(&self) -> u64 {
+        self.last_seen_ms.load(Ordering::Relaxed)
+    }
+
+    /// When the token expires (Unix ms), once authenticated.
+    pub fn expires_at(&self) -> Option<i64> {
+        match self.expires_at_ms.load(Ordering::Relaxed) {
+            i64::MAX => None,
+            at => Some(at),
+        }
+    }
+
+    pub fn token_expired(&self) -> bool {
+        self.expires_at().is_some_and(|at| unix_now_ms() >= at)
+    }
+
+    pub(crate) fn set_expiry(&self, exp_s: i64, leeway_s: u64) {
+        let at = exp_s
+            .saturating_add(leeway_s as i64)
+            .saturating_add(1)
+            .saturating_mul(1000);
+        self.expires_at_ms.store(at, Ordering::Relaxed);
+    }
+}
+
+/// The protocol state of one connection.
+pub struct Session {
+    node: Arc<Node>,
+    conn: Arc<ConnState>,
+    outbox: Arc<Outbox>,
+    identity: Option<Identity>,
+    subscriptions: BTreeSet<Channel>,
+    rate: FrameRate,
+    publishes: RateBudget,
+    auth_deadline: Instant,
+    _node_slot: NodeSlot,
+    _user_slot: Option<UserSlot>,
+}
+
+impl Session {
+    pub fn new(
+        node: Arc<Node>,
+        conn: Arc<ConnState>,
+        outbox: Arc<Outbox>,
+        node_slot: NodeSlot,
+    ) -> Session {
+        Session {
+            rate: FrameRate::new(node.config.limits.max_frames_per_s),
+            publishes: RateBudget::new(node.config.limits.max_publishes_per_s),
+            auth_deadline: Instant::now() + node.config.auth_timeout,
+            node,
+            conn,
+            outbox,
+            identity: None,
+            subscriptions: BTreeSet::new(),
+            _node_slot: node_slot,
+            _user_slot: None,
+        }
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    pub fn conn(&self) -> &Arc<ConnState> {
+        &self.conn
+    }
+
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
+    }
+
+    /// Starts an authenticated session: subscribes `broadcast` and `user:<id>`, then sends
+    /// `connection_ack` ahead of any message on them. Returns false if the session ended.
+    pub async fn start(
+        &mut self,
+        identity: Identity,
+        user_slot: UserSlot,
+        id: Option<&RequestId>,
+    ) -> bool {
+        let user_channel = match Channel::user(&identity.user) {
+            Ok(c) => c,
+            Err(_) => {
+                // Verified tokens always carry a valid user id; keep the guard anyway.
+                self.outbox.end(Ending::close(
+                    CloseCode::Unauthorized,
+                    "token `sub` is not a valid user id",
+                ));
+                return false;
+            }
+        };
+        let channels = [Channel::broadcast(), user_channel];
+        let ack = ServerFrame::ConnectionAck {
+            id,
+            conn_id: &self.conn.public_id,
+            user: &identity.user,
+            node: &self.node.config.node_id,
+            heartbeat_s: self.node.config.heartbeat.as_secs(),
+            channels: channels.iter().map(Channel::as_str).collect(),
+            expires_at: identity.expires_at,
+        }
+        .encode();
+        if let Err(e) = self
+            .node
+            .hub
+            .subscribe(self.conn.id, &self.outbox, &channels, Some(ack))
+            .await
+        {
+            tracing::warn!(conn = %self.conn.public_id, error = %e, "could not subscribe the session's own channels");
+            self.outbox.end(Ending::close(
+                CloseCode::TryAgainLater,
+                "broker unavailable; reconnect later",
+            ));
+            return false;
+        }
+        self.conn
+            .set_expiry(identity.expires_at, self.node.config.jwt.leeway_s);
+        tracing::debug!(user = %identity.user, "session authenticated");
+        self.identity = Some(identity);
+        self._user_slot = Some(user_slot);
+        for channel in channels {
+            self.join_presence(&channel).await;
+            self.subscriptions.insert(channel);
+        }
+        true
+    }
+
+    /// Applies the inbound frame rate. `Some(keep_reading)` when the frame must not be
+    /// processed: it was answered `rate_limited`, or the connection is being closed.
+    pub(super) fn over_rate(&self, text: Option<&str>) -> Option<bool> {
+        match self.rate.check() {
+            FrameVerdict::Process => None,
+            FrameVerdict::Reject => {
+                let id = text
+                    .and_then(|t| parse_client_frame(t).ok())
+                    .and_then(|(id, _)| id);
+                self.error(
+                    id.as_ref(),
+                    ClientError::new(
+                        ErrorCode::RateLimited,
+                        format!(
+                            "more than {} frames per second; frame not processed",
+                            self.node.config.limits.max_frames_per_s
+                        ),
+                    ),
+                );
+                Some(true)
+            }
+            FrameVerdict::Close => {
+                self.outbox.end(Ending::close(
+                    CloseCode::RateLimited,
+                    "kept sending at more than twice the frame rate limit",
+                ));
+                Some(false)
+            }
+        }
+    }
+
+    /// Handles one text message. Returns false when the connection should stop reading.
+    pub async fn on_text(&mut self, text: &str) -> bool {
+        if let Some(keep_reading) = self.over_rate(Some(text)) {
+            return keep_reading;
+        }
+        let (id, request) = match parse_client_frame(text) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                self.error(
+                    e.id.as_ref(),
+                    ClientError::new(ErrorCode::BadRequest, e.message),
+                );
+                return true;
+            }
+        };
+        let id = id.as_ref();
+        if self.identity.is_none() {
+            return match request {
+                Request::Auth { token } => self.authenticate(id, &token).await,
+                other => {
+                    self.outbox.end(Ending::close(
+                        CloseCode::Unauthorized,
+                        format!(
+                            "authenticate first: expected an auth frame, got {:?}",
+                            other.kind()
+                        ),
+                    ));
+                    false
+                }
+            };
+        }
+        match request {
+            Request::Auth { .. } => {
+                self.error(
+                    id,
+                    ClientError::new(ErrorCode::BadRequest, "already authenticated"),
+                );
+            }
+            Request::Subscribe { channel, since } => self.subscribe(id, channel, since).await,
+            Request::History {
+                channel,
+                since,
+                limit,
+            } => self.history(id, channel, since, limit).await,
+            Request::Unsubscribe { channel } => self.unsubscribe(id, channel).await,
+            Request::Ping => self.reply(ServerFrame::Pong { id }),
+            Request::Presence { channel } => self.presence(id, channel, false).await,
+            Request::PresenceStats { channel } => self.presence(id, channel, true).await,
+            Request::Status { channel, status } => self.status(id, channel, status).await,
+            Request::Publish { channel, data } => self.publish(id, channel, data).await,
+            Request::Send { channel, data } => self.send(id, channel, data).await,
+            Request::Refresh { token } => self.refresh(id, &token).await,
+        }
+        true
+    }
+
+    /// Binary messages are not part of protocol v1.
+    pub fn on_binary(&mut self) -> bool {
+        if let Some(keep_reading) = self.over_rate(None) {
+            return keep_reading;
+        }
+        if self.identity.is_none() {
+            self.outbox.end(Ending::close(
+                CloseCode::Unauthorized,
+                "authenticate first: expected an auth frame",
+            ));
+            return false;
+        }
+        self.error(
+            None,
+            ClientError::new(
+                ErrorCode::BadRequest,
+                "binary frames are not supported; send JSON text frames",
+            ),
+        );
+        true
+    }
+
+    pub(super) fn reply(&self, frame: ServerFrame<'_>) {
+        let _ = self.outbox.push(frame.encode());
+    }
+
+    pub(super) fn error(&self, id: Option<&RequestId>, error: ClientError) {
+        self.node
+            .metrics
+            .inbound_errors
+            .with_label_values(&[error.code.as_str()])
+            .inc();
+        self.reply(ServerFrame::Error {
+            id,
+            code: error.code,
+            message: &error.message,
+        });
+    }
+
+    /// Leaves every channel; called once the connection is over. (If a session is dropped
+    /// without it, e.g. by a panic, `Drop` does the same in the background.)
+    pub async fn finish(&mut self) {
+        let channels: Vec<Channel> = std::mem::take(&mut self.subscriptions)
+            .into_iter()
+            .collect();
+        if !channels.is_empty() {
+            self.node
+                .hub
+                .unsubscribe(self.conn.id, &self.outbox, &channels, None)
+                .await;
+            for channel in &channels {
+                self.leave_presence(channel).await;
+            }
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        if self.subscriptions.is_empty() {
+            return;
+        }
+        // Only reached when `finish` did not run (a panic unwinding the reader): leave the
+        // hub consistent anyway.
+        let channels: Vec<Channel> = std::mem::take(&mut self.subscriptions)
+            .into_iter()
+            .collect();
+        let (hub, conn, outbox) = (self.node.hub.clone(), self.conn.id, self.outbox.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { hub.unsubscribe(conn, &outbox, &channels, None).await });
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! Subscriptions: `subscribe` (with recovery from `since`), `unsubscribe`, and `history`.
+//!
+//! A channel with history is subscribed in two steps: the hub buffers live messages for the
+//! connection while the history is read, then the reply, the replay and the newer buffered
+//! messages are queued in that order. That merge is the exactly-once guarantee of recovery.
+
+use super::Session;
+use crate::broker::{History, HistoryQuery, StreamPosition};
+use crate::channel::Channel;
+use crate::protocol::{self, ClientError, ErrorCode, Frame, RequestId, ServerFrame, Since};
+
+impl Session {
+    pub(super) async fn subscribe(
+        &mut self,
+        id: Option<&RequestId>,
+        channel: Channel,
+        since: Option<Since>,
+    ) {
+        let already = self.subscriptions.contains(&channel);
+        if !already {
+            if let Err(e) = self.may_subscribe(&channel) {
+                self.error(id, e);
+                return;
+            }
+            let max = self.node.config.limits.max_subscriptions;
+            if self.subscriptions.len() >= max {
+                self.error(
+                    id,
+                    ClientError::new(
+                        ErrorCode::LimitExceeded,
+                        format!("at most {max} subscriptions per connection"),
+                    ),
+                );
+                return;
+            }
+        }
+        let has_history = self.node.config.history(&channel).is_some();
+        if has_history && (since.is_some() || !already) {
+            self.subscribe_with_history(id, channel, since, already)
+                .await;
+            return;
+        }
+        let reply = ServerFrame::Subscribed {
+            id,
+            channel: channel.as_str(),
+            offset: None,
+            epoch: None,
+            // Nothing to recover from on a channel without history.
+            recovered: since.as_ref().map(|_| false),
+        }
+        .encode();
+        if already {
+            // Idempotent: a client retrying a subscribe gets the same answer.
+            let _ = self.outbox.push(reply);
+            return;
+        }
+        match self
+            .node
+            .hub
+            .subscribe(
+                self.conn.id,
+                &self.outbox,
+                std::slice::from_ref(&channel),
+                Some(reply),
+            )
+            .await
+        {
+            Ok(()) => {
+                self.join_presence(&channel).await;
+                self.subscriptions.insert(channel);
+            }
+            Err(e) => self.error(id, e.into()),
+        }
+    }
+
+    /// Subscribes to (or recovers, in place, on) a channel with history: live messages are
+    /// buffered while the history is read, then the reply, the replay and the newer buffered
+    /// messages are queued in that order, without gap or duplicate.
+    pub(super) async fn subscribe_with_history(
+        &mut self,
+        id: Option<&RequestId>,
+        channel: Channel,
+        since: Option<Since>,
+        already: bool,
+    ) {
+        let hub = &self.node.hub;
+        if let Err(e) = hub
+            .subscribe_pending(self.conn.id, &self.outbox, &channel)
+            .await
+        {
+            self.error(id, e.into());
+            return;
+        }
+        let limits = &self.node.config.limits;
+        let query = match &since {
+            Some(s) => HistoryQuery::After {
+                offset: s.offset,
+                limit: limits.max_recovery_messages,
+            },
+            None => HistoryQuery::Latest { limit: 0 },
+        };
+        let history = match hub.broker().history(&channel, query).await {
+            Ok(h) => h,
+            Err(e) => {
+                if already {
+                    // Back to live as it was, nothing skipped.
+                    hub.activate(self.conn.id, &channel, Vec::new(), None);
+                } else {
+                    hub.unsubscribe(
+                        self.conn.id,
+                        &self.outbox,
+                        std::slice::from_ref(&channel),
+                        None,
+                    )
+                    .await;
+                }
+                self.error(id, e.into());
+                return;
+            }
+        };
+        let replay = since
+            .as_ref()
+            .and_then(|s| self.replay(&channel, s, &history));
+        let mut frames = Vec::with_capacity(1 + replay.as_ref().map_or(0, Vec::len));
+        frames.push(
+            ServerFrame::Subscribed {
+                id,
+                channel: channel.as_str(),
+                offset: Some(history.offset),
+                epoch: Some(&history.epoch),
+                recovered: since.as_ref().map(|_| replay.is_some()),
+            }
+            .encode(),
+        );
+        frames.extend(replay.unwrap_or_default());
+        let top = StreamPosition {
+            offset: history.offset,
+            epoch: history.epoch.clone(),
+        };
+        if hub.activate(self.conn.id, &channel, frames, Some(top)) && !already {
+            self.join_presence(&channel).await;
+            self.subscriptions.insert(channel);
+        }
+    }
+
+    /// The message frames a client recovering from `since` missed, if every one of them is
+    /// still in history and they fit the recovery limits; `None` means it must reload.
+    pub(super) fn replay(
+        &self,
+        channel: &Channel,
+        since: &Since,
+        history: &History,
+    ) -> Option<Vec<Frame>> {
+        let limits = &self.node.config.limits;
+        let missed = history.offset.checked_sub(since.offset)?;
+        let complete = since.epoch == *history.epoch
+            && history.first <= since.offset + 1
+            && missed <= limits.max_recovery_messages as u64
+            && history.messages.len() as u64 == missed;
+        if !complete {
+            return None;
+        }
+        // The replay goes through the outbound queue: it must leave room for live traffic.
+        let bytes: usize = history.messages.iter().map(|m| m.payload.len() + 128).sum();
+        if history.messages.len() > limits.queue_max_messages / 2
+            || bytes > limits.queue_max_bytes / 2
+        {
+            return None;
+        }
+        Some(
+            history
+                .messages
+                .iter()
+                .map(|m| {
+                    protocol::message_frame_with(
+                        channel,
+                        &m.payload,
+                        protocol::is_json(&m.payload),
+                        Some((m.offset, &history.epoch)),
+                        m.publisher.as_deref(),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// `history`: the latest messages of a channel, or those after an offset, for a client
+    /// allowed to subscribe to it.
+    pub(super) async fn history(
+        &mut self,
+        id: Option<&RequestId>,
+        channel: Channel,
+        since: Option<u64>,
+        limit: Option<usize>,
+    ) {
+        if let Err(e) = self.may_subscribe(&channel) {
+            self.error(id, e);
+            return;
+        }
+        let limits = &self.node.config.limits;
+        let limit = limit
+            .unwrap_or(limits.max_recovery_messages)
+            .min(limits.max_recovery_messages);
+        let query = match since {
+            Some(offset) => HistoryQuery::After { offset, limit },
+            None => HistoryQuery::Latest { limit },
+        };
+        if self.node.config.history(&channel).is_none() {
+            self.error(
+                id,
+                ClientError::new(
+                    ErrorCode::BadRequest,
+                    format!("channel {channel} keeps no history"),
+                ),
+            );
+            return;
+        }
+        match self.node.broker().history(&channel, query).await {
+            Ok(h) => {
+                // One reply must fit the outbound queue; the client pages with `since`.
+                // At least one message per page, so paging always moves on.
+                let budget = limits.queue_max_bytes / 2;
+                let mut used = 0;
+                let messages = h
+                    .messages
+                    .iter()
+                    .enumerate()
+                    .take_while(|(i, m)| {
+                        used += m.payload.len() + 32;
+                        *i == 0 || used <= budget
+                    })
+                    .map(|(_, m)| m.entry())
+                    .collect();
+                self.reply(ServerFrame::History {
+                    id,
+                    channel: channel.as_str(),
+                    offset: h.offset,
+                    epoch: &h.epoch,
+                    messages,
+                });
+            }
+            Err(e) => self.error(id, e.into()),
+        }
+    }
+
+    pub(super) async fn unsubscribe(&mut self, id: Option<&RequestId>, channel: Channel) {
+        let reply = ServerFrame::Unsubscribed {
+            id,
+            channel: channel.as_str(),
+            reason: None,
+        }
+        .encode();
+        if !self.leave(&channel, reply.clone()).await {
+            // Idempotent, like subscribe.
+            let _ = self.outbox.push(reply);
+        }
+    }
+
+    /// Ends a subscription: no message of the channel follows `notice`, and the connection
+    /// leaves the channel's presence. False if it was not subscribed.
+    pub(super) async fn leave(&mut self, channel: &Channel, notice: Frame) -> bool {
+        if !self.subscriptions.remove(channel) {
+            return false;
+        }
+        self.node
+            .hub
+            .unsubscribe(
+                self.conn.id,
+                &self.outbox,
+                std::slice::from_ref(channel),
+                Some(notice),
+            )
+            .await;
+        self.leave_presence(channel).await;
+        true
+    }
+}

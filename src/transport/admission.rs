@@ -1,0 +1,98 @@
+//! Admission: the checks every transport makes before a session starts, in the order
+//! `docs/protocol.md` gives (draining, origin, new-connection rate, node limit, token, user
+//! limit). Refusals are [`ClientError`]s, answered as HTTP statuses with JSON bodies, and
+//! counted by reason.
+
+use axum::http::{HeaderMap, header};
+
+use crate::auth::{Identity, bearer_token};
+use crate::limits::{NodeSlot, Refusal, UserSlot};
+use crate::node::Node;
+use crate::protocol::{ClientError, ErrorCode};
+
+/// What admission granted.
+pub struct Admitted {
+    pub node_slot: NodeSlot,
+    /// Present when the token came with the request; otherwise the session expects an
+    /// `auth` frame (WebSocket only).
+    pub user: Option<(Identity, UserSlot)>,
+}
+
+/// Why a request was refused, with its metric label.
+pub struct Refused {
+    pub reason: &'static str,
+    pub error: ClientError,
+}
+
+impl Refused {
+    fn new(reason: &'static str, error: ClientError) -> Refused {
+        Refused { reason, error }
+    }
+
+    /// Counts the refusal and turns it into the error to answer.
+    pub fn counted(self, node: &Node) -> ClientError {
+        node.metrics
+            .connections_rejected
+            .with_label_values(&[self.reason])
+            .inc();
+        self.error
+    }
+}
+
+/// Runs the admission checks for a new session. The token is taken from the
+/// `Authorization: Bearer` header if present, else from `query_token`.
+pub fn admit(
+    node: &Node,
+    headers: &HeaderMap,
+    query_token: Option<String>,
+) -> Result<Admitted, Refused> {
+    if node.is_draining() {
+        return Err(Refused::new(
+            "draining",
+            ClientError::unavailable("this node is shutting down; connect to another"),
+        ));
+    }
+    if !node.config.allowed_origins.is_empty()
+        && let Some(origin) = headers.get(header::ORIGIN)
+    {
+        let allowed = origin
+            .to_str()
+            .is_ok_and(|o| node.config.allowed_origins.iter().any(|r| r.allows(o)));
+        if !allowed {
+            return Err(Refused::new(
+                "origin",
+                ClientError::forbidden("origin not allowed"),
+            ));
+        }
+    }
+    let node_slot = node.admission.admit().map_err(|refusal| {
+        let msg = match refusal {
+            Refusal::RateLimited => "too many new connections; retry shortly",
+            _ => "this node is at its connection limit; connect to another",
+        };
+        Refused::new(
+            refusal.label(),
+            ClientError::unavailable(msg).retry_after(1),
+        )
+    })?;
+    let user = match bearer_token(headers).or(query_token) {
+        None => None,
+        Some(token) => {
+            let identity = node
+                .verifier
+                .verify(&token)
+                .map_err(|e| Refused::new("unauthorized", ClientError::unauthorized(e.0)))?;
+            let slot = node.admission.admit_user(&identity.user).map_err(|_| {
+                Refused::new(
+                    "user_full",
+                    ClientError::new(
+                        ErrorCode::LimitExceeded,
+                        "this user has too many open connections",
+                    ),
+                )
+            })?;
+            Some((identity, slot))
+        }
+    };
+    Ok(Admitted { node_slot, user })
+}

@@ -1,0 +1,217 @@
+//! WebSocket transport: the `/ws` upgrade, and the tasks that move bytes for one session.
+//!
+//! Admission (shared with every transport: origin, rates, limits, a token given with the
+//! request) happens before the 101, so refused clients get a plain HTTP status and JSON body.
+//! After the upgrade, each connection runs:
+//! - a **reader** task ([`reader`]): reassembles messages with a total-size cap and hands
+//!   them to the [`Session`];
+//! - a **writer** loop ([`writer`]): drains the session's [`Outbox`] in batches, framing each
+//!   shared protocol frame with a WebSocket header in front of its JSON (one vectored write
+//!   per batch), and sends heartbeat pings, enforces the pong timeout and token expiry.
+//!
+//! `read_frame` is not cancel-safe, so the reader is only ever cancelled when the connection
+//! is finished with; the writer selects only on cancel-safe futures (notify, timers).
+
+mod framing;
+mod reader;
+mod writer;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use fastwebsockets::Role;
+use fastwebsockets::upgrade::{IncomingUpgrade, UpgradeFut};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use self::reader::{MessageReader, read_loop};
+use self::writer::write_loop;
+use super::admission::{self, Admitted};
+use crate::node::Node;
+use crate::outbox::{Ending, Outbox};
+use crate::protocol::{ClientError, CloseCode};
+use crate::session::{ConnState, Session};
+
+pub use self::framing::{close_frame, encode_frame, ping_frame, text_frame};
+pub use self::reader::{Inbound, ReadError};
+
+/// What the reader reads: bytes hyper had buffered, then the socket.
+type ReadStream = tokio::io::Chain<std::io::Cursor<Bytes>, tokio::net::tcp::OwnedReadHalf>;
+
+/// After the server sends its close frame, how long it waits for the client's.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Deserialize)]
+pub struct WsParams {
+    token: Option<String>,
+}
+
+/// `GET /ws`: admission checks, then the upgrade.
+pub async fn upgrade(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    params: Result<Query<WsParams>, axum::extract::rejection::QueryRejection>,
+    ws: Result<IncomingUpgrade, StatusCode>,
+) -> Response {
+    let reject = |reason: &'static str, error: ClientError| {
+        node.metrics
+            .connections_rejected
+            .with_label_values(&[reason])
+            .inc();
+        error.into_response()
+    };
+    let Ok(ws) = ws else {
+        return reject(
+            "bad_request",
+            ClientError::bad_request(
+                "expected a WebSocket upgrade request (Sec-WebSocket-Key, Sec-WebSocket-Version: 13)",
+            ),
+        );
+    };
+    let query_token = params.ok().and_then(|q| q.0.token);
+    let admitted = match admission::admit(&node, &headers, query_token) {
+        Ok(admitted) => admitted,
+        Err(refused) => return refused.counted(&node).into_response(),
+    };
+    let (response, fut) = match ws.upgrade() {
+        Ok(pair) => pair,
+        Err(_) => {
+            return reject(
+                "bad_request",
+                ClientError::bad_request("WebSocket upgrade failed"),
+            );
+        }
+    };
+    node.metrics.connections_accepted.inc();
+    let task_node = node.clone();
+    node.tasks
+        .spawn(async move { run(task_node, fut, admitted).await });
+    response.into_response()
+}
+
+/// One connection, from the finished handshake to the last byte.
+async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted) {
+    let ws = match fut.await {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade did not complete");
+            return;
+        }
+    };
+    // The server hands hyper a plain TcpStream, so the upgraded connection is one again:
+    // split it without a lock, keeping any bytes hyper read past the handshake.
+    let parts = match ws
+        .into_inner()
+        .into_inner()
+        .downcast::<TokioIo<TcpStream>>()
+    {
+        Ok(parts) => parts,
+        Err(_) => {
+            tracing::error!("upgraded connection is not a TCP stream; dropping it");
+            return;
+        }
+    };
+    let (read_half, mut write_half) = parts.io.into_inner().into_split();
+    // `read_buf` is a view into hyper's read buffer; copying what it holds (usually nothing)
+    // lets that buffer go instead of keeping it alive for the whole connection.
+    let early = Bytes::copy_from_slice(&parts.read_buf);
+    drop(parts.read_buf);
+    let read_half = std::io::Cursor::new(early).chain(read_half);
+    // The write side of fastwebsockets is not used: frames are pre-encoded bytes.
+    let (mut ws_read, _) =
+        fastwebsockets::after_handshake_split(read_half, tokio::io::sink(), Role::Server);
+    let limits = &node.config.limits;
+    // Per frame; the total of a fragmented message is checked by `MessageReader`.
+    ws_read.set_max_message_size(limits.max_message_bytes + 1);
+
+    let outbox = Arc::new(Outbox::new(
+        limits.queue_max_messages,
+        limits.queue_max_bytes,
+    ));
+    let conn = Arc::new(ConnState::new(&node));
+    let _guard = node.register_session(conn.id, &outbox);
+    node.metrics.connections_open.inc();
+    // Debug level: at the default log level the span is disabled and costs nothing per
+    // poll; warnings and errors name the connection themselves.
+    let span = tracing::debug_span!("conn", id = %conn.public_id);
+    let conn_id = conn.public_id.clone();
+
+    let mut session = Session::new(
+        node.clone(),
+        conn.clone(),
+        outbox.clone(),
+        admitted.node_slot,
+    );
+    let cancel = CancellationToken::new();
+    let reader = {
+        let cancel = cancel.clone();
+        let user = admitted.user;
+        let max = limits.max_message_bytes;
+        let span = span.clone();
+        let outbox = outbox.clone();
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let reading = std::panic::AssertUnwindSafe(async move {
+                    let started = match user {
+                        Some((identity, slot)) => {
+                            Box::pin(session.start(identity, slot, None)).await
+                        }
+                        None => true,
+                    };
+                    if started {
+                        read_loop(MessageReader::new(ws_read, max), &mut session, &cancel).await;
+                    }
+                    session
+                });
+                match futures_util::FutureExt::catch_unwind(reading).await {
+                    Ok(session) => Some(session),
+                    Err(_) => {
+                        // A bug, not the client's doing: end this connection only (the
+                        // session's Drop leaves the hub consistent).
+                        tracing::error!(conn = %conn_id, "session reader panicked; closing the connection");
+                        outbox.end(Ending::close(CloseCode::InternalError, "internal error"));
+                        None
+                    }
+                }
+            },
+            span,
+        ))
+    };
+
+    let ending = tracing::Instrument::instrument(
+        write_loop(&mut write_half, &outbox, &conn, &node),
+        span.clone(),
+    )
+    .await;
+
+    // Give the client a moment to answer our close frame, then stop reading.
+    let reader = {
+        let mut reader = reader;
+        tokio::select! {
+            r = &mut reader => r,
+            _ = tokio::time::sleep(CLOSE_GRACE) => {
+                cancel.cancel();
+                reader.await
+            }
+        }
+    };
+    let _ = write_half.shutdown().await;
+    match reader {
+        Ok(Some(mut session)) => session.finish().await,
+        Ok(None) => {}
+        Err(e) => tracing::error!(conn = %conn.public_id, error = %e, "session reader failed"),
+    }
+    node.metrics.connections_open.dec();
+    node.metrics
+        .disconnects
+        .with_label_values(&[ending.label()])
+        .inc();
+    tracing::debug!(parent: &span, reason = ending.label(), "connection closed");
+}
