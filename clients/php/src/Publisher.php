@@ -1,0 +1,174 @@
+<?php
+
+declare(strict_types=1);
+
+namespace Fanout;
+
+use Fanout\Exception\InvalidArgumentException;
+use Fanout\Exception\LibraryNotLoadedException;
+use Fanout\Exception\RedisCommandException;
+use Fanout\Internal\Payload;
+use Fanout\Internal\Redis;
+
+/**
+ * Publishes through Redis (phpredis), the way docs/publishing.md describes: a plain
+ * `PUBLISH <prefix><channel>` for fire-and-forget messages, and `FCALL fanout_publish`
+ * (the Redis Function library every fanout node loads) for messages kept in the channel's
+ * history.
+ *
+ * ```php
+ * $publisher = Publisher::connect('redis://127.0.0.1:6379');
+ * $publisher->publish('room:lobby', ['type' => 'chat', 'text' => 'hi']);
+ * $result = $publisher->publishWithHistory('user:42', ['type' => 'notification', 'data' => [...]]);
+ * $result->offset; // 7
+ * $publisher->broadcast(['user:42', 'user:43'], ['type' => 'task_update']);
+ * ```
+ *
+ * The `\Redis` connection may be shared with the application: commands are sent raw,
+ * unaffected by its `OPT_PREFIX` or `OPT_SERIALIZER`.
+ */
+final class Publisher implements PublisherInterface
+{
+    /**
+     * @param \Redis $redis a connected phpredis client, to the Redis the fanout nodes use.
+     * @param string $prefix the nodes' `redis_prefix` (`--redis-prefix`), `fanout:` by default.
+     */
+    public function __construct(
+        private readonly \Redis $redis,
+        private readonly string $prefix = 'fanout:',
+    ) {
+    }
+
+    /**
+     * A publisher on a new connection.
+     *
+     * @param string $url `redis://[[user]:password@]host[:port][/db]`, `rediss://...` (TLS) or
+     *        `unix:///path/to/redis.sock`.
+     * @throws RedisCommandException when Redis cannot be reached.
+     */
+    public static function connect(string $url = 'redis://127.0.0.1:6379', string $prefix = 'fanout:', float $timeout = 2.0): self
+    {
+        return new self(Redis::connect($url, $timeout), $prefix);
+    }
+
+    /**
+     * `PUBLISH <prefix><channel> <payload>`: delivered to the channel's subscribers connected
+     * right now, at most once, and not kept in history (even on channels that keep one).
+     *
+     * @return int the number of gateway nodes subscribed to the channel (not of clients).
+     * @throws InvalidArgumentException for an invalid channel name or payload.
+     * @throws RedisCommandException
+     */
+    public function publish(string $channel, mixed $data): int
+    {
+        Channel::assertValid($channel);
+        return (int) Redis::call($this->redis, 'PUBLISH', $this->prefix . $channel, Payload::encode($data));
+    }
+
+    /**
+     * `FCALL fanout_publish 1 <channel> <payload>`: keeps the message in the channel's
+     * history and publishes it with its offset and epoch, atomically in Redis.
+     *
+     * @throws InvalidArgumentException for an invalid channel name or payload.
+     * @throws LibraryNotLoadedException when no fanout node has loaded its function library
+     *         into this Redis (nothing is published).
+     * @throws RedisCommandException for other Redis errors, e.g. a payload above the nodes'
+     *         `max_payload_bytes`.
+     */
+    public function publishWithHistory(string $channel, mixed $data, ?string $idempotencyKey = null): PublishResult
+    {
+        Channel::assertValid($channel);
+        $payload = Payload::encode($data);
+        // The epoch is read in the same transaction, so it is the one the offset belongs to.
+        [$offset, $epoch] = Redis::transaction($this->redis, [
+            $this->fcall($channel, $payload, $idempotencyKey),
+            ['HGET', $this->prefix . '{' . $channel . '}:meta', 'epoch'],
+        ]);
+        $offset = self::offset($offset);
+        return new PublishResult($offset, $offset > 0 && is_string($epoch) ? $epoch : null);
+    }
+
+    /**
+     * `fanout_publish` to every channel in one `MULTI`/`EXEC` transaction: all channels are
+     * validated first, and no other command runs in between. (A transaction is atomic but
+     * not all-or-nothing; the errors `fanout_publish` can give, a missing library or a
+     * payload too large, hit every channel alike, so in practice none or all are published.)
+     *
+     * @param list<string> $channels
+     * @return int the number of distinct channels.
+     * @throws InvalidArgumentException for an empty list, an invalid channel name or payload.
+     * @throws LibraryNotLoadedException
+     * @throws RedisCommandException
+     */
+    public function broadcast(array $channels, mixed $data): int
+    {
+        $channels = self::distinctChannels($channels);
+        $payload = Payload::encode($data);
+        $replies = Redis::transaction(
+            $this->redis,
+            array_map(fn (string $channel) => $this->fcall($channel, $payload, null), $channels),
+        );
+        foreach ($replies as $reply) {
+            self::offset($reply);
+        }
+        return count($channels);
+    }
+
+    /** @return list<string> */
+    private function fcall(string $channel, string $payload, ?string $idempotencyKey): array
+    {
+        if ($idempotencyKey !== null) {
+            throw new InvalidArgumentException('idempotency keys are not supported by this version of fanout_publish');
+        }
+        return ['FCALL', 'fanout_publish', '1', $channel, $payload];
+    }
+
+    /**
+     * The offset from a `fanout_publish` reply, or the exception its error calls for.
+     *
+     * @throws LibraryNotLoadedException
+     * @throws RedisCommandException
+     */
+    private static function offset(mixed $reply): int
+    {
+        if ($reply instanceof RedisCommandException) {
+            $message = $reply->getMessage();
+            if (str_contains($message, 'Function not found')) {
+                throw new LibraryNotLoadedException(
+                    'the fanout Redis Function library is not loaded on this Redis (Redis answered "'
+                    . $message . '"). fanout nodes load it when they start and when they reconnect to '
+                    . 'Redis: start a fanout node with --redis-url pointing at this Redis (or check that '
+                    . 'this code uses the same Redis as the nodes), then retry. Nothing was published.',
+                    0,
+                    $reply,
+                );
+            }
+            if (stripos($message, "unknown command") !== false && stripos($message, 'fcall') !== false) {
+                throw new RedisCommandException("publishing with history needs Redis 7 or later (Redis answered \"$message\")", 0, $reply);
+            }
+            throw $reply;
+        }
+        if (!is_int($reply)) {
+            throw new RedisCommandException('unexpected reply from fanout_publish: ' . get_debug_type($reply));
+        }
+        return $reply;
+    }
+
+    /**
+     * @param array<mixed> $channels
+     * @return list<string>
+     */
+    private static function distinctChannels(array $channels): array
+    {
+        if ($channels === []) {
+            throw new InvalidArgumentException('broadcast needs at least one channel');
+        }
+        foreach ($channels as $channel) {
+            if (!is_string($channel)) {
+                throw new InvalidArgumentException('channel names must be strings, got ' . get_debug_type($channel));
+            }
+            Channel::assertValid($channel);
+        }
+        return array_values(array_unique($channels));
+    }
+}
