@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::http::{history, ops, presence, publish};
+use crate::http::{demo, history, ops, presence, publish};
 use crate::node::Node;
 use crate::transport::ws;
 
@@ -26,7 +26,16 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The HTTP surface of a node.
 pub fn router(node: Arc<Node>) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if node.config.demo {
+        router = router
+            .route("/demo", get(demo::root))
+            .route("/demo/", get(demo::index))
+            .route("/demo/token", get(demo::token))
+            .route("/demo/client/{file}", get(demo::client_file))
+            .route("/demo/{file}", get(demo::page_file));
+    }
+    router
         .route("/ws", get(ws::upgrade))
         .route("/api/publish", post(publish::publish))
         .route("/api/broadcast", post(publish::broadcast))

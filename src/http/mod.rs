@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod demo;
 pub mod history;
 pub mod ops;
 pub mod presence;
