@@ -1,0 +1,72 @@
+/**
+ * "Who is here" on a post edit screen: everyone else editing the same post, as avatars in a
+ * corner of the screen. Every editor subscribes to the post's room (`room:wp-post-<id>`);
+ * the gateway keeps the room's presence (it must be configured with presence and join/leave
+ * events for the `room` namespace, see docs/wordpress.md).
+ */
+import { PresenceRoster } from './roster.js';
+
+/**
+ * @param {import('./fanout/index.js').Fanout} client
+ * @param {{userId: string, postRoom: string, i18n: Record<string, string>}} config
+ */
+export function mountPresence(client, config) {
+  const channel = config.postRoom;
+  const roster = new PresenceRoster();
+  const box = document.createElement('div');
+  box.className = 'fanout-presence';
+  box.setAttribute('aria-live', 'polite');
+  box.hidden = true;
+  document.body.append(box);
+
+  function render() {
+    const people = roster.people(config.userId);
+    box.hidden = people.length === 0;
+    box.replaceChildren();
+    if (people.length === 0) return;
+    const label = document.createElement('span');
+    label.className = 'fanout-presence-label';
+    label.textContent = config.i18n.here;
+    box.append(label);
+    for (const person of people) {
+      const badge = document.createElement(person.avatar ? 'img' : 'span');
+      badge.className = 'fanout-presence-person';
+      badge.title = person.name;
+      if (person.avatar) {
+        badge.src = person.avatar;
+        badge.alt = person.name;
+        badge.width = 32;
+        badge.height = 32;
+      } else {
+        badge.textContent = person.name.slice(0, 1).toUpperCase();
+      }
+      box.append(badge);
+    }
+  }
+
+  // The list from the gateway, asked after every (re)connection; join and leave events keep
+  // it current in between.
+  async function refresh() {
+    try {
+      roster.reset(await client.presence(channel));
+      render();
+    } catch (error) {
+      console.warn('fanout: presence of', channel, 'unavailable:', error);
+    }
+  }
+
+  client.subscribe(channel, {
+    onJoin(member) {
+      roster.join(member);
+      render();
+    },
+    onLeave(member) {
+      roster.leave(member);
+      render();
+    },
+  });
+  client.on('state', (state) => {
+    if (state === 'connected') refresh();
+  });
+  refresh();
+}

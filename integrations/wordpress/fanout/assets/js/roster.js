@@ -1,0 +1,47 @@
+/**
+ * Who is in a presence channel, kept from a `presence` reply and the `join`/`leave` events
+ * that follow it. Pure logic, no DOM, so that it runs (and is tested) in Node as well.
+ *
+ * A user with two tabs is two members (two connections) but one person: `people()` lists
+ * each user once, as long as one of their connections is there.
+ */
+export class PresenceRoster {
+  constructor() {
+    /** @type {Map<string, {user: string, info?: any}>} members by conn_id */
+    this.members = new Map();
+  }
+
+  /** Replaces everything with a `presence` reply's members (after subscribing or reconnecting). */
+  reset(members) {
+    this.members.clear();
+    for (const member of members || []) this.join(member);
+  }
+
+  /** A `join` event (or one member of a reply). */
+  join(member) {
+    if (member && member.conn_id && member.user !== undefined) {
+      this.members.set(member.conn_id, { user: String(member.user), info: member.info });
+    }
+  }
+
+  /** A `leave` event. */
+  leave(member) {
+    if (member && member.conn_id) this.members.delete(member.conn_id);
+  }
+
+  /**
+   * The people present, each user once, optionally without one user (the viewer).
+   * @param {string} [exceptUser]
+   * @returns {{user: string, name: string, avatar: string|null}[]} sorted by name
+   */
+  people(exceptUser) {
+    const byUser = new Map();
+    for (const { user, info } of this.members.values()) {
+      if (user === exceptUser || byUser.has(user)) continue;
+      const name = info && typeof info.name === 'string' && info.name !== '' ? info.name : `#${user}`;
+      const avatar = info && typeof info.avatar === 'string' ? info.avatar : null;
+      byUser.set(user, { user, name, avatar });
+    }
+    return [...byUser.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+}

@@ -1,0 +1,227 @@
+<?php
+/**
+ * Settings > fanout: the settings form (through the Settings API, which brings the nonce and
+ * the `manage_options` check of options.php) and a "send me a test notification" button.
+ *
+ * @package Fanout
+ */
+
+declare(strict_types=1);
+
+namespace FanoutWP;
+
+if (!defined('ABSPATH')) {
+    exit;
+}
+
+final class SettingsPage
+{
+    /** Menu slug of the page, also the Settings API group and page id. */
+    public const SLUG = 'fanout';
+
+    /** admin-post.php action of the test-notification button. */
+    public const TEST_ACTION = 'fanout_test_notification';
+
+    public static function register(): void
+    {
+        add_action('admin_menu', [self::class, 'addPage']);
+        add_action('admin_init', [self::class, 'registerSettings']);
+        add_action('admin_post_' . self::TEST_ACTION, [self::class, 'sendTestNotification']);
+        add_filter('plugin_action_links_' . plugin_basename(FANOUT_WP_FILE), [self::class, 'actionLinks']);
+    }
+
+    public static function addPage(): void
+    {
+        add_options_page(__('fanout', 'fanout'), __('fanout', 'fanout'), 'manage_options', self::SLUG, [self::class, 'render']);
+    }
+
+    /** @param array<string, string> $links */
+    public static function actionLinks(array $links): array
+    {
+        $url = admin_url('options-general.php?page=' . self::SLUG);
+        array_unshift($links, '<a href="' . esc_url($url) . '">' . esc_html__('Settings', 'fanout') . '</a>');
+        return $links;
+    }
+
+    public static function registerSettings(): void
+    {
+        register_setting(self::SLUG, Settings::OPTION, [
+            'type' => 'array',
+            'sanitize_callback' => [Settings::class, 'sanitize'],
+            'show_in_rest' => false, // secrets live here
+            'default' => [],
+        ]);
+
+        add_settings_section('fanout_browser', __('Browsers', 'fanout'), static function (): void {
+            echo '<p>' . esc_html__('Where browsers connect, and how long their tokens last. Tokens are signed with the JWT secret the gateway is started with (FANOUT_JWT_SECRET).', 'fanout') . '</p>';
+        }, self::SLUG);
+        self::field('gateway_url', __('Gateway URL', 'fanout'), 'fanout_browser', 'url', __('The public URL of the gateway as browsers reach it, e.g. wss://realtime.example.com or https://realtime.example.com.', 'fanout'));
+        self::field('jwt_secret', __('JWT secret', 'fanout'), 'fanout_browser', 'password', __('The gateway\'s FANOUT_JWT_SECRET (at least 32 random characters).', 'fanout'));
+        self::field('token_ttl', __('Token lifetime (seconds)', 'fanout'), 'fanout_browser', 'number', __('The browser fetches a new token before it expires. Default 600.', 'fanout'));
+
+        add_settings_section('fanout_publishing', __('Publishing', 'fanout'), static function (): void {
+            echo '<p>' . esc_html__('How WordPress publishes to the gateway: through the Redis the gateway uses (fastest), or through the gateway\'s HTTP API when WordPress cannot reach that Redis.', 'fanout') . '</p>';
+        }, self::SLUG);
+        self::field('publish_mode', __('Publish through', 'fanout'), 'fanout_publishing', 'mode');
+        if (Settings::redisUrlFromConstant()) {
+            add_settings_field('fanout_redis_url', __('Redis', 'fanout'), static function (): void {
+                echo '<p class="description">' . esc_html__('Set in wp-config.php (FANOUT_REDIS_URL).', 'fanout') . '</p>';
+            }, self::SLUG, 'fanout_publishing');
+        } else {
+            self::field('redis_host', __('Redis host', 'fanout'), 'fanout_publishing', 'text');
+            self::field('redis_port', __('Redis port', 'fanout'), 'fanout_publishing', 'number');
+            self::field('redis_password', __('Redis password', 'fanout'), 'fanout_publishing', 'password');
+        }
+        self::field('redis_prefix', __('Redis prefix', 'fanout'), 'fanout_publishing', 'text', __('The gateway\'s --redis-prefix; fanout: by default.', 'fanout'));
+        self::field('api_url', __('Gateway API URL', 'fanout'), 'fanout_publishing', 'url', __('For HTTP publishing: the gateway as this server reaches it, e.g. http://127.0.0.1:8080.', 'fanout'));
+        self::field('api_key', __('API key', 'fanout'), 'fanout_publishing', 'password', __('For HTTP publishing: one of the gateway\'s --api-key values.', 'fanout'));
+
+        add_settings_section('fanout_inbox', __('Inbox worker', 'fanout'), static function (): void {
+            echo '<p>' . esc_html__('What browsers send (send frames) waits in a Redis stream; bin/inbox-worker.php reads it and runs the WordPress action fanout_inbox_<type> for each message.', 'fanout') . '</p>';
+        }, self::SLUG);
+        self::field('inbox_stream', __('Inbox stream', 'fanout'), 'fanout_inbox', 'text');
+        self::field('inbox_group', __('Consumer group', 'fanout'), 'fanout_inbox', 'text');
+    }
+
+    /** Adds one field whose input is rendered by `renderField`. */
+    private static function field(string $key, string $label, string $section, string $kind, string $help = ''): void
+    {
+        add_settings_field('fanout_' . $key, $label, [self::class, 'renderField'], self::SLUG, $section, [
+            'key' => $key,
+            'kind' => $kind,
+            'help' => $help,
+            'label_for' => 'fanout_' . $key,
+        ]);
+    }
+
+    /**
+     * Renders one input. A value from a constant is shown read-only (secrets not at all), and
+     * a secret's input is always empty: a blank submission keeps the stored value.
+     *
+     * @param array{key: string, kind: string, help: string} $args
+     */
+    public static function renderField(array $args): void
+    {
+        $key = $args['key'];
+        $name = Settings::OPTION . '[' . $key . ']';
+        $id = 'fanout_' . $key;
+        $secret = Settings::FIELDS[$key]['secret'];
+
+        if (Settings::fromConstant($key)) {
+            if (!$secret) {
+                printf('<code id="%s">%s</code> ', esc_attr($id), esc_html((string) Settings::get($key)));
+            }
+            printf(
+                '<p class="description">%s</p>',
+                esc_html(sprintf(
+                    /* translators: %s: a PHP constant name */
+                    __('Set in wp-config.php (%s).', 'fanout'),
+                    Settings::FIELDS[$key]['constant']
+                ))
+            );
+            return;
+        }
+
+        switch ($args['kind']) {
+            case 'password':
+                $isSet = Settings::isSet($key);
+                printf(
+                    '<input type="password" id="%s" name="%s" value="" class="regular-text" autocomplete="new-password" placeholder="%s">',
+                    esc_attr($id),
+                    esc_attr($name),
+                    esc_attr($isSet ? __('stored; leave blank to keep it', 'fanout') : __('not set', 'fanout'))
+                );
+                if ($isSet) {
+                    printf(
+                        ' <label><input type="checkbox" name="%s" value="1"> %s</label>',
+                        esc_attr(Settings::OPTION . '[clear_' . $key . ']'),
+                        esc_html__('Remove the stored value', 'fanout')
+                    );
+                }
+                printf(
+                    '<p class="description">%s</p>',
+                    esc_html(sprintf(
+                        /* translators: %s: a PHP constant name */
+                        __('Better: define %s in wp-config.php, which keeps it out of the database.', 'fanout'),
+                        Settings::FIELDS[$key]['constant']
+                    ))
+                );
+                break;
+            case 'mode':
+                $mode = (string) Settings::get($key);
+                foreach (['redis' => __('Redis', 'fanout'), 'http' => __('HTTP API', 'fanout')] as $value => $label) {
+                    printf(
+                        '<label><input type="radio" name="%s" value="%s" %s> %s</label><br>',
+                        esc_attr($name),
+                        esc_attr($value),
+                        checked($mode, $value, false),
+                        esc_html($label)
+                    );
+                }
+                break;
+            default:
+                printf(
+                    '<input type="%s" id="%s" name="%s" value="%s" class="%s">',
+                    $args['kind'] === 'number' ? 'number' : 'text',
+                    esc_attr($id),
+                    esc_attr($name),
+                    esc_attr((string) Settings::get($key)),
+                    $args['kind'] === 'number' ? 'small-text' : 'regular-text'
+                );
+        }
+        if ($args['help'] !== '') {
+            printf('<p class="description">%s</p>', esc_html($args['help']));
+        }
+    }
+
+    public static function render(): void
+    {
+        if (!current_user_can('manage_options')) {
+            return;
+        }
+        echo '<div class="wrap"><h1>' . esc_html__('fanout', 'fanout') . '</h1>';
+        if (\FanoutWP\library_dir() === null) {
+            echo '<div class="notice notice-error"><p>' . esc_html__('The fanout PHP library is missing from the plugin (lib/). Build the plugin with integrations/wordpress/build.sh.', 'fanout') . '</p></div>';
+        }
+        if (isset($_GET['fanout_test'])) { // phpcs:ignore WordPress.Security.NonceVerification.Recommended -- only selects a message
+            $ok = $_GET['fanout_test'] === 'sent'; // phpcs:ignore WordPress.Security.NonceVerification.Recommended
+            printf(
+                '<div class="notice notice-%s is-dismissible"><p>%s</p></div>',
+                $ok ? 'success' : 'error',
+                esc_html($ok
+                    ? __('Test notification published to your channel. With this page open, the bell in the admin bar shows it.', 'fanout')
+                    : __('The test notification could not be published; the PHP error log has the reason.', 'fanout'))
+            );
+        }
+        settings_errors(Settings::OPTION);
+        echo '<form action="options.php" method="post">';
+        settings_fields(self::SLUG);
+        do_settings_sections(self::SLUG);
+        submit_button();
+        echo '</form>';
+
+        echo '<h2>' . esc_html__('Try it', 'fanout') . '</h2>';
+        echo '<form action="' . esc_url(admin_url('admin-post.php')) . '" method="post">';
+        echo '<input type="hidden" name="action" value="' . esc_attr(self::TEST_ACTION) . '">';
+        wp_nonce_field(self::TEST_ACTION);
+        submit_button(__('Send me a test notification', 'fanout'), 'secondary', 'submit', false);
+        echo '</form></div>';
+    }
+
+    /** admin-post handler of the test button: publishes a notification to the current user. */
+    public static function sendTestNotification(): void
+    {
+        if (!current_user_can('manage_options')) {
+            wp_die(esc_html__('Sorry, you are not allowed to do that.', 'fanout'), 403);
+        }
+        check_admin_referer(self::TEST_ACTION);
+        $result = fanout_notify_user(get_current_user_id(), [
+            'title' => __('fanout works', 'fanout'),
+            'message' => __('This notification came from Settings > fanout.', 'fanout'),
+            'level' => 'success',
+        ]);
+        $status = is_wp_error($result) ? 'failed' : 'sent';
+        wp_safe_redirect(add_query_arg('fanout_test', $status, admin_url('options-general.php?page=' . self::SLUG)));
+        exit;
+    }
+}
