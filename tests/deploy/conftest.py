@@ -87,12 +87,17 @@ def redis_server(tmp_path: Path) -> Iterator[int]:
 
 
 @contextmanager
-def gateway(fanout_bin: Path, tmp_path: Path, *extra_args: str) -> Iterator[str]:
+def gateway(fanout_bin: Path, tmp_path: Path, *extra_args: str,
+            settings: dict[str, str] | None = None) -> Iterator[str]:
     """A running `fanout serve` on a free loopback port; yields its base URL once /readyz
-    answers 200. Its log goes to a file in tmp_path, shown if it does not become ready."""
+    answers 200. `settings` are its FANOUT_* environment variables (default: a test JWT
+    secret and API key); none are inherited. Its log goes to a file in tmp_path, shown if it
+    does not become ready."""
     port = free_port()
     log_path = tmp_path / f"fanout-{port}.log"
-    env = dict(os.environ, FANOUT_JWT_SECRET=TEST_JWT_SECRET, FANOUT_API_KEY="deploy-test-key")
+    if settings is None:
+        settings = {"FANOUT_JWT_SECRET": TEST_JWT_SECRET, "FANOUT_API_KEY": "deploy-test-key"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FANOUT_")} | settings
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [str(fanout_bin), "serve", "--listen", f"127.0.0.1:{port}", *extra_args],
