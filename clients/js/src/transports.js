@@ -1,0 +1,339 @@
+/**
+ * The two carriers of protocol v1 frames: a WebSocket (`/ws`), and Server-Sent Events
+ * (`GET /sse`) plus HTTP POSTs (`/sse/frames`) where WebSockets cannot pass. Both hand
+ * parsed frames to the same handlers, so the protocol layer (the client) is identical on
+ * either; only how a connection opens and how frames leave differ.
+ *
+ * A transport object is one connection attempt. It reports its end once through
+ * `onClose(code, reason, status)` with a WebSocket close code (an SSE stream's `close`
+ * event carries the same codes; HTTP refusals are mapped to the close code that means the
+ * same), and reports nothing after `close()` was called on it: the caller that closes it
+ * already knows.
+ *
+ * @module
+ */
+
+/**
+ * @typedef {object} TransportHandlers
+ * @property {(frame: Record<string, any>) => void} onFrame a server frame (parsed JSON object)
+ * @property {() => void} onActivity any sign of life: a frame, or an SSE comment (heartbeat)
+ * @property {(code: number, reason: string, status?: number) => void} onClose the end, at most once
+ */
+
+/** Reads a text or binary WebSocket payload as text. */
+function payloadText(data) {
+  if (typeof data === "string") return data;
+  if (data instanceof ArrayBuffer || ArrayBuffer.isView(data)) return new TextDecoder().decode(data);
+  return undefined; // a Blob: binary messages are not part of protocol v1
+}
+
+/**
+ * Parses a JSON text into a frame object; anything else (not JSON, not an object) is not
+ * a frame of protocol v1 and is ignored, as the protocol asks of clients.
+ * @returns {Record<string, any> | undefined}
+ */
+function parseFrame(text) {
+  try {
+    const frame = JSON.parse(text);
+    return frame !== null && typeof frame === "object" && !Array.isArray(frame) ? frame : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Protocol v1 over a WebSocket. The token goes in an `auth` frame rather than the URL: it
+ * stays out of proxy logs, and a refused token is then a visible close 4001 instead of a
+ * refused upgrade, which browsers only report as 1006.
+ */
+export class WebSocketTransport {
+  /**
+   * @param {{ url: string, token: string, WebSocket: any, handlers: TransportHandlers }} options
+   */
+  constructor({ url, token, WebSocket: WebSocketImpl, handlers }) {
+    this.kind = "websocket";
+    this.handlers = handlers;
+    this.closed = false;
+    this.socket = new WebSocketImpl(url);
+    this.socket.binaryType = "arraybuffer";
+    this.socket.onopen = () => this.send({ type: "auth", token });
+    this.socket.onmessage = (event) => {
+      if (this.closed) return;
+      handlers.onActivity();
+      const text = payloadText(event.data);
+      const frame = text === undefined ? undefined : parseFrame(text);
+      if (frame) handlers.onFrame(frame);
+    };
+    // An `error` event is always followed by `close`, which carries the code.
+    this.socket.onerror = () => {};
+    this.socket.onclose = (event) => {
+      if (this.closed) return;
+      this.closed = true;
+      handlers.onClose(event.code || 1006, event.reason || "connection lost");
+    };
+  }
+
+  /** Sends a frame if the socket is open; frames sent while it is not are dropped. */
+  send(frame) {
+    if (!this.closed && this.socket.readyState === 1) this.socket.send(JSON.stringify(frame));
+  }
+
+  /** The SSE transport needs the new token for its POSTs; a WebSocket does not. */
+  setToken() {}
+
+  /** Closes the socket; no `onClose` follows. */
+  close(code = 1000, reason = "") {
+    if (this.closed) return;
+    this.closed = true;
+    try {
+      this.socket.close(code, reason);
+    } catch {
+      this.socket.close();
+    }
+  }
+}
+
+/**
+ * The close code that means what an HTTP refusal of `GET /sse` or `POST /sse/frames` means,
+ * so that the client handles both transports alike.
+ */
+function closeCodeForStatus(status) {
+  switch (status) {
+    case 401:
+      return 4001; // token refused: get a new one
+    case 429:
+      return 4010; // this user has too many connections: back off long
+    case 503:
+      return 1013; // draining or at a limit: try again (elsewhere)
+    case 403:
+      return 4003; // origin or user not allowed: not a protocol close code, handled as permanent
+    default:
+      return 1006; // no SSE here (404), or a proxy problem: like a dropped connection
+  }
+}
+
+/** Reads `{"error":{"code","message"}}` from a refusal, or the status text. */
+async function refusalMessage(response) {
+  const text = await response.text().catch(() => "");
+  const parsed = parseFrame(text);
+  return parsed?.error?.message ?? `HTTP ${response.status}${text ? `: ${text.slice(0, 200)}` : ""}`;
+}
+
+/** Frames per POST and characters per POST body: well below the gateway's body limit. */
+const MAX_FRAMES_PER_POST = 64;
+const MAX_POST_CHARS = 60000;
+
+/**
+ * Protocol v1 over Server-Sent Events: a `fetch()` stream reader on `GET /sse` (not
+ * `EventSource`, which hides the `: ping` comments that tell a quiet stream from a dead
+ * one, and which cannot be told to stop reconnecting by itself), and client frames POSTed
+ * to `/sse/frames?conn_id=...` in order, one request at a time, batched as NDJSON.
+ * The token travels as `?token=` (like `EventSource` must), so that neither request needs
+ * a CORS preflight; POST bodies are `text/plain` for the same reason.
+ */
+export class SseTransport {
+  /**
+   * @param {{ url: string, token: string, fetch: typeof fetch, handlers: TransportHandlers }} options
+   *   `url`: the stream URL (`http(s)://host/sse`); frames go to `<url>/frames`.
+   */
+  constructor({ url, token, fetch: fetchImpl, handlers }) {
+    this.kind = "sse";
+    this.handlers = handlers;
+    this.fetch = fetchImpl;
+    this.streamUrl = url;
+    this.framesUrl = `${url.replace(/\/+$/, "")}/frames`;
+    this.token = token;
+    this.closed = false;
+    this.connId = undefined;
+    /** JSON texts waiting to be POSTed, in order. */
+    this.outbox = [];
+    this.posting = false;
+    /** The `close` event of the stream, if the server sent one before ending it. */
+    this.serverClose = undefined;
+    this.abort = new AbortController();
+    this.#readStream();
+  }
+
+  /** Queues a frame; frames leave in order, batched, once the stream's ack named the session. */
+  send(frame) {
+    if (this.closed) return;
+    this.outbox.push(JSON.stringify(frame));
+    this.#flush();
+  }
+
+  /** Later POSTs authenticate with this token (after a successful `refresh`). */
+  setToken(token) {
+    this.token = token;
+  }
+
+  /** Ends the stream and any POST; no `onClose` follows. */
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    this.abort.abort();
+  }
+
+  #finish(code, reason, status) {
+    if (this.closed) return;
+    this.closed = true;
+    this.abort.abort();
+    this.handlers.onClose(code, reason, status);
+  }
+
+  async #readStream() {
+    const url = new URL(this.streamUrl);
+    url.searchParams.set("token", this.token);
+    let response;
+    try {
+      response = await this.fetch(url.href, {
+        headers: { accept: "text/event-stream" },
+        cache: "no-store",
+        signal: this.abort.signal,
+      });
+    } catch (error) {
+      return this.#finish(1006, `SSE request failed: ${error?.message ?? error}`);
+    }
+    if (!response.ok) {
+      const message = await refusalMessage(response);
+      return this.#finish(closeCodeForStatus(response.status), message, response.status);
+    }
+    if (!(response.headers.get("content-type") ?? "").startsWith("text/event-stream") || !response.body) {
+      response.body?.cancel().catch(() => {});
+      return this.#finish(1006, "the SSE endpoint did not answer with an event stream", response.status);
+    }
+    const reader = response.body.getReader();
+    const parser = new SseParser((event) => this.#onEvent(event));
+    const decoder = new TextDecoder();
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done || this.closed) break;
+        this.handlers.onActivity();
+        parser.push(decoder.decode(value, { stream: true }));
+      }
+    } catch (error) {
+      if (!this.closed) return this.#finish(1006, `SSE stream failed: ${error?.message ?? error}`);
+    }
+    const end = this.serverClose;
+    this.#finish(end?.code ?? 1006, end?.reason ?? "SSE stream ended");
+  }
+
+  #onEvent({ data }) {
+    if (this.closed) return;
+    const frame = parseFrame(data);
+    if (!frame) return;
+    if (frame.type === "close") {
+      // The server's last word: the stream ends right after it.
+      this.serverClose = { code: Number(frame.code) || 1006, reason: String(frame.reason ?? "") };
+      return;
+    }
+    if (frame.type === "connection_ack" && typeof frame.conn_id === "string") {
+      this.connId = frame.conn_id;
+      this.handlers.onFrame(frame);
+      this.#flush();
+      return;
+    }
+    this.handlers.onFrame(frame);
+  }
+
+  async #flush() {
+    if (this.posting || this.closed || this.connId === undefined) return;
+    this.posting = true;
+    try {
+      while (this.outbox.length > 0 && !this.closed) {
+        let count = 0;
+        let chars = 0;
+        while (count < this.outbox.length && count < MAX_FRAMES_PER_POST) {
+          chars += this.outbox[count].length + 1;
+          if (count > 0 && chars > MAX_POST_CHARS) break;
+          count += 1;
+        }
+        const body = this.outbox.splice(0, count).join("\n");
+        const url = new URL(this.framesUrl);
+        url.searchParams.set("conn_id", this.connId);
+        url.searchParams.set("token", this.token);
+        let response;
+        try {
+          response = await this.fetch(url.href, {
+            method: "POST",
+            headers: { "content-type": "text/plain" },
+            body,
+            signal: this.abort.signal,
+          });
+        } catch (error) {
+          return this.#finish(1006, `SSE frame POST failed: ${error?.message ?? error}`);
+        }
+        if (!response.ok) {
+          // 404: the session is gone (its stream ended); 401: token refused. Either way
+          // this connection cannot carry frames any more: end it and let the client reconnect.
+          const message = await refusalMessage(response);
+          return this.#finish(closeCodeForStatus(response.status), message, response.status);
+        }
+        await response.body?.cancel().catch(() => {});
+      }
+    } finally {
+      this.posting = false;
+    }
+  }
+}
+
+/**
+ * An incremental parser of the `text/event-stream` format (WHATWG HTML, "Server-sent
+ * events"): lines end with CRLF, LF or CR; `event`, `data`, `id` and `retry` fields; lines
+ * starting with `:` are comments; a blank line dispatches the event.
+ */
+export class SseParser {
+  /** @param {(event: { event: string, data: string, id?: string }) => void} onEvent */
+  constructor(onEvent) {
+    this.onEvent = onEvent;
+    this.buffer = "";
+    this.event = "";
+    this.data = [];
+    this.id = undefined;
+    /** A CR ended the last chunk: a LF starting the next one belongs to it. */
+    this.pendingCr = false;
+  }
+
+  /** Feeds decoded text; complete lines are processed, a partial one is kept. */
+  push(text) {
+    let input = text;
+    if (this.pendingCr && input.startsWith("\n")) input = input.slice(1);
+    this.pendingCr = false;
+    this.buffer += input;
+    let start = 0;
+    for (let i = 0; i < this.buffer.length; i++) {
+      const c = this.buffer.charCodeAt(i);
+      if (c !== 10 && c !== 13) continue;
+      this.#line(this.buffer.slice(start, i));
+      if (c === 13) {
+        if (i + 1 < this.buffer.length) {
+          if (this.buffer.charCodeAt(i + 1) === 10) i += 1;
+        } else {
+          this.pendingCr = true;
+        }
+      }
+      start = i + 1;
+    }
+    this.buffer = this.buffer.slice(start);
+  }
+
+  #line(line) {
+    if (line === "") {
+      if (this.data.length > 0) {
+        this.onEvent({ event: this.event || "message", data: this.data.join("\n"), id: this.id });
+      }
+      this.event = "";
+      this.data = [];
+      return;
+    }
+    if (line.startsWith(":")) return; // a comment: the heartbeat; activity was counted already
+    const colon = line.indexOf(":");
+    const field = colon === -1 ? line : line.slice(0, colon);
+    let value = colon === -1 ? "" : line.slice(colon + 1);
+    if (value.startsWith(" ")) value = value.slice(1);
+    if (field === "event") this.event = value;
+    else if (field === "data") this.data.push(value);
+    else if (field === "id" && !value.includes("\0")) this.id = value;
+    // `retry` is for EventSource's own reconnects; this client has its own backoff.
+  }
+}

@@ -1,0 +1,279 @@
+/**
+ * Test harness: the real gateway binary, a real redis-server and a real HAProxy, each
+ * started on free loopback ports by the test that needs them and killed when it ends
+ * (or when the test process exits, whatever happens).
+ */
+
+import { execFile, spawn } from "node:child_process";
+import { createHmac } from "node:crypto";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../..");
+export const FANOUT_BIN = path.resolve(REPO_ROOT, process.env.FANOUT_BIN ?? "target/debug/fanout");
+export const SECRET = "fanout-js-client-tests-secret-0123456789";
+export const API_KEY = "js-test-api-key";
+
+/** Every child process started by this test file, killed on exit. */
+const children = new Set();
+process.on("exit", () => {
+  for (const child of children) child.kill("SIGKILL");
+});
+
+function track(child) {
+  children.add(child);
+  child.on("exit", () => children.delete(child));
+  return child;
+}
+
+/** Kills every process this file started (for `after()`). */
+export async function killAll() {
+  const exits = [...children].map((child) => new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once("exit", resolve);
+    child.kill("SIGKILL");
+  }));
+  await Promise.all(exits);
+}
+
+export const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** `promise`, or a rejection with `message()` after `ms` (the timer does not outlive it). */
+export function withTimeout(promise, ms, message) {
+  let timer;
+  const timeout = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(message())), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+/** Polls `check` until it returns a truthy value, or throws after `timeoutMs`. */
+export async function waitFor(what, check, timeoutMs = 15000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
+    await sleep(25);
+  }
+}
+
+/** A free loopback TCP port (the kernel's choice). */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+const base64url = (value) => Buffer.from(typeof value === "string" ? value : JSON.stringify(value)).toString("base64url");
+
+/**
+ * An HS256 JWT signed with the test secret.
+ * @param {{ sub: string, channels?: string[], publish?: string[], ttlS?: number, info?: any }} claims
+ */
+export function signToken({ sub, channels, publish, ttlS = 3600, info }) {
+  const payload = { sub, exp: Math.floor(Date.now() / 1000) + ttlS, iat: Math.floor(Date.now() / 1000) };
+  if (channels) payload.channels = channels;
+  if (publish) payload.publish = publish;
+  if (info !== undefined) payload.info = info;
+  const unsigned = `${base64url({ alg: "HS256", typ: "JWT" })}.${base64url(payload)}`;
+  const signature = createHmac("sha256", SECRET).update(unsigned).digest("base64url");
+  return `${unsigned}.${signature}`;
+}
+
+/** Runs the real redis-cli; resolves with its trimmed stdout. */
+export function redisCli(port, args) {
+  return new Promise((resolve, reject) => {
+    execFile("redis-cli", ["-h", "127.0.0.1", "-p", String(port), ...args], { timeout: 10000 }, (error, stdout) => {
+      if (error) reject(error);
+      else resolve(stdout.trim());
+    });
+  });
+}
+
+/** A redis-server of this test's own, without persistence, on a free loopback port. */
+export async function startRedis() {
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(tmpdir(), "fanout-js-redis-"));
+  const child = track(
+    spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", dir, "--logfile", ""], {
+      stdio: ["ignore", "ignore", "ignore"],
+    }),
+  );
+  child.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+  await waitFor("redis-server to answer PING", async () => (await redisCli(port, ["PING"]).catch(() => "")) === "PONG");
+  return {
+    port,
+    url: `redis://127.0.0.1:${port}/`,
+    cli: (...args) => redisCli(port, args),
+    stop: () => stopChild(child),
+  };
+}
+
+function stopChild(child, signal = "SIGKILL") {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve();
+    child.once("exit", resolve);
+    child.kill(signal);
+  });
+}
+
+/**
+ * The real gateway. `port` 0 lets it choose (read from its "listening" log line); a fixed
+ * port restarts a node where clients expect it.
+ * @param {{ name?: string, redis?: { url: string }, port?: number, args?: string[] }} [options]
+ */
+export async function startGateway({ name = "js-node", redis, port = 0, args = [] } = {}) {
+  const argv = ["serve", "--listen", `127.0.0.1:${port}`, "--jwt-secret", SECRET, "--api-key", API_KEY, "--node-id", name, "--log-level", "info", ...args];
+  if (redis) argv.push("--redis-url", redis.url, "--redis-probe-interval-s", "1");
+  // RUST_LOG would override --log-level, and the "listening" line is needed.
+  const { RUST_LOG, ...env } = process.env;
+  const child = track(spawn(FANOUT_BIN, argv, { stdio: ["ignore", "ignore", "pipe"], env }));
+  const logs = [];
+  let buffered = "";
+  const listening = new Promise((resolve, reject) => {
+    child.on("error", reject);
+    child.on("exit", (code, signal) => reject(new Error(`fanout exited before listening (${code ?? signal}):\n${logs.join("\n")}`)));
+    child.stderr.on("data", (chunk) => {
+      buffered += chunk.toString();
+      const lines = buffered.split("\n");
+      buffered = lines.pop();
+      for (const line of lines) {
+        logs.push(line);
+        if (logs.length > 500) logs.shift();
+        const match = /listening addr=(\S+)/.exec(line);
+        if (match) resolve(match[1].replace(/"/g, ""));
+      }
+    });
+  });
+  const addr = await withTimeout(listening, 15000, () => `fanout did not listen within 15 s:\n${logs.join("\n")}`);
+  const gateway = {
+    name,
+    addr,
+    port: Number(addr.split(":").pop()),
+    child,
+    logs,
+    wsUrl: `ws://${addr}/ws`,
+    httpUrl: (p) => `http://${addr}${p}`,
+    kill: (signal = "SIGKILL") => stopChild(child, signal),
+  };
+  await waitFor(`${name} to be ready`, async () => {
+    const response = await fetch(gateway.httpUrl("/readyz")).catch(() => null);
+    return response?.status === 200;
+  });
+  return gateway;
+}
+
+/** Whether this gateway binary serves the SSE transport (`GET /sse` is not a 404). */
+export async function gatewayHasSse(gateway) {
+  const response = await fetch(gateway.httpUrl("/sse")).catch(() => null);
+  await response?.body?.cancel().catch(() => {});
+  return Boolean(response) && response.status !== 404;
+}
+
+/**
+ * A real HAProxy in front of gateways, as tests/support does for the Rust tests: round
+ * robin, `/readyz` health checks every 200 ms, WebSocket tunnels, redispatch on refusal.
+ */
+export async function startHaproxy(gateways) {
+  const port = await freePort();
+  const dir = mkdtempSync(path.join(tmpdir(), "fanout-js-haproxy-"));
+  const config = path.join(dir, "haproxy.cfg");
+  const servers = gateways.map((g, i) => `  server n${i + 1} ${g.addr} check\n`).join("");
+  writeFileSync(
+    config,
+    "global\n  maxconn 2000\n" +
+      "defaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n  timeout tunnel 1h\n  option redispatch\n  retries 3\n" +
+      `frontend ws\n  bind 127.0.0.1:${port}\n  default_backend fanout\n` +
+      `backend fanout\n  balance roundrobin\n  option httpchk GET /readyz\n  http-check expect status 200\n  default-server inter 200ms fall 1 rise 2\n${servers}`,
+  );
+  const child = track(spawn("haproxy", ["-db", "-f", config], { stdio: ["ignore", "ignore", "ignore"] }));
+  child.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+  await waitFor("haproxy to route to every node", async () => {
+    const nodes = new Set();
+    for (let i = 0; i < gateways.length * 3; i++) {
+      const response = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => null);
+      if (response?.status !== 200) return false;
+      nodes.add((await response.json()).node);
+    }
+    return nodes.size === gateways.length;
+  });
+  return { port, wsUrl: `ws://127.0.0.1:${port}/ws`, stop: () => stopChild(child) };
+}
+
+/**
+ * A minimal Redis client (RESP2) for publishing many messages quickly from a test:
+ * one command at a time, each awaited.
+ */
+export class RespClient {
+  static connect(port) {
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(port, "127.0.0.1", () => resolve(new RespClient(socket)));
+      socket.once("error", reject);
+    });
+  }
+
+  constructor(socket) {
+    this.socket = socket;
+    this.buffer = Buffer.alloc(0);
+    this.waiting = [];
+    socket.on("data", (chunk) => {
+      this.buffer = Buffer.concat([this.buffer, chunk]);
+      this.#drain();
+    });
+    socket.on("error", (error) => {
+      for (const w of this.waiting.splice(0)) w.reject(error);
+    });
+  }
+
+  /** Sends a command; resolves with an integer, a string or null; rejects on a Redis error. */
+  command(...args) {
+    const parts = [`*${args.length}\r\n`];
+    for (const arg of args) {
+      const text = String(arg);
+      parts.push(`$${Buffer.byteLength(text)}\r\n${text}\r\n`);
+    }
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ resolve, reject });
+      this.socket.write(parts.join(""));
+    });
+  }
+
+  #drain() {
+    for (;;) {
+      const end = this.buffer.indexOf("\r\n");
+      if (end === -1 || this.waiting.length === 0) return;
+      const head = this.buffer.subarray(0, end).toString();
+      let value;
+      let consumed = end + 2;
+      if (head[0] === "$") {
+        const length = Number(head.slice(1));
+        if (length === -1) value = null;
+        else {
+          if (this.buffer.length < consumed + length + 2) return;
+          value = this.buffer.subarray(consumed, consumed + length).toString();
+          consumed += length + 2;
+        }
+      } else if (head[0] === ":") value = Number(head.slice(1));
+      else if (head[0] === "+") value = head.slice(1);
+      else if (head[0] === "-") value = new Error(head.slice(1));
+      else throw new Error(`unexpected RESP reply: ${head}`);
+      this.buffer = this.buffer.subarray(consumed);
+      const w = this.waiting.shift();
+      if (value instanceof Error) w.reject(value);
+      else w.resolve(value);
+    }
+  }
+
+  close() {
+    this.socket.destroy();
+  }
+}
