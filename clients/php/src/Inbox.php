@@ -42,6 +42,10 @@ final class Inbox
     /** @var \Closure(\Throwable, InboxMessage): void */
     private readonly \Closure $onError;
     private bool $stopping = false;
+    /** State of the current `run()`: its bounds and how many entries it handled. */
+    private int $maxMessages = 0;
+    private ?float $deadline = null;
+    private int $handled = 0;
 
     /**
      * @param \Redis $redis a connection of its own to the Redis the fanout nodes use.
@@ -164,47 +168,57 @@ final class Inbox
         $this->ensureGroup();
         $this->allowBlockingReads();
         $restoreSignals = $this->installSignalHandlers();
+        $this->maxMessages = $maxMessages;
+        $this->deadline = $maxSeconds > 0 ? microtime(true) + $maxSeconds : null;
+        $this->handled = 0;
         try {
-            $deadline = $maxSeconds > 0 ? microtime(true) + $maxSeconds : null;
-            $handled = 0;
-            $more = fn (): bool => !$this->stopping
-                && ($maxMessages === 0 || $handled < $maxMessages)
-                && ($deadline === null || microtime(true) < $deadline);
-            $room = fn (): int => $maxMessages === 0 ? $this->batchSize : min($this->batchSize, $maxMessages - $handled);
-
             // Entries this consumer name was given before and never acknowledged.
             $after = '0';
-            while ($more()) {
-                $entries = $this->read($after, $room(), null);
+            while ($this->shouldContinue()) {
+                $entries = $this->read($after, $this->room(), null);
                 if ($entries === []) {
                     break;
                 }
-                $handled += $this->handleAll($entries, $handler, true, $more);
-                $after = array_key_last($entries);
+                $this->handleAll($entries, $handler, true);
+                $after = (string) array_key_last($entries);
             }
 
             $claimCursor = '0-0';
             $nextClaimAt = 0.0;
             // Sweep for stale entries twice per idle period, but not in a busy loop.
             $claimEvery = min(max($this->claimIdleMs / 2000, 0.1), 30.0);
-            while ($more()) {
+            while ($this->shouldContinue()) {
                 if (microtime(true) >= $nextClaimAt) {
-                    [$claimCursor, $entries] = $this->claim($claimCursor, $room());
+                    [$claimCursor, $entries] = $this->claim($claimCursor, $this->room());
                     if ($claimCursor === '0-0') {
                         $nextClaimAt = microtime(true) + $claimEvery;
                     }
-                    $handled += $this->handleAll($entries, $handler, true, $more);
+                    $this->handleAll($entries, $handler, true);
                     continue;
                 }
                 // Block no longer than until the next sweep or the deadline (BLOCK 0 would wait forever).
-                $until = $deadline === null ? $nextClaimAt : min($nextClaimAt, $deadline);
+                $until = $this->deadline === null ? $nextClaimAt : min($nextClaimAt, $this->deadline);
                 $block = max(1, min($this->blockMs, (int) ceil(($until - microtime(true)) * 1000)));
-                $handled += $this->handleAll($this->read('>', $room(), $block), $handler, false, $more);
+                $this->handleAll($this->read('>', $this->room(), $block), $handler, false);
             }
-            return $handled;
+            return $this->handled;
         } finally {
             $restoreSignals();
         }
+    }
+
+    /** Whether `run()` goes on: not stopped, and within its bounds. */
+    private function shouldContinue(): bool
+    {
+        return !$this->stopping
+            && ($this->maxMessages === 0 || $this->handled < $this->maxMessages)
+            && ($this->deadline === null || microtime(true) < $this->deadline);
+    }
+
+    /** How many entries to ask for: a batch, or fewer when `maxMessages` is near. */
+    private function room(): int
+    {
+        return $this->maxMessages === 0 ? $this->batchSize : min($this->batchSize, $this->maxMessages - $this->handled);
     }
 
     /**
@@ -273,14 +287,12 @@ final class Inbox
 
     /**
      * Hands entries to the handler one by one, acknowledging each that it handled, until
-     * they run out or `$more` says to stop.
+     * they run out or the run should stop.
      *
      * @param array<string, array<string, string>|null> $entries
-     * @return int entries handled and acknowledged.
      */
-    private function handleAll(array $entries, callable $handler, bool $redelivered, \Closure $more): int
+    private function handleAll(array $entries, callable $handler, bool $redelivered): void
     {
-        $handled = 0;
         foreach ($entries as $id => $fields) {
             $id = (string) $id;
             if ($fields === null) {
@@ -288,7 +300,7 @@ final class Inbox
                 $this->acknowledge($id);
                 continue;
             }
-            if (!$more()) {
+            if (!$this->shouldContinue()) {
                 break;
             }
             $message = InboxMessage::fromEntry($this->stream, $id, $fields, $redelivered);
@@ -299,9 +311,8 @@ final class Inbox
                 continue;
             }
             $this->acknowledge($id);
-            $handled++;
+            $this->handled++;
         }
-        return $handled;
     }
 
     private function acknowledge(string $id): void
