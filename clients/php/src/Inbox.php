@@ -6,7 +6,7 @@ namespace Fanout;
 
 use Fanout\Exception\InvalidArgumentException;
 use Fanout\Exception\RedisCommandException;
-use Fanout\Internal\Redis;
+use Fanout\Internal\RawRedis;
 
 /**
  * A worker of a Redis consumer group on the inbox stream, where fanout appends what clients
@@ -115,7 +115,7 @@ final class Inbox
      */
     public static function connect(string $url, string $group, mixed ...$options): self
     {
-        return new self(Redis::connect($url, 2.0), $group, ...$options);
+        return new self(RawRedis::connect($url, 2.0), $group, ...$options);
     }
 
     /** This worker's consumer name in the group. */
@@ -133,7 +133,7 @@ final class Inbox
     public function ensureGroup(): void
     {
         try {
-            Redis::call($this->redis, 'XGROUP', 'CREATE', $this->stream, $this->group, $this->startId, 'MKSTREAM');
+            RawRedis::call($this->redis, 'XGROUP', 'CREATE', $this->stream, $this->group, $this->startId, 'MKSTREAM');
         } catch (RedisCommandException $e) {
             if (!str_starts_with($e->getMessage(), 'BUSYGROUP')) {
                 throw $e;
@@ -233,7 +233,7 @@ final class Inbox
             array_push($args, 'BLOCK', (string) $blockMs);
         }
         array_push($args, 'STREAMS', $this->stream, $after);
-        $reply = Redis::call($this->redis, ...$args);
+        $reply = RawRedis::call($this->redis, ...$args);
         // [[stream, [[id, [field, value, ...]], ...]]], or nil (empty) when nothing came.
         return is_array($reply) && isset($reply[0][1]) && is_array($reply[0][1]) ? self::entries($reply[0][1]) : [];
     }
@@ -245,7 +245,7 @@ final class Inbox
      */
     private function claim(string $cursor, int $count): array
     {
-        $reply = Redis::call(
+        $reply = RawRedis::call(
             $this->redis,
             'XAUTOCLAIM',
             $this->stream,
@@ -317,9 +317,9 @@ final class Inbox
 
     private function acknowledge(string $id): void
     {
-        Redis::call($this->redis, 'XACK', $this->stream, $this->group, $id);
+        RawRedis::call($this->redis, 'XACK', $this->stream, $this->group, $id);
         if ($this->deleteAfterAck) {
-            Redis::call($this->redis, 'XDEL', $this->stream, $id);
+            RawRedis::call($this->redis, 'XDEL', $this->stream, $id);
         }
     }
 

@@ -8,7 +8,7 @@ use Fanout\Exception\InvalidArgumentException;
 use Fanout\Exception\LibraryNotLoadedException;
 use Fanout\Exception\RedisCommandException;
 use Fanout\Internal\Payload;
-use Fanout\Internal\Redis;
+use Fanout\Internal\RawRedis;
 
 /**
  * Publishes through Redis (phpredis), the way docs/publishing.md describes: a plain
@@ -48,7 +48,7 @@ final class Publisher implements PublisherInterface
      */
     public static function connect(string $url = 'redis://127.0.0.1:6379', string $prefix = 'fanout:', float $timeout = 2.0): self
     {
-        return new self(Redis::connect($url, $timeout), $prefix);
+        return new self(RawRedis::connect($url, $timeout), $prefix);
     }
 
     /**
@@ -62,7 +62,7 @@ final class Publisher implements PublisherInterface
     public function publish(string $channel, mixed $data): int
     {
         Channel::assertValid($channel);
-        return (int) Redis::call($this->redis, 'PUBLISH', $this->prefix . $channel, Payload::encode($data));
+        return (int) RawRedis::call($this->redis, 'PUBLISH', $this->prefix . $channel, Payload::encode($data));
     }
 
     /**
@@ -80,7 +80,7 @@ final class Publisher implements PublisherInterface
         Channel::assertValid($channel);
         $payload = Payload::encode($data);
         // The epoch is read in the same transaction, so it is the one the offset belongs to.
-        [$offset, $epoch] = Redis::transaction($this->redis, [
+        [$offset, $epoch] = RawRedis::transaction($this->redis, [
             $this->fcall($channel, $payload, $idempotencyKey),
             ['HGET', $this->prefix . '{' . $channel . '}:meta', 'epoch'],
         ]);
@@ -104,7 +104,7 @@ final class Publisher implements PublisherInterface
     {
         $channels = self::distinctChannels($channels);
         $payload = Payload::encode($data);
-        $replies = Redis::transaction(
+        $replies = RawRedis::transaction(
             $this->redis,
             array_map(fn (string $channel) => $this->fcall($channel, $payload, null), $channels),
         );

@@ -17,7 +17,7 @@ use Fanout\Exception\RedisCommandException;
  *
  * @internal not part of the library's API; may change in any version.
  */
-final class Redis
+final class RawRedis
 {
     private function __construct()
     {
