@@ -745,8 +745,8 @@ export class Fanout {
   // ---------------------------------------------------------------- requests
 
   /**
-   * Sends a request frame and resolves with its reply. Made while not connected, it waits
-   * for the connection; `requestTimeoutMs` counts from the call.
+   * Sends a request frame and resolves with its reply. Made while not connected (before
+   * `connect()` too), it waits for the connection; `requestTimeoutMs` counts from the call.
    */
   _request(frame, channel) {
     return new Promise((resolve, reject) => {
@@ -778,10 +778,6 @@ export class Fanout {
           this._conn.transport.send({ ...frame, id });
         },
       };
-      if (!this._wanted) {
-        request.fail(new FanoutError("closed", "the client is not connected: call connect() first", { retryable: false, channel }));
-        return;
-      }
       timer = setTimeout(() => request.fail(new FanoutError("timeout", `no reply to ${frame.type} within ${this.options.requestTimeoutMs} ms`, { channel })), this.options.requestTimeoutMs);
       if (this._conn?.ack) request.start();
       else this._deferred.push(request);
@@ -806,7 +802,6 @@ export class Fanout {
    * @returns {Promise<{ channel: string, streamId: string, msgId: string }>}
    */
   send(channel, data, { msgId } = {}) {
-    if (!this._wanted) return Promise.reject(new FanoutError("closed", "the client is not connected: call connect() first", { retryable: false, channel }));
     const field = this.options.clientMsgIdField;
     let id = msgId ?? randomId();
     let payload = data;

@@ -77,15 +77,15 @@ const base64url = (value) => Buffer.from(typeof value === "string" ? value : JSO
 
 /**
  * An HS256 JWT signed with the test secret.
- * @param {{ sub: string, channels?: string[], publish?: string[], ttlS?: number, info?: any }} claims
+ * @param {{ sub: string, channels?: string[], publish?: string[], ttlS?: number, info?: any, secret?: string }} claims
  */
-export function signToken({ sub, channels, publish, ttlS = 3600, info }) {
+export function signToken({ sub, channels, publish, ttlS = 3600, info, secret = SECRET }) {
   const payload = { sub, exp: Math.floor(Date.now() / 1000) + ttlS, iat: Math.floor(Date.now() / 1000) };
   if (channels) payload.channels = channels;
   if (publish) payload.publish = publish;
   if (info !== undefined) payload.info = info;
   const unsigned = `${base64url({ alg: "HS256", typ: "JWT" })}.${base64url(payload)}`;
-  const signature = createHmac("sha256", SECRET).update(unsigned).digest("base64url");
+  const signature = createHmac("sha256", secret).update(unsigned).digest("base64url");
   return `${unsigned}.${signature}`;
 }
 
@@ -276,4 +276,109 @@ export class RespClient {
   close() {
     this.socket.destroy();
   }
+}
+
+/**
+ * A TCP proxy in front of a gateway whose existing connections can be frozen: the sockets
+ * stay open but nothing flows, which is how a connection dies silently (a half-open TCP
+ * connection, a stuck middlebox). New connections pass.
+ */
+export async function startFreezingProxy(targetPort) {
+  const pairs = new Set();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(targetPort, "127.0.0.1");
+    const pair = { client, upstream, frozen: false };
+    pairs.add(pair);
+    const forward = (from, to) => from.on("data", (chunk) => {
+      if (!pair.frozen) to.write(chunk);
+    });
+    forward(client, upstream);
+    forward(upstream, client);
+    const end = () => {
+      pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on("error", end).on("close", end);
+    upstream.on("error", end).on("close", end);
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address();
+  return {
+    port,
+    wsUrl: `ws://127.0.0.1:${port}/ws`,
+    /** Freezes every connection open now. */
+    freeze: () => {
+      for (const pair of pairs) pair.frozen = true;
+    },
+    stop: () => {
+      for (const pair of pairs) {
+        pair.client.destroy();
+        pair.upstream.destroy();
+      }
+      return new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/**
+ * An HTTP proxy in front of a gateway that refuses WebSocket upgrades on `/ws` (as some
+ * corporate proxies do) and passes every other request through, streaming responses as they
+ * come (SSE). Counts the refused upgrades.
+ */
+export async function startNoWebSocketProxy(targetPort) {
+  const http = await import("node:http");
+  const stats = { refusedUpgrades: 0, sseStreams: 0, framePosts: 0 };
+  const sockets = new Set();
+  const server = http.createServer((request, response) => {
+    if (request.url.startsWith("/sse/frames")) stats.framePosts += 1;
+    else if (request.url.startsWith("/sse")) stats.sseStreams += 1;
+    const upstream = http.request(
+      { host: "127.0.0.1", port: targetPort, method: request.method, path: request.url, headers: request.headers },
+      (answer) => {
+        response.writeHead(answer.statusCode, answer.headers);
+        response.flushHeaders();
+        answer.pipe(response);
+      },
+    );
+    upstream.on("error", () => response.destroy());
+    response.on("close", () => upstream.destroy());
+    request.pipe(upstream);
+  });
+  server.on("connection", (socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+  });
+  server.on("upgrade", (request, socket) => {
+    stats.refusedUpgrades += 1;
+    socket.end("HTTP/1.1 403 Forbidden\r\ncontent-type: text/plain\r\ncontent-length: 23\r\nconnection: close\r\n\r\nno WebSockets past here");
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address();
+  return {
+    port,
+    stats,
+    wsUrl: `ws://127.0.0.1:${port}/ws`,
+    stop: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+/** The entries of a Redis stream, read with the real redis-cli: [{ id, fields }]. */
+export async function readStream(redis, key) {
+  const output = await redis.cli("XRANGE", key, "-", "+");
+  const entries = [];
+  const lines = output === "" ? [] : output.split("\n");
+  for (let i = 0; i < lines.length; ) {
+    const id = lines[i++];
+    const fields = {};
+    while (i < lines.length && !/^\d+-\d+$/.test(lines[i])) {
+      fields[lines[i]] = lines[i + 1];
+      i += 2;
+    }
+    entries.push({ id, fields });
+  }
+  return entries;
 }

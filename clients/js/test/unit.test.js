@@ -1,0 +1,239 @@
+// Unit tests of the parts that need no gateway: backoff bounds, JWT expiry, the SSE parser,
+// and the exactly-once algorithm driven through a fake WebSocket (in addition to, not
+// instead of, the real-gateway tests).
+
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+
+import { Backoff, Fanout, tokenExpiry } from "../src/index.js";
+import { SseParser } from "../src/transports.js";
+import { signToken } from "./support/harness.js";
+
+describe("backoff with full jitter", () => {
+  test("each delay lies in [0, min(cap, base * 2^n)) and the ceiling stops at the cap", () => {
+    const backoff = new Backoff({ baseMs: 100, capMs: 5000 });
+    const ceilings = [100, 200, 400, 800, 1600, 3200, 5000, 5000, 5000];
+    for (let round = 0; round < 200; round++) {
+      backoff.reset();
+      for (const ceiling of ceilings) {
+        assert.equal(backoff.ceiling(), ceiling);
+        const delay = backoff.next();
+        assert.ok(delay >= 0 && delay < ceiling, `${delay} within [0, ${ceiling})`);
+      }
+    }
+  });
+
+  test("the extremes of the random source map to the ends of the interval", () => {
+    const low = new Backoff({ baseMs: 1000, capMs: 30000, random: () => 0 });
+    const high = new Backoff({ baseMs: 1000, capMs: 30000, random: () => 0.999999 });
+    assert.deepEqual([low.next(), low.next(), low.next()], [0, 0, 0]);
+    assert.deepEqual([high.next(), high.next(), high.next(), high.next(), high.next(), high.next()], [999, 1999, 3999, 7999, 15999, 29999]);
+    high.reset();
+    assert.equal(high.next(), 999, "reset starts again from the base");
+  });
+
+  test("delays are spread over the interval, not bunched at its end", () => {
+    const backoff = new Backoff({ baseMs: 1000, capMs: 1000 });
+    const delays = Array.from({ length: 2000 }, () => backoff.next());
+    assert.ok(delays.filter((d) => d < 500).length > 800, "about half below the middle");
+    assert.ok(delays.filter((d) => d >= 500).length > 800, "about half above it");
+  });
+
+  test("nonsensical settings are refused", () => {
+    assert.throws(() => new Backoff({ baseMs: 0 }), RangeError);
+    assert.throws(() => new Backoff({ baseMs: 100, capMs: 50 }), RangeError);
+  });
+});
+
+test("tokenExpiry reads exp without verifying, and undefined for what is not a JWT", () => {
+  const token = signToken({ sub: "x", ttlS: 60 });
+  const exp = tokenExpiry(token);
+  assert.ok(Math.abs(exp - (Date.now() / 1000 + 60)) < 5);
+  assert.equal(tokenExpiry("not a token"), undefined);
+  assert.equal(tokenExpiry("a.b.c"), undefined);
+  assert.equal(tokenExpiry(`x.${Buffer.from('{"sub":"1"}').toString("base64url")}.y`), undefined);
+  assert.equal(tokenExpiry(`x.${Buffer.from('{"exp":1.5,"name":"Zoë"}').toString("base64url")}.y`), 1.5);
+});
+
+test("the SSE parser handles events split anywhere, CRLF and CR line ends, comments and multi-line data", () => {
+  const events = [];
+  const parser = new SseParser((event) => events.push(event));
+  const stream = 'retry: 3000\n\n: ping\n\nevent: connection_ack\ndata: {"type":"connection_ack"}\n\nevent: message\r\nid: p1\r\ndata: {"a":\r\ndata: 1}\r\n\r\ndata:x\r\r: ping\n\n';
+  for (let i = 0; i < stream.length; i += 3) parser.push(stream.slice(i, i + 3));
+  assert.deepEqual(events, [
+    { event: "connection_ack", data: '{"type":"connection_ack"}', id: undefined },
+    { event: "message", data: '{"a":\n1}', id: "p1" },
+    { event: "message", data: "x", id: "p1" },
+  ]);
+});
+
+/**
+ * A WebSocket stand-in: records what the client sends and lets the test play the server.
+ * Only the client's side of the protocol is under test here.
+ */
+class FakeWebSocket {
+  static instances = [];
+  constructor(url) {
+    this.url = url;
+    this.readyState = 0;
+    this.sent = [];
+    FakeWebSocket.instances.push(this);
+    queueMicrotask(() => {
+      this.readyState = 1;
+      this.onopen?.({});
+    });
+  }
+  send(text) {
+    this.sent.push(JSON.parse(text));
+  }
+  close() {
+    this.readyState = 3;
+  }
+  /** Plays a server frame. */
+  frame(frame) {
+    this.onmessage?.({ data: JSON.stringify(frame) });
+  }
+  /** Plays the end of the connection. */
+  drop(code = 1006) {
+    this.readyState = 3;
+    this.onclose?.({ code, reason: "" });
+  }
+  last(type) {
+    return this.sent.filter((f) => f.type === type).at(-1);
+  }
+}
+
+const tick = () => new Promise((resolve) => setTimeout(resolve, 5));
+
+async function fakeSession() {
+  FakeWebSocket.instances = [];
+  const client = new Fanout({
+    url: "ws://fanout.test/ws",
+    token: signToken({ sub: "42" }),
+    transport: "websocket",
+    WebSocket: FakeWebSocket,
+    backoff: { baseMs: 10, capMs: 20 },
+  });
+  const delivered = [];
+  const reloads = [];
+  const sub = client.subscribe("dag:7", {
+    onMessage: (data, meta) => delivered.push([meta.epoch, meta.offset, data]),
+    onReload: (info) => reloads.push(info),
+  });
+  client.connect();
+  await tick();
+  const ws = FakeWebSocket.instances[0];
+  assert.equal(ws.sent[0].type, "auth");
+  ws.frame({ type: "connection_ack", conn_id: "c1", user: "42", node: "n", heartbeat_s: 25, channels: ["broadcast", "user:42"], expires_at: Math.floor(Date.now() / 1000) + 3600 });
+  return { client, ws, delivered, reloads, sub };
+}
+
+const msg = (offset, epoch = "E") => ({ type: "message", channel: "dag:7", offset, epoch, data: offset });
+
+describe("exactly once on a channel with history (fake transport)", () => {
+  test("duplicates are dropped, gaps filled from history, unfillable gaps recovered or reloaded", async () => {
+    const { client, ws, delivered, reloads, sub } = await fakeSession();
+    const subscribe = ws.last("subscribe");
+    assert.deepEqual(subscribe.since, { offset: 0, epoch: "" }, "a first subscribe asks for the current position");
+    ws.frame({ type: "subscribed", id: subscribe.id, channel: "dag:7", offset: 5, epoch: "E", recovered: false });
+    assert.deepEqual(reloads, [{ channel: "dag:7", reason: "start", epoch: "E", offset: 5 }]);
+
+    for (const offset of [4, 5, 6, 7, 7, 6]) ws.frame(msg(offset));
+    assert.deepEqual(delivered.map((d) => d[1]), [6, 7], "at or below the position: dropped");
+
+    // A gap: 9 is held, 8 asked of history.
+    ws.frame(msg(9));
+    const fill = ws.last("history");
+    assert.deepEqual([fill.channel, fill.since, fill.limit], ["dag:7", 7, 1]);
+    ws.frame(msg(10));
+    assert.deepEqual(delivered.map((d) => d[1]), [6, 7]);
+    ws.frame({ type: "history", id: fill.id, channel: "dag:7", offset: 10, epoch: "E", messages: [{ offset: 8, data: 8 }] });
+    assert.deepEqual(delivered.map((d) => d[1]), [6, 7, 8, 9, 10]);
+    assert.deepEqual(sub.position, { epoch: "E", offset: 10 });
+
+    // A gap history cannot fill (trimmed): recover with since, and reload on recovered:false.
+    ws.frame(msg(13));
+    const fill2 = ws.last("history");
+    assert.equal(fill2.since, 10);
+    ws.frame({ type: "history", id: fill2.id, channel: "dag:7", offset: 13, epoch: "E", messages: [{ offset: 12, data: 12 }, { offset: 13, data: 13 }] });
+    const recover = ws.last("subscribe");
+    assert.deepEqual(recover.since, { offset: 10, epoch: "E" });
+    ws.frame({ type: "subscribed", id: recover.id, channel: "dag:7", offset: 13, epoch: "E", recovered: false });
+    assert.equal(reloads.at(-1).reason, "lost");
+    assert.equal(reloads.at(-1).offset, 13);
+    ws.frame(msg(13));
+    ws.frame(msg(14));
+    assert.deepEqual(delivered.map((d) => d[1]), [6, 7, 8, 9, 10, 14]);
+
+    // Another epoch: the history was lost; recover.
+    const subscribes = ws.sent.filter((f) => f.type === "subscribe").length;
+    ws.frame(msg(1, "F"));
+    const recover2 = ws.last("subscribe");
+    assert.equal(ws.sent.filter((f) => f.type === "subscribe").length, subscribes + 1);
+    assert.deepEqual(recover2.since, { offset: 14, epoch: "E" });
+    ws.frame(msg(2, "F")); // no second recovery while one is under way
+    assert.equal(ws.sent.filter((f) => f.type === "subscribe").length, subscribes + 1);
+    ws.frame({ type: "subscribed", id: recover2.id, channel: "dag:7", offset: 2, epoch: "F", recovered: false });
+    ws.frame(msg(3, "F"));
+    assert.deepEqual(delivered.at(-1), ["F", 3, 3]);
+
+    // resync: recover; recovered:true replays what was missed, once.
+    ws.frame({ type: "resync", channel: "dag:7" });
+    const recover3 = ws.last("subscribe");
+    assert.deepEqual(recover3.since, { offset: 3, epoch: "F" });
+    ws.frame(msg(5, "F")); // past a gap, before the reply: held, not delivered
+    ws.frame({ type: "subscribed", id: recover3.id, channel: "dag:7", offset: 5, epoch: "F", recovered: true });
+    ws.frame(msg(4, "F"));
+    ws.frame(msg(5, "F"));
+    ws.frame(msg(6, "F"));
+    assert.deepEqual(delivered.slice(-3).map((d) => d[1]), [4, 5, 6]);
+    assert.equal(reloads.length, 3);
+    client.close();
+  });
+
+  test("after a reconnect every channel is subscribed again with since = the last position", async () => {
+    const { client, ws, delivered, reloads } = await fakeSession();
+    const subscribe = ws.last("subscribe");
+    ws.frame({ type: "subscribed", id: subscribe.id, channel: "dag:7", offset: 0, epoch: "E", recovered: false });
+    ws.frame(msg(1));
+    ws.frame(msg(2));
+    ws.drop(1006);
+    assert.equal(client.state, "disconnected");
+    await waitForInstance(2);
+    const ws2 = FakeWebSocket.instances[1];
+    await tick();
+    ws2.frame({ type: "connection_ack", conn_id: "c2", user: "42", node: "m", heartbeat_s: 25, channels: [], expires_at: Math.floor(Date.now() / 1000) + 3600 });
+    const resubscribe = ws2.last("subscribe");
+    assert.deepEqual(resubscribe.since, { offset: 2, epoch: "E" });
+    ws2.frame({ type: "subscribed", id: resubscribe.id, channel: "dag:7", offset: 4, epoch: "E", recovered: true });
+    for (const offset of [3, 4, 5]) ws2.frame(msg(offset));
+    assert.deepEqual(delivered.map((d) => d[1]), [1, 2, 3, 4, 5]);
+    assert.equal(reloads.length, 1);
+    client.close();
+  });
+
+  test("an unavailable subscribe is retried; a forbidden one ends the subscription", async () => {
+    const { client, ws } = await fakeSession();
+    const errors = [];
+    client.subscribe("room:x", { onError: (error) => errors.push(error) });
+    const first = ws.last("subscribe");
+    assert.equal(first.channel, "room:x");
+    ws.frame({ type: "error", id: first.id, code: "unavailable", message: "broker unavailable: test" });
+    await waitFor(() => ws.last("subscribe").id !== first.id);
+    const second = ws.last("subscribe");
+    assert.equal(second.channel, "room:x");
+    ws.frame({ type: "error", id: second.id, code: "forbidden", message: "token does not grant channel room:x" });
+    assert.equal(errors.length, 1);
+    assert.equal(errors[0].code, "forbidden");
+    client.close();
+  });
+});
+
+async function waitFor(check) {
+  for (let i = 0; i < 200 && !check(); i++) await tick();
+  assert.ok(check());
+}
+
+async function waitForInstance(n) {
+  await waitFor(() => FakeWebSocket.instances.length >= n);
+}
