@@ -120,9 +120,19 @@ final class Channel
         return preg_match("/[^$allowed]/$flags", $text, $m) === 1 ? $m[0] : null;
     }
 
+    /** The gateway's message for a character outside the grammar, the character quoted as Rust's `{:?}` does. */
     private static function badCharacter(string $character): string
     {
-        $shown = preg_match('/^[\x20-\x7e]$/', $character) === 1 ? "'$character'" : self::quote($character);
+        $shown = match (true) {
+            $character === "'" => "'\\''",
+            $character === '\\' => "'\\\\'",
+            $character === "\t" => "'\\t'",
+            $character === "\r" => "'\\r'",
+            $character === "\n" => "'\\n'",
+            $character === "\0" => "'\\0'",
+            strlen($character) === 1 && (ord($character) < 0x20 || ord($character) >= 0x7f) => sprintf("'\\u{%x}'", ord($character)),
+            default => "'$character'",
+        };
         return "channel name contains $shown; allowed: letters, digits and `_ - . : @` (namespace: lowercase letters, digits, `_ -`)";
     }
 
