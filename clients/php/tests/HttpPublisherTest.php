@@ -10,6 +10,7 @@ use Fanout\Exception\TransportException;
 use Fanout\HttpPublisher;
 use Fanout\Tests\Support\Gateway;
 use Fanout\Tests\Support\Process;
+use Fanout\Tests\Support\RedisServer;
 
 /** `HttpPublisher` against the real gateway's HTTP API, over curl and over PHP streams. */
 final class HttpPublisherTest extends GatewayTestCase
@@ -88,6 +89,26 @@ final class HttpPublisherTest extends GatewayTestCase
                 self::assertFalse($e->isRetryable(), $name);
                 self::assertStringNotContainsString(Gateway::API_KEY, $e->getMessage());
             }
+        }
+    }
+
+    public function testARedisOutageIsARetryableUnavailable(): void
+    {
+        $redis = new RedisServer();
+        $gateway = Gateway::onRedis($redis);
+        try {
+            $redis->stop();
+            $publisher = new HttpPublisher($gateway->httpUrl(), Gateway::API_KEY, 10.0);
+            try {
+                $publisher->publishWithHistory('dag:1', ['x' => 1]);
+                self::fail('no exception');
+            } catch (ApiException $e) {
+                self::assertSame([503, 'unavailable'], [$e->status, $e->errorCode], $e->getMessage());
+                self::assertTrue($e->isRetryable());
+            }
+        } finally {
+            $gateway->stop();
+            $redis->stop();
         }
     }
 
