@@ -81,7 +81,7 @@ final class Assets
         wp_enqueue_script(self::HANDLE, $base . 'js/fanout-wp.js', [], FANOUT_WP_VERSION, true);
 
         $config = [
-            'url' => (string) Settings::get('gateway_url'),
+            'url' => Settings::browserUrl(),
             'tokenUrl' => rest_url(TokenRoute::NAMESPACE . TokenRoute::ROUTE),
             'nonce' => wp_create_nonce('wp_rest'),
             'userId' => (string) get_current_user_id(),

@@ -5,8 +5,11 @@
  *
  * - a post is published: its author is notified (`user:<author>`) and every logged-in user
  *   gets a notification on `broadcast`;
- * - an approved comment is added (or a held one approved): the post's author is notified,
- *   unless they wrote the comment.
+ * - an approved comment is added (through the comment form, the admin, or the REST API,
+ *   e.g. the block editor), or a held one approved: the post's author is notified, unless
+ *   they wrote the comment.
+ *
+ * Comments added with plain `wp_insert_comment()` (imports, migrations) notify nobody.
  *
  * Each notification passes through a filter (`fanout_post_published_notification`,
  * `fanout_post_published_broadcast`, `fanout_comment_notification`) where it can be changed,
@@ -29,6 +32,7 @@ final class Events
     {
         add_action('transition_post_status', [self::class, 'postStatusChanged'], 10, 3);
         add_action('comment_post', [self::class, 'commentPosted'], 10, 2);
+        add_action('rest_after_insert_comment', [self::class, 'commentInsertedOverRest'], 10, 3);
         add_action('comment_unapproved_to_approved', [self::class, 'commentApproved']);
     }
 
@@ -83,6 +87,17 @@ final class Events
     {
         if ($approved === 1 || $approved === '1') {
             self::notifyPostAuthor($commentId);
+        }
+    }
+
+    /**
+     * `rest_after_insert_comment`: the REST API inserts comments with wp_insert_comment(),
+     * which does not fire `comment_post`.
+     */
+    public static function commentInsertedOverRest(\WP_Comment $comment, \WP_REST_Request $request, bool $creating): void
+    {
+        if ($creating && $comment->comment_approved === '1') {
+            self::notifyPostAuthor((int) $comment->comment_ID);
         }
     }
 

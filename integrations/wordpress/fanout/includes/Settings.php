@@ -90,6 +90,22 @@ final class Settings
     }
 
     /**
+     * The gateway's WebSocket endpoint for browsers: the gateway URL setting, with the path
+     * `/ws` added when it has none (`wss://realtime.example.com` becomes
+     * `wss://realtime.example.com/ws`), since the JS client connects to the URL as given.
+     * Empty when not configured.
+     */
+    public static function browserUrl(): string
+    {
+        $url = (string) self::get('gateway_url');
+        if ($url === '') {
+            return '';
+        }
+        $path = (string) parse_url($url, PHP_URL_PATH);
+        return $path === '' || $path === '/' ? rtrim($url, '/') . '/ws' : $url;
+    }
+
+    /**
      * The Redis URL the publisher and the inbox worker connect to: `FANOUT_REDIS_URL` when
      * defined, else built from the host, port and password settings.
      */

@@ -55,7 +55,7 @@ final class SettingsPage
         add_settings_section('fanout_browser', __('Browsers', 'fanout'), static function (): void {
             echo '<p>' . esc_html__('Where browsers connect, and how long their tokens last. Tokens are signed with the JWT secret the gateway is started with (FANOUT_JWT_SECRET).', 'fanout') . '</p>';
         }, self::SLUG);
-        self::field('gateway_url', __('Gateway URL', 'fanout'), 'fanout_browser', 'url', __('The public URL of the gateway as browsers reach it, e.g. wss://realtime.example.com or https://realtime.example.com.', 'fanout'));
+        self::field('gateway_url', __('Gateway URL', 'fanout'), 'fanout_browser', 'url', __('The public URL of the gateway as browsers reach it, e.g. wss://realtime.example.com/ws (/ws is added to a URL without a path).', 'fanout'));
         self::field('jwt_secret', __('JWT secret', 'fanout'), 'fanout_browser', 'password', __('The gateway\'s FANOUT_JWT_SECRET (at least 32 random characters).', 'fanout'));
         self::field('token_ttl', __('Token lifetime (seconds)', 'fanout'), 'fanout_browser', 'number', __('The browser fetches a new token before it expires. Default 600.', 'fanout'));
 

@@ -97,12 +97,16 @@ final class TokenRoute
         $response = new \WP_REST_Response([
             'token' => $token,
             'expires_at' => time() + $ttl,
-            'url' => (string) Settings::get('gateway_url'),
+            'url' => Settings::browserUrl(),
             'user' => (string) $user->ID,
             'channels' => $channels,
         ]);
-        // A token is a credential: no shared cache may keep it.
-        $response->header('Cache-Control', 'no-store, private');
+        // A token is a credential: no cache may keep it. The REST server sends WordPress's
+        // no-cache headers to logged-in users after the response's own, so no-store goes there.
+        add_filter('nocache_headers', static function (array $headers): array {
+            $headers['Cache-Control'] = 'no-store, no-cache, must-revalidate, max-age=0, private';
+            return $headers;
+        });
         return $response;
     }
 

@@ -71,7 +71,7 @@ export function mountBell(client, config) {
   client.subscribe(`user:${config.userId}`, { onMessage });
   client.subscribe('broadcast', { onMessage });
   client.on('state', (state) => {
-    node.classList.toggle('fanout-bell-offline', state === 'disconnected' || state === 'closed');
+    node.classList.toggle('fanout-bell-offline', state === 'disconnected');
     node.classList.remove('fanout-bell-idle');
   });
   render();

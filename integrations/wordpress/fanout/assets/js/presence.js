@@ -44,11 +44,12 @@ export function mountPresence(client, config) {
     }
   }
 
-  // The list from the gateway, asked after every (re)connection; join and leave events keep
-  // it current in between.
+  // The list from the gateway, asked after every `subscribed` (the first one and those after
+  // each reconnection); join and leave events keep it current in between.
   async function refresh() {
     try {
-      roster.reset(await client.presence(channel));
+      const { members } = await client.presence(channel);
+      roster.reset(members);
       render();
     } catch (error) {
       console.warn('fanout: presence of', channel, 'unavailable:', error);
@@ -56,6 +57,7 @@ export function mountPresence(client, config) {
   }
 
   client.subscribe(channel, {
+    onSubscribed: refresh,
     onJoin(member) {
       roster.join(member);
       render();
@@ -65,8 +67,4 @@ export function mountPresence(client, config) {
       render();
     },
   });
-  client.on('state', (state) => {
-    if (state === 'connected') refresh();
-  });
-  refresh();
 }

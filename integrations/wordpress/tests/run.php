@@ -1,0 +1,350 @@
+<?php
+/**
+ * Tests of the fanout WordPress plugin in real WordPress (Debian's package) with MariaDB,
+ * Redis and the real gateway, all on loopback (support/Stack.php). Run by
+ * scripts/test-wordpress; prints one line per test and, last, `N passed, N failed`.
+ *
+ * The tests run in order and share the site: users, the post published early on, the
+ * WebSocket connections of the users.
+ */
+
+declare(strict_types=1);
+
+namespace FanoutWPTest;
+
+require __DIR__ . '/support/Stack.php';
+require __DIR__ . '/support/Browser.php';
+require __DIR__ . '/support/WebSocket.php';
+
+final class Failure extends \RuntimeException
+{
+}
+
+function check(bool $condition, string $message): void
+{
+    if (!$condition) {
+        throw new Failure($message);
+    }
+}
+
+/** The claims of a JWT, without checking its signature (the gateway checks that). */
+function claims(string $jwt): array
+{
+    $parts = explode('.', $jwt);
+    check(count($parts) === 3, 'not a JWT: ' . $jwt);
+    return json_decode(base64_decode(strtr($parts[1], '-_', '+/')), true, 512, JSON_THROW_ON_ERROR);
+}
+
+/** `window.fanoutWP` as the plugin printed it into a page, or null. */
+function pageConfig(string $html): ?array
+{
+    if (!preg_match('/window\.fanoutWP = (\{.*?\});\n/', $html, $m)) {
+        return null;
+    }
+    return json_decode($m[1], true, 512, JSON_THROW_ON_ERROR);
+}
+
+$repo = dirname(__DIR__, 3);
+$bin = getenv('FANOUT_BIN') ?: 'target/debug/fanout';
+if ($bin[0] !== '/') {
+    $bin = $repo . '/' . $bin;
+}
+if (!is_executable($bin)) {
+    fwrite(STDERR, "gateway binary not found: $bin (set FANOUT_BIN)\n");
+    echo "0 passed, 1 failed\n";
+    exit(1);
+}
+
+$stack = new Stack($repo, $bin);
+register_shutdown_function([$stack, 'shutdown']);
+pcntl_async_signals(true);
+foreach ([SIGINT, SIGTERM] as $signal) {
+    pcntl_signal($signal, static function () {
+        exit(130); // runs the shutdown function: everything started is stopped
+    });
+}
+
+$passed = 0;
+$failed = 0;
+try {
+    $stack->start();
+} catch (\Throwable $e) {
+    echo 'FAIL setting up WordPress, MariaDB, Redis and the gateway: ', $e->getMessage(), "\n";
+    echo "$passed passed, 1 failed\n";
+    exit(1);
+}
+
+$ws = "ws://127.0.0.1:$stack->gatewayPort/ws";
+$users = $stack->users;
+/** State shared by the tests, in order. */
+$ctx = [];
+
+$tests = [];
+
+$tests['an anonymous token request is refused with 401'] = function () use ($stack) {
+    $anonymous = new Browser($stack->siteUrl, $stack->dir);
+    foreach (['POST', 'GET'] as $method) {
+        $response = $anonymous->rest($method, '/fanout/v1/token');
+        check($response['status'] === 401, "$method: expected 401, got {$response['status']}");
+        check(($response['json']['code'] ?? '') === 'rest_not_logged_in', 'code: ' . json_encode($response['json']));
+        check(!isset($response['json']['token']), 'a token was returned');
+    }
+};
+
+$tests['admin pages load the JS client as an ES module with the REST nonce, and the bell'] = function () use ($stack, &$ctx) {
+    foreach (['admin' => 'admin', 'editor' => 'editor2', 'reader' => 'reader'] as $role => $login) {
+        $browser = new Browser($stack->siteUrl, $stack->dir);
+        $browser->login($login, $stack->password);
+        $page = $browser->request('GET', '/wp-admin/');
+        check($page['status'] === 200, "$role: dashboard HTTP {$page['status']}");
+        $config = pageConfig($page['body']);
+        check($config !== null, "$role: no window.fanoutWP in the dashboard");
+        $ctx[$role] = ['browser' => $browser, 'nonce' => $config['nonce']];
+        if ($role === 'admin') {
+            $adminPage = $page['body'];
+        }
+    }
+    $config = pageConfig($adminPage);
+    check($config['url'] === "ws://127.0.0.1:$stack->gatewayPort/ws", 'url: ' . $config['url']);
+    check($config['userId'] === (string) $stack->users['admin'], 'userId: ' . $config['userId']);
+    check(str_contains($config['tokenUrl'], 'fanout/v1/token'), 'tokenUrl: ' . $config['tokenUrl']);
+    check(
+        (bool) preg_match('#<script type="module" src=\'[^\']*/wp-content/plugins/fanout/assets/js/fanout-wp\.js\?ver=[^\']*\' id=\'fanout-wp-js\'>#', $adminPage),
+        'no module script tag for fanout-wp.js'
+    );
+    check(str_contains($adminPage, "id='wp-admin-bar-fanout-notifications'"), 'no bell in the admin bar');
+    // The scripts it loads are served, the JS client included (copied in by build.sh).
+    foreach (['fanout-wp.js', 'bell.js', 'presence.js', 'fanout/index.js'] as $script) {
+        $asset = $ctx['admin']['browser']->request('GET', "/wp-content/plugins/fanout/assets/js/$script");
+        check($asset['status'] === 200, "$script: HTTP {$asset['status']}");
+    }
+};
+
+$tests['a logged-in cookie without a nonce gets 401, a wrong nonce 403'] = function () use (&$ctx) {
+    $browser = $ctx['admin']['browser'];
+    $response = $browser->rest('POST', '/fanout/v1/token');
+    check($response['status'] === 401, 'no nonce: expected 401, got ' . $response['status']);
+    $response = $browser->rest('POST', '/fanout/v1/token', null, 'abc123def4');
+    check($response['status'] === 403, 'wrong nonce: expected 403, got ' . $response['status']);
+    check(($response['json']['code'] ?? '') === 'rest_cookie_invalid_nonce', 'code: ' . json_encode($response['json']));
+    // Another user's nonce is wrong too: nonces are bound to the session.
+    $response = $browser->rest('POST', '/fanout/v1/token', null, $ctx['editor']['nonce']);
+    check($response['status'] === 403, "another user's nonce: expected 403, got " . $response['status']);
+};
+
+$tests['the token route mints a short-lived token the gateway accepts for the logged-in user'] = function () use ($stack, $ws, $users, &$ctx) {
+    foreach (['admin', 'editor', 'reader'] as $role) {
+        $response = $ctx[$role]['browser']->rest('POST', '/fanout/v1/token', null, $ctx[$role]['nonce']);
+        check($response['status'] === 200, "$role: HTTP {$response['status']} " . json_encode($response['json']));
+        $ctx[$role]['token'] = $response['json']['token'];
+        $ctx[$role]['answer'] = $response['json'];
+    }
+    $admin = $ctx['admin']['answer'];
+    $headers = $ctx['admin']['browser']->rest('POST', '/fanout/v1/token', null, $ctx['admin']['nonce'])['headers'];
+    check(str_contains(strtolower($headers), 'cache-control: no-store'), 'no Cache-Control: no-store: ' . $headers);
+    check($admin['url'] === "ws://127.0.0.1:$stack->gatewayPort/ws" && $admin['user'] === (string) $users['admin'], 'answer: ' . json_encode($admin));
+    $claims = claims($admin['token']);
+    check($claims['sub'] === (string) $users['admin'], 'sub: ' . $claims['sub']);
+    check($claims['exp'] - $claims['iat'] === 600, 'lifetime: ' . ($claims['exp'] - $claims['iat']));
+    check(in_array('room:wp-post-*', $claims['channels'], true) && in_array("user:{$users['admin']}", $claims['channels'], true), 'channels: ' . json_encode($claims['channels']));
+    check(($claims['info']['name'] ?? '') === 'Ada Admin' && str_starts_with($claims['info']['avatar'] ?? '', 'http'), 'info: ' . json_encode($claims['info'] ?? null));
+    check(!in_array('room:wp-post-*', claims($ctx['reader']['token'])['channels'], true), 'a subscriber got the post rooms');
+    // GET works as well.
+    check($ctx['admin']['browser']->rest('GET', '/fanout/v1/token', null, $ctx['admin']['nonce'])['status'] === 200, 'GET refused');
+
+    foreach (['admin', 'editor', 'reader'] as $role) {
+        $socket = WebSocket::open($ws . '?token=' . rawurlencode($ctx[$role]['token']));
+        $ack = $socket->waitFor(fn (array $f) => $f['type'] === 'connection_ack');
+        check($ack['user'] === (string) $users[$role], "$role: ack for user " . $ack['user']);
+        check(in_array("user:{$users[$role]}", $ack['channels'], true), "$role: channels " . json_encode($ack['channels']));
+        $ctx[$role]['ws'] = $socket;
+    }
+    // And refuses a token signed with another secret: the route signs with the gateway's.
+    $forged = explode('.', $ctx['admin']['token']);
+    $forged[2] = rtrim(strtr(base64_encode(hash_hmac('sha256', "$forged[0].$forged[1]", 'another secret of 32 characters!', true)), '+/', '-_'), '=');
+    try {
+        WebSocket::open($ws . '?token=' . implode('.', $forged));
+        check(false, 'the gateway accepted a forged token');
+    } catch (HandshakeRefused $e) {
+        check($e->status === 401, 'forged token: HTTP ' . $e->status);
+    }
+};
+
+$tests['a subscriber may not join post rooms nor read other users'] = function () use ($users, &$ctx) {
+    $reader = $ctx['reader']['ws'];
+    foreach (['room:wp-post-1', "user:{$users['admin']}"] as $i => $channel) {
+        $reader->send(['type' => 'subscribe', 'channel' => $channel, 'id' => "r$i"]);
+        $reply = $reader->waitFor(fn (array $f) => ($f['id'] ?? null) === "r$i");
+        check($reply['type'] === 'error' && $reply['code'] === 'forbidden', "$channel: " . json_encode($reply));
+    }
+};
+
+$tests['publishing a post notifies its author and broadcasts to everyone'] = function () use ($users, &$ctx) {
+    $response = $ctx['admin']['browser']->rest('POST', '/wp/v2/posts', ['title' => 'Hello realtime', 'content' => 'First!', 'status' => 'publish'], $ctx['admin']['nonce']);
+    check($response['status'] === 201, 'create post: HTTP ' . $response['status'] . ' ' . json_encode($response['json']));
+    $post = $response['json'];
+    $ctx['post'] = $post['id'];
+
+    $author = $ctx['admin']['ws']->waitFor(fn (array $f) => $f['type'] === 'message' && $f['channel'] === "user:{$users['admin']}");
+    $data = $author['data'];
+    check($data['type'] === 'notification', 'type: ' . json_encode($author));
+    check($data['data']['title'] === 'Your post “Hello realtime” is published', 'title: ' . $data['data']['title']);
+    check($data['data']['url'] === $post['link'] && $data['data']['level'] === 'success', 'data: ' . json_encode($data));
+    check($data['data']['id'] === "wp-post-{$post['id']}-published" && is_int($data['timestamp']), 'id/timestamp: ' . json_encode($data));
+    check(($author['offset'] ?? 0) >= 1, 'not published with history: ' . json_encode($author));
+
+    foreach (['editor', 'admin'] as $role) {
+        $everyone = $ctx[$role]['ws']->waitFor(fn (array $f) => $f['type'] === 'message' && $f['channel'] === 'broadcast');
+        check($everyone['data']['type'] === 'notification' && $everyone['data']['data']['title'] === 'New: Hello realtime', "$role: broadcast: " . json_encode($everyone));
+    }
+
+    // Editing the published post is no new publication: nothing more for the author.
+    $update = $ctx['admin']['browser']->rest('POST', "/wp/v2/posts/{$post['id']}", ['title' => 'Hello realtime, edited'], $ctx['admin']['nonce']);
+    check($update['status'] === 200, 'update: HTTP ' . $update['status']);
+    $later = array_filter($ctx['admin']['ws']->drain(1.5), fn (array $f) => $f['type'] === 'message');
+    check($later === [], 'an update notified again: ' . json_encode(array_values($later)));
+};
+
+$tests['a comment notifies the author of the post'] = function () use ($users, &$ctx) {
+    $response = $ctx['editor']['browser']->rest('POST', '/wp/v2/comments', ['post' => $ctx['post'], 'content' => 'Great post, well done'], $ctx['editor']['nonce']);
+    check($response['status'] === 201, 'comment: HTTP ' . $response['status'] . ' ' . json_encode($response['json']));
+    check($response['json']['status'] === 'approved', 'comment status: ' . $response['json']['status']);
+    $message = $ctx['admin']['ws']->waitFor(fn (array $f) => $f['type'] === 'message' && $f['channel'] === "user:{$users['admin']}");
+    $data = $message['data']['data'];
+    check($message['data']['type'] === 'notification' && $data['title'] === 'Eddie Editor commented on “Hello realtime, edited”', 'notification: ' . json_encode($message));
+    check($data['message'] === 'Great post, well done' && str_contains($data['url'], '#comment-' . $response['json']['id']), 'data: ' . json_encode($data));
+};
+
+$tests['two users editing the same post see each other'] = function () use ($users, &$ctx) {
+    $room = 'room:wp-post-' . $ctx['post'];
+    $admin = $ctx['admin']['ws'];
+    $editor = $ctx['editor']['ws'];
+    $admin->send(['type' => 'subscribe', 'channel' => $room, 'id' => 'p1']);
+    $admin->waitFor(fn (array $f) => $f['type'] === 'subscribed' && ($f['id'] ?? null) === 'p1');
+    $editor->send(['type' => 'subscribe', 'channel' => $room, 'id' => 'p2']);
+    $editor->waitFor(fn (array $f) => $f['type'] === 'subscribed' && ($f['id'] ?? null) === 'p2');
+
+    $join = $admin->waitFor(fn (array $f) => $f['type'] === 'join' && $f['user'] === (string) $users['editor']);
+    check(($join['info']['name'] ?? '') === 'Eddie Editor', 'join: ' . json_encode($join));
+    $editor->send(['type' => 'presence', 'channel' => $room, 'id' => 'p3']);
+    $presence = $editor->waitFor(fn (array $f) => ($f['id'] ?? null) === 'p3');
+    $names = array_map(fn (array $m) => $m['info']['name'] ?? '?', $presence['members'] ?? []);
+    sort($names);
+    check($names === ['Ada Admin', 'Eddie Editor'], 'presence: ' . json_encode($presence));
+};
+
+$tests['the settings page never shows secrets and saves through the Settings API'] = function () use ($stack, &$ctx) {
+    $admin = $ctx['admin']['browser'];
+    $page = $admin->request('GET', '/wp-admin/options-general.php?page=fanout');
+    check($page['status'] === 200, 'settings page: HTTP ' . $page['status']);
+    check(str_contains($page['body'], 'Set in wp-config.php (FANOUT_JWT_SECRET).'), 'the JWT secret is not shown as set in wp-config.php');
+    check(!str_contains($page['body'], $stack->secret), 'the JWT secret is in the page');
+    check(preg_match('/name="_wpnonce" value="([^"]+)"/', $page['body'], $nonce) === 1, 'no nonce in the settings form');
+
+    $form = [
+        'option_page' => 'fanout', 'action' => 'update', '_wpnonce' => $nonce[1],
+        '_wp_http_referer' => '/wp-admin/options-general.php?page=fanout',
+        'fanout_settings' => ['publish_mode' => 'http', 'api_url' => "http://127.0.0.1:$stack->gatewayPort/", 'api_key' => $stack->apiKey, 'token_ttl' => '900'],
+    ];
+    $saved = $admin->request('POST', '/wp-admin/options.php', $form);
+    check($saved['status'] === 302, 'save: HTTP ' . $saved['status']);
+    $settings = $stack->wp('get-settings');
+    check($settings['api_key'] === $stack->apiKey && $settings['publish_mode'] === 'http', 'stored: ' . json_encode(array_keys($settings)));
+    check($settings['api_url'] === "http://127.0.0.1:$stack->gatewayPort" && $settings['token_ttl'] === 900, 'sanitised: ' . json_encode([$settings['api_url'], $settings['token_ttl']]));
+    check(!array_key_exists('jwt_secret', $settings), 'a value set in wp-config.php was stored');
+
+    $page = $admin->request('GET', '/wp-admin/options-general.php?page=fanout');
+    check(!str_contains($page['body'], $stack->apiKey), 'the stored API key is in the page');
+    check(str_contains($page['body'], 'stored; leave blank to keep it'), 'the stored API key is not shown as stored');
+
+    // A blank secret keeps the stored one; a form without the nonce is refused.
+    $form['fanout_settings']['api_key'] = '';
+    check($admin->request('POST', '/wp-admin/options.php', $form)['status'] === 302, 'second save refused');
+    check($stack->wp('get-settings')['api_key'] === $stack->apiKey, 'a blank API key replaced the stored one');
+    unset($form['_wpnonce']);
+    $form['fanout_settings']['api_key'] = 'stolen';
+    check($admin->request('POST', '/wp-admin/options.php', $form)['status'] !== 302, 'a save without nonce was accepted');
+    check($stack->wp('get-settings')['api_key'] === $stack->apiKey, 'a save without nonce changed the key');
+
+    // The new token lifetime applies.
+    $claims = claims($admin->rest('POST', '/fanout/v1/token', null, $ctx['admin']['nonce'])['json']['token']);
+    check($claims['exp'] - $claims['iat'] === 900, 'lifetime after saving: ' . ($claims['exp'] - $claims['iat']));
+
+    // Editors cannot open it.
+    $editorPage = $ctx['editor']['browser']->request('GET', '/wp-admin/options-general.php?page=fanout');
+    check($editorPage['status'] === 403, 'editor: HTTP ' . $editorPage['status']);
+};
+
+$tests['fanout_notify_user publishes over the HTTP API, and failures are logged without the key'] = function () use ($stack, $users, &$ctx) {
+    // The settings saved by the previous test select HTTP publishing.
+    check($stack->wp('notify', (string) $users['editor'], 'Sent over HTTP') === true, 'notify failed');
+    $message = $ctx['editor']['ws']->waitFor(fn (array $f) => $f['type'] === 'message' && $f['channel'] === "user:{$users['editor']}");
+    check($message['data']['data']['title'] === 'Sent over HTTP' && ($message['offset'] ?? 0) >= 1, 'message: ' . json_encode($message));
+
+    $stack->wp('set-settings', json_encode(['publish_mode' => 'http', 'api_url' => "http://127.0.0.1:$stack->gatewayPort", 'api_key' => 'wrong-key-0123456789']));
+    $result = $stack->wp('notify', (string) $users['editor'], 'Never arrives');
+    check(($result['error'] ?? '') === 'fanout_publish_failed', 'result: ' . json_encode($result));
+    $log = is_file("$stack->dir/debug.log") ? file_get_contents("$stack->dir/debug.log") : '';
+    check(str_contains($log, "fanout: publish to user:{$users['editor']} failed"), 'nothing logged: ' . $log);
+    check(!str_contains($log, 'wrong-key-0123456789') && !str_contains($log, $stack->secret), 'a secret was logged');
+    $stack->wp('set-settings', json_encode([])); // back to Redis
+    check($stack->wp('notify', (string) $users['editor'], 'Back on Redis') === true, 'notify over Redis failed');
+    $message = $ctx['editor']['ws']->waitFor(fn (array $f) => $f['type'] === 'message' && $f['channel'] === "user:{$users['editor']}");
+    check($message['data']['data']['title'] === 'Back on Redis', 'got: ' . json_encode($message));
+};
+
+$tests['the inbox worker runs fanout_inbox_<type> once per message, as the sender, across restarts'] = function () use ($stack, $users, &$ctx) {
+    $worker = [PHP_BINARY, "$stack->dir/build/fanout/bin/inbox-worker.php", '--wp-load=/usr/share/wordpress/wp-load.php', "--host=$stack->host", '--consumer=wp-test-worker'];
+    $inboxLog = "$stack->dir/inbox.log";
+    $lines = fn (): array => is_file($inboxLog) ? array_map(fn ($l) => json_decode($l, true), file($inboxLog, FILE_IGNORE_NEW_LINES)) : [];
+    $send = function (int $n) use ($users, &$ctx): void {
+        $ctx['admin']['ws']->send(['type' => 'send', 'channel' => "user:{$users['admin']}", 'data' => ['type' => 'test_ping', 'data' => ['n' => $n]], 'id' => "s$n"]);
+        $reply = $ctx['admin']['ws']->waitFor(fn (array $f) => ($f['id'] ?? null) === "s$n");
+        check($reply['type'] === 'sent', 'send: ' . json_encode($reply));
+    };
+
+    $stack->spawn('inbox-worker', $worker);
+    Stack::waitUntil(fn () => str_contains($stack->log('inbox-worker'), 'reading fanout:inbox'), 20, 'the worker to start: ' . $stack->log('inbox-worker'));
+    $send(1);
+    Stack::waitUntil(fn () => count($lines()) >= 1, 15, 'the action to run');
+    $first = $lines()[0];
+    check($first['event'] === ['type' => 'test_ping', 'data' => ['n' => 1]], 'event: ' . json_encode($first));
+    check($first['user'] === $users['admin'] && $first['current_user'] === $users['admin'], 'user: ' . json_encode($first));
+    check($first['channel'] === "user:{$users['admin']}", 'channel: ' . $first['channel']);
+    check($stack->stop('inbox-worker') === 0, 'SIGTERM: exit code not 0: ' . $stack->log('inbox-worker'));
+    check(str_contains($stack->log('inbox-worker'), 'stopped after 1 messages'), 'log: ' . $stack->log('inbox-worker'));
+
+    // Sent while no worker runs: waits in the stream; the next worker handles it, and only it.
+    $send(2);
+    $stack->spawn('inbox-worker-2', array_merge($worker, ['--max-seconds=4']));
+    check($stack->waitExit('inbox-worker-2', 30) === 0, 'second worker: ' . $stack->log('inbox-worker-2'));
+    $all = $lines();
+    check(count($all) === 2, 'handled ' . count($all) . ' times: ' . json_encode($all));
+    check($all[1]['event']['data']['n'] === 2 && $all[1]['id'] !== $all[0]['id'], 'second: ' . json_encode($all[1]));
+};
+
+foreach ($tests as $name => $test) {
+    try {
+        $test();
+        $passed++;
+        echo "ok   $name\n";
+    } catch (\Throwable $e) {
+        $failed++;
+        echo "FAIL $name\n     ", str_replace("\n", "\n     ", $e->getMessage()), "\n";
+        if (!$e instanceof Failure) {
+            echo '     at ', $e->getFile(), ':', $e->getLine(), "\n";
+        }
+    }
+}
+
+if ($failed > 0) {
+    foreach (['gateway', 'php-server', 'debug'] as $name) {
+        $file = "$stack->dir/$name.log";
+        if (is_file($file)) {
+            echo "---- last lines of $name.log\n", implode("\n", array_slice(file($file, FILE_IGNORE_NEW_LINES), -15)), "\n";
+        }
+    }
+}
+$stack->shutdown();
+echo "$passed passed, $failed failed\n";
+exit($failed > 0 ? 1 : 0);

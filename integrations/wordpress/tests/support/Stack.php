@@ -1,0 +1,322 @@
+<?php
+/**
+ * Everything the WordPress tests run against, started on loopback in a temporary directory
+ * and stopped again (also when a test fails or the runner is interrupted):
+ *
+ * - MariaDB (`mariadbd` from Debian's mariadb-server) as an unprivileged server on a unix
+ *   socket, no TCP (`--skip-networking`), with a fresh data directory;
+ * - redis-server on a free port, without persistence;
+ * - the real gateway (`$FANOUT_BIN`) on that Redis, with presence on `room:` channels;
+ * - WordPress from Debian's `wordpress` package (/usr/share/wordpress), configured the Debian
+ *   way (/etc/wordpress/config-<host>.php), installed with wp_install(), the plugin built with
+ *   build.sh and activated, served by `php -S`.
+ */
+
+declare(strict_types=1);
+
+namespace FanoutWPTest;
+
+final class Stack
+{
+    public readonly string $dir;
+    public readonly string $host;
+    public readonly string $secret;
+    public readonly string $apiKey;
+    public readonly string $password;
+    public int $redisPort = 0;
+    public int $gatewayPort = 0;
+    public int $webPort = 0;
+    public string $siteUrl = '';
+    /** @var array{admin: int, editor: int, reader: int} */
+    public array $users = [];
+
+    /** @var array<string, array{proc: resource, log: string}> */
+    private array $processes = [];
+    private ?string $etcConfig = null;
+
+    public function __construct(public readonly string $repo, public readonly string $fanoutBin)
+    {
+        $this->dir = rtrim(sys_get_temp_dir(), '/') . '/fanout-wp-' . getmypid() . '-' . bin2hex(random_bytes(3));
+        mkdir($this->dir, 0700, true);
+        $this->host = 'fanout-test-' . getmypid();
+        $this->secret = bin2hex(random_bytes(24));
+        $this->apiKey = 'test-api-key-' . bin2hex(random_bytes(8));
+        $this->password = 'pw-' . bin2hex(random_bytes(6));
+    }
+
+    public function start(): void
+    {
+        $this->startMariaDb();
+        $this->startRedis();
+        $this->startGateway();
+        $this->installWordPress();
+        $this->startWebServer();
+    }
+
+    /** A free TCP port on 127.0.0.1 (the OS picks it; closed again at once). */
+    public static function freePort(): int
+    {
+        $server = stream_socket_server('tcp://127.0.0.1:0', $errno, $errstr);
+        $name = stream_socket_get_name($server, false);
+        fclose($server);
+        return (int) substr($name, strrpos($name, ':') + 1);
+    }
+
+    /**
+     * Starts a process with its output in a log file of the test directory.
+     *
+     * @param list<string> $command
+     * @param array<string, string> $env added to the runner's environment
+     */
+    public function spawn(string $name, array $command, array $env = []): void
+    {
+        $log = "$this->dir/$name.log";
+        $proc = proc_open($command, [0 => ['file', '/dev/null', 'r'], 1 => ['file', $log, 'a'], 2 => ['file', $log, 'a']], $pipes, null, $env + getenv());
+        if (!is_resource($proc)) {
+            throw new \RuntimeException("cannot start $name");
+        }
+        $this->processes[$name] = ['proc' => $proc, 'log' => $log];
+    }
+
+    /**
+     * Stops a process: SIGTERM, then SIGKILL after `$grace` seconds. Returns its exit code
+     * (-1 when killed or unknown).
+     */
+    public function stop(string $name, float $grace = 10.0): int
+    {
+        if (!isset($this->processes[$name])) {
+            return -1;
+        }
+        $proc = $this->processes[$name]['proc'];
+        unset($this->processes[$name]);
+        $status = proc_get_status($proc);
+        if ($status['running']) {
+            proc_terminate($proc, SIGTERM);
+            $deadline = microtime(true) + $grace;
+            while (($status = proc_get_status($proc))['running'] && microtime(true) < $deadline) {
+                usleep(50_000);
+            }
+            if ($status['running']) {
+                proc_terminate($proc, SIGKILL);
+                while (proc_get_status($proc)['running']) {
+                    usleep(20_000);
+                }
+                proc_close($proc);
+                return -1;
+            }
+        }
+        proc_close($proc);
+        return $status['exitcode'];
+    }
+
+    /** Waits for a process to end by itself; returns its exit code, or null at the deadline. */
+    public function waitExit(string $name, float $timeout): ?int
+    {
+        $proc = $this->processes[$name]['proc'];
+        $deadline = microtime(true) + $timeout;
+        while (microtime(true) < $deadline) {
+            $status = proc_get_status($proc);
+            if (!$status['running']) {
+                unset($this->processes[$name]);
+                proc_close($proc);
+                return $status['exitcode'];
+            }
+            usleep(50_000);
+        }
+        return null;
+    }
+
+    public function isRunning(string $name): bool
+    {
+        return isset($this->processes[$name]) && proc_get_status($this->processes[$name]['proc'])['running'];
+    }
+
+    public function log(string $name): string
+    {
+        $file = "$this->dir/$name.log";
+        return is_file($file) ? (string) file_get_contents($file) : '';
+    }
+
+    /** Stops everything started, removes the site's config file and the temporary directory. */
+    public function shutdown(): void
+    {
+        foreach (array_reverse(array_keys($this->processes)) as $name) {
+            $this->stop($name, 5.0);
+        }
+        if ($this->etcConfig !== null && is_file($this->etcConfig)) {
+            unlink($this->etcConfig);
+        }
+        $this->etcConfig = null;
+        if (getenv('FANOUT_WP_TEST_KEEP') === false && is_dir($this->dir)) {
+            exec('rm -rf ' . escapeshellarg($this->dir));
+        }
+    }
+
+    /**
+     * Polls `$ready` until it returns true; throws after `$timeout` seconds with `$what`.
+     *
+     * @param callable(): bool $ready
+     */
+    public static function waitUntil(callable $ready, float $timeout, string $what): void
+    {
+        $deadline = microtime(true) + $timeout;
+        while (microtime(true) < $deadline) {
+            if ($ready()) {
+                return;
+            }
+            usleep(100_000);
+        }
+        throw new \RuntimeException("timed out after {$timeout}s waiting for $what");
+    }
+
+    private function startMariaDb(): void
+    {
+        $data = "$this->dir/mysql";
+        $user = posix_getpwuid(posix_geteuid())['name'];
+        $output = [];
+        exec(implode(' ', array_map('escapeshellarg', [
+            'mariadb-install-db', '--no-defaults', "--datadir=$data", "--user=$user",
+            '--auth-root-authentication-method=normal', '--skip-test-db',
+        ])) . ' 2>&1', $output, $code);
+        if ($code !== 0) {
+            throw new \RuntimeException("mariadb-install-db failed:\n" . implode("\n", $output));
+        }
+        $socket = "$this->dir/mysql.sock";
+        $this->spawn('mariadbd', [
+            'mariadbd', '--no-defaults', "--datadir=$data", "--socket=$socket", '--skip-networking',
+            "--user=$user", "--pid-file=$this->dir/mysql.pid", '--skip-log-bin', '--innodb-buffer-pool-size=32M',
+        ]);
+        self::waitUntil(function () use ($socket): bool {
+            if (!$this->isRunning('mariadbd')) {
+                throw new \RuntimeException("mariadbd exited:\n" . $this->log('mariadbd'));
+            }
+            try {
+                $db = @new \mysqli('localhost', 'root', '', '', 0, $socket);
+                $db->query('CREATE DATABASE IF NOT EXISTS wordpress CHARACTER SET utf8mb4');
+                $db->close();
+                return true;
+            } catch (\mysqli_sql_exception) {
+                return false;
+            }
+        }, 60, 'mariadbd');
+    }
+
+    private function startRedis(): void
+    {
+        $this->redisPort = self::freePort();
+        $this->spawn('redis', [
+            'redis-server', '--port', (string) $this->redisPort, '--bind', '127.0.0.1', '--save', '',
+            '--appendonly', 'no', '--dir', $this->dir, '--protected-mode', 'yes',
+        ]);
+        self::waitUntil(function (): bool {
+            $redis = new \Redis();
+            try {
+                return @$redis->connect('127.0.0.1', $this->redisPort, 0.5) && $redis->ping() !== false;
+            } catch (\RedisException) {
+                return false;
+            }
+        }, 20, 'redis-server');
+    }
+
+    private function startGateway(): void
+    {
+        $this->gatewayPort = self::freePort();
+        // Presence with join/leave events on room:* channels: the "who is here" rooms of posts.
+        file_put_contents("$this->dir/fanout.toml", "[namespaces.room]\npresence = true\njoin_leave = \"connection\"\n");
+        $this->spawn('gateway', [
+            $this->fanoutBin, 'serve', '--config', "$this->dir/fanout.toml",
+            '--listen', "127.0.0.1:$this->gatewayPort", '--redis-url', "redis://127.0.0.1:$this->redisPort",
+            '--node-id', 'wp-test',
+        ], ['FANOUT_JWT_SECRET' => $this->secret, 'FANOUT_API_KEY' => $this->apiKey]);
+        self::waitUntil(function (): bool {
+            if (!$this->isRunning('gateway')) {
+                throw new \RuntimeException("the gateway exited:\n" . $this->log('gateway'));
+            }
+            return self::httpStatus("http://127.0.0.1:$this->gatewayPort/readyz") === 200;
+        }, 30, 'the gateway to be ready');
+    }
+
+    private function installWordPress(): void
+    {
+        $this->webPort = self::freePort();
+        $this->siteUrl = "http://127.0.0.1:$this->webPort";
+        $content = "$this->dir/wp-content";
+        foreach (['plugins', 'mu-plugins', 'themes', 'uploads'] as $sub) {
+            mkdir("$content/$sub", 0755, true);
+        }
+        // The plugin as users get it: built by build.sh (library and JS client copied in).
+        $build = [];
+        exec(escapeshellarg("$this->repo/integrations/wordpress/build.sh") . ' --out ' . escapeshellarg("$this->dir/build") . ' 2>&1', $build, $code);
+        if ($code !== 0) {
+            throw new \RuntimeException("build.sh failed:\n" . implode("\n", $build));
+        }
+        symlink("$this->dir/build/fanout", "$content/plugins/fanout");
+        copy(__DIR__ . '/../fixtures/fanout-test-inbox.php', "$content/mu-plugins/fanout-test-inbox.php");
+        // Debian's bundled default theme, so that front-end pages render.
+        foreach (glob('/usr/share/wordpress/wp-content/themes/*') ?: [] as $theme) {
+            symlink($theme, "$content/themes/" . basename($theme));
+        }
+
+        $salts = '';
+        foreach (['AUTH_KEY', 'SECURE_AUTH_KEY', 'LOGGED_IN_KEY', 'NONCE_KEY', 'AUTH_SALT', 'SECURE_AUTH_SALT', 'LOGGED_IN_SALT', 'NONCE_SALT'] as $name) {
+            $salts .= sprintf("define('%s', '%s');\n", $name, bin2hex(random_bytes(24)));
+        }
+        $config = "<?php\n// Test site of integrations/wordpress/tests (removed when the tests end).\n"
+            . "define('DB_NAME', 'wordpress');\ndefine('DB_USER', 'root');\ndefine('DB_PASSWORD', '');\n"
+            . sprintf("define('DB_HOST', 'localhost:%s');\n", "$this->dir/mysql.sock")
+            . sprintf("define('WP_CONTENT_DIR', '%s');\ndefine('WP_CONTENT_URL', '%s/wp-content');\n", $content, $this->siteUrl)
+            . $salts
+            . "define('WP_DEBUG', true);\ndefine('WP_DEBUG_DISPLAY', false);\n"
+            . sprintf("define('WP_DEBUG_LOG', '%s/debug.log');\n", $this->dir)
+            . "define('DISABLE_WP_CRON', true);\ndefine('AUTOMATIC_UPDATER_DISABLED', true);\ndefine('WP_HTTP_BLOCK_EXTERNAL', true);\n"
+            . sprintf("define('FANOUT_JWT_SECRET', '%s');\n", $this->secret)
+            . sprintf("define('FANOUT_REDIS_URL', 'redis://127.0.0.1:%d');\n", $this->redisPort)
+            . sprintf("define('FANOUT_GATEWAY_URL', 'ws://127.0.0.1:%d');\n", $this->gatewayPort)
+            . sprintf("define('FANOUT_TEST_INBOX_LOG', '%s/inbox.log');\n", $this->dir);
+        $this->etcConfig = "/etc/wordpress/config-$this->host.php";
+        if (!is_dir('/etc/wordpress') || file_put_contents($this->etcConfig, $config) === false) {
+            $this->etcConfig = null;
+            throw new \RuntimeException("cannot write /etc/wordpress/config-$this->host.php (run as root, with Debian's wordpress package)");
+        }
+
+        $this->users = $this->wp('install', $this->siteUrl, $this->password);
+        $this->wp('activate');
+    }
+
+    private function startWebServer(): void
+    {
+        $this->spawn('php-server', [
+            PHP_BINARY, '-S', "127.0.0.1:$this->webPort", '-t', '/usr/share/wordpress', __DIR__ . '/router.php',
+        ], [
+            'FANOUT_TEST_WP_HOST' => $this->host,
+            'FANOUT_TEST_WP_CONTENT' => "$this->dir/wp-content",
+            'PHP_CLI_SERVER_WORKERS' => '4',
+        ]);
+        self::waitUntil(fn (): bool => self::httpStatus("$this->siteUrl/wp-login.php") === 200, 30, 'php -S to serve WordPress');
+    }
+
+    /** Runs a step of support/wp.php in the test site and returns its JSON answer. */
+    public function wp(string ...$args): mixed
+    {
+        $command = array_merge([PHP_BINARY, __DIR__ . '/wp.php'], $args);
+        $proc = proc_open($command, [1 => ['pipe', 'w'], 2 => ['pipe', 'w']], $pipes, null, ['FANOUT_TEST_WP_HOST' => $this->host] + getenv());
+        $stdout = stream_get_contents($pipes[1]);
+        $stderr = stream_get_contents($pipes[2]);
+        $code = proc_close($proc);
+        if ($code !== 0) {
+            throw new \RuntimeException("wp.php $args[0] failed ($code): $stderr $stdout");
+        }
+        return json_decode(trim($stdout), true, 512, JSON_THROW_ON_ERROR);
+    }
+
+    /** Status of a plain GET, 0 when nothing answers. */
+    public static function httpStatus(string $url): int
+    {
+        $curl = curl_init($url);
+        curl_setopt_array($curl, [CURLOPT_RETURNTRANSFER => true, CURLOPT_TIMEOUT => 2, CURLOPT_CONNECTTIMEOUT => 1]);
+        curl_exec($curl);
+        $status = (int) curl_getinfo($curl, CURLINFO_RESPONSE_CODE);
+        curl_close($curl);
+        return $status;
+    }
+}

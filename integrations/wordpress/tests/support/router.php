@@ -1,0 +1,48 @@
+<?php
+/**
+ * Router of `php -S` for the test site: WordPress's files come from the Debian package
+ * (/usr/share/wordpress), `wp-content` from the test's own directory, and every other path
+ * goes to index.php as Apache's rewrite rules would send it.
+ *
+ * Debian's wp-config.php picks /etc/wordpress/config-<name>.php from the WORDPRESS_CONFIG
+ * server variable (Apache's SetEnv); here the router sets it from the environment.
+ */
+
+declare(strict_types=1);
+
+$_SERVER['WORDPRESS_CONFIG'] = getenv('FANOUT_TEST_WP_HOST');
+
+$path = rawurldecode((string) parse_url($_SERVER['REQUEST_URI'], PHP_URL_PATH));
+if (str_contains($path, '..')) {
+    http_response_code(400);
+    return true;
+}
+
+$contentDir = getenv('FANOUT_TEST_WP_CONTENT');
+if (str_starts_with($path, '/wp-content/')) {
+    $file = $contentDir . substr($path, strlen('/wp-content'));
+    if (!is_file($file) || str_ends_with($file, '.php')) {
+        http_response_code(404);
+        return true;
+    }
+    $types = ['js' => 'text/javascript', 'css' => 'text/css', 'png' => 'image/png', 'svg' => 'image/svg+xml'];
+    header('Content-Type: ' . ($types[pathinfo($file, PATHINFO_EXTENSION)] ?? 'application/octet-stream'));
+    readfile($file);
+    return true;
+}
+
+$root = '/usr/share/wordpress';
+$file = $root . $path;
+if (is_dir($file)) {
+    $file = rtrim($file, '/') . '/index.php';
+}
+if (is_file($file) && !str_ends_with($file, '.php')) {
+    return false; // a static file of WordPress itself: php -S serves it
+}
+if (!is_file($file)) {
+    $file = $root . '/index.php';
+}
+$_SERVER['SCRIPT_FILENAME'] = $file;
+$_SERVER['SCRIPT_NAME'] = $_SERVER['PHP_SELF'] = substr($file, strlen($root));
+chdir(dirname($file));
+require $file;

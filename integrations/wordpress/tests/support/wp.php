@@ -1,0 +1,69 @@
+<?php
+/**
+ * Runs one step inside the test site's WordPress, from the command line, with WordPress's own
+ * functions (the way WP-CLI would, without WP-CLI):
+ *
+ *     php wp.php install <site url> <admin password>   wp_install() plus two more users
+ *     php wp.php activate                              activate_plugin('fanout/fanout.php')
+ *     php wp.php notify <user id> <title>              fanout_notify_user() with the current settings
+ *     php wp.php set-settings <json>                   replaces the fanout_settings option
+ *     php wp.php get-settings                          prints the fanout_settings option
+ *
+ * The site is chosen the Debian way: FANOUT_TEST_WP_HOST is the host name that selects
+ * /etc/wordpress/config-<host>.php. Prints one JSON value on stdout.
+ */
+
+declare(strict_types=1);
+
+$host = getenv('FANOUT_TEST_WP_HOST') ?: exit("FANOUT_TEST_WP_HOST is not set\n");
+$_SERVER['HTTP_HOST'] = $host;
+$_SERVER['SERVER_NAME'] = $host;
+$_SERVER['REQUEST_URI'] = '/';
+$_SERVER['REQUEST_METHOD'] = 'GET';
+
+$command = $argv[1] ?? '';
+if ($command === 'install') {
+    define('WP_INSTALLING', true);
+}
+require '/usr/share/wordpress/wp-load.php';
+
+function out(mixed $value): never
+{
+    echo json_encode($value, JSON_UNESCAPED_SLASHES), "\n";
+    exit(0);
+}
+
+switch ($command) {
+    case 'install':
+        require_once ABSPATH . 'wp-admin/includes/upgrade.php';
+        [$url, $password] = [$argv[2], $argv[3]];
+        $result = wp_install('fanout test', 'admin', 'admin@example.test', false, '', wp_slash($password));
+        update_option('siteurl', $url);
+        update_option('home', $url);
+        $editor = wp_insert_user(['user_login' => 'editor2', 'user_pass' => $password, 'role' => 'editor', 'display_name' => 'Eddie Editor', 'user_email' => 'editor2@example.test']);
+        $reader = wp_insert_user(['user_login' => 'reader', 'user_pass' => $password, 'role' => 'subscriber', 'display_name' => 'Rita Reader', 'user_email' => 'reader@example.test']);
+        if (is_wp_error($editor) || is_wp_error($reader)) {
+            fwrite(STDERR, "could not create users\n");
+            exit(1);
+        }
+        wp_update_user(['ID' => $result['user_id'], 'display_name' => 'Ada Admin']);
+        out(['admin' => $result['user_id'], 'editor' => $editor, 'reader' => $reader]);
+    case 'activate':
+        require_once ABSPATH . 'wp-admin/includes/plugin.php';
+        $result = activate_plugin('fanout/fanout.php');
+        if (is_wp_error($result)) {
+            fwrite(STDERR, $result->get_error_message() . "\n");
+            exit(1);
+        }
+        out(get_option('active_plugins'));
+    case 'notify':
+        $result = fanout_notify_user((int) $argv[2], ['title' => $argv[3], 'level' => 'info']);
+        out(is_wp_error($result) ? ['error' => $result->get_error_code(), 'message' => $result->get_error_message()] : $result);
+    case 'set-settings':
+        update_option('fanout_settings', json_decode($argv[2], true));
+        out(true);
+    case 'get-settings':
+        out(get_option('fanout_settings'));
+}
+fwrite(STDERR, "unknown command $command\n");
+exit(2);
