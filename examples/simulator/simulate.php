@@ -308,6 +308,7 @@ final class Simulator
             $status = $stop->status;
             $this->publish('error', ['message' => $stop->getMessage(), 'code' => 'run_stopped', 'retryable' => false]);
         }
+        $this->publish('status', ['state' => $status === 'succeeded' ? 'done' : 'idle', 'detail' => "run $number $status"]);
         $this->publish('execution_complete', [
             'status' => $status,
             'results' => (object) $results,
