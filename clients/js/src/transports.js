@@ -119,8 +119,8 @@ async function refusalMessage(response) {
   return parsed?.error?.message ?? `HTTP ${response.status}${text ? `: ${text.slice(0, 200)}` : ""}`;
 }
 
-/** Frames per POST and characters per POST body: well below the gateway's body limit. */
-const MAX_FRAMES_PER_POST = 64;
+/** Frames per POST (the gateway takes at most 32) and characters per POST body. */
+const MAX_FRAMES_PER_POST = 32;
 const MAX_POST_CHARS = 60000;
 
 /**
@@ -263,11 +263,20 @@ export class SseTransport {
         } catch (error) {
           return this.#finish(1006, `SSE frame POST failed: ${error?.message ?? error}`);
         }
+        if (response.status === 429) {
+          // Too many frames wait for the session already: send these again shortly, first.
+          await response.body?.cancel().catch(() => {});
+          this.outbox.unshift(...body.split("\n"));
+          await new Promise((resolve) => setTimeout(resolve, 1000));
+          continue;
+        }
         if (!response.ok) {
-          // 404: the session is gone (its stream ended); 401: token refused. Either way
-          // this connection cannot carry frames any more: end it and let the client reconnect.
+          // 404: the session is gone (its stream ended); 401: token refused; 413: a frame
+          // above the size limit (a WebSocket would close with 1009). Either way this
+          // connection cannot carry these frames: end it and let the client reconnect.
           const message = await refusalMessage(response);
-          return this.#finish(closeCodeForStatus(response.status), message, response.status);
+          const code = response.status === 413 ? 1009 : closeCodeForStatus(response.status);
+          return this.#finish(code, message, response.status);
         }
         await response.body?.cancel().catch(() => {});
       }
