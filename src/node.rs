@@ -36,6 +36,8 @@ pub struct Node {
     /// Session tasks, awaited during drain.
     pub tasks: TaskTracker,
     sessions: DashMap<ConnId, Arc<Outbox>>,
+    /// Sessions whose client frames arrive by HTTP request (SSE), by public connection id.
+    inbound: DashMap<String, InboundSession>,
     draining: AtomicBool,
     next_conn: AtomicU64,
 }
@@ -99,6 +101,7 @@ impl Node {
             started: Instant::now(),
             tasks: TaskTracker::new(),
             sessions: DashMap::new(),
+            inbound: DashMap::new(),
             draining: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
         })
@@ -182,6 +185,21 @@ impl Node {
         SessionEntry { node: self, id }
     }
 
+    /// Lists a session that takes its client frames by HTTP request (SSE) until the returned
+    /// guard is dropped.
+    pub fn attach_inbound(&self, conn_id: &str, session: InboundSession) -> InboundEntry<'_> {
+        self.inbound.insert(conn_id.to_owned(), session);
+        InboundEntry {
+            node: self,
+            conn_id: conn_id.to_owned(),
+        }
+    }
+
+    /// The session with this public connection id, if it takes frames by HTTP on this node.
+    pub fn inbound(&self, conn_id: &str) -> Option<InboundSession> {
+        self.inbound.get(conn_id).map(|e| e.value().clone())
+    }
+
     /// Closes every session with 1012, spread evenly over the drain window, then waits for
     /// the session tasks to finish (bounded).
     pub async fn drain(&self) {
@@ -221,6 +239,25 @@ fn restart_ending() -> Ending {
         CloseCode::ServiceRestart,
         "node shutting down; reconnect to another",
     )
+}
+
+/// A session fed by HTTP requests: whose it is, and where its client frames go.
+#[derive(Clone)]
+pub struct InboundSession {
+    pub user: String,
+    pub frames: tokio::sync::mpsc::Sender<String>,
+}
+
+/// Keeps an [`InboundSession`] listed while alive.
+pub struct InboundEntry<'a> {
+    node: &'a Node,
+    conn_id: String,
+}
+
+impl Drop for InboundEntry<'_> {
+    fn drop(&mut self) {
+        self.node.inbound.remove(&self.conn_id);
+    }
 }
 
 /// Keeps a session listed for drain while alive.

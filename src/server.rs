@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::http::{demo, history, ops, presence, publish};
 use crate::node::Node;
-use crate::transport::ws;
+use crate::transport::{sse, ws};
 
 /// How long a client may take to send its request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,6 +37,11 @@ pub fn router(node: Arc<Node>) -> Router {
     }
     router
         .route("/ws", get(ws::upgrade))
+        .route("/sse", get(sse::open).options(sse::cors::preflight))
+        .route(
+            "/sse/frames",
+            post(sse::frames::post).options(sse::cors::preflight),
+        )
         .route("/api/publish", post(publish::publish))
         .route("/api/broadcast", post(publish::broadcast))
         .route("/api/history", get(history::history))

@@ -55,6 +55,13 @@ impl Frame {
         }
     }
 
+    /// The frame with a place in history: a reply that tells where the client now stands
+    /// in a channel (`subscribed`).
+    pub fn marked(mut self, mark: HistoryMark) -> Frame {
+        self.mark = Some(Arc::new(mark));
+        self
+    }
+
     /// The JSON text of the frame.
     pub fn json(&self) -> &Bytes {
         &self.json

@@ -30,7 +30,7 @@ use crate::limits::{FrameRate, FrameVerdict, NodeSlot, RateBudget, UserSlot};
 use crate::node::Node;
 use crate::outbox::{Ending, Outbox};
 use crate::protocol::{
-    ClientError, CloseCode, ErrorCode, Request, RequestId, ServerFrame, parse_client_frame,
+    ClientError, CloseCode, ErrorCode, Request, RequestId, ServerFrame, Since, parse_client_frame,
 };
 
 /// What the session and the writer share about a connection.
@@ -277,6 +277,18 @@ impl Session {
             Request::Refresh { token } => self.refresh(id, &token).await,
         }
         true
+    }
+
+    /// Subscribes a channel the transport was asked for when the session opened (SSE's
+    /// `channel=` and `Last-Event-ID`): answered like a `subscribe` frame without an id, but
+    /// not counted against the frame rate.
+    pub async fn subscribe_at_start(&mut self, channel: Channel, since: Option<Since>) {
+        self.subscribe(None, channel, since).await;
+    }
+
+    /// The user this session is authenticated as.
+    pub fn user(&self) -> Option<&str> {
+        self.identity.as_ref().map(|i| i.user.as_str())
     }
 
     /// Binary messages are not part of protocol v1.

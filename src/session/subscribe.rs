@@ -7,7 +7,9 @@
 use super::Session;
 use crate::broker::{History, HistoryQuery, StreamPosition};
 use crate::channel::Channel;
-use crate::protocol::{self, ClientError, ErrorCode, Frame, RequestId, ServerFrame, Since};
+use crate::protocol::{
+    self, ClientError, ErrorCode, Frame, HistoryMark, RequestId, ServerFrame, Since,
+};
 
 impl Session {
     pub(super) async fn subscribe(
@@ -130,7 +132,17 @@ impl Session {
                 epoch: Some(&history.epoch),
                 recovered: since.as_ref().map(|_| replay.is_some()),
             }
-            .encode(),
+            .encode()
+            // Where the client stands once this frame is read: at `since` when the replay
+            // follows, at the top otherwise (transports that resume by themselves track it).
+            .marked(HistoryMark {
+                channel: channel.clone(),
+                offset: match (&since, &replay) {
+                    (Some(s), Some(_)) => s.offset,
+                    _ => history.offset,
+                },
+                epoch: history.epoch.clone(),
+            }),
         );
         frames.extend(replay.unwrap_or_default());
         let top = StreamPosition {

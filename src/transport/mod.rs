@@ -5,7 +5,9 @@
 //! a route in `server`; nothing below the session changes.
 //!
 //! - [`ws`]: WebSocket (`GET /ws`).
+//! - [`sse`]: Server-Sent Events (`GET /sse`, `POST /sse/frames`).
 //! - [`admission`]: the checks every transport makes before a session starts.
 
 pub mod admission;
+pub mod sse;
 pub mod ws;

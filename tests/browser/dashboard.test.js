@@ -17,7 +17,7 @@ async function waitForSubscriptions(page, channels) {
   }
 }
 
-describe("demo dashboard on one gateway", () => {
+describe("demo dashboard on one gateway", { timeout: 240_000 }, () => {
   const stack = new Stack();
   let redis;
   let gateway;

@@ -20,6 +20,9 @@ export const API_KEY = "browser-test-key";
 /** How long any single wait may take before the test fails (generous: CI machines are slow). */
 export const WAIT_MS = 20_000;
 
+/** redis-cli runs: output as text, errors in the thrown exception rather than on the terminal. */
+const CLI_OPTIONS = { encoding: "utf8", timeout: 10_000, stdio: ["ignore", "pipe", "pipe"] };
+
 /** Resolves after `ms`. */
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -119,9 +122,9 @@ export class Stack {
       port,
       url: `redis://127.0.0.1:${port}`,
       /** Runs redis-cli with `--json` (RESP2 replies as JSON text). */
-      json: (...args) => execFileSync("redis-cli", ["-p", String(port), "-2", "--json", ...args], { encoding: "utf8", timeout: 10_000 }).trim(),
+      json: (...args) => execFileSync("redis-cli", ["-p", String(port), "-2", "--json", ...args], CLI_OPTIONS).trim(),
       /** Runs redis-cli and returns its raw output (one value per line). */
-      raw: (...args) => execFileSync("redis-cli", ["-p", String(port), "--raw", ...args], { encoding: "utf8", timeout: 10_000 }).trim(),
+      raw: (...args) => execFileSync("redis-cli", ["-p", String(port), "--raw", ...args], CLI_OPTIONS).trim(),
     };
     await waitFor("redis-server to answer PING", () => redis.raw("PING") === "PONG");
     return redis;
@@ -134,7 +137,7 @@ export class Stack {
   async gateway(redis, nodeId = "node-a") {
     const p = new Process(`fanout ${nodeId}`, FANOUT_BIN, [
       "serve", "--demo", "--listen", "127.0.0.1:0", "--node-id", nodeId, "--redis-url", redis.url,
-      "--redis-probe-interval-s", "1", "--config", DEMO_CONFIG, "--log-level", "info",
+      "--redis-probe-interval-s", "1", "--config", DEMO_CONFIG, "--log-level", "info", "--drain-s", "1",
     ], { FANOUT_JWT_SECRET: SECRET, FANOUT_API_KEY: API_KEY });
     this.processes.push(p);
     const addr = await waitFor(`${nodeId} to listen`, () => {

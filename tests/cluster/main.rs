@@ -9,3 +9,4 @@ mod deployment;
 mod interest;
 mod outage;
 mod publishing;
+mod sse;

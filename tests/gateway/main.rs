@@ -10,3 +10,4 @@ mod delivery;
 mod http_api;
 mod lifecycle;
 mod limits;
+mod sse;

@@ -1,0 +1,218 @@
+//! The writing side of an SSE stream: drains the session's outbox into the response body as
+//! `event:`/`id:`/`data:` blocks, sends heartbeat comments, and ends the stream with a
+//! `close` event carrying the same close code a WebSocket would get.
+//!
+//! The body is fed through a small channel that hyper drains as the socket accepts bytes, so
+//! a client that stops reading makes `send` wait: after `write_timeout` without progress the
+//! stream ends, and meanwhile the outbox fills and cuts the client as a slow consumer, as on
+//! a WebSocket. A batch of frames becomes one body chunk; each frame's JSON (shared by every
+//! subscriber) is copied into it as is, never re-encoded.
+
+use std::pin::pin;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until, timeout};
+
+use super::resume::Positions;
+use crate::clock::unix_now_ms;
+use crate::node::Node;
+use crate::outbox::{Ending, Outbox, Outgoing};
+use crate::protocol::CloseCode;
+use crate::session::ConnState;
+
+/// Frames taken from the outbox per body chunk.
+const WRITE_BATCH: usize = 256;
+
+/// Drains the outbox into `body` until the stream ends; returns how it ended.
+pub async fn write_loop(
+    body: &mpsc::Sender<Bytes>,
+    outbox: &Outbox,
+    conn: &ConnState,
+    node: &Node,
+    retry_ms: u64,
+) -> Ending {
+    let heartbeat = node.config.heartbeat;
+    let write_timeout = node.config.write_timeout;
+    let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut expiry = pin!(sleep_until(Instant::now()));
+    let mut armed_expiry: Option<i64> = None;
+    let mut positions = Positions::default();
+    let mut batch: Vec<Outgoing> = Vec::new();
+
+    let start = Bytes::from(format!("retry: {retry_ms}\n\n"));
+    if let Err(ending) = send(body, start, write_timeout).await {
+        return ending;
+    }
+    loop {
+        let taken = outbox.take_batch(&mut batch, WRITE_BATCH);
+        if !batch.is_empty() {
+            let chunk = encode_batch(&batch, &mut positions);
+            batch.clear();
+            if let Err(ending) = send(body, chunk, write_timeout).await {
+                return ending;
+            }
+            if taken.ending.is_none() {
+                continue;
+            }
+        }
+        if batch.capacity() > WRITE_BATCH {
+            batch = Vec::new();
+        }
+        if let Some(ending) = taken.ending {
+            if let Ending::Close { code, reason } = &ending {
+                let _ = send(body, close_event(*code, reason), write_timeout).await;
+            }
+            return ending;
+        }
+        let expires_at = conn.expires_at();
+        if expires_at != armed_expiry {
+            armed_expiry = expires_at;
+            if let Some(at) = expires_at {
+                let wait = u64::try_from(at.saturating_sub(unix_now_ms())).unwrap_or(0);
+                expiry
+                    .as_mut()
+                    .reset(Instant::now() + Duration::from_millis(wait.min(365 * 86_400_000)));
+            }
+        }
+        tokio::select! {
+            biased;
+            _ = outbox.wait() => {}
+            _ = body.closed() => return Ending::ConnectionLost,
+            _ = ping.tick() => {
+                if let Err(ending) = send(body, Bytes::from_static(b": ping\n\n"), write_timeout).await {
+                    return ending;
+                }
+            }
+            _ = &mut expiry, if armed_expiry.is_some() => {
+                if conn.token_expired() {
+                    outbox.end(Ending::close(CloseCode::Unauthorized, "token expired"));
+                } else {
+                    armed_expiry = None;
+                }
+            }
+        }
+    }
+}
+
+/// Hands a chunk to the response body, waiting at most `limit` for the client to take it.
+async fn send(body: &mpsc::Sender<Bytes>, chunk: Bytes, limit: Duration) -> Result<(), Ending> {
+    match body.try_send(chunk) {
+        Ok(()) => Ok(()),
+        Err(mpsc::error::TrySendError::Closed(_)) => Err(Ending::ConnectionLost),
+        Err(mpsc::error::TrySendError::Full(chunk)) => match timeout(limit, body.send(chunk)).await
+        {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Ending::ConnectionLost),
+            Err(_) => Err(Ending::WriteTimeout),
+        },
+    }
+}
+
+/// One body chunk for a batch of frames: `event: <type>`, an `id:` with the stream's
+/// positions after each history message, and `data: <json>`.
+fn encode_batch(batch: &[Outgoing], positions: &mut Positions) -> Bytes {
+    let size: usize = batch
+        .iter()
+        .map(|o| match o {
+            Outgoing::Frame(f) => f.len() + 32,
+            Outgoing::Wire(b) => b.len(),
+        })
+        .sum();
+    let mut out = BytesMut::with_capacity(size);
+    for item in batch {
+        match item {
+            Outgoing::Frame(frame) => {
+                let kind = frame.kind();
+                out.put_slice(b"event: ");
+                out.put_slice(kind.as_bytes());
+                out.put_u8(b'\n');
+                if let Some(mark) = frame.mark() {
+                    positions.record(mark);
+                    let id = positions.encode();
+                    if !id.is_empty() {
+                        out.put_slice(b"id: ");
+                        out.put_slice(id.as_bytes());
+                        out.put_u8(b'\n');
+                    }
+                } else if kind == "unsubscribed"
+                    && let Some(channel) = unsubscribed_channel(frame.json())
+                {
+                    positions.forget(&channel);
+                }
+                out.put_slice(b"data: ");
+                out.put_slice(frame.json());
+                out.put_slice(b"\n\n");
+            }
+            Outgoing::Wire(bytes) => out.put_slice(bytes),
+        }
+    }
+    out.freeze()
+}
+
+/// The channel an `unsubscribed` frame names (rare: parsing it is fine).
+fn unsubscribed_channel(json: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Unsubscribed {
+        channel: String,
+    }
+    serde_json::from_slice::<Unsubscribed>(json)
+        .ok()
+        .map(|u| u.channel)
+}
+
+/// The `close` event that ends a stream: the close code and reason a WebSocket would get.
+pub fn close_event(code: CloseCode, reason: &str) -> Bytes {
+    #[derive(serde::Serialize)]
+    struct Close<'a> {
+        #[serde(rename = "type")]
+        kind: &'static str,
+        code: u16,
+        reason: &'a str,
+    }
+    let data = serde_json::to_string(&Close {
+        kind: "close",
+        code: code.code(),
+        reason,
+    })
+    .unwrap_or_default();
+    Bytes::from(format!("event: close\ndata: {data}\n\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::channel::Channel;
+    use crate::protocol::{ServerFrame, message_frame_with};
+    use std::sync::Arc;
+
+    #[test]
+    fn frames_become_events_with_ids_on_history_messages() {
+        let channel = Channel::parse("dag:7").unwrap();
+        let epoch: Arc<str> = "e1".into();
+        let batch = vec![
+            Outgoing::Frame(ServerFrame::Pong { id: None }.encode()),
+            Outgoing::Frame(message_frame_with(
+                &channel,
+                b"{\"a\":1}",
+                true,
+                Some((5, &epoch)),
+                None,
+            )),
+        ];
+        let mut positions = Positions::default();
+        let text = String::from_utf8(encode_batch(&batch, &mut positions).to_vec()).unwrap();
+        assert_eq!(
+            text,
+            "event: pong\ndata: {\"type\":\"pong\"}\n\nevent: message\nid: dag:7=5:e1\ndata: {\"type\":\"message\",\"channel\":\"dag:7\",\"offset\":5,\"epoch\":\"e1\",\"data\":{\"a\":1}}\n\n"
+        );
+        let close =
+            String::from_utf8(close_event(CloseCode::SlowConsumer, "slow").to_vec()).unwrap();
+        assert_eq!(
+            close,
+            "event: close\ndata: {\"type\":\"close\",\"code\":4008,\"reason\":\"slow\"}\n\n"
+        );
+    }
+}
