@@ -255,7 +255,6 @@ impl Validator {
     }
 
     /// `None` when a value is wrong (already reported) or the keys do not fit together.
-    #[allow(clippy::type_complexity)]
     fn jwt(
         &mut self,
         secret: Option<Option<String>>,
@@ -263,8 +262,8 @@ impl Validator {
         algorithm: Option<Option<Algorithm>>,
         (audience, issuer, leeway_s): (Option<Vec<String>>, Option<Vec<String>>, Option<u64>),
     ) -> Option<JwtConfig> {
-        let (secret, public_key, algorithm) = (secret?, public_key?, algorithm?);
-        let (audience, issuer, leeway_s) = (audience?, issuer?, leeway_s?);
+        // A wrong value is already reported; a missing key is reported even so.
+        let (secret, public_key) = (secret?, public_key?);
         let (algorithm, decoding_key, encoding_key) = match (secret, public_key) {
             (Some(_), Some(_)) => {
                 self.problems.push(
@@ -279,7 +278,7 @@ impl Validator {
                 return None;
             }
             (Some(secret), None) => {
-                let alg = algorithm.unwrap_or(Algorithm::HS256);
+                let alg = algorithm?.unwrap_or(Algorithm::HS256);
                 if !matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512) {
                     self.problems.push(format!(
                         "jwt_algorithm {} needs jwt_public_key; a secret only works with HS256/HS384/HS512",
@@ -304,7 +303,7 @@ impl Validator {
                 )
             }
             (None, Some(path)) => {
-                let (alg, key) = self.public_key(&path, algorithm)?;
+                let (alg, key) = self.public_key(&path, algorithm?)?;
                 (alg, key, None)
             }
         };
@@ -312,9 +311,9 @@ impl Validator {
             algorithm,
             decoding_key,
             encoding_key,
-            audience,
-            issuer,
-            leeway_s,
+            audience: audience?,
+            issuer: issuer?,
+            leeway_s: leeway_s?,
         })
     }
 
