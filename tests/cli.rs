@@ -765,6 +765,25 @@ fn the_readme_table_extraction_finds_exactly_the_marked_section() {
 // ---------------------------------------------------------------------------------------------
 // config file
 
+#[test]
+fn the_readme_example_configuration_file_is_valid() {
+    let readme = std::fs::read_to_string(repo_file("README.md")).expect("README.md");
+    let example = readme
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README.md has a ```toml example");
+    let file = TempFile::new(
+        "readme-example",
+        &example.replace(
+            "jwt_secret = \"…\"",
+            &format!("jwt_secret = \"{LONG_SECRET}\""),
+        ),
+    );
+    let run = fanout(&["check-config", "--config", file.path()], &[]);
+    assert_eq!(run.code, Some(0), "the README's example:\n{example}\n{run}");
+}
+
 #[tokio::test]
 async fn a_public_namespace_from_the_config_file_needs_no_grant() {
     let file = TempFile::new("public-namespace", "[namespaces.agent]\npublic = true\n");

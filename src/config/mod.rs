@@ -68,12 +68,14 @@ impl OriginRule {
         }
         let Some((scheme, host)) = s.split_once("://") else {
             return Err(format!(
-                "origin {s:?} must look like https://app.example.com"
+                "origin {} must look like https://app.example.com",
+                values::quote(s)
             ));
         };
         if !matches!(scheme, "http" | "https") || host.is_empty() || host.contains('/') {
             return Err(format!(
-                "origin {s:?} must be scheme://host[:port] with scheme http or https and no path"
+                "origin {} must be scheme://host[:port] with scheme http or https and no path",
+                values::quote(s)
             ));
         }
         match host.strip_prefix("*.") {
@@ -84,7 +86,8 @@ impl OriginRule {
                 })
             }
             _ if host.contains('*') => Err(format!(
-                "origin {s:?}: a wildcard is only allowed as the first label (https://*.example.com)"
+                "origin {}: a wildcard is only allowed as the first label (https://*.example.com)",
+                values::quote(s)
             )),
             _ => Ok(OriginRule::Exact(s.to_ascii_lowercase())),
         }

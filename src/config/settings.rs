@@ -198,3 +198,38 @@ settings! {
     /// Outbound queue of a connection, in bytes; overflow closes it as slow (4008).
     queue_max_bytes: usize = 1048576, "BYTES", min 1024;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::SettingsArgs;
+    use super::*;
+
+    #[test]
+    fn every_default_is_valid_and_every_value_without_one_is_optional() {
+        let args = SettingsArgs::default();
+        let mut sources = Sources::load(&args);
+        let settings = Settings::read(&mut sources);
+        assert_eq!(sources.problems, Vec::<String>::new());
+        assert_eq!(settings.heartbeat_s, Some(25));
+        assert_eq!(settings.listen, Some("0.0.0.0:8080".parse().unwrap()));
+        assert_eq!(settings.redis_prefix.as_deref(), Some("fanout:"));
+        assert_eq!(settings.jwt_secret, Some(None));
+        assert_eq!(settings.api_key, Some(vec![]));
+    }
+
+    #[test]
+    fn the_declaration_gives_names_defaults_and_help() {
+        let s = find_setting("max_connections_per_user").unwrap();
+        assert_eq!(s.flag(), "max-connections-per-user");
+        assert_eq!(s.env(), "FANOUT_MAX_CONNECTIONS_PER_USER");
+        assert_eq!(s.default, Some("100"));
+        assert!(s.help.starts_with("Open connections per user"));
+        let key = find_setting("api_key").unwrap();
+        assert!(key.list && key.secret && key.default.is_none());
+        assert_eq!(
+            find_setting("listen").unwrap().default,
+            Some("0.0.0.0:8080")
+        );
+        assert!(SETTINGS.iter().all(|s| !s.help.starts_with(' ')));
+    }
+}
