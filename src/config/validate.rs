@@ -93,6 +93,7 @@ struct Validator {
 impl Validator {
     /// `None` when a value the [`Config`] needs is missing (its problem is recorded).
     fn build(&mut self, s: Settings, sections: toml::Table) -> Option<Config> {
+        // In full, so that a declared setting which nothing uses does not compile.
         let Settings {
             listen,
             node_id,
