@@ -339,6 +339,204 @@ fn settings_take_precedence_flag_over_env_over_file_over_default() {
     }
 }
 
+/// Fragments of Rust's own error and debug output, which a person should never have to read.
+const RUST_OUTPUT: &[&str] = &[
+    "invalid digit",
+    "ParseIntError",
+    "Some(",
+    "None",
+    "Err(",
+    "kind:",
+    "invalid type:",
+    "expected u64",
+    "expected usize",
+    "expected u32",
+    "panicked",
+];
+
+/// Runs `check-config --config <file contents> --jwt-secret …` plus `args` and `env`; asserts
+/// that it fails with exactly one problem, holding every one of `needles`, and that nothing it
+/// printed is Rust's own output. The file's path is among the needles when `in_file`.
+fn assert_one_problem(
+    case: &str,
+    (file, in_file): (&str, bool),
+    args: &[&str],
+    env: &[(&str, &str)],
+    needles: &[&str],
+) {
+    let file = TempFile::new(&format!("type-{case}"), file);
+    let mut all_args = vec![
+        "check-config",
+        "--config",
+        file.path(),
+        "--jwt-secret",
+        LONG_SECRET,
+    ];
+    all_args.extend_from_slice(args);
+    let run = fanout(&all_args, env);
+    assert_eq!(run.code, Some(1), "case {case}: {run}");
+    let problems: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter_map(|l| l.trim_start().strip_prefix("- "))
+        .collect();
+    assert_eq!(
+        problems.len(),
+        1,
+        "case {case}: one problem expected:\n{run}"
+    );
+    let path = [file.path()];
+    let needles = needles.iter().chain(path.iter().filter(|_| in_file));
+    for needle in needles {
+        assert!(
+            problems[0].contains(needle),
+            "case {case}: {needle:?} missing from the problem:\n{run}"
+        );
+    }
+    for rust in RUST_OUTPUT {
+        assert!(
+            !run.all().contains(rust),
+            "case {case}: Rust output {rust:?} in:\n{run}"
+        );
+    }
+}
+
+#[test]
+fn a_value_of_the_wrong_type_in_the_config_file_is_a_clear_error() {
+    let cases: [(&str, &str, &[&str]); 7] = [
+        (
+            "string-for-integer",
+            "heartbeat_s = \"25\"\n",
+            &[
+                "heartbeat_s",
+                "expected an integer number of seconds",
+                "got a string \"25\"",
+            ],
+        ),
+        (
+            "fraction-for-integer",
+            "heartbeat_s = 2.5\n",
+            &[
+                "heartbeat_s",
+                "expected an integer number of seconds",
+                "got 2.5",
+            ],
+        ),
+        (
+            "number-for-secret-list",
+            "api_key = 5\n",
+            &["api_key", "expected a list of strings", "got a number"],
+        ),
+        (
+            "string-for-list",
+            "allowed_origins = \"https://app.example.com\"\n",
+            &[
+                "allowed_origins",
+                "expected a list of strings",
+                "got a string \"https://app.example.com\"",
+            ],
+        ),
+        (
+            "number-for-string",
+            "log_level = 3\n",
+            &["log_level", "expected a string", "got 3"],
+        ),
+        (
+            "negative-number",
+            "max_subscriptions = -5\n",
+            &["max_subscriptions", "expected an integer", "got -5"],
+        ),
+        (
+            "string-in-a-namespace-section",
+            "[namespaces.dag]\nhistory_size = \"10\"\nhistory_ttl_s = 60\n",
+            &[
+                "[namespaces.dag]",
+                "history_size",
+                "expected an integer",
+                "got a string \"10\"",
+            ],
+        ),
+    ];
+    for (case, file, needles) in cases {
+        assert_one_problem(case, (file, true), &[], &[], needles);
+    }
+}
+
+#[test]
+fn a_secret_of_the_wrong_type_is_not_quoted() {
+    let file = TempFile::new("type-secret", "api_key = [\"secret-api-key-7777\", 8888]\n");
+    let run = fanout(
+        &[
+            "check-config",
+            "--config",
+            file.path(),
+            "--jwt-secret",
+            LONG_SECRET,
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(run.stdout.contains("api_key"), "{run}");
+    for secret in ["secret-api-key-7777", "8888", LONG_SECRET] {
+        assert!(!run.all().contains(secret), "{secret:?} printed:\n{run}");
+    }
+}
+
+#[test]
+fn a_flag_or_environment_variable_of_the_wrong_type_is_a_clear_error() {
+    type Case<'a> = (
+        &'a str,
+        &'a [&'a str],
+        &'a [(&'a str, &'a str)],
+        &'a [&'a str],
+    );
+    let cases: [Case; 5] = [
+        (
+            "fraction-flag",
+            &["--heartbeat-s", "2.5"],
+            &[],
+            &[
+                "--heartbeat-s",
+                "expected an integer number of seconds",
+                "got \"2.5\"",
+            ],
+        ),
+        (
+            "word-in-env",
+            &[],
+            &[("FANOUT_MAX_SUBSCRIPTIONS", "many")],
+            &[
+                "FANOUT_MAX_SUBSCRIPTIONS",
+                "expected an integer",
+                "got \"many\"",
+            ],
+        ),
+        (
+            "unknown-log-format",
+            &["--log-format", "xml"],
+            &[],
+            &["--log-format", "expected `text` or `json`", "got \"xml\""],
+        ),
+        (
+            "unsupported-algorithm-in-env",
+            &[],
+            &[("FANOUT_JWT_ALGORITHM", "EdDSA")],
+            &["FANOUT_JWT_ALGORITHM", "HS256", "got \"EdDSA\""],
+        ),
+        (
+            "too-large-for-the-type",
+            &["--max-frames-per-s", "99999999999"],
+            &[],
+            &["--max-frames-per-s", "expected an integer", "99999999999"],
+        ),
+    ];
+    for (case, args, env, needles) in cases {
+        // A value of the right type in the file is overridden, wrong type and all.
+        let file = "heartbeat_s = 11\nmax_subscriptions = 12\nlog_format = \"json\"\n";
+        assert_one_problem(case, (file, false), args, env, needles);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // serve
 
@@ -566,6 +764,25 @@ fn the_readme_table_extraction_finds_exactly_the_marked_section() {
 
 // ---------------------------------------------------------------------------------------------
 // config file
+
+#[test]
+fn the_readme_example_configuration_file_is_valid() {
+    let readme = std::fs::read_to_string(repo_file("README.md")).expect("README.md");
+    let example = readme
+        .split("```toml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("README.md has a ```toml example");
+    let file = TempFile::new(
+        "readme-example",
+        &example.replace(
+            "jwt_secret = \"…\"",
+            &format!("jwt_secret = \"{LONG_SECRET}\""),
+        ),
+    );
+    let run = fanout(&["check-config", "--config", file.path()], &[]);
+    assert_eq!(run.code, Some(0), "the README's example:\n{example}\n{run}");
+}
 
 #[tokio::test]
 async fn a_public_namespace_from_the_config_file_needs_no_grant() {
