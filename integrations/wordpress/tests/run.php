@@ -231,6 +231,35 @@ $tests['two users editing the same post see each other'] = function () use ($use
     $names = array_map(fn (array $m) => $m['info']['name'] ?? '?', $presence['members'] ?? []);
     sort($names);
     check($names === ['Ada Admin', 'Eddie Editor'], 'presence: ' . json_encode($presence));
+
+    // The editor closes the post: the admin sees the leave.
+    $editor->send(['type' => 'unsubscribe', 'channel' => $room, 'id' => 'p4']);
+    $editor->waitFor(fn (array $f) => $f['type'] === 'unsubscribed' && ($f['id'] ?? null) === 'p4');
+    $leave = $admin->waitFor(fn (array $f) => $f['type'] === 'leave' && $f['user'] === (string) $users['editor']);
+    check($leave['channel'] === $room, 'leave: ' . json_encode($leave));
+    $admin->send(['type' => 'unsubscribe', 'channel' => $room, 'id' => 'p5']);
+    $admin->waitFor(fn (array $f) => $f['type'] === 'unsubscribed' && ($f['id'] ?? null) === 'p5');
+};
+
+$tests['the plugin\'s scripts with the JS client: who is here, and the bell'] = function () use ($stack, $users, &$ctx) {
+    $room = 'room:wp-post-' . $ctx['post'];
+    $scenario = [
+        'siteUrl' => $stack->siteUrl,
+        'url' => "ws://127.0.0.1:$stack->gatewayPort/ws",
+        'tokenUrl' => "$stack->siteUrl/?rest_route=/fanout/v1/token",
+        'room' => $room,
+        'users' => [],
+    ];
+    foreach (['admin' => 'Ada Admin', 'editor' => 'Eddie Editor'] as $role => $name) {
+        $scenario['users'][$role] = ['id' => (string) $users[$role], 'name' => $name, 'cookie' => $ctx[$role]['browser']->cookieHeader(), 'nonce' => $ctx[$role]['nonce']];
+    }
+    $proc = proc_open(['node', '--experimental-websocket', '--no-warnings', __DIR__ . '/js/plugin-scripts.mjs'], [1 => ['pipe', 'w'], 2 => ['redirect', 1]], $pipes, null, [
+        'FANOUT_WP_PLUGIN_JS' => "$stack->dir/build/fanout/assets/js",
+        'FANOUT_WP_TEST' => json_encode($scenario),
+    ] + getenv());
+    $output = stream_get_contents($pipes[1]);
+    $code = proc_close($proc);
+    check($code === 0 && str_ends_with(trim($output), 'OK'), "node exited with $code:\n" . trim($output));
 };
 
 $tests['the settings page never shows secrets and saves through the Settings API'] = function () use ($stack, &$ctx) {

@@ -29,6 +29,23 @@ final class Browser
         }
     }
 
+    /** The `Cookie` header a browser would send to the site, from the jar. */
+    public function cookieHeader(): string
+    {
+        $pairs = [];
+        foreach (file($this->jar, FILE_IGNORE_NEW_LINES) as $line) {
+            $line = preg_replace('/^#HttpOnly_/', '', $line);
+            if ($line === '' || $line[0] === '#') {
+                continue;
+            }
+            $fields = explode("\t", $line);
+            if (count($fields) === 7) {
+                $pairs[$fields[5]] = $fields[5] . '=' . $fields[6];
+            }
+        }
+        return implode('; ', $pairs);
+    }
+
     /**
      * @param array<string, string>|string|null $body form fields, or a raw (JSON) body
      * @param array<string, string> $headers

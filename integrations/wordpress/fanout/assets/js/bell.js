@@ -2,7 +2,7 @@
  * The admin-bar bell: a count of unread notifications and a dropdown with the latest ones.
  * The node itself is rendered by PHP (FanoutWP\Assets::addBell); this fills it.
  */
-import { NotificationStore } from './notifications.js';
+import { NotificationStore, watchNotifications } from './notifications.js';
 
 /** Only links to web pages: a `javascript:` URL in a notification must not become a link. */
 function safeHref(url) {
@@ -18,11 +18,10 @@ function safeHref(url) {
 /**
  * @param {import('./fanout/index.js').Fanout} client
  * @param {{userId: string, i18n: Record<string, string>}} config
- * @returns {{add(event: any): void}|null} null when the page has no bell (no admin bar)
  */
 export function mountBell(client, config) {
   const node = document.getElementById('wp-admin-bar-fanout-notifications');
-  if (!node) return null;
+  if (!node) return; // no admin bar on this page
   const count = node.querySelector('.fanout-bell-count');
   const list = node.querySelector('.ab-submenu');
   const store = new NotificationStore(window.sessionStorage ?? null, `fanout-wp-notifications-${config.userId}`);
@@ -65,15 +64,10 @@ export function mountBell(client, config) {
   node.addEventListener('mouseenter', markRead);
   node.addEventListener('focusin', markRead);
 
-  const onMessage = (data) => {
-    if (store.add(data)) render();
-  };
-  client.subscribe(`user:${config.userId}`, { onMessage });
-  client.subscribe('broadcast', { onMessage });
+  watchNotifications(client, config.userId, store, render);
   client.on('state', (state) => {
     node.classList.toggle('fanout-bell-offline', state === 'disconnected');
     node.classList.remove('fanout-bell-idle');
   });
   render();
-  return { add: onMessage };
 }

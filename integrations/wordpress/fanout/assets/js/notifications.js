@@ -78,3 +78,21 @@ export class NotificationStore {
     this.save();
   }
 }
+
+/**
+ * Feeds `store` with what arrives on the user's own channel and on `broadcast`; `onChange()`
+ * runs for each new item.
+ *
+ * @param {import('./fanout/index.js').Fanout} client
+ * @param {string} userId the WordPress user id
+ * @param {NotificationStore} store
+ * @param {(item: object) => void} onChange
+ */
+export function watchNotifications(client, userId, store, onChange) {
+  const onMessage = (data) => {
+    const item = store.add(data);
+    if (item) onChange(item);
+  };
+  client.subscribe(`user:${userId}`, { onMessage });
+  client.subscribe('broadcast', { onMessage });
+}

@@ -4,7 +4,7 @@
  * the gateway keeps the room's presence (it must be configured with presence and join/leave
  * events for the `room` namespace, see docs/wordpress.md).
  */
-import { PresenceRoster } from './roster.js';
+import { PresenceRoster, watchPresence } from './roster.js';
 
 /**
  * @param {import('./fanout/index.js').Fanout} client
@@ -44,27 +44,5 @@ export function mountPresence(client, config) {
     }
   }
 
-  // The list from the gateway, asked after every `subscribed` (the first one and those after
-  // each reconnection); join and leave events keep it current in between.
-  async function refresh() {
-    try {
-      const { members } = await client.presence(channel);
-      roster.reset(members);
-      render();
-    } catch (error) {
-      console.warn('fanout: presence of', channel, 'unavailable:', error);
-    }
-  }
-
-  client.subscribe(channel, {
-    onSubscribed: refresh,
-    onJoin(member) {
-      roster.join(member);
-      render();
-    },
-    onLeave(member) {
-      roster.leave(member);
-      render();
-    },
-  });
+  watchPresence(client, channel, roster, render);
 }

@@ -45,3 +45,38 @@ export class PresenceRoster {
     return [...byUser.values()].sort((a, b) => a.name.localeCompare(b.name));
   }
 }
+
+/**
+ * Keeps `roster` current for a presence channel through a fanout client: subscribes, asks
+ * the gateway who is there after every `subscribed` (the first and those after each
+ * reconnection), and applies the `join`/`leave` events in between. `onChange()` runs after
+ * each change.
+ *
+ * @param {import('./fanout/index.js').Fanout} client
+ * @param {string} channel e.g. `room:wp-post-42`
+ * @param {PresenceRoster} roster
+ * @param {() => void} onChange
+ * @returns {import('./fanout/index.js').Subscription}
+ */
+export function watchPresence(client, channel, roster, onChange) {
+  async function reload() {
+    try {
+      const { members } = await client.presence(channel);
+      roster.reset(members);
+      onChange();
+    } catch (error) {
+      console.warn('fanout: presence of', channel, 'unavailable:', error);
+    }
+  }
+  return client.subscribe(channel, {
+    onSubscribed: reload,
+    onJoin(member) {
+      roster.join(member);
+      onChange();
+    },
+    onLeave(member) {
+      roster.leave(member);
+      onChange();
+    },
+  });
+}

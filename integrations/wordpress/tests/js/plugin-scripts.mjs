@@ -1,0 +1,105 @@
+/**
+ * The plugin's browser modules with the real JS client (`@fanout/client`, as build.sh copies
+ * it into the plugin), run in Node 20 (`--experimental-websocket`) the way two browser tabs
+ * run them: tokens from the WordPress REST route with each user's logged-in cookie and
+ * nonce, "who is here" on a post's room, the bell's notifications.
+ *
+ * Run by tests/run.php with, in the environment:
+ *   FANOUT_WP_PLUGIN_JS  the built plugin's assets/js folder
+ *   FANOUT_WP_TEST       JSON: {siteUrl, tokenUrl, room, users: {admin|editor: {id, name, cookie, nonce}}}
+ * Prints progress lines; exits 0 when every step passed, 1 with the reason otherwise.
+ */
+import { pathToFileURL } from 'node:url';
+
+const pluginJs = process.env.FANOUT_WP_PLUGIN_JS;
+const test = JSON.parse(process.env.FANOUT_WP_TEST);
+const module = (name) => import(pathToFileURL(`${pluginJs}/${name}`).href);
+const { Fanout } = await module('fanout/index.js');
+const { PresenceRoster, watchPresence } = await module('roster.js');
+const { NotificationStore, watchNotifications } = await module('notifications.js');
+const { fetchToken } = await module('wp-token.js');
+
+const deadline = setTimeout(() => {
+  console.log('FAIL: timed out');
+  process.exit(1);
+}, 30_000);
+
+/** Resolves when `ready()` holds, checked after every change reported through `onChange`. */
+function waiter() {
+  let pending = [];
+  return {
+    changed() {
+      pending = pending.filter(({ ready, resolve }) => !(ready() && (resolve(), true)));
+    },
+    until(ready) {
+      return new Promise((resolve) => {
+        if (ready()) resolve();
+        else pending.push({ ready, resolve });
+      });
+    },
+  };
+}
+
+/**
+ * Node has no cookie jar: the page's `fetch` gets the cookie of the tab's user, as a browser
+ * sends it by itself for `credentials: 'same-origin'`. Tabs are told apart by their nonce.
+ */
+const nodeFetch = globalThis.fetch;
+const cookieByNonce = new Map(Object.values(test.users).map((user) => [user.nonce, user.cookie]));
+globalThis.fetch = (url, init = {}) => {
+  const cookie = cookieByNonce.get(init.headers?.['X-WP-Nonce']);
+  return nodeFetch(url, cookie ? { ...init, headers: { ...init.headers, Cookie: cookie } } : init);
+};
+
+/** A browser tab of one user, with the bell's and the presence indicator's logic. */
+function tab(user) {
+  const getToken = () => fetchToken({ tokenUrl: test.tokenUrl, nonce: user.nonce });
+  const client = new Fanout({ url: test.url, getToken, transport: 'auto' });
+  const roster = new PresenceRoster();
+  const store = new NotificationStore(null, `fanout-wp-notifications-${user.id}`);
+  const changes = waiter();
+  watchPresence(client, test.room, roster, changes.changed);
+  watchNotifications(client, user.id, store, changes.changed);
+  client.connect();
+  return { client, roster, store, changes };
+}
+
+const admin = tab(test.users.admin);
+const editor = tab(test.users.editor);
+const names = (t, self) => t.roster.people(self).map((p) => p.name);
+
+await admin.changes.until(() => names(admin, test.users.admin.id).includes(test.users.editor.name));
+await editor.changes.until(() => names(editor, test.users.editor.id).includes(test.users.admin.name));
+const seen = admin.roster.people(test.users.admin.id)[0];
+if (!seen.avatar || !seen.avatar.startsWith('http')) {
+  console.log('FAIL: no avatar in presence:', JSON.stringify(seen));
+  process.exit(1);
+}
+console.log('presence: each sees the other');
+
+// The admin publishes a post in the browser (the REST API, as the block editor does).
+const response = await fetch(`${test.siteUrl}/?rest_route=/wp/v2/posts`, {
+  method: 'POST',
+  headers: { 'X-WP-Nonce': test.users.admin.nonce, 'Content-Type': 'application/json' },
+  body: JSON.stringify({ title: 'From the browser', status: 'publish' }),
+});
+if (response.status !== 201) {
+  console.log('FAIL: creating the post answered HTTP', response.status, await response.text());
+  process.exit(1);
+}
+await admin.changes.until(() => admin.store.items.some((item) => item.title === 'Your post “From the browser” is published'));
+await editor.changes.until(() => editor.store.items.some((item) => item.title === 'New: From the browser'));
+if (admin.store.unread !== 2 || admin.store.items.length !== 2) {
+  console.log('FAIL: the admin bell has', JSON.stringify(admin.store), '(expected the own and the broadcast notification)');
+  process.exit(1);
+}
+console.log('notifications: the author and everyone got theirs');
+
+// The editor leaves the post: the admin sees it.
+editor.client.close();
+await admin.changes.until(() => !names(admin, test.users.admin.id).includes(test.users.editor.name));
+console.log('presence: the editor left');
+
+admin.client.close();
+clearTimeout(deadline);
+console.log('OK');
