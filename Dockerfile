@@ -8,8 +8,8 @@
 # File descriptors: every WebSocket or SSE connection holds one. The gateway raises its soft
 # limit to the hard limit at start and warns when that is below max_connections + 1024, so
 # give the container a hard limit above the connections it should hold (`--ulimit nofile=...`,
-# `ulimits:` in compose; Kubernetes inherits the container runtime's limit, 1048576 with
-# containerd's defaults).
+# `ulimits:` in compose). Kubernetes has no per-pod setting: containers get the runtime's
+# hard limit (524288 or 1048576 with current containerd and Docker), enough for a node.
 #
 # The build context holds only what the build needs (see .dockerignore, an allowlist), and
 # scripts/test-deploy rebuilds that context and runs the cargo command below on it, since
