@@ -126,12 +126,16 @@ const STATE_TEXT = {
   disconnected: "Offline · reconnecting",
 };
 
-/** Shows the state, and which node and transport serve the page once connected. */
+/**
+ * Shows the state, and which node and transport serve the page once connected
+ * (`data-node`, `data-transport`; `data-connections` counts the connections made).
+ */
 function showConnectionState(state, connection) {
   const box = $("connection");
   box.dataset.state = state;
   let text = STATE_TEXT[state] || state;
   if (state === "connected" && connection) {
+    box.dataset.connections = String(Number(box.dataset.connections || 0) + 1);
     box.dataset.node = connection.node;
     box.dataset.transport = connection.transport;
     text += ` · ${connection.node}`;
@@ -940,7 +944,7 @@ const presence = {
           el("span", { class: "member-main" },
             el("span", { class: "member-name" }, name, u.user === me.user ? el("span", { class: "muted" }, " (you)") : null),
             el("span", { class: "member-status muted" }, [state, detail].filter(Boolean).join(" · ") || "online")),
-          u.connections > 1 ? el("span", { class: "tabs muted", title: "open connections" }, `${u.connections} tabs`) : null,
+          u.connections > 1 ? el("span", { class: "tabs muted", title: "connections of this user (tabs, devices; a dead node's linger until their lease ends)" }, `${u.connections} connections`) : null,
         );
       }),
     );

@@ -28,7 +28,7 @@ Plays DAG runs through fanout for the live demo dashboard.
                    [--runs 1] [--max-seconds 900] [--step-ms 600] [--gate-timeout-s 600]
                    [--pause-between-s 5] [--inbox <prefix>inbox] [--group dag-simulator]
                    [--notify <user id>] [--api-url http://127.0.0.1:8080 --api-key KEY]
-                   [--presence-channel room:demo]
+                   [--presence-channel room:demo] [--wait-s 30]
 
   --redis-url        Redis the gateway uses (redis://[:password@]host[:port][/db])
   --prefix           the gateway's redis_prefix; the inbox stream is <prefix>inbox
@@ -42,7 +42,10 @@ Plays DAG runs through fanout for the live demo dashboard.
   --group            consumer group on the inbox
   --notify           also notify this user (user:<id>) when a run ends; deciders always are
   --api-url/--api-key  optional: show the simulated agent in the presence of
-                       --presence-channel with its status (POST /api/status)
+                       --presence-channel with its status (POST /api/status); the key
+                       defaults to $FANOUT_API_KEY
+  --wait-s           wait this long at start for a gateway to load its function library
+                     into Redis (the gateway may start after the simulator)
 
 Exit status: 0 when done (every run played, or --max-seconds reached), 1 on a Redis
 error, 2 on bad options.
@@ -68,6 +71,7 @@ final class Options
     public ?string $apiUrl = null;
     public ?string $apiKey = null;
     public string $presenceChannel = 'room:demo';
+    public int $waitS = 30;
 
     /** Parses argv; throws InvalidArgumentException with a message for the user. */
     public static function parse(): self
@@ -75,7 +79,7 @@ final class Options
         $given = getopt('h', [
             'help', 'redis-url:', 'prefix:', 'run:', 'runs:', 'max-seconds:', 'step-ms:',
             'gate-timeout-s:', 'pause-between-s:', 'inbox:', 'group:', 'notify:', 'api-url:',
-            'api-key:', 'presence-channel:',
+            'api-key:', 'presence-channel:', 'wait-s:',
         ], $rest);
         if (isset($given['h']) || isset($given['help'])) {
             fwrite(STDOUT, USAGE . "\n");
@@ -104,6 +108,11 @@ final class Options
         $o->apiUrl = isset($given['api-url']) ? rtrim(self::single($given, 'api-url'), '/') : null;
         $o->apiKey = $given['api-key'] ?? (getenv('FANOUT_API_KEY') ?: null);
         $o->presenceChannel = $given['presence-channel'] ?? $o->presenceChannel;
+        $o->waitS = self::integer($given, 'wait-s', $o->waitS, 0);
+        if ($o->apiUrl !== null && ($o->apiKey === null || $o->apiKey === '')) {
+            fwrite(STDERR, "simulate: --api-url without an API key (--api-key or FANOUT_API_KEY): the agent stays out of presence\n");
+            $o->apiUrl = null;
+        }
         if ($o->runs === 0 && $o->maxSeconds === 0) {
             fwrite(STDERR, "simulate: --runs 0 --max-seconds 0 plays until stopped\n");
         }
@@ -233,6 +242,26 @@ final class Simulator
     {
         $this->consumer = gethostname() . '-' . getmypid();
         $this->deadline = $options->maxSeconds > 0 ? microtime(true) + $options->maxSeconds : INF;
+    }
+
+    /**
+     * Waits until a gateway has loaded the `fanout` function library into Redis (every node
+     * does at start): before that, FCALL fanout_publish does not exist.
+     */
+    public function waitForLibrary(): void
+    {
+        $until = microtime(true) + $this->options->waitS;
+        while (true) {
+            $libraries = $this->redis->rawCommand('FUNCTION', 'LIST', 'LIBRARYNAME', 'fanout');
+            if (is_array($libraries) && $libraries !== []) {
+                return;
+            }
+            if (microtime(true) >= $until) {
+                throw new RuntimeException('no fanout function library in Redis after ' . $this->options->waitS
+                    . ' s: start a gateway on this Redis (fanout serve --redis-url ...)');
+            }
+            usleep(500_000);
+        }
     }
 
     /** Creates the consumer group if needed; '$': decisions sent before it existed are stale. */
@@ -618,6 +647,7 @@ try {
     // XREADGROUP BLOCK must not trip the client's read timeout.
     $redis->setOption(Redis::OPT_READ_TIMEOUT, -1);
     $simulator = new Simulator($redis, $options);
+    $simulator->waitForLibrary();
     $simulator->prepareInbox();
     $simulator->playAll();
 } catch (RedisException | RuntimeException $e) {
