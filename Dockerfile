@@ -20,6 +20,9 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+# Embedded in the binary at build time (rust-embed): the demo page and the JS client it imports.
+COPY demo ./demo
+COPY clients/js/src ./clients/js/src
 RUN cargo build --release --locked --bin fanout \
  && strip target/release/fanout
 

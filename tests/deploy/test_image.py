@@ -257,6 +257,15 @@ def test_dockerfile_builds_from_its_context(stages, tmp_path):
     for bench in re.findall(r'^\[\[bench\]\]\s*\nname\s*=\s*"([^"]+)"', (workdir / "Cargo.toml").read_text(), re.M):
         assert (workdir / "benches" / f"{bench}.rs").exists(), f"bench {bench} missing from the image build"
 
+    # Files the sources pull in at compile time must be in the replayed tree too: rust-embed
+    # folders (relative to the manifest) and include_str!/include_bytes! (relative to the file).
+    for source in (workdir / "src").rglob("*.rs"):
+        text = source.read_text()
+        for folder in re.findall(r'#\[folder\s*=\s*"([^"]+)"\]', text):
+            assert (workdir / folder).is_dir(), f"{source.relative_to(workdir)} embeds {folder}, missing from the image build"
+        for included in re.findall(r'include_(?:str|bytes)!\(\s*"([^"]+)"\s*\)', text):
+            assert (source.parent / included).is_file(), f"{source.relative_to(workdir)} includes {included}, missing from the image build"
+
     if os.environ.get("DEPLOY_SKIP_IMAGE_BUILD") == "1":
         pytest.skip("DEPLOY_SKIP_IMAGE_BUILD=1: context and replay checked, cargo build skipped")
     argv = shlex.split(command)
