@@ -40,6 +40,7 @@ MATRIX = {
     "existing_secret": {"replicaCount": 3, "secrets": {"existingSecret": "fanout-keys", "redisUrlKey": "redis-url"}},
     "bundled_redis": {"replicaCount": 2, "redis": {"bundled": {"enabled": True}},
                       "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+    "public_key": {"auth": {"jwtPublicKey": (REPO / "tests" / "fixtures" / "ec_public.pem").read_text()}},
     "namespaces_and_api_keys": {
         "secrets": {"jwtSecret": JWT_SECRET, "apiKeys": ["backend-1", "backend-2"]},
         "config": {"drain_s": 20, "max_connections": 200000, "allowed_origins": ["https://app.example.com"],
@@ -147,13 +148,18 @@ def test_gateway_probes_config_and_secrets(case):
     # Secrets come from a Secret, never from the ConfigMap.
     env = {e["name"]: e for e in container["env"]}
     secret_name = values.get("secrets", {}).get("existingSecret") or FULLNAME
-    assert env["FANOUT_JWT_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == secret_name
+    if values.get("auth", {}).get("jwtPublicKey"):
+        assert "FANOUT_JWT_SECRET" not in env
+        assert 'jwt_public_key = "/etc/fanout/jwt-public-key.pem"' in config_toml(objects)
+        assert "jwt-public-key.pem" in objects[f"ConfigMap/{FULLNAME}"]["data"]
+    else:
+        assert env["FANOUT_JWT_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == secret_name
     assert env["FANOUT_API_KEY"]["valueFrom"]["secretKeyRef"]["optional"] is True
     assert "jwt_secret" not in config_toml(objects) and "api_key" not in config_toml(objects)
     if values.get("secrets", {}).get("existingSecret"):
         assert not any(k.startswith("Secret/") for k in objects), "existingSecret: the chart creates no Secret"
         assert env["FANOUT_REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "fanout-keys", "key": "redis-url"}
-    else:
+    elif "FANOUT_JWT_SECRET" in env:
         data = objects[f"Secret/{FULLNAME}"]["data"]
         assert len(base64.b64decode(data["jwt-secret"])) >= 32
 
@@ -266,7 +272,7 @@ def test_chart_refuses_unsafe_combinations(values, complaint):
 def rendered_environment(objects: dict) -> dict[str, str]:
     """The gateway container's environment as the kubelet would set it, secretKeyRefs
     resolved from the chart's Secret."""
-    secret = {k: base64.b64decode(v).decode() for k, v in objects[f"Secret/{FULLNAME}"].get("data", {}).items()}
+    secret = {k: base64.b64decode(v).decode() for k, v in objects[f"Secret/{FULLNAME}"]["data"].items()}
     env = {}
     for item in gateway_container(objects)["env"]:
         ref = item.get("valueFrom", {}).get("secretKeyRef")
@@ -279,13 +285,15 @@ def rendered_environment(objects: dict) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("name", ["defaults", "namespaces_and_api_keys"])
+@pytest.mark.parametrize("name", ["defaults", "public_key", "namespaces_and_api_keys"])
 def test_rendered_config_runs_on_the_gateway(name, fanout_bin, tmp_path):
-    """The ConfigMap's TOML and the Secret's environment, given to the real gateway: it
-    accepts them (check-config), serves the probes' paths, and takes the API keys."""
+    """The ConfigMap's files (as mounted, in tmp_path instead of /etc/fanout) and the
+    Secret's environment, given to the real gateway: it accepts them (check-config), serves
+    the probes' paths, and takes the API keys."""
     objects = render(MATRIX[name])
+    for file_name, content in objects[f"ConfigMap/{FULLNAME}"]["data"].items():
+        (tmp_path / file_name).write_text(content.replace("/etc/fanout/", f"{tmp_path}/"))
     config_file = tmp_path / "fanout.toml"
-    config_file.write_text(config_toml(objects))
     settings = rendered_environment(objects)
     clean_env = {k: v for k, v in os.environ.items() if not k.startswith("FANOUT_")}
     check = subprocess.run([fanout_bin, "check-config", "--config", config_file],
