@@ -51,17 +51,23 @@ globalThis.fetch = (url, init = {}) => {
   return nodeFetch(url, cookie ? { ...init, headers: { ...init.headers, Cookie: cookie } } : init);
 };
 
+/** `sessionStorage` of a tab, which a tab opened next in its place keeps. */
+function memoryStorage() {
+  const items = new Map();
+  return { getItem: (key) => items.get(key) ?? null, setItem: (key, value) => items.set(key, String(value)) };
+}
+
 /** A browser tab of one user, with the bell's and the presence indicator's logic. */
-function tab(user) {
+function tab(user, storage = memoryStorage()) {
   const getToken = () => fetchToken({ tokenUrl: test.tokenUrl, nonce: user.nonce });
   const client = new Fanout({ url: test.url, getToken, transport: 'auto' });
   const roster = new PresenceRoster();
-  const store = new NotificationStore(null, `fanout-wp-notifications-${user.id}`);
+  const store = new NotificationStore(storage, `fanout-wp-notifications-${user.id}`);
   const changes = waiter();
   watchPresence(client, test.room, roster, changes.changed);
   watchNotifications(client, user.id, store, changes.changed);
   client.connect();
-  return { client, roster, store, changes };
+  return { client, roster, store, changes, storage };
 }
 
 const admin = tab(test.users.admin);
@@ -77,16 +83,20 @@ if (!seen.avatar || !seen.avatar.startsWith('http')) {
 }
 console.log('presence: each sees the other');
 
-// The admin publishes a post in the browser (the REST API, as the block editor does).
-const response = await fetch(`${test.siteUrl}/?rest_route=/wp/v2/posts`, {
-  method: 'POST',
-  headers: { 'X-WP-Nonce': test.users.admin.nonce, 'Content-Type': 'application/json' },
-  body: JSON.stringify({ title: 'From the browser', status: 'publish' }),
-});
-if (response.status !== 201) {
-  console.log('FAIL: creating the post answered HTTP', response.status, await response.text());
-  process.exit(1);
+/** The admin publishes a post in the browser (the REST API, as the block editor does). */
+async function publishPost(title) {
+  const response = await fetch(`${test.siteUrl}/?rest_route=/wp/v2/posts`, {
+    method: 'POST',
+    headers: { 'X-WP-Nonce': test.users.admin.nonce, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ title, status: 'publish' }),
+  });
+  if (response.status !== 201) {
+    console.log('FAIL: creating the post answered HTTP', response.status, await response.text());
+    process.exit(1);
+  }
 }
+
+await publishPost('From the browser');
 await admin.changes.until(() => admin.store.items.some((item) => item.title === 'Your post “From the browser” is published'));
 await editor.changes.until(() => editor.store.items.some((item) => item.title === 'New: From the browser'));
 if (admin.store.unread !== 2 || admin.store.items.length !== 2) {
@@ -100,6 +110,18 @@ editor.client.close();
 await admin.changes.until(() => !names(admin, test.users.admin.id).includes(test.users.editor.name));
 console.log('presence: the editor left');
 
+// The admin goes to another page: a notification published while the next page loads is
+// recovered from the user channel's history, from the position the bell kept.
 admin.client.close();
+await publishPost('While away');
+const next = tab(test.users.admin, admin.storage);
+await next.changes.until(() => next.store.items.some((item) => item.title === 'Your post “While away” is published'));
+if (next.store.items.length !== 3 || next.store.unread !== 3) {
+  console.log('FAIL: after the page change the bell has', JSON.stringify(next.store.items.map((i) => i.title)), 'unread', next.store.unread);
+  process.exit(1);
+}
+console.log('notifications: recovered across a page change');
+
+next.client.close();
 clearTimeout(deadline);
 console.log('OK');

@@ -1,6 +1,8 @@
 /**
  * The bell's list: the latest notifications and how many are unread, kept in
- * `sessionStorage` so that they survive moving between admin pages in the same tab.
+ * `sessionStorage` so that they survive moving between admin pages in the same tab, with
+ * the position reached on the user's channel, so that the next page recovers what was
+ * published while the browser was loading it (the `user:` namespace keeps history).
  * Pure logic apart from the storage object handed in, so that it runs in Node as well.
  */
 
@@ -20,6 +22,8 @@ export class NotificationStore {
     this.key = key;
     this.items = [];
     this.unread = 0;
+    /** @type {{epoch: string, offset: number}|null} the last position on `user:<id>` */
+    this.position = null;
     this.load();
   }
 
@@ -31,6 +35,9 @@ export class NotificationStore {
         this.items = saved.items.slice(0, MAX_ITEMS);
         this.unread = Math.min(Number(saved.unread) || 0, this.items.length);
       }
+      if (saved && saved.position && typeof saved.position.epoch === 'string' && Number.isInteger(saved.position.offset)) {
+        this.position = { epoch: saved.position.epoch, offset: saved.position.offset };
+      }
     } catch {
       // A corrupt entry (another script, a quota error mid-write) just starts empty.
     }
@@ -39,7 +46,7 @@ export class NotificationStore {
   save() {
     if (!this.storage) return;
     try {
-      this.storage.setItem(this.key, JSON.stringify({ items: this.items, unread: this.unread }));
+      this.storage.setItem(this.key, JSON.stringify({ items: this.items, unread: this.unread, position: this.position }));
     } catch {
       // Storage full or disabled: the list still works for this page.
     }
@@ -77,11 +84,20 @@ export class NotificationStore {
     this.unread = 0;
     this.save();
   }
+
+  /** Remembers the position on the user's channel (from a message or a reload). */
+  setPosition(epoch, offset) {
+    if (typeof epoch === 'string' && Number.isInteger(offset)) {
+      this.position = { epoch, offset };
+      this.save();
+    }
+  }
 }
 
 /**
  * Feeds `store` with what arrives on the user's own channel and on `broadcast`; `onChange()`
- * runs for each new item.
+ * runs for each new item. The user's channel is subscribed from the store's position, so
+ * that messages published between two pages are recovered.
  *
  * @param {import('./fanout/index.js').Fanout} client
  * @param {string} userId the WordPress user id
@@ -89,10 +105,16 @@ export class NotificationStore {
  * @param {(item: object) => void} onChange
  */
 export function watchNotifications(client, userId, store, onChange) {
-  const onMessage = (data) => {
+  const onMessage = (data, meta) => {
     const item = store.add(data);
+    if (meta && meta.channel !== 'broadcast') store.setPosition(meta.epoch, meta.offset);
     if (item) onChange(item);
   };
-  client.subscribe(`user:${userId}`, { onMessage });
+  client.subscribe(`user:${userId}`, {
+    since: store.position ?? undefined,
+    onMessage,
+    // The first subscription, or messages lost beyond the history: continue from here.
+    onReload: (info) => store.setPosition(info.epoch, info.offset),
+  });
   client.subscribe('broadcast', { onMessage });
 }

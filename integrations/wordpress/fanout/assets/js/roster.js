@@ -65,7 +65,9 @@ export function watchPresence(client, channel, roster, onChange) {
       roster.reset(members);
       onChange();
     } catch (error) {
-      console.warn('fanout: presence of', channel, 'unavailable:', error);
+      // A connection that ended before the reply is no problem: the next `subscribed`, after
+      // the reconnection, asks again.
+      if (error?.code !== 'disconnected') console.warn('fanout: presence of', channel, 'unavailable:', error);
     }
   }
   return client.subscribe(channel, {
