@@ -176,8 +176,10 @@ export class Fanout {
     this._tokenRefused = false;
     /** WebSocket attempts in a row that ended without a connection_ack ("auto" transport). */
     this._webSocketFailures = 0;
-    /** Until when "auto" keeps to SSE after WebSockets failed and SSE worked. */
+    /** Until when "auto" keeps to SSE after WebSockets failed and SSE worked (0: not). */
     this._preferSseUntil = 0;
+    /** The transport of the last attempt, to tell when it changes. */
+    this._lastTransportKind = undefined;
     this._nextId = 1;
     /** Requests awaiting their reply on the current connection, by id. */
     this._pending = new Map();
@@ -187,7 +189,11 @@ export class Fanout {
     this._sendQueue = [];
     this._sendInFlight = false;
     this._sendRetryTimer = undefined;
-    /** @type {Map<string, { sync: ChannelSync, subs: Set<Subscription>, subscribed: boolean, status?: { value: any }, retryTimer?: any, retryBackoff: Backoff }>} */
+    /**
+     * The channels wanted, with their delivery state; `status` is the last status set on the
+     * channel and the connection that carries it.
+     * @type {Map<string, { sync: ChannelSync, subs: Set<Subscription>, subscribed: boolean, status?: { value: any, conn: object | null }, retryTimer?: any, retryBackoff: Backoff }>}
+     */
     this._channels = new Map();
   }
 
@@ -311,7 +317,12 @@ export class Fanout {
     if (mode !== "auto") return mode;
     if (typeof this.options.WebSocket !== "function") return "sse";
     if (typeof this.options.fetch !== "function") return "websocket";
-    if (Date.now() < this._preferSseUntil) return "sse";
+    if (this._preferSseUntil > 0) {
+      if (Date.now() < this._preferSseUntil) return "sse";
+      // Time to see whether WebSockets pass again.
+      this._preferSseUntil = 0;
+      this._webSocketFailures = 0;
+    }
     return this._webSocketFailures >= this.options.webSocketFailuresBeforeSse ? "sse" : "websocket";
   }
 
@@ -340,6 +351,8 @@ export class Fanout {
     }
     if (this._conn !== conn || !this._wanted) return;
     const kind = this._nextTransportKind();
+    if (this._lastTransportKind !== undefined && kind !== this._lastTransportKind) this._emit("transport", kind);
+    this._lastTransportKind = kind;
     const handlers = {
       onFrame: (frame) => this._conn === conn && this._onFrame(conn, frame),
       onActivity: () => {
@@ -383,7 +396,7 @@ export class Fanout {
     conn.openedAt = Date.now();
     conn.expiresAt = ack.expires_at;
     if (conn.transport.kind === "websocket") this._webSocketFailures = 0;
-    else if (this.options.transport === "auto" && this._webSocketFailures > 0) {
+    else if (this.options.transport === "auto" && this._webSocketFailures >= this.options.webSocketFailuresBeforeSse) {
       this._preferSseUntil = Date.now() + this.options.retryWebSocketAfterMs;
     }
     this._setState("connected");
@@ -480,7 +493,6 @@ export class Fanout {
     if (this.options.transport === "auto") {
       if (conn.transport.kind === "websocket" && !wasConnected) {
         this._webSocketFailures += 1;
-        if (this._webSocketFailures === this.options.webSocketFailuresBeforeSse) this._emit("transport", "sse");
       } else if (conn.transport.kind === "sse" && !wasConnected) {
         // SSE failed too: the gateway may just be down. Go back to trying WebSockets.
         this._webSocketFailures = 0;
@@ -617,11 +629,14 @@ export class Fanout {
     let entry = this._channels.get(channel);
     if (entry) {
       entry.subs.add(sub);
-      // The channel runs already: this subscription starts from now, with a reload.
-      if (entry.sync.started) {
-        const position = entry.sync.position;
-        queueMicrotask(() => this._call(sub, "onReload", { channel, reason: "start", ...(position ? { ...position } : {}) }));
-      }
+      // The channel runs already: this subscription starts from now, with a reload (and,
+      // if the server subscription is up, its `onSubscribed`, e.g. to ask presence).
+      queueMicrotask(() => {
+        if (!entry.sync.started || this._channels.get(channel) !== entry) return;
+        const position = entry.sync.position ? { ...entry.sync.position } : {};
+        this._call(sub, "onReload", { channel, reason: "start", ...position });
+        if (entry.subscribed) this._call(sub, "onSubscribed", { channel, ...position });
+      });
       return sub;
     }
     entry = {
@@ -688,8 +703,11 @@ export class Fanout {
       entry.sync.onSubscribed(frame);
       const info = { channel, ...(frame.offset !== undefined ? { epoch: frame.epoch, offset: frame.offset } : {}), ...(frame.recovered !== undefined ? { recovered: frame.recovered } : {}) };
       for (const s of [...entry.subs]) this._call(s, "onSubscribed", info);
-      // A status belongs to the connection: set it again on the new one.
-      if (entry.status) this._conn?.transport.send({ type: "status", channel, status: entry.status.value });
+      // A status belongs to the connection: set it again on a new one.
+      if (entry.status && entry.status.conn !== this._conn) {
+        entry.status.conn = this._conn;
+        this._conn.transport.send({ type: "status", channel, status: entry.status.value });
+      }
       return;
     }
     entry.sync.recovering = false;
@@ -748,7 +766,7 @@ export class Fanout {
    * Sends a request frame and resolves with its reply. Made while not connected (before
    * `connect()` too), it waits for the connection; `requestTimeoutMs` counts from the call.
    */
-  _request(frame, channel) {
+  _request(frame, channel, onSent) {
     return new Promise((resolve, reject) => {
       let done = false;
       let timer;
@@ -776,6 +794,7 @@ export class Fanout {
           id = this._nextId++;
           this._pending.set(id, request);
           this._conn.transport.send({ ...frame, id });
+          onSent?.();
         },
       };
       timer = setTimeout(() => request.fail(new FanoutError("timeout", `no reply to ${frame.type} within ${this.options.requestTimeoutMs} ms`, { channel })), this.options.requestTimeoutMs);
@@ -861,8 +880,12 @@ export class Fanout {
    */
   async setStatus(channel, status) {
     const entry = this._channels.get(channel);
-    if (entry) entry.status = status === null ? undefined : { value: status };
-    await this._request({ type: "status", channel, status }, channel);
+    const kept = status === null ? undefined : { value: status, conn: null };
+    if (entry) entry.status = kept;
+    await this._request({ type: "status", channel, status }, channel, () => {
+      // The connection that carries it has the status: no need to set it again there.
+      if (kept) kept.conn = this._conn;
+    });
   }
 
   /**

@@ -85,9 +85,9 @@ export function useChannel(channel, onMessage, options = {}) {
   );
 }
 
-/** A member without the event's `channel` field, and without a cleared status. */
+/** A member without the event's `channel` and `type`, and without a cleared status. */
 function asMember(event, previous) {
-  const { channel: _channel, ...member } = { ...previous, ...event };
+  const { channel: _channel, type: _type, ...member } = { ...previous, ...event };
   if (member.status === null) delete member.status;
   return member;
 }
@@ -95,7 +95,8 @@ function asMember(event, previous) {
 /**
  * The members of a channel's presence, kept current: subscribes to the channel (which
  * makes this connection a member), asks `presence` after every (re)subscribe, and applies
- * `join`, `leave` and `presence_update` events in between.
+ * `join`, `leave` and `presence_update` events on top (those that arrive while the request
+ * is out too, since its reply may have been read before them).
  * @returns {{ members: Array<import("./index.js").PresenceMember>, ready: boolean, error: import("./errors.js").FanoutError | null }}
  */
 export function usePresence(channel) {
@@ -107,33 +108,39 @@ export function usePresence(channel) {
     let members = new Map();
     let ready = false;
     let generation = 0;
+    /** Events that arrived while a `presence` request was out: the reply may predate them. */
+    let sinceRequest = null;
     const show = () => alive && setState({ members: [...members.values()], ready, error: null });
+    const apply = (event) => {
+      if (event.type === "leave") members.delete(event.conn_id);
+      else members.set(event.conn_id, asMember(event, members.get(event.conn_id)));
+    };
+    const onEvent = (type) => (event) => {
+      const typed = { ...event, type };
+      sinceRequest?.push(typed);
+      apply(typed);
+      show();
+    };
     setState({ members: [], ready: false, error: null });
     const sub = client.subscribe(channel, {
       onSubscribed: async () => {
         const asked = ++generation;
+        sinceRequest = [];
         try {
           const reply = await client.presence(channel);
           if (!alive || asked !== generation) return;
           members = new Map(reply.members.map((m) => [m.conn_id, asMember(m)]));
+          for (const event of sinceRequest) apply(event);
+          sinceRequest = null;
           ready = true;
           show();
         } catch (error) {
-          if (alive) setState((s) => ({ ...s, error }));
+          if (alive && asked === generation) setState((s) => ({ ...s, error }));
         }
       },
-      onJoin: (event) => {
-        members.set(event.conn_id, asMember(event, members.get(event.conn_id)));
-        show();
-      },
-      onLeave: (event) => {
-        members.delete(event.conn_id);
-        show();
-      },
-      onStatus: (event) => {
-        members.set(event.conn_id, asMember(event, members.get(event.conn_id)));
-        show();
-      },
+      onJoin: onEvent("join"),
+      onLeave: onEvent("leave"),
+      onStatus: onEvent("presence_update"),
       onError: (error) => alive && setState((s) => ({ ...s, error })),
     });
     return () => {
