@@ -231,6 +231,11 @@ def test_bundled_redis_and_service_monitor():
     gateway_selector = objects[f"Service/{FULLNAME}"]["spec"]["selector"]
     redis_labels = objects[f"Deployment/{redis_name}"]["spec"]["template"]["metadata"]["labels"]
     assert not gateway_selector.items() <= redis_labels.items()
+    # Without a password, only the gateways may reach it.
+    policy = objects[f"NetworkPolicy/{redis_name}"]["spec"]
+    assert policy["podSelector"]["matchLabels"] == objects[f"Service/{redis_name}"]["spec"]["selector"]
+    (rule,) = policy["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": gateway_selector}}]
 
     monitor = objects[f"ServiceMonitor/{FULLNAME}"]
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
