@@ -86,10 +86,12 @@ def case(request) -> tuple[str, dict, dict]:
     return request.param, values, render(values)
 
 
-def test_chart_lints_clean_in_strict_mode():
-    report = helm_python.lint(CHART, strict=True, kube_version=f"v{KUBE_VERSIONS[-1]}")
-    problems = [m for m in report["messages"] if m["severity"] >= 2]
-    assert not report["errors"] and not problems, report
+@pytest.mark.parametrize("name", sorted(MATRIX))
+def test_chart_lints_clean_in_strict_mode(name):
+    for version in KUBE_VERSIONS:
+        report = helm_python.lint(CHART, MATRIX[name], strict=True, kube_version=f"v{version}")
+        problems = [m for m in report["messages"] if m["severity"] >= 2]
+        assert not report["errors"] and not problems, report
 
 
 def test_chart_version_matches_the_gateway():
