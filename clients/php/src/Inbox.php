@@ -175,7 +175,7 @@ final class Inbox
             // Entries this consumer name was given before and never acknowledged.
             $after = '0';
             while ($this->shouldContinue()) {
-                $entries = $this->read($after, $this->room(), null);
+                $entries = $this->withGroup(fn () => $this->read($after, $this->room(), null));
                 if ($entries === []) {
                     break;
                 }
@@ -189,7 +189,7 @@ final class Inbox
             $claimEvery = min(max($this->claimIdleMs / 2000, 0.1), 30.0);
             while ($this->shouldContinue()) {
                 if (microtime(true) >= $nextClaimAt) {
-                    [$claimCursor, $entries] = $this->claim($claimCursor, $this->room());
+                    [$claimCursor, $entries] = $this->withGroup(fn () => $this->claim($claimCursor, $this->room()));
                     if ($claimCursor === '0-0') {
                         $nextClaimAt = microtime(true) + $claimEvery;
                     }
@@ -199,11 +199,33 @@ final class Inbox
                 // Block no longer than until the next sweep or the deadline (BLOCK 0 would wait forever).
                 $until = $this->deadline === null ? $nextClaimAt : min($nextClaimAt, $this->deadline);
                 $block = max(1, min($this->blockMs, (int) ceil(($until - microtime(true)) * 1000)));
-                $this->handleAll($this->read('>', $this->room(), $block), $handler, false);
+                $this->handleAll($this->withGroup(fn () => $this->read('>', $this->room(), $block)), $handler, false);
             }
             return $this->handled;
         } finally {
             $restoreSignals();
+        }
+    }
+
+    /**
+     * Runs a group command; when the group is gone (the stream was deleted, or Redis
+     * restarted without persistence: `NOGROUP`, or `UNBLOCKED` for a blocked read),
+     * creates it again and retries once, so that a worker outlives such a reset.
+     *
+     * @template T
+     * @param \Closure(): T $command
+     * @return T
+     */
+    private function withGroup(\Closure $command): mixed
+    {
+        try {
+            return $command();
+        } catch (RedisCommandException $e) {
+            if (!str_contains($e->getMessage(), 'NOGROUP') && !str_contains($e->getMessage(), 'UNBLOCKED')) {
+                throw $e;
+            }
+            $this->ensureGroup();
+            return $command();
         }
     }
 
@@ -317,7 +339,15 @@ final class Inbox
 
     private function acknowledge(string $id): void
     {
-        RawRedis::call($this->redis, 'XACK', $this->stream, $this->group, $id);
+        try {
+            RawRedis::call($this->redis, 'XACK', $this->stream, $this->group, $id);
+        } catch (RedisCommandException $e) {
+            // The stream or group was deleted while the handler ran: nothing is left to acknowledge.
+            if (!str_contains($e->getMessage(), 'NOGROUP')) {
+                throw $e;
+            }
+            return;
+        }
         if ($this->deleteAfterAck) {
             RawRedis::call($this->redis, 'XDEL', $this->stream, $id);
         }

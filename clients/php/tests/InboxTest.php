@@ -167,6 +167,28 @@ final class InboxTest extends GatewayTestCase
         self::assertStringContainsString('stopped 0', file_get_contents($record));
     }
 
+    public function testAWorkerOutlivesTheDeletionOfTheStreamAndItsGroup(): void
+    {
+        $group = $this->newGroup();
+        $dir = Process::tempDir('fanout-php-inbox');
+        $record = "$dir/record.txt";
+        touch($record);
+        $worker = $this->worker($dir, $group, 'worker-reset', $record, ['--block-ms', '2000', '--max', '1', '--seconds', '20']);
+        $this->waitForRecord($record, 'ready worker-reset', $worker);
+        usleep(300_000); // into XREADGROUP ... BLOCK
+        // As after a Redis restart without persistence: the stream and every group are gone.
+        static::$redis->client()->rawCommand('DEL', self::STREAM);
+        usleep(300_000);
+        $channel = self::unique('dag');
+        self::send($this->client('sender-5'), $channel, [1]);
+        $exit = $worker->waitExit(25);
+        if ($exit === null) {
+            $worker->kill();
+        }
+        self::assertSame(0, $exit, $worker->log());
+        self::assertMatchesRegularExpression('/^handled 1 \S+ first$/m', file_get_contents($record));
+    }
+
     public function testStopFromTheHandlerLeavesTheRestToTheSameConsumerName(): void
     {
         $group = $this->newGroup();
