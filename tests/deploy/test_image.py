@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import pytest
+import yaml
 
 from conftest import REPO, TEST_JWT_SECRET
 
@@ -287,20 +288,14 @@ def test_dockerfile_builds_from_its_context(stages, tmp_path):
 
 # --- docker-compose ------------------------------------------------------------------------
 
-def _compose_config(env_overrides: dict) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FANOUT_")}
-    env.update(env_overrides)
-    return subprocess.run(["docker-compose", "-f", str(REPO / "docker-compose.yml"), "config"],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
-
-
 def test_docker_compose_config_is_valid(tmp_path):
     """The compose file (whose validity without a JWT secret tests/cluster/deployment.rs
     checks) gives the nodes a file-descriptor limit and a stop timeout beyond the drain, and
     Prometheus its alert rules."""
-    import yaml
-
-    result = _compose_config({"FANOUT_JWT_SECRET": TEST_JWT_SECRET})
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FANOUT_")}
+    result = subprocess.run(["docker-compose", "-f", str(REPO / "docker-compose.yml"), "config"],
+                            cwd=REPO, env=env | {"FANOUT_JWT_SECRET": TEST_JWT_SECRET},
+                            capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
     nodes = [s for name, s in services.items() if name.startswith("fanout")]
