@@ -1,7 +1,8 @@
 // The demo dashboard in a real browser (Debian's chromium), served by the real gateway with
 // `--demo` on a real Redis: what a backend publishes with redis-cli shows on the page, two
 // tabs see each other in presence, a decision clicked on the page lands in the inbox
-// stream, and the PHP simulator plays a whole run driven from the page.
+// stream (over WebSocket and over SSE), and the PHP simulator plays a whole run driven from
+// the page.
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -160,6 +161,26 @@ describe("demo dashboard on one gateway", { timeout: 240_000 }, () => {
     await page.close();
   });
 
+  test("over Server-Sent Events the page shows what is published and sends decisions", async () => {
+    const page = await openDashboard(browser, gateway.url, { user: "hank", name: "Hank", run: "r4", transport: "sse" });
+    await page.locator('#connection[data-state="connected"][data-transport="sse"]').waitFor({ timeout: WAIT_MS });
+    await waitForSubscriptions(page, ["dag:r4", "user:hank", "room:demo"]);
+    publish(redis, "user:hank", "notification", { id: "ntf-sse", title: "Over SSE" });
+    await page.locator('#notification-list li[data-id="ntf-sse"]').waitFor({ state: "attached", timeout: WAIT_MS });
+    publish(redis, "dag:r4", "human_gate_waiting", { node_id: "g", presentation: { title: "Ship it?", options: ["approve", "reject"] } });
+    const gate = page.locator('.gate[data-node="g"]');
+    await gate.locator('button[data-decision="reject"]').click();
+    await page.locator('.gate[data-node="g"][data-state="sent"]').waitFor({ timeout: WAIT_MS });
+    const [entry] = streamEntries(redis, "fanout:inbox").filter((e) => e.fields.channel === "dag:r4");
+    assert.equal(entry.fields.user, "hank");
+    assert.equal(JSON.parse(entry.fields.data).data.decision, "reject");
+    assert.equal(entry.id, await gate.getAttribute("data-stream-id"));
+    await page.locator('#presence li[data-user="hank"]').waitFor({ timeout: WAIT_MS });
+    await screenshot(page, "4-over-sse");
+    assert.deepEqual(page.problems, []);
+    await page.close();
+  });
+
   test("the PHP simulator plays a run that the page steers: changes, approval, prompt, notification", async () => {
     const simulator = stack.php("simulator", [
       join(REPO, "examples/simulator/simulate.php"),
@@ -185,7 +206,7 @@ describe("demo dashboard on one gateway", { timeout: 240_000 }, () => {
     await page.locator("#prompt-input").fill("Which tickets are new?");
     await page.locator('#prompt-form button[type="submit"]').click();
     await page.locator('#console li[data-type="output"]', { hasText: "@erin asked: Which tickets are new?" }).waitFor({ timeout: WAIT_MS });
-    await screenshot(page, "4-simulator-at-gate");
+    await screenshot(page, "5-simulator-at-gate");
 
     await page.locator('.gate[data-node="review"] button[data-decision="approve"]').click();
     await page.locator('#run-status[data-status="succeeded"]').waitFor({ timeout: WAIT_MS });
@@ -199,7 +220,7 @@ describe("demo dashboard on one gateway", { timeout: 240_000 }, () => {
     assert.equal(await page.locator("#event-log").getAttribute("data-live-duplicates"), "0");
     assert.deepEqual((await simulator.exited), { code: 0, signal: null }, simulator.log());
     await page.locator("#log-details summary").click();
-    await screenshot(page, "5-simulator-run-succeeded");
+    await screenshot(page, "6-simulator-run-succeeded");
     assert.deepEqual(page.problems, []);
     await page.close();
   });

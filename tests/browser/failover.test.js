@@ -1,5 +1,5 @@
-// The demo dashboard behind HAProxy in front of two gateway nodes: when the node that serves
-// the page is SIGKILLed, the page reconnects through the balancer to the survivor and shows
+// The demo dashboard behind HAProxy in front of two gateway nodes, over WebSocket and over
+// Server-Sent Events: when the node that serves the page is SIGKILLed, the page reconnects through the balancer to the survivor and shows
 // every message of a numbered sequence exactly once, in order, including those published
 // while it was away (recovered from history by the client).
 
@@ -20,7 +20,20 @@ function shown(page) {
     items.map((li) => ({ offset: Number(li.dataset.offset), source: li.dataset.source, text: li.querySelector(".log-data").textContent })));
 }
 
-describe("the dashboard behind HAProxy while a node is killed", { timeout: 180_000 }, () => {
+/**
+ * The variants: each transport behind a round-robin balancer, where any request may reach
+ * either node, and SSE behind a sticky one too. SSE needs its POSTs (client frames) to reach
+ * the node that holds the stream; the gateway is documented to forward them
+ * (docs/operations.md) but answers 404 "no such SSE session" on the other node for now, so
+ * that variant is a todo until it does.
+ */
+const VARIANTS = [
+  { transport: "websocket", balance: "roundrobin" },
+  { transport: "sse", balance: "source" },
+  { transport: "sse", balance: "roundrobin", todo: "POST /sse/frames reaching another node than the stream's is not forwarded yet (404)" },
+];
+
+for (const { transport, balance, todo } of VARIANTS) describe(`the dashboard behind HAProxy (${balance}) while a node is killed, over ${transport}`, { timeout: 180_000 }, () => {
   const stack = new Stack();
   let redis;
   let nodes;
@@ -30,15 +43,16 @@ describe("the dashboard behind HAProxy while a node is killed", { timeout: 180_0
   before(async () => {
     redis = await stack.redis();
     nodes = [await stack.gateway(redis, "node-a"), await stack.gateway(redis, "node-b")];
-    balancer = await stack.haproxy(nodes);
+    balancer = await stack.haproxy(nodes, { balance });
     browser = await stack.browser();
   });
 
   after(() => stack.stop());
 
-  test("the page reconnects to the survivor and shows every message exactly once", async () => {
-    const page = await openDashboard(browser, balancer.url, { user: "gina", name: "Gina", run: "kill" });
+  test("the page reconnects to the survivor and shows every message exactly once", { todo }, async () => {
+    const page = await openDashboard(browser, balancer.url, { user: "gina", name: "Gina", run: "kill", transport });
     await waitForConnection(page);
+    assert.equal(await page.locator("#connection").getAttribute("data-transport"), transport);
     await page.locator(`#subscriptions li[data-channel="${CHANNEL}"][data-state="subscribed"]`).waitFor({ timeout: WAIT_MS });
     const connection = page.locator("#connection");
     const servedBy = await connection.getAttribute("data-node");
@@ -53,7 +67,7 @@ describe("the dashboard behind HAProxy while a node is killed", { timeout: 180_0
     // Published while the page has no connection: recovered with `since` after it reconnects.
     for (let n = 11; n <= 20; n++) publishNumber(redis, n);
 
-    await page.locator(`#connection[data-state="connected"][data-node="${survivor.nodeId}"]`).waitFor({ timeout: WAIT_MS });
+    await page.locator(`#connection[data-state="connected"][data-node="${survivor.nodeId}"][data-transport="${transport}"]`).waitFor({ timeout: WAIT_MS });
     assert.equal(await connection.getAttribute("data-connections"), "2", "one reconnect");
     await page.locator(`#subscriptions li[data-channel="${CHANNEL}"][data-state="subscribed"]`).waitFor({ timeout: WAIT_MS });
     for (let n = 21; n <= 30; n++) publishNumber(redis, n);
@@ -73,10 +87,12 @@ describe("the dashboard behind HAProxy while a node is killed", { timeout: 180_0
     assert.equal((await survivor.ready()).connections, 1);
 
     await page.locator("#log-details summary").click();
-    await screenshot(page, "6-after-node-killed");
-    // Chromium logs a failed connection attempt itself (one may hit the dead node before the
-    // balancer's health check marks it down); anything else the page logged is a defect.
-    assert.deepEqual(page.problems.filter((p) => !/WebSocket connection to .* failed/.test(p)), []);
+    await screenshot(page, `7-after-node-killed-${transport}-${balance}`);
+    // Chromium logs the connection the kill cut (an SSE response ends mid-stream:
+    // net::ERR_INCOMPLETE_CHUNKED_ENCODING) and failed attempts (one may reach the dead node
+    // before the balancer's health check marks it down); anything else is a defect.
+    const expected = /WebSocket connection to .* failed|Failed to load resource: net::ERR_/;
+    assert.deepEqual(page.problems.filter((p) => !expected.test(p)), []);
     await page.close();
   });
 });
