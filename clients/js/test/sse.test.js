@@ -77,9 +77,16 @@ describe("SSE", { timeout: 120000 }, () => {
 
     const total = 300;
     const publisher = await RespClient.connect(redis.port);
-    for (let n = 1; n <= total; n++) {
-      await publisher.command("FCALL", "fanout_publish", 1, channel, String(n));
-      if (n === 100) await nodes.find((node) => node.name === firstNode).kill("SIGKILL");
+    const publish = async (n) => assert.equal(await publisher.command("FCALL", "fanout_publish", 1, channel, String(n)), n);
+    for (let n = 1; n <= 100; n++) {
+      await publish(n);
+      if (n % 10 === 0) await sleep(20);
+    }
+    // Kill the serving node and publish a burst at once: only a recovery can deliver it.
+    const exited = nodes.find((node) => node.name === firstNode).kill("SIGKILL");
+    await Promise.all([exited, ...Array.from({ length: 50 }, (_, i) => publish(101 + i))]);
+    for (let n = 151; n <= total; n++) {
+      await publish(n);
       if (n % 10 === 0) await sleep(20);
     }
     publisher.close();
