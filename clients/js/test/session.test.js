@@ -193,3 +193,19 @@ describe("liveness", { timeout: 60000 }, () => {
     assert.notEqual(connections[1], connections[0]);
   });
 });
+
+describe("Node", { timeout: 60000 }, () => {
+  test("the WebSocket of the ws package can be passed in instead of the global one", async (t) => {
+    const { default: WebSocketFromWs } = await import("ws");
+    const gateway = await startGateway({ name: "ws-package" });
+    const client = clientFor(t, { url: gateway.wsUrl, token: signToken({ sub: "node-service", channels: ["dag:*"] }), WebSocket: WebSocketFromWs });
+    const received = [];
+    let started = false;
+    client.subscribe("dag:ws-package", { onMessage: (data, meta) => received.push([meta.offset, data]), onReload: () => (started = true) });
+    client.connect();
+    await waitFor("subscribed", () => started);
+    await publishHttp(gateway, "dag:ws-package", { from: "http" });
+    await waitFor("the message", () => received.length === 1);
+    assert.deepEqual(received, [[1, { from: "http" }]]);
+  });
+});
