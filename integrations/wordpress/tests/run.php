@@ -262,6 +262,21 @@ $tests['the plugin\'s scripts with the JS client: who is here, and the bell'] = 
     check($code === 0 && str_ends_with(trim($output), 'OK'), "node exited with $code:\n" . trim($output));
 };
 
+$tests['in chromium: editors of a post see each other, the bell shows a new post\'s notification'] = function () use ($stack, &$ctx) {
+    $scenario = [
+        'siteUrl' => $stack->siteUrl,
+        'password' => $stack->password,
+        'postId' => $ctx['post'],
+        'users' => ['admin' => ['login' => 'admin', 'name' => 'Ada Admin'], 'editor' => ['login' => 'editor2', 'name' => 'Eddie Editor']],
+    ];
+    $proc = proc_open(['node', __DIR__ . '/browser/admin-pages.mjs'], [1 => ['pipe', 'w'], 2 => ['redirect', 1]], $pipes, null, [
+        'FANOUT_WP_TEST' => json_encode($scenario),
+    ] + getenv());
+    $output = stream_get_contents($pipes[1]);
+    $code = proc_close($proc);
+    check($code === 0 && str_ends_with(trim($output), 'OK'), "node exited with $code:\n" . trim($output));
+};
+
 $tests['the settings page never shows secrets and saves through the Settings API'] = function () use ($stack, &$ctx) {
     $admin = $ctx['admin']['browser'];
     $page = $admin->request('GET', '/wp-admin/options-general.php?page=fanout');

@@ -227,6 +227,10 @@ final class Stack
             $this->fanoutBin, 'serve', '--config', "$this->dir/fanout.toml",
             '--listen', "127.0.0.1:$this->gatewayPort", '--redis-url', "redis://127.0.0.1:$this->redisPort",
             '--node-id', 'wp-test',
+            // The tests' own WebSocket connections (support/WebSocket.php) answer pings only while
+            // a test reads from them; slow steps in between (a browser test) must not cost them
+            // their connection. Heartbeats are not what these tests are about.
+            '--heartbeat-s', '300',
         ], ['FANOUT_JWT_SECRET' => $this->secret, 'FANOUT_API_KEY' => $this->apiKey]);
         self::waitUntil(function (): bool {
             if (!$this->isRunning('gateway')) {
