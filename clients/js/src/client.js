@@ -279,12 +279,12 @@ export class Fanout {
     clearTimeout(this._reconnectTimer);
     this._reconnectTimer = undefined;
     const conn = this._conn;
+    const closed = () => new FanoutError("closed", "the client was closed", { retryable: false });
     if (conn) {
       conn.transport?.close(1000, "client closed");
-      this._connectionEnded(conn);
+      this._connectionEnded(conn, closed);
     }
     this._conn = null;
-    const closed = () => new FanoutError("closed", "the client was closed", { retryable: false });
     for (const request of this._deferred.splice(0)) request.fail(closed());
     clearTimeout(this._sendRetryTimer);
     this._sendRetryTimer = undefined;
@@ -399,15 +399,16 @@ export class Fanout {
     else if (this.options.transport === "auto" && this._webSocketFailures >= this.options.webSocketFailuresBeforeSse) {
       this._preferSseUntil = Date.now() + this.options.retryWebSocketAfterMs;
     }
-    this._setState("connected");
-    this._emit("connected", this.connection);
     this._armHeartbeat(conn, (Number(ack.heartbeat_s) || 25) * 1000);
     this._scheduleRefresh(conn);
     // Resubscribe every channel, with `since`: the automatic ones (broadcast, user:<sub>)
-    // recover in place, the others start or recover.
+    // recover in place, the others start or recover. Then what waited for the connection.
+    // All before the listeners hear of it, so that what they do comes after.
     for (const [channel, entry] of this._channels) this._sendSubscribe(channel, entry);
     for (const request of this._deferred.splice(0)) request.start();
     this._pumpSends();
+    this._setState("connected");
+    this._emit("connected", this.connection);
   }
 
   /**
@@ -534,11 +535,13 @@ export class Fanout {
     this._reconnectTimer = setTimeout(() => this._open(), delay);
   }
 
-  /** Cleans up after a connection: its timers, its requests, the channels' in-flight state. */
-  _connectionEnded(conn) {
+  /**
+   * Cleans up after a connection: its timers, its requests (failed with `lost()`), the
+   * channels' in-flight state.
+   */
+  _connectionEnded(conn, lost = () => new FanoutError("disconnected", "the connection ended before the reply", { retryable: true })) {
     for (const handle of conn.timers) clearTimeout(handle);
     conn.timers.clear();
-    const lost = () => new FanoutError("disconnected", "the connection ended before the reply", { retryable: true });
     const pending = [...this._pending.values()];
     this._pending.clear();
     for (const request of pending) {
