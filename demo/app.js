@@ -138,7 +138,7 @@ function showConnectionState(state, connection) {
     box.dataset.connections = String(Number(box.dataset.connections || 0) + 1);
     box.dataset.node = connection.node;
     box.dataset.transport = connection.transport;
-    text += ` · ${connection.node}`;
+    text += ` · ${connection.node}${connection.transport === "sse" ? " · SSE" : ""}`;
     box.title = `node ${connection.node}, ${connection.transport === "sse" ? "Server-Sent Events" : "WebSocket"}, connection ${connection.connId}`;
   }
   $("connection-text").textContent = text;
@@ -255,7 +255,9 @@ const eventLog = {
  * from the channel's recent history (so a page opened mid-run shows the run so far), up to
  * the position the client continues from; live messages that arrive meanwhile wait for it.
  */
-function followWithHistory(channel, { apply, reset, historyLimit = 1000, ...handlers }) {
+function followWithHistory(channel, { apply, reset, historyLimit = 1000 }) {
+  /** Set by unsubscribe: a history read still on its way must not touch the view. */
+  let closed = false;
   let loading = false;
   let waiting = [];
   /** Offsets seen live, per epoch: a second delivery of one would be the client's bug. */
@@ -263,6 +265,7 @@ function followWithHistory(channel, { apply, reset, historyLimit = 1000, ...hand
   let lastLiveOffset = 0;
 
   const deliver = (data, meta, source) => {
+    if (closed) return;
     if (source === "live" && meta.offset != null) {
       if (meta.epoch !== liveEpoch) {
         liveEpoch = meta.epoch;
@@ -295,8 +298,7 @@ function followWithHistory(channel, { apply, reset, historyLimit = 1000, ...hand
     }
   };
 
-  return subscribe(channel, {
-    ...handlers,
+  const subscription = subscribe(channel, {
     onMessage(data, meta) {
       if (loading) waiting.push([data, meta]);
       else deliver(data, meta, "live");
@@ -307,6 +309,12 @@ function followWithHistory(channel, { apply, reset, historyLimit = 1000, ...hand
       rebuild(info);
     },
   });
+  return {
+    unsubscribe() {
+      closed = true;
+      subscription.unsubscribe();
+    },
+  };
 }
 
 // ---------------------------------------------------------------------------------------

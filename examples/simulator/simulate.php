@@ -237,6 +237,12 @@ final class Simulator
     private ?array $gateDecision = null;
     private ?string $cancelledBy = null;
     private int $promptsAnswered = 0;
+    /**
+     * Client message ids already handled (the JS client puts one in each event's data as
+     * `client_msg_id`, and may send an event again after a reconnect), oldest first.
+     * @var array<string,true>
+     */
+    private array $handledMessageIds = [];
 
     public function __construct(private readonly Redis $redis, private readonly Options $options)
     {
@@ -518,7 +524,19 @@ final class Simulator
             return;
         }
         $data = $event['data'];
-        switch ($event['type'] ?? '') {
+        $type = is_string($event['type'] ?? null) ? $event['type'] : '';
+        if (is_string($data['client_msg_id'] ?? null)) {
+            $key = 'id:' . $data['client_msg_id'];  // never an integer key
+            if (isset($this->handledMessageIds[$key])) {
+                $this->log("ignored a repeated $type from $user");
+                return;
+            }
+            $this->handledMessageIds[$key] = true;
+            if (count($this->handledMessageIds) > 1000) {
+                array_shift($this->handledMessageIds);
+            }
+        }
+        switch ($type) {
             case 'human_decision':
                 $gate = $this->openGate;
                 $decision = $data['decision'] ?? '';
