@@ -81,6 +81,12 @@ $ctx = [];
 
 $tests = [];
 
+$tests['in the repository, the plugin loads the PHP library from clients/php/src'] = function () use ($repo) {
+    $probe = 'define("ABSPATH", "/"); require $argv[1]; echo realpath((new ReflectionClass(Fanout\\Token::class))->getFileName());';
+    $file = shell_exec(implode(' ', array_map('escapeshellarg', [PHP_BINARY, '-r', $probe, "$repo/integrations/wordpress/fanout/includes/autoload.php"])));
+    check($file === realpath("$repo/clients/php/src/Token.php"), 'Fanout\\Token loaded from ' . var_export($file, true));
+};
+
 $tests['an anonymous token request is refused with 401'] = function () use ($stack) {
     $anonymous = new Browser($stack->siteUrl, $stack->dir);
     foreach (['POST', 'GET'] as $method) {

@@ -135,7 +135,7 @@ final class Assets
                 . '<span class="fanout-bell-count" aria-hidden="true">0</span>'
                 . '<span class="screen-reader-text">' . esc_html__('Notifications', 'fanout') . '</span>',
             'href' => false,
-            'meta' => ['class' => 'fanout-bell fanout-bell-idle', 'tabindex' => 0],
+            'meta' => ['class' => 'fanout-bell', 'tabindex' => 0],
         ]);
         $bar->add_node([
             'parent' => 'fanout-notifications',

@@ -41,7 +41,6 @@ final class TokenRoute
             'methods' => \WP_REST_Server::READABLE . ', ' . \WP_REST_Server::CREATABLE,
             'callback' => [self::class, 'mint'],
             'permission_callback' => [self::class, 'permission'],
-            'args' => [],
         ]);
     }
 
@@ -58,7 +57,7 @@ final class TokenRoute
      * Mints the token: `{token, expires_at, url, user, channels}`. `url` is the gateway URL
      * browsers connect to, so a script can be configured by this answer alone.
      */
-    public static function mint(\WP_REST_Request $request): \WP_REST_Response|\WP_Error
+    public static function mint(): \WP_REST_Response|\WP_Error
     {
         $secret = (string) Settings::get('jwt_secret');
         if ($secret === '' || library_dir() === null) {

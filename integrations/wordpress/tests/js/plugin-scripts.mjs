@@ -122,6 +122,8 @@ if (next.store.items.length !== 3 || next.store.unread !== 3) {
 }
 console.log('notifications: recovered across a page change');
 
+// Close once the new tab knows who is here (the admin itself), as a page would be left.
+await next.changes.until(() => next.roster.members.size > 0);
 next.client.close();
 clearTimeout(deadline);
 console.log('OK');

@@ -67,7 +67,6 @@ export function mountBell(client, config) {
   watchNotifications(client, config.userId, store, render);
   client.on('state', (state) => {
     node.classList.toggle('fanout-bell-offline', state === 'disconnected');
-    node.classList.remove('fanout-bell-idle');
   });
   render();
 }

@@ -66,8 +66,10 @@ export function watchPresence(client, channel, roster, onChange) {
       onChange();
     } catch (error) {
       // A connection that ended before the reply is no problem: the next `subscribed`, after
-      // the reconnection, asks again.
-      if (error?.code !== 'disconnected') console.warn('fanout: presence of', channel, 'unavailable:', error);
+      // the reconnection, asks again. Nor is a client closed on purpose (the page unloading).
+      if (error?.code !== 'disconnected' && error?.code !== 'closed') {
+        console.warn('fanout: presence of', channel, 'unavailable:', error);
+      }
     }
   }
   return client.subscribe(channel, {
