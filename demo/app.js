@@ -415,7 +415,7 @@ const run = {
           data.status || "ended",
           `${data.status || "ended"}${typeof data.duration_ms === "number" ? ` in ${(data.duration_ms / 1000).toFixed(1)} s` : ""}`,
         );
-        agentConsole.add("complete", event, `Run ${data.status || "ended"}.`);
+        agentConsole.add("complete", event, `Run ${data.status || "ended"}.`, { "data-status": data.status ?? null });
         break;
       case "error":
         agentConsole.add("error", event, `${data.node_id ? `[${data.node_id}] ` : ""}${data.message ?? "error"}`);
@@ -510,7 +510,7 @@ const run = {
     const defs = el(
       "defs",
       {},
-      el("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerWidth: "7", markerHeight: "7", orient: "auto-start-reverse" },
+      el("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "9", refY: "5", markerUnits: "userSpaceOnUse", markerWidth: "8", markerHeight: "8", orient: "auto-start-reverse" },
         el("path", { d: "M0 0L10 5L0 10z", class: "arrow-head" })),
     );
     const edges = el("g", { class: "edges" });
@@ -676,7 +676,7 @@ const gates = {
     this.open_.delete(nodeId);
     card.remove();
     const who = typeof data.decided_by === "string" ? ` by ${data.decided_by}` : "";
-    agentConsole.add("gate", { type: "human_gate" }, `Gate ${nodeId}: ${GATE_OUTCOME[data.state] ?? data.state}${who}.`);
+    agentConsole.add("gate", { type: "human_gate" }, `Gate ${nodeId}: ${GATE_OUTCOME[data.state] ?? data.state}${who}.`, { "data-status": data.state });
   },
 
   clear() {

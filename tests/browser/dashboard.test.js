@@ -157,6 +157,33 @@ describe("demo dashboard on one gateway", { timeout: 240_000 }, () => {
     publish(redis, "dag:r3", "node_state", { node_id: "review", state: "completed", decided_by: "dave" });
     await gate.waitFor({ state: "detached", timeout: WAIT_MS });
     assert.match(await page.locator('#dag g[data-node="review"]').textContent(), /by dave/);
+
+    // "Cancel run" sends the catalogue's cancel_execution to the inbox too.
+    await page.locator("#cancel-run").click();
+    const cancel = await waitFor("cancel_execution in the inbox", () =>
+      streamEntries(redis, "fanout:inbox").find((e) => e.fields.channel === "dag:r3" && JSON.parse(e.fields.data).type === "cancel_execution"));
+    assert.equal(cancel.fields.user, "dave");
+    assert.deepEqual(page.problems, []);
+    await page.close();
+  });
+
+  test("a run rejected at the gate from the page stops: the gate is cancelled, the rest skipped", async () => {
+    const simulator = stack.php("simulator (reject)", [
+      join(REPO, "examples/simulator/simulate.php"),
+      "--redis-url", redis.url, "--run", "sim-reject", "--runs", "1", "--max-seconds", "90", "--step-ms", "30",
+    ]);
+    const page = await openDashboard(browser, gateway.url, { user: "ivan", run: "sim-reject" });
+    const gate = page.locator('.gate[data-node="review"]');
+    await gate.waitFor({ timeout: WAIT_MS });
+    await gate.locator('button[data-decision="reject"]').click();
+    await page.locator('#run-status[data-status="cancelled"]').waitFor({ timeout: WAIT_MS });
+    assert.equal(await page.locator('#dag g[data-node="review"]').getAttribute("data-state"), "cancelled");
+    assert.match(await page.locator('#dag g[data-node="review"]').textContent(), /by ivan/);
+    assert.equal(await page.locator('#dag g[data-node="publish"]').getAttribute("data-state"), "skipped");
+    assert.equal(await gate.count(), 0, "the gate closed");
+    await page.locator("#notification-list li", { hasText: "Run sim-reject cancelled" }).waitFor({ state: "attached", timeout: WAIT_MS });
+    assert.deepEqual(await simulator.exited, { code: 0, signal: null }, simulator.log());
+    await screenshot(page, "5-simulator-run-rejected");
     assert.deepEqual(page.problems, []);
     await page.close();
   });
