@@ -36,8 +36,12 @@ final class Events
         add_action('comment_unapproved_to_approved', [self::class, 'commentApproved']);
     }
 
+    /** Whether to notify: the filter allows it, and no importer is creating content in bulk. */
     private static function enabled(): bool
     {
+        if (defined('WP_IMPORTING') && WP_IMPORTING) {
+            return false;
+        }
         return (bool) apply_filters('fanout_event_notifications', true);
     }
 
