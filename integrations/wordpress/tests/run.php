@@ -194,6 +194,8 @@ $tests['publishing a post notifies its author and broadcasts to everyone'] = fun
     $author = $ctx['admin']['ws']->waitFor(fn (array $f) => $f['type'] === 'message' && $f['channel'] === "user:{$users['admin']}");
     $data = $author['data'];
     check($data['type'] === 'notification', 'type: ' . json_encode($author));
+    // The catalogue's envelope (docs/events.md): nothing else at the top level.
+    check(array_keys($data) === ['type', 'data', 'timestamp'], 'envelope: ' . json_encode($data));
     check($data['data']['title'] === 'Your post “Hello realtime” is published', 'title: ' . $data['data']['title']);
     check($data['data']['url'] === $post['link'] && $data['data']['level'] === 'success', 'data: ' . json_encode($data));
     check($data['data']['id'] === "wp-post-{$post['id']}-published" && is_int($data['timestamp']), 'id/timestamp: ' . json_encode($data));

@@ -183,6 +183,9 @@ final class SettingsPage
         if (\FanoutWP\library_dir() === null) {
             echo '<div class="notice notice-error"><p>' . esc_html__('The fanout PHP library is missing from the plugin (lib/). Build the plugin with integrations/wordpress/build.sh.', 'fanout') . '</p></div>';
         }
+        if (!is_file(dirname(FANOUT_WP_FILE) . '/assets/js/fanout/index.js')) {
+            echo '<div class="notice notice-error"><p>' . esc_html__('The fanout JS client is missing from the plugin (assets/js/fanout/), so browsers get no live updates. Build the plugin with integrations/wordpress/build.sh (in a development checkout: build.sh --dev).', 'fanout') . '</p></div>';
+        }
         if (isset($_GET['fanout_test'])) { // phpcs:ignore WordPress.Security.NonceVerification.Recommended -- only selects a message
             $ok = $_GET['fanout_test'] === 'sent'; // phpcs:ignore WordPress.Security.NonceVerification.Recommended
             printf(
