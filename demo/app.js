@@ -30,13 +30,15 @@ let runId = params.get("run") || "demo";
 
 const $ = (id) => document.getElementById(id);
 
+const SVG_TAGS = new Set(["svg", "g", "rect", "path", "text", "title", "circle", "defs", "marker"]);
+
 /**
- * Creates an element. `attrs` sets attributes (`class`, `data-*`, ...; null/undefined
+ * Creates an element (in the SVG namespace for SVG_TAGS). `attrs` sets attributes (`class`, `data-*`, ...; null/undefined
  * skipped); children are nodes or strings, inserted as text.
  */
 function el(tag, attrs = {}, ...children) {
   const node = document.createElementNS(
-    tag === "svg" || SVG_TAGS.has(tag) ? "http://www.w3.org/2000/svg" : "http://www.w3.org/1999/xhtml",
+    SVG_TAGS.has(tag) ? "http://www.w3.org/2000/svg" : "http://www.w3.org/1999/xhtml",
     tag,
   );
   for (const [name, value] of Object.entries(attrs)) {
@@ -47,7 +49,6 @@ function el(tag, attrs = {}, ...children) {
   }
   return node;
 }
-const SVG_TAGS = new Set(["g", "rect", "path", "text", "title", "circle", "defs", "marker", "tspan"]);
 
 /** A per-tab guest id, so that a reload keeps the identity and two tabs are two users. */
 function storedGuestId() {
@@ -259,7 +260,10 @@ function followWithHistory(channel, { apply, reset, historyLimit = 1000 }) {
   /** Set by unsubscribe: a history read still on its way must not touch the view. */
   let closed = false;
   let loading = false;
+  /** Live messages that arrived while the history loads, applied after it. */
   let waiting = [];
+  /** Counts rebuilds: a reload during a rebuild makes the older one stop. */
+  let generation = 0;
   /** Offsets seen live, per epoch: a second delivery of one would be the client's bug. */
   let liveEpoch = null;
   let lastLiveOffset = 0;
@@ -279,9 +283,12 @@ function followWithHistory(channel, { apply, reset, historyLimit = 1000 }) {
   };
 
   const rebuild = async (info) => {
+    const mine = ++generation;
     loading = true;
+    waiting = [];
     try {
       const reply = await client.history(channel, { limit: historyLimit });
+      if (mine !== generation) return;
       // The client continues after `info.offset` (of `info.epoch`): take history up to it.
       const sameEpoch = !info.epoch || reply.epoch === info.epoch;
       for (const m of reply.messages) {
@@ -289,13 +296,13 @@ function followWithHistory(channel, { apply, reset, historyLimit = 1000 }) {
         deliver(m.data, { channel, offset: m.offset, epoch: reply.epoch, ...(m.user !== undefined ? { user: m.user } : {}) }, "history");
       }
     } catch (error) {
-      eventLog.note(channel, "history-failed", `history of ${channel} not loaded: ${describe(error)}`);
-    } finally {
-      loading = false;
-      const queued = waiting;
-      waiting = [];
-      for (const [data, meta] of queued) deliver(data, meta, "live");
+      if (mine === generation) eventLog.note(channel, "history-failed", `history of ${channel} not loaded: ${describe(error)}`);
     }
+    if (mine !== generation) return;
+    loading = false;
+    const queued = waiting;
+    waiting = [];
+    for (const [data, meta] of queued) deliver(data, meta, "live");
   };
 
   const subscription = subscribe(channel, {
@@ -340,7 +347,7 @@ const STATE_LABEL = {
 const run = {
   /** @type {Map<string, {id:string,label:string,dependsOn:string[],state:string,detail:string,tooltip:string}>} */
   nodes: new Map(),
-  /** edges by "from→to"; `active` until when it is animated */
+  /** @type {Map<string, {from:string,to:string,activeUntil:number,traversed:boolean}>} by "from→to"; animated until `activeUntil` (ms) */
   edges: new Map(),
   ended: false,
   redrawTimer: 0,
@@ -386,7 +393,7 @@ const run = {
     }
     switch (event.type) {
       case "node_state":
-        this.nodeState(data, source);
+        this.nodeState(data);
         break;
       case "edge_active":
         if (typeof data.from === "string" && typeof data.to === "string") {
@@ -427,7 +434,7 @@ const run = {
     this.draw();
   },
 
-  nodeState(data, source) {
+  nodeState(data) {
     if (typeof data.node_id !== "string" || typeof data.state !== "string") return;
     const node = this.node(data.node_id);
     if (typeof data.label === "string") node.label = data.label;
@@ -450,7 +457,7 @@ const run = {
     node.tooltip = parts.join(" · ");
     if (previous === "waiting" && data.state !== "waiting") gates.resolve(node.id, data);
     if (data.state === "failed") agentConsole.add("error", { type: "node_state" }, `${node.label} failed${data.error ? `: ${data.error}` : ""}`);
-    if (!this.ended && source && ["running", "queued"].includes(data.state)) setRunStatus("running", "running");
+    if (!this.ended && ["running", "queued"].includes(data.state)) setRunStatus("running", "running");
   },
 
   scheduleRedraw(ms) {
@@ -606,7 +613,7 @@ function showCost(cost) {
 
 const gates = {
   /** @type {Map<string, HTMLElement>} open gates by node id */
-  open_: new Map(),
+  cards: new Map(),
   timer: 0,
 
   open(gate) {
@@ -615,7 +622,7 @@ const gates = {
     const options = Array.isArray(presentation.options) && presentation.options.length
       ? presentation.options.filter((o) => ["approve", "reject", "modify"].includes(o))
       : ["approve", "reject"];
-    this.open_.get(nodeId)?.remove();
+    this.cards.get(nodeId)?.remove();
     const feedback = el("textarea", { class: "gate-feedback", rows: 2, placeholder: "What should change? (for Modify)", maxlength: 2000 });
     const result = el("p", { class: "gate-result", role: "status" });
     const buttons = options.map((decision) =>
@@ -639,7 +646,7 @@ const gates = {
       const button = event.target.closest("button[data-decision]");
       if (button && !button.disabled) this.decide(card, nodeId, button.dataset.decision, feedback.value.trim(), result);
     });
-    this.open_.set(nodeId, card);
+    this.cards.set(nodeId, card);
     $("gates").append(card);
     this.tick();
   },
@@ -671,24 +678,24 @@ const gates = {
 
   /** The gate's node left `waiting`: the engine acted on a decision (or timed out). */
   resolve(nodeId, data) {
-    const card = this.open_.get(nodeId);
+    const card = this.cards.get(nodeId);
     if (!card) return;
-    this.open_.delete(nodeId);
+    this.cards.delete(nodeId);
     card.remove();
     const who = typeof data.decided_by === "string" ? ` by ${data.decided_by}` : "";
     agentConsole.add("gate", { type: "human_gate" }, `Gate ${nodeId}: ${GATE_OUTCOME[data.state] ?? data.state}${who}.`, { "data-status": data.state });
   },
 
   clear() {
-    for (const card of this.open_.values()) card.remove();
-    this.open_.clear();
+    for (const card of this.cards.values()) card.remove();
+    this.cards.clear();
   },
 
   /** Updates the "expires in" line of open gates, once a second while any is open. */
   tick() {
     clearTimeout(this.timer);
-    if (this.open_.size === 0) return;
-    for (const card of this.open_.values()) {
+    if (this.cards.size === 0) return;
+    for (const card of this.cards.values()) {
       const expires = Number(card.dataset.expires);
       if (!expires) continue;
       const seconds = Math.round((expires - Date.now()) / 1000);
@@ -1031,6 +1038,7 @@ function start() {
   });
   client.on("error", (error) => {
     eventLog.note("", "error", `client error: ${describe(error)}`);
+    if (client.state !== "connected") $("connection").title = `last error: ${describe(error)}`;
   });
   showConnectionState("connecting");
   // Requests need connect() first; subscriptions made after it are sent once connected.
