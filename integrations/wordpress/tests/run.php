@@ -275,6 +275,7 @@ $tests['in chromium: editors of a post see each other, the bell shows a new post
         'siteUrl' => $stack->siteUrl,
         'password' => $stack->password,
         'postId' => $ctx['post'],
+        'screenshots' => "$stack->repo/target/wordpress-screenshots",
         'users' => ['admin' => ['login' => 'admin', 'name' => 'Ada Admin'], 'editor' => ['login' => 'editor2', 'name' => 'Eddie Editor']],
     ];
     $proc = proc_open(['node', __DIR__ . '/browser/admin-pages.mjs'], [1 => ['pipe', 'w'], 2 => ['redirect', 1]], $pipes, null, [

@@ -5,11 +5,12 @@
  * the admin's dashboard lights up its bell, whose dropdown shows the notification and marks
  * it read; when the editor closes the post, the admin's corner empties.
  *
- * Run by tests/run.php with FANOUT_WP_TEST (JSON: {siteUrl, password, postId, users:
- * {admin|editor: {login, name}}}) in the environment; CHROMIUM_BIN overrides /usr/bin/chromium.
+ * Run by tests/run.php with FANOUT_WP_TEST (JSON: {siteUrl, password, postId, screenshots,
+ * users: {admin|editor: {login, name}}}) in the environment; CHROMIUM_BIN overrides
+ * /usr/bin/chromium. Screenshots of both steps go to the `screenshots` folder.
  * Prints progress lines, `OK` last; exits 1 with the reason on failure.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -18,6 +19,7 @@ const test = JSON.parse(process.env.FANOUT_WP_TEST);
 const WAIT_MS = 30_000;
 const profiles = mkdtempSync(join(tmpdir(), 'fanout-wp-chromium-'));
 const browsers = [];
+mkdirSync(test.screenshots, { recursive: true });
 
 async function fail(message) {
   console.log(`FAIL: ${message}`);
@@ -85,6 +87,7 @@ try {
     .catch(async () => fail(`the editor does not see the admin: ${JSON.stringify(await hereNames(editor.page))}`));
   const adminSees = await hereNames(adminEdit);
   if (adminSees.length !== 1) await fail(`the admin should see exactly the editor, sees ${JSON.stringify(adminSees)}`);
+  await adminEdit.screenshot({ path: join(test.screenshots, 'who-is-here.png') });
   console.log('who is here: each editor sees the other');
 
   // The admin, on the dashboard in another tab, publishes a post: the bell lights up.
@@ -115,6 +118,7 @@ try {
   const href = await item.locator('a').getAttribute('href');
   if (!href || !href.startsWith(test.siteUrl)) await fail(`the notification links to ${href}`);
   if ((await count.textContent()) !== '0') await fail(`opening the dropdown left the count at ${await count.textContent()}`);
+  await dashboard.screenshot({ path: join(test.screenshots, 'bell.png') });
   console.log('bell: the notification arrived, opening the dropdown marked it read');
 
   // The editor closes the post: the admin's corner empties.

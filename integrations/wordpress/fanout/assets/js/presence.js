@@ -29,20 +29,31 @@ export function mountPresence(client, config) {
     label.textContent = config.i18n.here;
     box.append(label);
     for (const person of people) {
-      const badge = document.createElement(person.avatar ? 'img' : 'span');
-      badge.className = 'fanout-presence-person';
-      badge.title = person.name;
-      if (person.avatar) {
-        badge.src = person.avatar;
-        badge.alt = person.name;
-        badge.width = 32;
-        badge.height = 32;
-      } else {
-        badge.textContent = person.name.slice(0, 1).toUpperCase();
-      }
-      box.append(badge);
+      box.append(person.avatar ? avatar(person) : initial(person));
     }
   }
 
   watchPresence(client, channel, roster, render);
+}
+
+/** A person as the first letter of their name, in a circle. */
+function initial(person) {
+  const badge = document.createElement('span');
+  badge.className = 'fanout-presence-person';
+  badge.title = person.name;
+  badge.textContent = person.name.slice(0, 1).toUpperCase();
+  return badge;
+}
+
+/** A person as their avatar; the initial instead when the image cannot load (e.g. Gravatar unreachable). */
+function avatar(person) {
+  const image = document.createElement('img');
+  image.className = 'fanout-presence-person';
+  image.title = person.name;
+  image.alt = person.name;
+  image.width = 32;
+  image.height = 32;
+  image.addEventListener('error', () => image.replaceWith(initial(person)), { once: true });
+  image.src = person.avatar;
+  return image;
 }
