@@ -155,6 +155,10 @@ $tests['the token route mints a short-lived token the gateway accepts for the lo
     check(in_array('room:wp-post-*', $claims['channels'], true) && in_array("user:{$users['admin']}", $claims['channels'], true), 'channels: ' . json_encode($claims['channels']));
     check(($claims['info']['name'] ?? '') === 'Ada Admin' && str_starts_with($claims['info']['avatar'] ?? '', 'http'), 'info: ' . json_encode($claims['info'] ?? null));
     check(!in_array('room:wp-post-*', claims($ctx['reader']['token'])['channels'], true), 'a subscriber got the post rooms');
+    // The site's fanout_token_channels filter (fixtures/fanout-test-hooks.php) adds to an editor's.
+    $editorChannels = claims($ctx['editor']['token'])['channels'];
+    check(in_array('room:editors', $editorChannels, true) && in_array('room:wp-post-*', $editorChannels, true), 'editor channels: ' . json_encode($editorChannels));
+    check(!in_array('room:editors', $claims['channels'], true), 'the filter granted room:editors to the admin');
     // GET works as well.
     check($ctx['admin']['browser']->rest('GET', '/fanout/v1/token', null, $ctx['admin']['nonce'])['status'] === 200, 'GET refused');
 
@@ -318,6 +322,13 @@ $tests['the settings page never shows secrets and saves through the Settings API
     $form['fanout_settings']['api_key'] = 'stolen';
     check($admin->request('POST', '/wp-admin/options.php', $form)['status'] !== 302, 'a save without nonce was accepted');
     check($stack->wp('get-settings')['api_key'] === $stack->apiKey, 'a save without nonce changed the key');
+
+    // "Send me a test notification" reaches the admin's own channel (over HTTP now).
+    check(preg_match('/name="fanout_test_nonce" value="([^"]+)"/', $page['body'], $testNonce) === 1, 'no test notification form');
+    $sent = $admin->request('POST', '/wp-admin/admin-post.php', ['action' => 'fanout_test_notification', 'fanout_test_nonce' => $testNonce[1], '_wp_http_referer' => '/wp-admin/options-general.php?page=fanout']);
+    check($sent['status'] === 302 && str_contains($sent['headers'], 'fanout_test=sent'), 'test notification: HTTP ' . $sent['status'] . ' ' . $sent['headers']);
+    $message = $ctx['admin']['ws']->waitFor(fn (array $f) => $f['type'] === 'message' && ($f['data']['data']['title'] ?? '') === 'fanout works');
+    check($message['channel'] === "user:{$stack->users['admin']}", 'test notification on ' . $message['channel']);
 
     // The new token lifetime applies.
     $claims = claims($admin->rest('POST', '/fanout/v1/token', null, $ctx['admin']['nonce'])['json']['token']);

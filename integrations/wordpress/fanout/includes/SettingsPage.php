@@ -22,6 +22,9 @@ final class SettingsPage
     /** admin-post.php action of the test-notification button. */
     public const TEST_ACTION = 'fanout_test_notification';
 
+    /** Field of its nonce (not `_wpnonce`: the settings form on the same page has that one). */
+    public const TEST_NONCE = 'fanout_test_nonce';
+
     public static function register(): void
     {
         add_action('admin_menu', [self::class, 'addPage']);
@@ -206,7 +209,7 @@ final class SettingsPage
         echo '<h2>' . esc_html__('Try it', 'fanout') . '</h2>';
         echo '<form action="' . esc_url(admin_url('admin-post.php')) . '" method="post">';
         echo '<input type="hidden" name="action" value="' . esc_attr(self::TEST_ACTION) . '">';
-        wp_nonce_field(self::TEST_ACTION);
+        wp_nonce_field(self::TEST_ACTION, self::TEST_NONCE);
         submit_button(__('Send me a test notification', 'fanout'), 'secondary', 'submit', false);
         echo '</form></div>';
     }
@@ -217,7 +220,7 @@ final class SettingsPage
         if (!current_user_can('manage_options')) {
             wp_die(esc_html__('Sorry, you are not allowed to do that.', 'fanout'), 403);
         }
-        check_admin_referer(self::TEST_ACTION);
+        check_admin_referer(self::TEST_ACTION, self::TEST_NONCE);
         $result = fanout_notify_user(get_current_user_id(), [
             'title' => __('fanout works', 'fanout'),
             'message' => __('This notification came from Settings > fanout.', 'fanout'),

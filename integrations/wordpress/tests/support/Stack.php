@@ -255,7 +255,7 @@ final class Stack
             throw new \RuntimeException("build.sh failed:\n" . implode("\n", $build));
         }
         symlink("$this->dir/build/fanout", "$content/plugins/fanout");
-        copy(__DIR__ . '/../fixtures/fanout-test-inbox.php', "$content/mu-plugins/fanout-test-inbox.php");
+        copy(__DIR__ . '/../fixtures/fanout-test-hooks.php', "$content/mu-plugins/fanout-test-hooks.php");
         // Debian's bundled default theme, so that front-end pages render.
         foreach (glob('/usr/share/wordpress/wp-content/themes/*') ?: [] as $theme) {
             symlink($theme, "$content/themes/" . basename($theme));
