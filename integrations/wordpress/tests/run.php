@@ -368,15 +368,15 @@ $tests['the inbox worker runs fanout_inbox_<type> once per message, as the sende
     };
 
     $stack->spawn('inbox-worker', $worker);
-    Stack::waitUntil(fn () => str_contains($stack->log('inbox-worker'), 'reading fanout:inbox'), 20, 'the worker to start: ' . $stack->log('inbox-worker'));
+    Stack::waitUntil(fn () => str_contains($stack->log('inbox-worker'), 'reading fanout:inbox'), 20, fn () => 'the worker to start: ' . $stack->log('inbox-worker'));
     $send(1);
-    Stack::waitUntil(fn () => count($lines()) >= 1, 15, 'the action to run');
+    Stack::waitUntil(fn () => count($lines()) >= 1, 15, fn () => 'the action to run: ' . $stack->log('inbox-worker'));
     $first = $lines()[0];
     check($first['event'] === ['type' => 'test_ping', 'data' => ['n' => 1]], 'event: ' . json_encode($first));
     check($first['user'] === $users['admin'] && $first['current_user'] === $users['admin'], 'user: ' . json_encode($first));
     check($first['channel'] === "user:{$users['admin']}", 'channel: ' . $first['channel']);
     check($stack->stop('inbox-worker') === 0, 'SIGTERM: exit code not 0: ' . $stack->log('inbox-worker'));
-    check(str_contains($stack->log('inbox-worker'), 'stopped after 1 messages'), 'log: ' . $stack->log('inbox-worker'));
+    check(str_contains($stack->log('inbox-worker'), 'stopped; messages handled: 1'), 'log: ' . $stack->log('inbox-worker'));
 
     // Sent while no worker runs: waits in the stream; the next worker handles it, and only it.
     $send(2);

@@ -135,5 +135,5 @@ try {
     fwrite(STDERR, 'inbox-worker: ' . $e->getMessage() . "\n");
     exit(1);
 }
-fwrite(STDERR, "inbox-worker: stopped after $handled messages\n");
+fwrite(STDERR, "inbox-worker: stopped; messages handled: $handled\n");
 exit(0);

@@ -153,11 +153,13 @@ final class Stack
     }
 
     /**
-     * Polls `$ready` until it returns true; throws after `$timeout` seconds with `$what`.
+     * Polls `$ready` until it returns true; throws after `$timeout` seconds with `$what` (or
+     * what `$what()` says then, e.g. with a log as it is at that moment).
      *
      * @param callable(): bool $ready
+     * @param string|callable(): string $what
      */
-    public static function waitUntil(callable $ready, float $timeout, string $what): void
+    public static function waitUntil(callable $ready, float $timeout, string|callable $what): void
     {
         $deadline = microtime(true) + $timeout;
         while (microtime(true) < $deadline) {
@@ -166,6 +168,7 @@ final class Stack
             }
             usleep(100_000);
         }
+        $what = is_string($what) ? $what : $what();
         throw new \RuntimeException("timed out after {$timeout}s waiting for $what");
     }
 
