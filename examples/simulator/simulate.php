@@ -236,6 +236,8 @@ final class Simulator
     /** @var ?array{decision:string,user:?string,feedback:?string} the first valid decision */
     private ?array $gateDecision = null;
     private ?string $cancelledBy = null;
+    /** @var array<string,string> the last state published for each node of the current run */
+    private array $nodeStates = [];
     private int $promptsAnswered = 0;
     /**
      * Client message ids already handled (the JS client puts one in each event's data as
@@ -270,15 +272,15 @@ final class Simulator
         }
     }
 
-    /** Creates the consumer group if needed; '$': decisions sent before it existed are stale. */
+    /**
+     * Creates the consumer group (and the stream) unless it exists: phpredis answers false
+     * with BUSYGROUP then. '$': decisions sent before the group existed are stale.
+     */
     public function prepareInbox(): void
     {
-        try {
-            $this->redis->xGroup('CREATE', $this->options->inbox, $this->options->group, '$', true);
-        } catch (RedisException $e) {
-            if (!str_contains($e->getMessage(), 'BUSYGROUP')) {
-                throw $e;
-            }
+        if (!$this->redis->xGroup('CREATE', $this->options->inbox, $this->options->group, '$', true)
+            && !str_contains((string) $this->redis->getLastError(), 'BUSYGROUP')) {
+            throw new RuntimeException('XGROUP CREATE failed: ' . $this->redis->getLastError());
         }
         $this->redis->clearLastError();
     }
@@ -308,6 +310,7 @@ final class Simulator
         $this->spent = 0.0;
         $this->deciders = [];
         $this->cancelledBy = null;
+        $this->nodeStates = [];
         $this->log("run $number on {$this->options->channel()} starts");
         $waves = demo_waves();
         foreach ($waves as $wave) {
@@ -342,6 +345,11 @@ final class Simulator
         } catch (RunStopped $stop) {
             $status = $stop->status;
             $this->publish('error', ['message' => $stop->getMessage(), 'code' => 'run_stopped', 'retryable' => false]);
+            foreach ($this->nodeStates as $nodeId => $state) {
+                if (!in_array($state, ['completed', 'failed', 'skipped', 'cancelled'], true)) {
+                    $this->publish('node_state', ['node_id' => $nodeId, 'state' => 'cancelled']);
+                }
+            }
         }
         $this->publish('status', ['state' => $status === 'succeeded' ? 'done' : 'idle', 'detail' => "run $number $status"]);
         $this->publish('execution_complete', [
@@ -578,7 +586,11 @@ final class Simulator
     /** Publishes one catalogue event on the run's channel, with history. */
     private function publish(string $type, array $data): int
     {
-        return $this->fcall($this->options->channel(), $type, $data);
+        $offset = $this->fcall($this->options->channel(), $type, $data);
+        if ($type === 'node_state') {
+            $this->nodeStates[$data['node_id']] = $data['state'];
+        }
+        return $offset;
     }
 
     private function fcall(string $channel, string $type, array $data): int
