@@ -54,9 +54,13 @@ export class WebSocketTransport {
     this.kind = "websocket";
     this.handlers = handlers;
     this.closed = false;
+    this.opened = false;
     this.socket = new WebSocketImpl(url);
     this.socket.binaryType = "arraybuffer";
-    this.socket.onopen = () => this.send({ type: "auth", token });
+    this.socket.onopen = () => {
+      this.opened = true;
+      this.send({ type: "auth", token });
+    };
     this.socket.onmessage = (event) => {
       if (this.closed) return;
       handlers.onActivity();
@@ -64,13 +68,36 @@ export class WebSocketTransport {
       const frame = text === undefined ? undefined : parseFrame(text);
       if (frame) handlers.onFrame(frame);
     };
-    // An `error` event is always followed by `close`, which carries the code.
-    this.socket.onerror = () => {};
+    // An `error` event should be followed by `close`, which carries the code. Some
+    // implementations (Node 20's undici) never fire `close` after a refused handshake, so a
+    // failure before `open` ends the attempt at once, and a later one after a grace period.
+    this.socket.onerror = () => {
+      if (this.closed) return;
+      if (!this.opened) {
+        this.#fail("WebSocket connection refused or failed");
+        return;
+      }
+      this.errorTimer ??= setTimeout(() => this.#fail("WebSocket error without a close"), 2000);
+    };
     this.socket.onclose = (event) => {
       if (this.closed) return;
       this.closed = true;
+      clearTimeout(this.errorTimer);
       handlers.onClose(event.code || 1006, event.reason || "connection lost");
     };
+  }
+
+  /** Ends the attempt as a dropped connection (1006) and lets go of the socket. */
+  #fail(reason) {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.errorTimer);
+    try {
+      this.socket.close();
+    } catch {
+      // Not open yet: nothing to close politely.
+    }
+    this.handlers.onClose(1006, reason);
   }
 
   /** Sends a frame if the socket is open; frames sent while it is not are dropped. */
@@ -85,6 +112,7 @@ export class WebSocketTransport {
   close(code = 1000, reason = "") {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.errorTimer);
     try {
       this.socket.close(code, reason);
     } catch {

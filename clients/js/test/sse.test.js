@@ -56,8 +56,10 @@ describe("SSE", { timeout: 120000 }, () => {
     assert.ok(proxy.stats.framePosts >= 3);
   });
 
+  // Sticky balancing: the stream and the POSTs of a session reach the same node. (Non-sticky
+  // balancing needs nodes to forward POSTs to the node holding the stream: the last test.)
   test("over SSE through HAProxy, a node killed mid-stream costs a reconnect, not a message", async (t) => {
-    const balancer = await startHaproxy(nodes);
+    const balancer = await startHaproxy(nodes, { balance: "source" });
     t.after(() => balancer.stop());
     const channel = "dag:sse-kill";
     const received = [];
@@ -95,5 +97,32 @@ describe("SSE", { timeout: 120000 }, () => {
     assert.deepEqual(received, Array.from({ length: total }, (_, i) => i + 1));
     assert.equal(reloads.length, 1, "recovered with since: no reload");
     assert.notEqual(client.connection.node, firstNode);
+  });
+
+  // /work/notes/sse.md: "Works behind a non-sticky load balancer (nodes forward to the node
+  // that holds the stream)". Marked todo while the gateway answers such POSTs with 404: it
+  // runs and reports, without failing the suite. Remove `todo` once nodes forward.
+  test("over SSE through a round-robin HAProxy, frames POSTed to another node reach the session", { todo: "POST /sse/frames forwarding between nodes" }, async (t) => {
+    const pair = await Promise.all(["r1", "r2"].map((name) => startGateway({ name, redis })));
+    t.after(() => Promise.all(pair.map((node) => node.kill())));
+    const balancer = await startHaproxy(pair);
+    t.after(() => balancer.stop());
+    const client = new Fanout({
+      url: balancer.wsUrl,
+      transport: "sse",
+      getToken: async () => signToken({ sub: "round-robin", channels: ["dag:*"], publish: ["dag:rr"] }),
+      backoff: { baseMs: 100, capMs: 500 },
+    });
+    t.after(() => client.close());
+    const received = [];
+    const connections = [];
+    client.on("connected", (connection) => connections.push(connection.connId));
+    client.subscribe("dag:rr", { onMessage: (data) => received.push(data) });
+    client.connect();
+    // Alternate POSTs between the nodes: each must reach the session, first time.
+    for (let n = 1; n <= 6; n++) assert.equal((await client.publish("dag:rr", n)).offset, n);
+    await waitFor("six messages", () => received.length === 6);
+    assert.deepEqual(received, [1, 2, 3, 4, 5, 6]);
+    assert.equal(connections.length, 1, "one session throughout");
   });
 });

@@ -229,6 +229,26 @@ describe("exactly once on a channel with history (fake transport)", () => {
   });
 });
 
+test("a WebSocket that fails before opening and never fires close (Node 20) still leads to a retry", async () => {
+  const attempts = [];
+  class ErrorOnlyWebSocket {
+    constructor(url) {
+      this.readyState = 0;
+      attempts.push(url);
+      queueMicrotask(() => this.onerror?.({}));
+    }
+    send() {}
+    close() {}
+  }
+  const client = new Fanout({ url: "ws://fanout.test/ws", token: signToken({ sub: "42" }), transport: "websocket", WebSocket: ErrorOnlyWebSocket, backoff: { baseMs: 10, capMs: 20 } });
+  const states = [];
+  client.on("state", (state) => states.push(state));
+  client.connect();
+  await waitFor(() => attempts.length >= 3);
+  client.close();
+  assert.deepEqual(states.slice(0, 4), ["connecting", "disconnected", "connecting", "disconnected"]);
+});
+
 async function waitFor(check) {
   for (let i = 0; i < 200 && !check(); i++) await tick();
   assert.ok(check());

@@ -182,8 +182,9 @@ export async function gatewayHasSse(gateway) {
 /**
  * A real HAProxy in front of gateways, as tests/support does for the Rust tests: round
  * robin, `/readyz` health checks every 200 ms, WebSocket tunnels, redispatch on refusal.
+ * `balance: "source"` makes it sticky (every request of this client to one node).
  */
-export async function startHaproxy(gateways) {
+export async function startHaproxy(gateways, { balance = "roundrobin" } = {}) {
   const port = await freePort();
   const dir = mkdtempSync(path.join(tmpdir(), "fanout-js-haproxy-"));
   const config = path.join(dir, "haproxy.cfg");
@@ -193,19 +194,22 @@ export async function startHaproxy(gateways) {
     "global\n  maxconn 2000\n" +
       "defaults\n  mode http\n  timeout connect 2s\n  timeout client 60s\n  timeout server 60s\n  timeout tunnel 1h\n  option redispatch\n  retries 3\n" +
       `frontend ws\n  bind 127.0.0.1:${port}\n  default_backend fanout\n` +
-      `backend fanout\n  balance roundrobin\n  option httpchk GET /readyz\n  http-check expect status 200\n  default-server inter 200ms fall 1 rise 2\n${servers}`,
+      `backend fanout\n  balance ${balance}\n  option httpchk GET /readyz\n  http-check expect status 200\n  default-server inter 200ms fall 1 rise 2\n${servers}`,
   );
   const child = track(spawn("haproxy", ["-db", "-f", config], { stdio: ["ignore", "ignore", "ignore"] }));
   child.on("exit", () => rmSync(dir, { recursive: true, force: true }));
-  await waitFor("haproxy to route to every node", async () => {
+  // Ready when it routes to every node (sticky: to one node, and every node is up).
+  const expected = balance === "roundrobin" ? gateways.length : 1;
+  await waitFor("haproxy to route to the nodes", async () => {
     const nodes = new Set();
     for (let i = 0; i < gateways.length * 3; i++) {
       const response = await fetch(`http://127.0.0.1:${port}/readyz`).catch(() => null);
       if (response?.status !== 200) return false;
       nodes.add((await response.json()).node);
     }
-    return nodes.size === gateways.length;
+    return nodes.size === expected;
   });
+  if (balance !== "roundrobin") await sleep(600); // health checks: rise 2 × 200 ms for every node
   return { port, wsUrl: `ws://127.0.0.1:${port}/ws`, stop: () => stopChild(child) };
 }
 
