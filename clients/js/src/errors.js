@@ -15,7 +15,7 @@
  * says so for `unavailable` (broker down) and `rate_limited`; `disconnected` and `timeout`
  * are the client's own (the outcome of the request is unknown, so a retry may repeat it).
  */
-const RETRYABLE_CODES = new Set(["unavailable", "rate_limited", "disconnected", "timeout", "internal"]);
+const RETRYABLE_CODES = new Set(["unavailable", "rate_limited", "disconnected", "timeout", "internal", "transport"]);
 
 /**
  * An error with the protocol's error `code` (`bad_request`, `unauthorized`, `forbidden`,
