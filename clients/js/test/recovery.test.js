@@ -108,3 +108,78 @@ describe("through HAProxy in front of three nodes", { timeout: 120000 }, () => {
     }
   });
 });
+
+describe("positions and lost history, on one node", { timeout: 60000 }, () => {
+  let redis;
+  let gateway;
+
+  before(async () => {
+    redis = await startRedis();
+    gateway = await startGateway({ name: "positions", redis });
+  });
+
+  const clientFor = (t, handlersOptions) => {
+    const client = new Fanout({ url: gateway.wsUrl, transport: "websocket", token: signToken({ sub: "keeper", channels: ["dag:*"] }), ...handlersOptions });
+    t.after(() => client.close());
+    return client;
+  };
+
+  test("a position kept across clients (as across page loads) recovers what was missed, without a reload", async (t) => {
+    const channel = "dag:kept-position";
+    const publisher = await RespClient.connect(redis.port);
+    t.after(() => publisher.close());
+    const first = clientFor(t);
+    const seen = [];
+    let started = false;
+    const sub = first.subscribe(channel, { onMessage: (data) => seen.push(data), onReload: () => (started = true) });
+    first.connect();
+    await waitFor("first subscription", () => started);
+    for (let n = 1; n <= 5; n++) await publisher.command("FCALL", "fanout_publish", 1, channel, String(n));
+    await waitFor("five messages", () => seen.length === 5);
+    const kept = sub.position;
+    assert.equal(kept.offset, 5);
+    first.close();
+
+    for (let n = 6; n <= 10; n++) await publisher.command("FCALL", "fanout_publish", 1, channel, String(n));
+    const second = clientFor(t);
+    const later = [];
+    const reloads = [];
+    second.subscribe(channel, { since: kept, onMessage: (data) => later.push(data), onReload: (info) => reloads.push(info) });
+    second.connect();
+    await waitFor("the five missed messages", () => later.length === 5);
+    await publisher.command("FCALL", "fanout_publish", 1, channel, "11");
+    await waitFor("the live one", () => later.length === 6);
+    assert.deepEqual(later, [6, 7, 8, 9, 10, 11]);
+    assert.deepEqual(reloads, []);
+  });
+
+  test("when the history is lost (a new epoch), onReload says so and delivery goes on from the new position", async (t) => {
+    const channel = "dag:lost-history";
+    const publisher = await RespClient.connect(redis.port);
+    t.after(() => publisher.close());
+    const client = clientFor(t);
+    const seen = [];
+    const reloads = [];
+    client.subscribe(channel, { onMessage: (data, meta) => seen.push([meta.epoch, meta.offset, data]), onReload: (info) => reloads.push(info) });
+    client.connect();
+    await waitFor("subscribed", () => reloads.length === 1);
+    for (let n = 1; n <= 3; n++) await publisher.command("FCALL", "fanout_publish", 1, channel, String(n));
+    await waitFor("three messages", () => seen.length === 3);
+    const oldEpoch = seen[0][0];
+
+    // Redis loses the data (as a restart without persistence would); the next publish starts
+    // a new epoch at offset 1.
+    await redis.cli("FLUSHALL");
+    await publisher.command("FCALL", "fanout_publish", 1, channel, "4");
+    await waitFor("a reload for the lost history", () => reloads.length === 2);
+    assert.equal(reloads[1].reason, "lost");
+    assert.notEqual(reloads[1].epoch, oldEpoch);
+    await publisher.command("FCALL", "fanout_publish", 1, channel, "5");
+    await waitFor("the next message, in the new epoch", () => seen.some((s) => s[2] === 5));
+    assert.deepEqual(seen.slice(0, 3).map((s) => s[2]), [1, 2, 3]);
+    const after = seen.slice(3);
+    assert.ok(after.every(([epoch]) => epoch === reloads[1].epoch), "later messages are of the new epoch");
+    assert.deepEqual(after.map((s) => s[2]).filter((n) => n === 5), [5], "delivered once");
+    assert.ok(!after.some((s) => s[1] <= reloads[1].offset), "nothing at or before the reload's position");
+  });
+});
