@@ -249,6 +249,38 @@ test("a WebSocket that fails before opening and never fires close (Node 20) stil
   assert.deepEqual(states.slice(0, 4), ["connecting", "disconnected", "connecting", "disconnected"]);
 });
 
+describe("reconnect delays by close code (fake transport)", () => {
+  const connectWith = async (options) => {
+    FakeWebSocket.instances = [];
+    const client = new Fanout({ url: "ws://fanout.test/ws", token: signToken({ sub: "42" }), transport: "websocket", WebSocket: FakeWebSocket, ...options });
+    const errors = [];
+    client.on("error", (error) => errors.push(error));
+    client.connect();
+    await tick();
+    FakeWebSocket.instances[0].frame({ type: "connection_ack", conn_id: "c1", user: "42", node: "n", heartbeat_s: 25, channels: [], expires_at: Math.floor(Date.now() / 1000) + 3600 });
+    return { client, errors };
+  };
+
+  test("a drain close (1012) is retried at once, although the backoff would wait long", async () => {
+    // The backoff's random source at its top: an ordinary retry would wait 9.9 s.
+    const { client } = await connectWith({ backoff: { baseMs: 10000, capMs: 10000, random: () => 0.99 }, drainRetryMs: 50 });
+    FakeWebSocket.instances[0].drop(1012);
+    await waitFor(() => FakeWebSocket.instances.length === 2);
+    client.close();
+  });
+
+  test("closes that ask for a long backoff (4029) wait for it, and are reported", async () => {
+    const { client, errors } = await connectWith({ backoff: { baseMs: 10, capMs: 20 }, penaltyMs: 60000 });
+    FakeWebSocket.instances[0].drop(4029);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.equal(FakeWebSocket.instances.length, 1, "no quick retry");
+    assert.equal(errors.length, 1);
+    assert.equal(errors[0].closeCode, 4029);
+    assert.equal(client.state, "disconnected");
+    client.close();
+  });
+});
+
 async function waitFor(check) {
   for (let i = 0; i < 200 && !check(); i++) await tick();
   assert.ok(check());
