@@ -1040,6 +1040,9 @@ function start() {
     eventLog.note("", "error", `client error: ${describe(error)}`);
     if (client.state !== "connected") $("connection").title = `last error: ${describe(error)}`;
   });
+  // "auto" falls back to Server-Sent Events when WebSockets cannot connect (a proxy that
+  // refuses upgrades, say), and back when they can again.
+  client.on("transport", (kind) => toast(kind === "sse" ? "WebSockets fail here: using Server-Sent Events." : "Back on WebSockets."));
   showConnectionState("connecting");
   // Requests need connect() first; subscriptions made after it are sent once connected.
   client.connect();

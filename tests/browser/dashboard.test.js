@@ -208,6 +208,20 @@ describe("demo dashboard on one gateway", { timeout: 240_000 }, () => {
     await page.close();
   });
 
+  test("where WebSockets are refused the page falls back to Server-Sent Events by itself", async () => {
+    const proxy = await stack.haproxy([gateway], { refuseWebSockets: true });
+    const page = await openDashboard(browser, proxy.url, { user: "judy", run: "r5" });
+    await page.locator('#connection[data-state="connected"][data-transport="sse"]').waitFor({ timeout: WAIT_MS });
+    await page.locator(".toast", { hasText: "using Server-Sent Events" }).waitFor({ state: "attached", timeout: WAIT_MS });
+    await waitForSubscriptions(page, ["dag:r5"]);
+    publish(redis, "dag:r5", "node_state", { node_id: "only", state: "running" });
+    await page.locator('#dag g[data-node="only"][data-state="running"]').waitFor({ timeout: WAIT_MS });
+    assert.match(await page.locator("#connection-text").textContent(), /SSE/);
+    // Chromium logs the refused WebSocket attempts; nothing else may go wrong.
+    assert.deepEqual(page.problems.filter((p) => !/WebSocket connection to .* failed/.test(p)), []);
+    await page.close();
+  });
+
   test("the PHP simulator plays a run that the page steers: changes, approval, prompt, notification", async () => {
     const simulator = stack.php("simulator", [
       join(REPO, "examples/simulator/simulate.php"),

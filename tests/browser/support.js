@@ -163,16 +163,19 @@ export class Stack {
   /**
    * Starts HAProxy in front of the gateways, health-checked on /readyz; `balance` is
    * HAProxy's algorithm (`roundrobin`: every request may go to another node; `source`:
-   * sticky by client address, i.e. one node for every loopback client).
+   * sticky by client address, i.e. one node for every loopback client). `refuseWebSockets`
+   * answers 403 to every `/ws` request, as a proxy that does not pass WebSockets would fail.
    */
-  async haproxy(gateways, { balance = "roundrobin" } = {}) {
+  async haproxy(gateways, { balance = "roundrobin", refuseWebSockets = false } = {}) {
     const port = await freePort();
     const config = join(this.dir, `haproxy-${port}.cfg`);
     writeFileSync(config, [
       "global", "  maxconn 2000",
       "defaults", "  mode http", "  timeout connect 2s", "  timeout client 60s", "  timeout server 60s",
       "  timeout tunnel 1h", "  option redispatch", "  retries 3",
-      "frontend web", `  bind 127.0.0.1:${port}`, "  default_backend fanout",
+      "frontend web", `  bind 127.0.0.1:${port}`,
+      ...(refuseWebSockets ? ["  http-request deny deny_status 403 if { path /ws }"] : []),
+      "  default_backend fanout",
       "backend fanout", `  balance ${balance}`, "  option httpchk GET /readyz", "  http-check expect status 200",
       "  default-server inter 200ms fall 1 rise 2",
       ...gateways.map((g, i) => `  server n${i + 1} ${g.addr} check`),
