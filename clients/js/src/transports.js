@@ -147,6 +147,13 @@ async function refusalMessage(response) {
   return parsed?.error?.message ?? `HTTP ${response.status}${text ? `: ${text.slice(0, 200)}` : ""}`;
 }
 
+/**
+ * A POST answered 404 while this session's stream is still open reached a node that does not
+ * hold the session (a load balancer that is not sticky): it is sent again, this many times,
+ * before the session is given up. Nothing was accepted, so nothing is repeated.
+ */
+const MISROUTED_POST_RETRIES = 4;
+
 /** Frames per POST (the gateway takes at most 32) and characters per POST body. */
 const MAX_FRAMES_PER_POST = 32;
 const MAX_POST_CHARS = 60000;
@@ -277,19 +284,25 @@ export class SseTransport {
           count += 1;
         }
         const body = this.outbox.splice(0, count).join("\n");
-        const url = new URL(this.framesUrl);
-        url.searchParams.set("conn_id", this.connId);
-        url.searchParams.set("token", this.token);
         let response;
-        try {
-          response = await this.fetch(url.href, {
-            method: "POST",
-            headers: { "content-type": "text/plain" },
-            body,
-            signal: this.abort.signal,
-          });
-        } catch (error) {
-          return this.#finish(1006, `SSE frame POST failed: ${error?.message ?? error}`);
+        for (let attempt = 0; ; attempt++) {
+          const url = new URL(this.framesUrl);
+          url.searchParams.set("conn_id", this.connId);
+          url.searchParams.set("token", this.token);
+          try {
+            response = await this.fetch(url.href, {
+              method: "POST",
+              headers: { "content-type": "text/plain" },
+              body,
+              signal: this.abort.signal,
+            });
+          } catch (error) {
+            return this.#finish(1006, `SSE frame POST failed: ${error?.message ?? error}`);
+          }
+          if (response.status !== 404 || attempt >= MISROUTED_POST_RETRIES || this.closed) break;
+          await response.body?.cancel().catch(() => {});
+          await new Promise((resolve) => setTimeout(resolve, 20 * (attempt + 1)));
+          if (this.closed) return;
         }
         if (response.status === 429) {
           // Too many frames wait for the session already: send these again shortly, first.
