@@ -265,4 +265,24 @@ describe("demo dashboard on one gateway", { timeout: 240_000 }, () => {
     assert.deepEqual(page.problems, []);
     await page.close();
   });
+  // Last: it empties Redis, as a restart without persistence would.
+  test("when the channel's history is lost, the page is told to reload and rebuilds the run from it", async () => {
+    const page = await openDashboard(browser, gateway.url, { user: "kim", run: "r6" });
+    await waitForSubscriptions(page, ["dag:r6"]);
+    publish(redis, "dag:r6", "node_state", { node_id: "before", state: "completed" });
+    await page.locator('#dag g[data-node="before"]').waitFor({ timeout: WAIT_MS });
+
+    redis.raw("FLUSHALL");
+    publish(redis, "dag:r6", "node_state", { node_id: "after", state: "running" });
+    // A new epoch: the client cannot recover across it and asks the page to reload.
+    await page.locator('#event-log li[data-note="reload"][data-channel="dag:r6"]').waitFor({ state: "attached", timeout: WAIT_MS });
+    await page.locator('#dag g[data-node="after"][data-state="running"]').waitFor({ timeout: WAIT_MS });
+    assert.equal(await page.locator('#dag g[data-node="before"]').count(), 0, "the view was rebuilt from the new history");
+    assert.deepEqual(
+      await page.locator('#event-log li[data-channel="dag:r6"][data-offset]').evaluateAll((items) => items.map((li) => `${li.dataset.offset}:${li.dataset.source}`)),
+      ["1:live", "1:history"],
+    );
+    assert.deepEqual(page.problems, []);
+    await page.close();
+  });
 });
