@@ -985,14 +985,19 @@ function hue(text) {
 
 let myStatus = { state: "watching", detail: "" };
 
-async function applyMyStatus() {
+/**
+ * Sets this tab's status on the presence channel (the client sets it again after every
+ * reconnect). A failure is toasted when the user asked for it (`fromForm`); the initial
+ * status only notes it (a gateway without presence on room:* already says so in the list).
+ */
+async function applyMyStatus({ fromForm = false } = {}) {
   const status = { state: myStatus.state };
   if (myStatus.detail) status.detail = myStatus.detail;
   try {
     await client.setStatus(PRESENCE_CHANNEL, status);
   } catch (error) {
     eventLog.note(PRESENCE_CHANNEL, "status-failed", `status not set: ${describe(error)}`);
-    toast(`Status not set: ${describe(error)}`, "error");
+    if (fromForm) toast(`Status not set: ${describe(error)}`, "error");
   }
 }
 
@@ -1096,7 +1101,7 @@ function start() {
   $("status-form").addEventListener("submit", (event) => {
     event.preventDefault();
     myStatus = { state: $("status-state").value, detail: $("status-detail").value.trim() };
-    applyMyStatus();
+    applyMyStatus({ fromForm: true });
   });
   $("cancel-run").addEventListener("click", cancelRun);
   $("bell-button").addEventListener("click", () => notifications.toggle());
