@@ -1,7 +1,8 @@
 // The demo dashboard behind HAProxy in front of two gateway nodes, over WebSocket and over
-// Server-Sent Events: when the node that serves the page is SIGKILLed, the page reconnects through the balancer to the survivor and shows
-// every message of a numbered sequence exactly once, in order, including those published
-// while it was away (recovered from history by the client).
+// Server-Sent Events: when the node that serves the page is SIGKILLed, the page reconnects
+// through the balancer to the survivor and shows every message of a numbered sequence
+// exactly once, in order, including those published while it was away (recovered from
+// history by the client).
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -24,8 +25,9 @@ function shown(page) {
  * The variants: each transport behind a round-robin balancer, where any request may reach
  * either node, and SSE behind a sticky one too. SSE needs its POSTs (client frames) to reach
  * the node that holds the stream; the gateway is documented to forward them
- * (docs/operations.md) but answers 404 "no such SSE session" on the other node for now, so
- * that variant is a todo until it does.
+ * (docs/operations.md) but answers 404 "no such SSE session" on the other node for now (the
+ * client then opens new streams until one lands where its POSTs go, and the browser logs
+ * each 404), so that variant is a todo until it does.
  */
 const VARIANTS = [
   { transport: "websocket", balance: "roundrobin" },
