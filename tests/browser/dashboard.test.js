@@ -247,7 +247,7 @@ describe("demo dashboard on one gateway", { timeout: 240_000 }, () => {
     await page.locator("#prompt-input").fill("Which tickets are new?");
     await page.locator('#prompt-form button[type="submit"]').click();
     await page.locator('#console li[data-type="output"]', { hasText: "@erin asked: Which tickets are new?" }).waitFor({ timeout: WAIT_MS });
-    await screenshot(page, "5-simulator-at-gate");
+    await screenshot(page, "6-simulator-at-gate");
 
     await page.locator('.gate[data-node="review"] button[data-decision="approve"]').click();
     await page.locator('#run-status[data-status="succeeded"]').waitFor({ timeout: WAIT_MS });
@@ -261,7 +261,7 @@ describe("demo dashboard on one gateway", { timeout: 240_000 }, () => {
     assert.equal(await page.locator("#event-log").getAttribute("data-live-duplicates"), "0");
     assert.deepEqual((await simulator.exited), { code: 0, signal: null }, simulator.log());
     await page.locator("#log-details summary").click();
-    await screenshot(page, "6-simulator-run-succeeded");
+    await screenshot(page, "7-simulator-run-succeeded");
     assert.deepEqual(page.problems, []);
     await page.close();
   });

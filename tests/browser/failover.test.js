@@ -89,7 +89,7 @@ for (const { transport, balance, todo } of VARIANTS) describe(`the dashboard beh
     assert.equal((await survivor.ready()).connections, 1);
 
     await page.locator("#log-details summary").click();
-    await screenshot(page, `7-after-node-killed-${transport}-${balance}`);
+    await screenshot(page, `8-after-node-killed-${transport}-${balance}`);
     // Chromium logs the connection the kill cut (an SSE response ends mid-stream:
     // net::ERR_INCOMPLETE_CHUNKED_ENCODING) and failed attempts (one may reach the dead node
     // before the balancer's health check marks it down); anything else is a defect.
