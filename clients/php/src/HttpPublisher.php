@@ -64,7 +64,7 @@ final class HttpPublisher implements PublisherInterface
     {
         Channel::assertValid($channel);
         if ($idempotencyKey !== null) {
-            throw new InvalidArgumentException('idempotency keys are not supported by the HTTP API of this fanout version');
+            throw new InvalidArgumentException('idempotency keys are not supported by the HTTP API of this fanout version: pass null (a retry after a timeout may publish twice)');
         }
         $body = '{"channel":' . Payload::json($channel, 'channel') . ',"data":' . Payload::jsonForHttp($data) . '}';
         $reply = $this->http->request('POST', '/api/publish', [], $body);

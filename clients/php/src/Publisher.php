@@ -69,7 +69,9 @@ final class Publisher implements PublisherInterface
      * `FCALL fanout_publish 1 <channel> <payload>`: keeps the message in the channel's
      * history and publishes it with its offset and epoch, atomically in Redis.
      *
-     * @throws InvalidArgumentException for an invalid channel name or payload.
+     * @param string|null $idempotencyKey must be null: this fanout version's `fanout_publish` takes
+     *        no idempotency key (see PublisherInterface).
+     * @throws InvalidArgumentException for an invalid channel name or payload, or an idempotency key.
      * @throws LibraryNotLoadedException when no fanout node has loaded its function library
      *         into this Redis (nothing is published).
      * @throws RedisCommandException for other Redis errors, e.g. a payload above the nodes'
@@ -118,7 +120,7 @@ final class Publisher implements PublisherInterface
     private function fcall(string $channel, string $payload, ?string $idempotencyKey): array
     {
         if ($idempotencyKey !== null) {
-            throw new InvalidArgumentException('idempotency keys are not supported by this version of fanout_publish');
+            throw new InvalidArgumentException('idempotency keys are not supported by this version of fanout_publish: pass null (a retry after a timeout may publish twice)');
         }
         return ['FCALL', 'fanout_publish', '1', $channel, $payload];
     }

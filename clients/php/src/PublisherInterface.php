@@ -28,9 +28,10 @@ interface PublisherInterface
      * namespace keeps one: `dag:` and `user:` by default), so that clients that were away
      * recover it. On other channels it is a plain publish with offset 0.
      *
-     * @param string|null $idempotencyKey a key of yours for this message (e.g. a database id):
-     *        publishing again with the same key returns the first result instead of publishing
-     *        twice, so a retry after a timeout is safe.
+     * @param string|null $idempotencyKey reserved for the gateway's idempotency keys (a key of
+     *        yours per message, so that a retry after a timeout publishes once). This fanout
+     *        version's `fanout_publish` and HTTP API take none: a key other than null is refused
+     *        with `InvalidArgumentException` rather than silently ignored.
      */
     public function publishWithHistory(string $channel, mixed $data, ?string $idempotencyKey = null): PublishResult;
 

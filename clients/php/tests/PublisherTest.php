@@ -142,6 +142,19 @@ final class PublisherTest extends GatewayTestCase
         $publisher->publishWithHistory('dag:1', ['bad' => "\xff"]);
     }
 
+    public function testAnIdempotencyKeyIsRefusedRatherThanIgnored(): void
+    {
+        $channel = self::unique('dag');
+        $ws = $this->client('u8', [$channel]);
+        try {
+            $this->publisher()->publishWithHistory($channel, ['x' => 1], idempotencyKey: 'order-17');
+            self::fail('no exception');
+        } catch (InvalidArgumentException $e) {
+            self::assertStringContainsString('idempotency keys are not supported', $e->getMessage());
+        }
+        self::assertSame([], $ws->drain(fn (array $f) => $f['type'] === 'message', 0.5), 'nothing was published');
+    }
+
     public function testAPayloadAboveTheNodesLimitIsRefusedByRedis(): void
     {
         $this->expectException(RedisCommandException::class);
