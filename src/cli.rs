@@ -120,7 +120,7 @@ fn serve(settings: SettingsArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    init_logging(&config);
+    let _log_writer = init_logging(&config);
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
@@ -145,6 +145,15 @@ fn serve(settings: SettingsArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        // Before anything is announced: a signal that arrives once the node says it is
+        // listening must be a shutdown, never the default action (termination).
+        let signals = match Signals::install() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install signal handlers");
+                return ExitCode::FAILURE;
+            }
+        };
         let listen = config.listen;
         let server = match Server::bind(config).await {
             Ok(s) => s,
@@ -161,7 +170,7 @@ fn serve(settings: SettingsArgs) -> ExitCode {
             broker = node.hub.broker().kind(),
             "listening"
         );
-        match server.run(shutdown_signal()).await {
+        match server.run(signals.shutdown()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!(error = %e, "server failed");
@@ -171,45 +180,72 @@ fn serve(settings: SettingsArgs) -> ExitCode {
     })
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT, listened to from start-up on.
+struct Signals {
     #[cfg(unix)]
-    {
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    #[cfg(unix)]
+    fn install() -> std::io::Result<Signals> {
         use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
     }
+
     #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {})
+    }
+
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+
+    /// Resolves on the first SIGTERM or SIGINT (graceful drain); a second one ends the
+    /// process at once, whatever the drain is waiting for.
+    async fn shutdown(mut self) {
+        self.recv().await;
+        tokio::spawn(async move {
+            self.recv().await;
+            eprintln!("second shutdown signal: exiting without finishing the drain");
+            std::process::exit(1);
+        });
     }
 }
 
-fn init_logging(config: &Config) {
+/// Logs go through a background writer that drops lines rather than wait: a stalled or
+/// closed log pipe (`fanout serve | head`) must never block a request or the drain. The
+/// returned guard flushes what is buffered when `serve` returns.
+fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard {
     use tracing_subscriber::EnvFilter;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
     use std::io::IsTerminal;
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .finish(std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let _ = match config.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
+    guard
 }
-
 fn check_config(settings: SettingsArgs) -> ExitCode {
     match settings.resolve() {
         Ok(config) => {

@@ -116,3 +116,96 @@ async fn sigint_on_an_idle_node_exits_0_promptly() {
     gw.signal("INT");
     assert_eq!(gw.wait_exit(Duration::from_secs(5)), Some(0));
 }
+
+/// `fanout serve ... 2>&1 | head -2`: the gateway's log pipe is closed once it says it listens.
+/// Returns the running process and its port.
+fn start_with_a_closed_log_pipe(extra: &[&str]) -> (std::process::Child, u16) {
+    use std::io::{BufRead, BufReader};
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut args = vec![
+        "serve",
+        "--listen",
+        &listen,
+        "--jwt-secret",
+        SECRET,
+        "--log-level",
+        "debug",
+    ];
+    args.extend_from_slice(extra);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_fanout"))
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn fanout");
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        if line.is_ok_and(|l| l.contains("listening")) {
+            break;
+        }
+    }
+    drop(lines);
+    (child, port)
+}
+
+fn exit_code_within(child: &mut std::process::Child, within: Duration) -> Option<i32> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("fanout did not exit within {within:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn a_closed_log_pipe_never_blocks_the_drain() {
+    let (mut child, port) = start_with_a_closed_log_pipe(&["--drain-s", "1"]);
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    eventually_async(|| async { reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) }).await;
+    // Traffic that logs at debug level, into the closed pipe.
+    for user in 0..20 {
+        let tok = token(&user.to_string(), &[], 60);
+        let _ =
+            tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/ws?token={tok}")).await;
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert_eq!(
+        exit_code_within(&mut child, Duration::from_secs(15)),
+        Some(0)
+    );
+}
+
+#[tokio::test]
+async fn a_second_sigterm_exits_at_once_during_a_long_drain() {
+    let mut gw = Gateway::start(&["--drain-s", "60"]);
+    let mut clients = Vec::new();
+    for user in ["1", "2", "3"] {
+        clients.push(gw.connect_as(user, &[]).await);
+    }
+    gw.signal("TERM");
+    gw.wait_ready(false).await;
+    gw.signal("TERM");
+    assert_eq!(gw.wait_exit(Duration::from_secs(5)), Some(1));
+}
+
+/// Polls an async check until it holds, or panics after [`WAIT`].
+async fn eventually_async<F, Fut>(check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !check().await {
+        assert!(tokio::time::Instant::now() < deadline, "timed out");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
