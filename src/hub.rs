@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use dashmap::DashMap;
 
-use crate::broker::{Broker, BrokerError, Deliver, Publication, StreamPosition};
+use crate::broker::{Broker, BrokerError, Deliver, Publication, RelayedFrames, StreamPosition};
 use crate::channel::Channel;
 use crate::clock::unix_now_ms;
 use crate::metrics::Metrics;
@@ -53,6 +53,8 @@ pub struct Hub {
     stripe_hasher: RandomState,
     broker: Arc<dyn Broker>,
     metrics: Arc<Metrics>,
+    /// Local sessions whose client frames arrive by HTTP request, by public connection id.
+    inbound: DashMap<String, InboundSession>,
 }
 
 /// The local subscribers of one channel.
@@ -111,6 +113,19 @@ impl Deliver for WeakHub {
             hub.resync(channel);
         }
     }
+
+    fn relayed(&self, relay: RelayedFrames) {
+        if let Some(hub) = self.0.upgrade() {
+            hub.hand_over(&relay.user, &relay.conn_id, relay.frames);
+        }
+    }
+}
+
+/// A session fed by HTTP requests (SSE): whose it is, and where its client frames go.
+#[derive(Clone)]
+pub struct InboundSession {
+    pub user: String,
+    pub frames: tokio::sync::mpsc::Sender<String>,
 }
 
 impl Hub {
@@ -129,11 +144,42 @@ impl Hub {
             stripe_hasher: RandomState::new(),
             broker: make_broker(Arc::new(WeakHub(weak.clone()))),
             metrics,
+            inbound: DashMap::new(),
         })
     }
 
     pub fn broker(&self) -> &Arc<dyn Broker> {
         &self.broker
+    }
+
+    /// Lists a local session that takes its client frames by HTTP request.
+    pub fn attach_inbound(&self, conn_id: &str, session: InboundSession) {
+        self.inbound.insert(conn_id.to_owned(), session);
+    }
+
+    pub fn detach_inbound(&self, conn_id: &str) {
+        self.inbound.remove(conn_id);
+    }
+
+    /// The local session with this public connection id, if it takes frames by HTTP.
+    pub fn inbound(&self, conn_id: &str) -> Option<InboundSession> {
+        self.inbound.get(conn_id).map(|e| e.value().clone())
+    }
+
+    /// Queues frames relayed from another node for a local session of `user`. Frames for a
+    /// session that ended, belongs to someone else, or has no room are dropped: the POST that
+    /// carried them was answered already, and a client without its stream reconnects anyway.
+    pub fn hand_over(&self, user: &str, conn_id: &str, frames: Vec<String>) {
+        let Some(session) = self.inbound(conn_id).filter(|s| s.user == user) else {
+            tracing::debug!(conn = %conn_id, "relayed frames for no local session; dropped");
+            return;
+        };
+        for frame in frames {
+            if session.frames.try_send(frame).is_err() {
+                tracing::debug!(conn = %conn_id, "relayed frame did not fit the session's queue; dropped");
+                return;
+            }
+        }
     }
 
     /// Subscribes a connection to `channels` (distinct, not yet subscribed by this connection)

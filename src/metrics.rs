@@ -33,7 +33,29 @@ pub struct Metrics {
     pub dispatch_latency: Histogram,
     /// From the `timestamp` a publisher put in the payload to local fan-out.
     pub publish_lag: Histogram,
+    /// 1 while `/readyz` answers 200 (updated when scraped).
+    pub ready: IntGauge,
+    /// Subscribes with `since` (or an SSE `Last-Event-ID`), by outcome.
+    pub recoveries: IntCounterVec,
+    /// Presence entries held by this node's sessions.
+    pub presence_members: IntGauge,
 }
+
+/// Label values every labelled metric starts with, so that `rate()` and `absent()` work
+/// before the first event of each kind.
+const REJECT_REASONS: &[&str] = &[
+    "bad_request",
+    "draining",
+    "origin",
+    "rate_limited",
+    "node_full",
+    "user_full",
+    "unauthorized",
+];
+const END_REASONS: &[&str] = &["client_closed", "connection_lost", "write_timeout"];
+const PUBLISH_SOURCES: &[&str] = &["http", "client", "embedded"];
+const DROP_REASONS: &[&str] = &["slow_consumer"];
+const RECOVERY_OUTCOMES: &[&str] = &["recovered", "not_recovered"];
 
 impl Metrics {
     pub fn new() -> Metrics {
@@ -133,8 +155,44 @@ impl Metrics {
                 ]),
             )
             .expect("valid metric"),
+            ready: IntGauge::new("fanout_ready", "1 while the node is ready for traffic (/readyz 200)")
+                .expect("valid metric"),
+            recoveries: IntCounterVec::new(
+                Opts::new(
+                    "fanout_recoveries_total",
+                    "Subscribes that asked to recover from a position, by outcome",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
+            presence_members: IntGauge::new(
+                "fanout_presence_members",
+                "Presence entries held by this node's sessions",
+            )
+            .expect("valid metric"),
             registry,
         };
+        for reason in REJECT_REASONS {
+            m.connections_rejected.with_label_values(&[reason]);
+        }
+        for code in crate::protocol::CloseCode::ALL {
+            m.disconnects.with_label_values(&[code.label()]);
+        }
+        for reason in END_REASONS {
+            m.disconnects.with_label_values(&[reason]);
+        }
+        for source in PUBLISH_SOURCES {
+            m.messages_published.with_label_values(&[source]);
+        }
+        for reason in DROP_REASONS {
+            m.messages_dropped.with_label_values(&[reason]);
+        }
+        for code in crate::protocol::ErrorCode::ALL {
+            m.inbound_errors.with_label_values(&[code.as_str()]);
+        }
+        for outcome in RECOVERY_OUTCOMES {
+            m.recoveries.with_label_values(&[outcome]);
+        }
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.connections_open.clone()),
             Box::new(m.connections_accepted.clone()),
@@ -150,6 +208,9 @@ impl Metrics {
             Box::new(m.inbound_errors.clone()),
             Box::new(m.dispatch_latency.clone()),
             Box::new(m.publish_lag.clone()),
+            Box::new(m.ready.clone()),
+            Box::new(m.recoveries.clone()),
+            Box::new(m.presence_members.clone()),
             #[cfg(target_os = "linux")]
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];

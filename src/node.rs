@@ -18,6 +18,7 @@ use crate::auth::Verifier;
 use crate::broker::{Broker, BrokerError, ChannelRules, Deliver, MemoryBroker, RedisBroker};
 use crate::channel::Channel;
 use crate::config::Config;
+pub use crate::hub::InboundSession;
 use crate::hub::{ConnId, Hub};
 use crate::limits::Admission;
 use crate::metrics::Metrics;
@@ -36,8 +37,6 @@ pub struct Node {
     /// Session tasks, awaited during drain.
     pub tasks: TaskTracker,
     sessions: DashMap<ConnId, Arc<Outbox>>,
-    /// Sessions whose client frames arrive by HTTP request (SSE), by public connection id.
-    inbound: DashMap<String, InboundSession>,
     draining: AtomicBool,
     next_conn: AtomicU64,
 }
@@ -101,7 +100,6 @@ impl Node {
             started: Instant::now(),
             tasks: TaskTracker::new(),
             sessions: DashMap::new(),
-            inbound: DashMap::new(),
             draining: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
         })
@@ -188,7 +186,7 @@ impl Node {
     /// Lists a session that takes its client frames by HTTP request (SSE) until the returned
     /// guard is dropped.
     pub fn attach_inbound(&self, conn_id: &str, session: InboundSession) -> InboundEntry<'_> {
-        self.inbound.insert(conn_id.to_owned(), session);
+        self.hub.attach_inbound(conn_id, session);
         InboundEntry {
             node: self,
             conn_id: conn_id.to_owned(),
@@ -197,7 +195,7 @@ impl Node {
 
     /// The session with this public connection id, if it takes frames by HTTP on this node.
     pub fn inbound(&self, conn_id: &str) -> Option<InboundSession> {
-        self.inbound.get(conn_id).map(|e| e.value().clone())
+        self.hub.inbound(conn_id)
     }
 
     /// Closes every session with 1012, spread evenly over the drain window, then waits for
@@ -241,13 +239,6 @@ fn restart_ending() -> Ending {
     )
 }
 
-/// A session fed by HTTP requests: whose it is, and where its client frames go.
-#[derive(Clone)]
-pub struct InboundSession {
-    pub user: String,
-    pub frames: tokio::sync::mpsc::Sender<String>,
-}
-
 /// Keeps an [`InboundSession`] listed while alive.
 pub struct InboundEntry<'a> {
     node: &'a Node,
@@ -256,7 +247,7 @@ pub struct InboundEntry<'a> {
 
 impl Drop for InboundEntry<'_> {
     fn drop(&mut self) {
-        self.node.inbound.remove(&self.conn_id);
+        self.node.hub.detach_inbound(&self.conn_id);
     }
 }
 

@@ -18,7 +18,8 @@ use dashmap::DashMap;
 
 use super::{
     Broker, BrokerError, ChannelRules, Deliver, Departure, History, HistoryMessage, HistoryQuery,
-    InboxEntry, Joined, Lease, PresenceMember, Publication, StreamPosition, new_epoch,
+    InboxEntry, Joined, Lease, PresenceMember, Publication, RelayedFrames, StreamPosition,
+    new_epoch,
 };
 use crate::channel::Channel;
 use crate::config::HistoryConfig;
@@ -330,6 +331,11 @@ impl Broker for MemoryBroker {
             first: h.messages.front().map_or(h.offset + 1, |m| m.offset),
             messages,
         })
+    }
+
+    async fn relay(&self, _node: &str, _frames: &RelayedFrames) -> Result<bool, BrokerError> {
+        // A single node: there is no other node to hold the session.
+        Ok(false)
     }
 
     fn is_ready(&self) -> bool {

@@ -37,6 +37,42 @@ pub trait Deliver: Send + Sync + 'static {
 
     /// Tells the channel's subscribers that messages were lost and they must recover.
     fn resync(&self, channel: &Channel);
+
+    /// Hands client frames that another node received (an SSE POST that reached the wrong
+    /// node behind a balancer) to the local session `conn_id`, if it belongs to `user`.
+    fn relayed(&self, relay: RelayedFrames);
+}
+
+/// Client frames on their way to the node that holds their session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayedFrames {
+    pub user: String,
+    pub conn_id: String,
+    pub frames: Vec<String>,
+}
+
+impl RelayedFrames {
+    /// `user\nconn_id\nframe\nframe...` (none of them contains a line break).
+    pub fn encode(&self) -> String {
+        let mut out = format!("{}\n{}", self.user, self.conn_id);
+        for f in &self.frames {
+            out.push('\n');
+            out.push_str(f);
+        }
+        out
+    }
+
+    pub fn decode(text: &str) -> Option<RelayedFrames> {
+        let mut lines = text.split('\n');
+        let user = lines.next()?.to_owned();
+        let conn_id = lines.next()?.to_owned();
+        let frames: Vec<String> = lines.map(str::to_owned).collect();
+        (!frames.is_empty()).then_some(RelayedFrames {
+            user,
+            conn_id,
+            frames,
+        })
+    }
 }
 
 /// A random epoch name: 16 hex digits.
@@ -330,6 +366,10 @@ pub trait Broker: Send + Sync + 'static {
     /// Reads a channel's history (creating its epoch if it has none yet).
     async fn history(&self, channel: &Channel, query: HistoryQuery)
     -> Result<History, BrokerError>;
+
+    /// Sends client frames to the node `node`, which holds their session. False when that
+    /// node is not there (or this broker connects no other node).
+    async fn relay(&self, node: &str, frames: &RelayedFrames) -> Result<bool, BrokerError>;
 
     /// Whether the broker can currently serve subscribes and publishes.
     fn is_ready(&self) -> bool;

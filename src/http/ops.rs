@@ -35,6 +35,8 @@ pub async fn readyz(State(node): State<Arc<Node>>) -> impl IntoResponse {
 }
 
 pub async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    let ready = !node.is_draining() && node.broker().is_ready();
+    node.metrics.ready.set(i64::from(ready));
     (
         [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
         node.metrics.render(),

@@ -181,6 +181,21 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
+    pub const ALL: [CloseCode; 12] = [
+        CloseCode::Normal,
+        CloseCode::ProtocolError,
+        CloseCode::InvalidPayload,
+        CloseCode::MessageTooBig,
+        CloseCode::InternalError,
+        CloseCode::ServiceRestart,
+        CloseCode::TryAgainLater,
+        CloseCode::Unauthorized,
+        CloseCode::SlowConsumer,
+        CloseCode::HeartbeatTimeout,
+        CloseCode::ConnectionLimit,
+        CloseCode::RateLimited,
+    ];
+
     pub fn code(self) -> u16 {
         self as u16
     }

@@ -55,6 +55,19 @@ impl ConnState {
         }
     }
 
+    /// A connection whose public id also names this node (`<random>.<node id>`), so that
+    /// any node can route to it: SSE sessions, whose frames may arrive at another node.
+    pub fn routable(node: &Node) -> ConnState {
+        let mut conn = ConnState::new(node);
+        conn.public_id = format!("{}.{}", conn.public_id, node.config.node_id);
+        conn
+    }
+
+    /// The node a routable public id names (`None` for plain ids).
+    pub fn node_of(public_id: &str) -> Option<&str> {
+        public_id.split_once('.').map(|(_, node)| node)
+    }
+
     /// Milliseconds on the node's monotonic clock.
     pub fn now_ms(&self) -> u64 {
         self.clock.elapsed().as_millis() as u64

@@ -32,6 +32,9 @@ impl Session {
             renewed: true,
         };
         let broker = self.node.broker();
+        // Counted whether or not Redis took it: a failed entry is retried by lease renewal
+        // or expires; `leave_presence` mirrors this.
+        self.node.metrics.presence_members.inc();
         if let Err(e) = presence::join(&**broker, rules.join_leave, channel, &member, lease).await {
             tracing::warn!(conn = %self.conn.public_id, %channel, error = %e, "could not enter presence");
         }
@@ -41,9 +44,10 @@ impl Session {
         let Some(rules) = self.node.config.namespace(channel.namespace()) else {
             return;
         };
-        if !rules.presence {
+        if !rules.presence || self.identity.is_none() {
             return;
         }
+        self.node.metrics.presence_members.dec();
         let broker = self.node.broker();
         if let Err(e) =
             presence::leave(&**broker, rules.join_leave, channel, &self.conn.public_id).await

@@ -123,6 +123,26 @@ impl Session {
         let replay = since
             .as_ref()
             .and_then(|s| self.replay(&channel, s, &history));
+        if let Some(s) = &since {
+            let outcome = if replay.is_some() {
+                "recovered"
+            } else {
+                "not_recovered"
+            };
+            self.node
+                .metrics
+                .recoveries
+                .with_label_values(&[outcome])
+                .inc();
+            tracing::debug!(
+                conn = %self.conn.public_id,
+                %channel,
+                since = s.offset,
+                top = history.offset,
+                outcome,
+                "recovery"
+            );
+        }
         let mut frames = Vec::with_capacity(1 + replay.as_ref().map_or(0, Vec::len));
         frames.push(
             ServerFrame::Subscribed {

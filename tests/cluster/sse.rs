@@ -6,6 +6,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use serde_json::json;
+
 use crate::support::*;
 
 #[tokio::test]
@@ -116,4 +118,43 @@ async fn a_stream_cut_by_a_node_kill_resumes_with_last_event_id_exactly_once() {
     publisher.await.unwrap();
     let expected: Vec<u64> = (0..total as u64).collect();
     assert_eq!(seen, expected, "every message exactly once, in order");
+}
+
+#[tokio::test]
+async fn frames_posted_to_another_node_reach_the_stream_through_redis() {
+    let redis = RedisServer::start();
+    let n1 = Gateway::start_on_redis("n1", &redis, &[]).await;
+    let n2 = Gateway::start_on_redis("n2", &redis, &[]).await;
+    let tok = token("31", &["room:*"], 3600);
+    let mut sse = SseClient::open(&n1.http(""), &tok, "", None).await.unwrap();
+    assert!(sse.conn_id.ends_with(".n1"), "{}", sse.conn_id);
+    eventually("n1 listens on its relay channel", || {
+        redis.numsub("fanout:!node:n1") == 1
+    })
+    .await;
+    // The balancer sent the POST to n2: it is relayed to n1, and answered on the stream.
+    let body = [
+        json!({"type": "ping", "id": 1}).to_string(),
+        json!({"type": "subscribe", "channel": "room:relay", "id": 2}).to_string(),
+    ]
+    .join("\n");
+    let (status, answer) = post_frames(&n2.http(""), &sse.conn_id, &tok, body).await;
+    assert_eq!((status, answer), (202, json!({"accepted": 2})));
+    assert_eq!(sse.recv().await, json!({"type": "pong", "id": 1}));
+    assert_eq!(sse.recv().await["type"], "subscribed");
+
+    // Another user's frames are not taken, whichever node they reach.
+    let other = token("32", &["room:*"], 3600);
+    let ping = json!({"type": "ping", "id": 9}).to_string();
+    let (status, _) = post_frames(&n1.http(""), &sse.conn_id, &other, ping.clone()).await;
+    assert_eq!(status, 403);
+    post_frames(&n2.http(""), &sse.conn_id, &other, ping.clone()).await;
+    assert!(
+        sse.next_within(Duration::from_millis(500)).await.is_err(),
+        "nothing for user 32"
+    );
+
+    // A session on a node that is not there is plainly gone.
+    let (status, answer) = post_frames(&n2.http(""), "0123456789abcdef.n9", &tok, ping).await;
+    assert_eq!(status, 404, "{answer}");
 }

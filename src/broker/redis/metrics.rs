@@ -84,6 +84,17 @@ impl RedisMetrics {
             )
             .expect("valid metric"),
         };
+        // Every reason from start, so that alerts on `rate()` see zero rather than nothing.
+        for reason in [
+            "dispatch_full",
+            "shutting_down",
+            "bad_channel",
+            "bad_envelope",
+            "too_large",
+            "forged_envelope",
+        ] {
+            m.dropped.with_label_values(&[reason]);
+        }
         registry.register(Box::new(m.gap_filled.clone()));
         registry.register(Box::new(m.resyncs.clone()));
         registry.register(Box::new(m.subscriptions.clone()));

@@ -14,28 +14,32 @@
 //! The payload published to Redis is exactly what subscribers receive as `data` (see
 //! `docs/publishing.md`); there is no envelope of ours on the Redis side.
 
+mod command;
 mod dispatch;
+mod envelope;
 mod library;
 mod metrics;
+mod presence;
+mod relay;
 mod subscriber;
 
-use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
+use self::command::{Query, publish_raw};
 use self::dispatch::{Dispatch, Work};
 use self::metrics::RedisMetrics;
+use self::presence::{PresenceLeases, lease_loop, member_json};
 use self::subscriber::{COMMAND_TIMEOUT, Shared, Subscriber};
 use super::{
     Broker, BrokerError, ChannelRules, Deliver, Departure, History, HistoryQuery, InboxEntry,
-    Joined, Lease, PresenceMember, StreamPosition,
+    Joined, Lease, PresenceMember, RelayedFrames, StreamPosition,
 };
 use crate::channel::Channel;
 use crate::config::RedisConfig;
@@ -85,6 +89,7 @@ impl RedisBroker {
         .map_err(|e| format!("cannot create the Redis pool: {e}"))?;
 
         let metrics = Arc::new(RedisMetrics::new(registry));
+        let relay_sink = sink.clone();
         let cancel = CancellationToken::new();
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         // A gap is never larger than what history keeps.
@@ -98,7 +103,7 @@ impl RedisBroker {
             dispatch: Dispatch::start(
                 workers,
                 config.dispatch_buffer,
-                sink,
+                sink.clone(),
                 pool.clone(),
                 max_fill,
                 metrics.clone(),
@@ -116,11 +121,7 @@ impl RedisBroker {
                 Subscriber::start(i, client.clone(), probe, shared.clone())
             })
             .collect();
-        let presence = Arc::new(PresenceLeases {
-            lease: presence_lease,
-            renewed: std::sync::Mutex::new(HashMap::new()),
-            swept: std::sync::Mutex::new(HashSet::new()),
-        });
+        let presence = Arc::new(PresenceLeases::new(presence_lease));
         let broker = Arc::new(RedisBroker {
             prefix: config.prefix.clone(),
             pool,
@@ -141,6 +142,12 @@ impl RedisBroker {
             broker.cancel.clone(),
         ));
         tokio::spawn(lease_loop(Arc::downgrade(&broker), broker.cancel.clone()));
+        tokio::spawn(relay::run(
+            client.clone(),
+            relay::channel(&config.prefix, node_id),
+            relay_sink,
+            broker.cancel.clone(),
+        ));
         tracing::info!(
             redis = %config.display_addr(),
             prefix = %config.prefix,
@@ -148,59 +155,6 @@ impl RedisBroker {
             "redis broker started"
         );
         Ok(broker)
-    }
-
-    /// Runs a command (or a pipeline) on a pooled connection, bounded in time; reloads the
-    /// function library and retries once when Redis lost it (restart without persistence).
-    /// Tracks command health for readiness.
-    async fn run<T: ::redis::FromRedisValue>(
-        &self,
-        query: Query<'_>,
-        what: &str,
-    ) -> Result<T, BrokerError> {
-        let attempt = async {
-            let mut conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| BrokerError::Unavailable(format!("no Redis connection: {e}")))?;
-            match query.exec::<T>(&mut conn).await {
-                Err(e) if library::is_missing(&e) => {
-                    library::load(&self.pool, &self.shared.library).await?;
-                    query.exec::<T>(&mut conn).await
-                }
-                other => other,
-            }
-            .map_err(|e| command_error(what, &e))
-        };
-        let result = match timeout(COMMAND_TIMEOUT, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(BrokerError::Unavailable(format!("redis {what} timed out"))),
-        };
-        // Readiness follows reachability only: Redis refusing one request's arguments says
-        // nothing about whether this node can serve others.
-        match &result {
-            Ok(_) => self.commands_ok.store(true, Ordering::Release),
-            Err(BrokerError::Unavailable(_)) => self.commands_ok.store(false, Ordering::Release),
-            Err(e) => tracing::debug!(error = %e, "redis refused a request"),
-        }
-        result
-    }
-
-    /// [`RedisBroker::run`] for publishes, which the publish-latency histogram times.
-    async fn run_publish<T: ::redis::FromRedisValue>(
-        &self,
-        query: Query<'_>,
-        what: &str,
-    ) -> Result<T, BrokerError> {
-        let started = Instant::now();
-        let result = self.run(query, what).await;
-        if result.is_ok() {
-            self.metrics
-                .publish_duration
-                .observe(started.elapsed().as_secs_f64());
-        }
-        result
     }
 
     /// `FCALL fanout_presence_join`.
@@ -317,7 +271,7 @@ impl Broker for RedisBroker {
         if self.rules.history(channel).is_none() {
             let name = self.redis_name(channel);
             let body = match publisher {
-                Some(user) => Bytes::from(library::message_envelope(user, &payload)),
+                Some(user) => Bytes::from(envelope::message_envelope(user, &payload)),
                 None => payload,
             };
             let command = {
@@ -397,7 +351,7 @@ impl Broker for RedisBroker {
 
     async fn publish_event(&self, channel: &Channel, frame: Bytes) -> Result<(), BrokerError> {
         let name = self.redis_name(channel);
-        let body = library::event_envelope(&frame);
+        let body = envelope::event_envelope(&frame);
         let command = {
             let mut c = ::redis::cmd("PUBLISH");
             c.arg(&name).arg(&body[..]);
@@ -515,6 +469,17 @@ impl Broker for RedisBroker {
         self.run::<String>(Query::Cmd(&command), "XADD").await
     }
 
+    async fn relay(&self, node: &str, frames: &RelayedFrames) -> Result<bool, BrokerError> {
+        let command = {
+            let mut c = ::redis::cmd("PUBLISH");
+            c.arg(relay::channel(&self.prefix, node))
+                .arg(frames.encode());
+            c
+        };
+        let receivers: i64 = self.run(Query::Cmd(&command), "PUBLISH").await?;
+        Ok(receivers > 0)
+    }
+
     fn is_ready(&self) -> bool {
         self.commands_ok.load(Ordering::Acquire) && self.subscribers.iter().all(Subscriber::is_up)
     }
@@ -534,47 +499,23 @@ pub fn decode_message(
         .strip_prefix(prefix)
         .and_then(|c| Channel::parse(c).ok())
         .ok_or("bad_channel")?;
-    let publication = match library::open_envelope(raw) {
+    let publication = match envelope::open_envelope(raw) {
         None => Publication::new(channel, Bytes::copy_from_slice(raw)),
-        Some(Ok(library::Envelope::History {
+        Some(Ok(envelope::Envelope::History {
             position,
             publisher,
             payload,
         })) => Publication::at(channel, payload, position).by(publisher),
-        Some(Ok(library::Envelope::Message { publisher, payload })) => {
+        Some(Ok(envelope::Envelope::Message { publisher, payload })) => {
             Publication::new(channel, payload).by(Some(publisher))
         }
-        Some(Ok(library::Envelope::Event { frame })) => Publication::event(channel, frame),
+        Some(Ok(envelope::Envelope::Event { frame })) => Publication::event(channel, frame),
         Some(Err(())) => return Err("bad_envelope"),
     };
     if publication.payload.len() > max_payload {
         return Err("too_large");
     }
     Ok(publication)
-}
-
-/// `PUBLISH name payload` through the command pool, bounded in time.
-async fn publish_raw(
-    pool: &deadpool_redis::Pool,
-    name: &str,
-    payload: &[u8],
-) -> Result<(), BrokerError> {
-    let attempt = async {
-        let mut conn = pool
-            .get()
-            .await
-            .map_err(|e| BrokerError::Unavailable(format!("no Redis connection: {e}")))?;
-        ::redis::cmd("PUBLISH")
-            .arg(name)
-            .arg(payload)
-            .query_async::<i64>(&mut *conn)
-            .await
-            .map_err(|e| BrokerError::Unavailable(format!("redis PUBLISH failed: {e}")))
-    };
-    match timeout(COMMAND_TIMEOUT, attempt).await {
-        Ok(r) => r.map(|_| ()),
-        Err(_) => Err(BrokerError::Unavailable("redis PUBLISH timed out".into())),
-    }
 }
 
 /// Publishes a numbered probe to each live connection's probe channel and rebuilds the
@@ -626,210 +567,5 @@ async fn probe_loop(
                 sub.rebuild();
             }
         }
-    }
-}
-
-/// A member as stored in Redis (its status is kept apart, so it can change alone).
-fn member_json(member: &PresenceMember) -> String {
-    let stored = PresenceMember {
-        status: None,
-        ..member.clone()
-    };
-    serde_json::to_string(&stored).unwrap_or_default()
-}
-
-/// The presence entries this node keeps alive, and the channels whose expired entries it
-/// sweeps (those it has subscribers for: only they care about leave events).
-struct PresenceLeases {
-    lease: Duration,
-    /// Channel -> conn id -> member JSON.
-    renewed: std::sync::Mutex<HashMap<Channel, HashMap<String, String>>>,
-    swept: std::sync::Mutex<HashSet<Channel>>,
-}
-
-impl PresenceLeases {
-    fn renew(&self, channel: &Channel, conn_id: &str, json: String) {
-        let mut renewed = self.renewed.lock().unwrap_or_else(|e| e.into_inner());
-        renewed
-            .entry(channel.clone())
-            .or_default()
-            .insert(conn_id.to_owned(), json);
-    }
-
-    fn forget(&self, channel: &Channel, conn_id: &str) {
-        let mut renewed = self.renewed.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(members) = renewed.get_mut(channel) {
-            members.remove(conn_id);
-            if members.is_empty() {
-                renewed.remove(channel);
-            }
-        }
-    }
-
-    fn watch<'a>(&self, channels: impl Iterator<Item = &'a Channel>) {
-        let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
-        swept.extend(channels.cloned());
-    }
-
-    fn unwatch(&self, channels: &[Channel]) {
-        let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
-        for c in channels {
-            swept.remove(c);
-        }
-    }
-}
-
-/// Every third of a lease: renews this node's members (joining again any that expired
-/// meanwhile, e.g. during a partition), and sweeps expired members of watched channels,
-/// announcing their departure: that is how a crashed node's members leave.
-async fn lease_loop(broker: std::sync::Weak<RedisBroker>, cancel: CancellationToken) {
-    let period = match broker.upgrade() {
-        Some(b) => (b.presence.lease / 3).max(Duration::from_millis(200)),
-        None => return,
-    };
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let Some(broker) = broker.upgrade() else {
-            return;
-        };
-        broker.renew_leases().await;
-        broker.sweep_presence().await;
-    }
-}
-
-impl RedisBroker {
-    async fn renew_leases(&self) {
-        let renewed: Vec<(Channel, Vec<(String, String)>)> = {
-            let renewed = self
-                .presence
-                .renewed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            renewed
-                .iter()
-                .map(|(c, m)| {
-                    (
-                        c.clone(),
-                        m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                    )
-                })
-                .collect()
-        };
-        let lease_ms = self.presence.lease.as_millis().to_string();
-        for (channel, members) in renewed {
-            let command = {
-                let mut c = ::redis::cmd("FCALL");
-                c.arg("fanout_presence_refresh")
-                    .arg(1)
-                    .arg(channel.as_str())
-                    .arg(&lease_ms);
-                for (conn_id, _) in &members {
-                    c.arg(conn_id);
-                }
-                c
-            };
-            let missing = match self
-                .run::<Vec<String>>(Query::Cmd(&command), "presence refresh")
-                .await
-            {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(%channel, error = %e, "presence renewal failed");
-                    continue;
-                }
-            };
-            for conn_id in missing {
-                let Some((_, json)) = members.iter().find(|(c, _)| *c == conn_id) else {
-                    continue;
-                };
-                let Ok(member) = serde_json::from_str::<PresenceMember>(json) else {
-                    continue;
-                };
-                // Swept while this node could not renew it: it is here, so it joins again.
-                if let Ok(joined) = self
-                    .join_raw(&channel, &member, json, self.presence.lease)
-                    .await
-                    && crate::broker::presence::join_announced(
-                        self.rules.join_leave(&channel),
-                        joined,
-                    )
-                {
-                    let _ = self
-                        .publish_event(
-                            &channel,
-                            crate::broker::presence::join_frame(&channel, &member),
-                        )
-                        .await;
-                }
-            }
-        }
-    }
-
-    async fn sweep_presence(&self) {
-        let channels: Vec<Channel> = {
-            let swept = self
-                .presence
-                .swept
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            swept.iter().cloned().collect()
-        };
-        for channel in channels {
-            let command = {
-                let mut c = ::redis::cmd("FCALL");
-                c.arg("fanout_presence_sweep").arg(1).arg(channel.as_str());
-                c
-            };
-            let Ok(values) = self
-                .run::<Vec<::redis::Value>>(Query::Cmd(&command), "presence sweep")
-                .await
-            else {
-                continue;
-            };
-            for departure in library::parse_departures(&values).unwrap_or_default() {
-                tracing::debug!(%channel, conn_id = %departure.member.conn_id, "presence lease expired");
-                let _ = crate::broker::presence::announce_departure(
-                    self,
-                    self.rules.join_leave(&channel),
-                    &channel,
-                    &departure,
-                )
-                .await;
-            }
-        }
-    }
-}
-
-/// A command or a pipeline, run the same way by [`RedisBroker::run`].
-#[derive(Clone, Copy)]
-enum Query<'a> {
-    Cmd(&'a ::redis::Cmd),
-    Pipe(&'a ::redis::Pipeline),
-}
-
-impl Query<'_> {
-    async fn exec<T: ::redis::FromRedisValue>(
-        self,
-        conn: &mut deadpool_redis::Connection,
-    ) -> ::redis::RedisResult<T> {
-        match self {
-            Query::Cmd(c) => c.query_async(&mut **conn).await,
-            Query::Pipe(p) => p.query_async(&mut **conn).await,
-        }
-    }
-}
-
-/// A Redis error as a broker error: connection trouble makes the broker unavailable; an error
-/// reply to a command that reached Redis is a refusal of that request.
-fn command_error(what: &str, e: &::redis::RedisError) -> BrokerError {
-    if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() || e.is_timeout() {
-        BrokerError::Unavailable(format!("redis {what} failed: {e}"))
-    } else {
-        BrokerError::Rejected(format!("redis {what} failed: {e}"))
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! The body is one client frame, or several, one per line. They are checked (token, owner,
 //! sizes) and queued for the session as a whole or not at all; the session handles them as it
-//! would WebSocket messages, and its replies come back on the stream.
+//! would WebSocket messages, and its replies come back on the stream. A POST that reaches a
+//! node other than the stream's (a balancer without stickiness) is relayed to that node
+//! through the broker; the connection id names the node.
 
 use std::sync::Arc;
 
@@ -15,8 +17,10 @@ use serde::Deserialize;
 
 use super::cors;
 use crate::auth::bearer_token;
+use crate::broker::RelayedFrames;
 use crate::node::Node;
 use crate::protocol::{ClientError, ErrorCode};
+use crate::session::ConnState;
 
 /// Most frames one POST may carry.
 pub const MAX_FRAMES_PER_POST: usize = 32;
@@ -66,17 +70,6 @@ async fn accept(
         .verifier
         .verify(&token)
         .map_err(|e| ClientError::unauthorized(e.0))?;
-    let session = node.inbound(&conn_id).ok_or_else(|| {
-        ClientError::new(
-            ErrorCode::NotFound,
-            "no such SSE session; it ended, open a new stream",
-        )
-    })?;
-    if session.user != identity.user {
-        return Err(ClientError::forbidden(
-            "this session belongs to another user",
-        ));
-    }
     let max = node.config.limits.max_message_bytes;
     let limit = max * MAX_FRAMES_PER_POST + MAX_FRAMES_PER_POST;
     let body = axum::body::to_bytes(body, limit).await.map_err(|_| {
@@ -104,6 +97,15 @@ async fn accept(
             "frame larger than {max} bytes"
         )));
     }
+    let frames: Vec<String> = frames.into_iter().map(str::to_owned).collect();
+    let Some(session) = node.inbound(&conn_id) else {
+        return relay(node, &identity.user, &conn_id, frames).await;
+    };
+    if session.user != identity.user {
+        return Err(ClientError::forbidden(
+            "this session belongs to another user",
+        ));
+    }
     if session.frames.capacity() < frames.len() {
         return Err(ClientError::new(
             ErrorCode::RateLimited,
@@ -111,14 +113,44 @@ async fn accept(
         )
         .retry_after(1));
     }
-    for frame in &frames {
-        if session.frames.try_send((*frame).to_owned()).is_err() {
+    let count = frames.len();
+    for frame in frames {
+        if session.frames.try_send(frame).is_err() {
             // Closed (the stream ended meanwhile) or filled by a concurrent POST.
-            return Err(ClientError::new(
-                ErrorCode::NotFound,
-                "no such SSE session; it ended, open a new stream",
-            ));
+            return Err(gone());
         }
     }
-    Ok(frames.len())
+    Ok(count)
+}
+
+/// The session lives on another node (a balancer sent the POST here): hand the frames to it
+/// through the broker. That node checks the owner again before it takes them.
+async fn relay(
+    node: &Node,
+    user: &str,
+    conn_id: &str,
+    frames: Vec<String>,
+) -> Result<usize, ClientError> {
+    let holder = match ConnState::node_of(conn_id) {
+        Some(holder) if holder != node.config.node_id => holder,
+        _ => return Err(gone()),
+    };
+    let count = frames.len();
+    let relayed = RelayedFrames {
+        user: user.to_owned(),
+        conn_id: conn_id.to_owned(),
+        frames,
+    };
+    match node.broker().relay(holder, &relayed).await {
+        Ok(true) => Ok(count),
+        Ok(false) => Err(gone()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn gone() -> ClientError {
+    ClientError::new(
+        ErrorCode::NotFound,
+        "no such SSE session; it ended, open a new stream",
+    )
 }

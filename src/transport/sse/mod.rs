@@ -163,7 +163,7 @@ async fn run(
         limits.queue_max_messages,
         limits.queue_max_bytes,
     ));
-    let conn = Arc::new(ConnState::new(&node));
+    let conn = Arc::new(ConnState::routable(&node));
     let _listed = node.register_session(conn.id, &outbox);
     let (frames_tx, frames_rx) = mpsc::channel::<String>(INBOUND_QUEUE);
     let _inbound = node.attach_inbound(

@@ -1,0 +1,131 @@
+//! The envelope: what a PUBLISH payload carries besides the message when a gateway (through
+//! the function library, or a node's own PUBLISH) wrote it. It starts with NUL, which no JSON
+//! or text payload starts with: `\0h<epoch>\0<offset>\0<user>\0<payload>` for a message of a
+//! channel with history, `\0m<user>\0<payload>` for a client message without history,
+//! `\0e<frame>` for a presence event.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::broker::StreamPosition;
+
+/// First byte of a PUBLISH payload that carries an envelope.
+const ENVELOPE: u8 = 0;
+
+/// What a PUBLISH payload that starts with NUL carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Envelope {
+    /// `\0h<epoch>\0<offset>\0<user>\0<payload>`: a message of a channel with history.
+    History {
+        position: StreamPosition,
+        publisher: Option<Arc<str>>,
+        payload: Bytes,
+    },
+    /// `\0m<user>\0<payload>`: a message a WebSocket client published (no history).
+    Message { publisher: Arc<str>, payload: Bytes },
+    /// `\0e<frame>`: a gateway event, a complete server frame.
+    Event { frame: Bytes },
+}
+
+/// Opens a PUBLISH payload: `None` for plain payloads (not starting with NUL), `Some(Err)`
+/// for a malformed envelope.
+pub fn open_envelope(raw: &[u8]) -> Option<Result<Envelope, ()>> {
+    if raw.first() != Some(&ENVELOPE) {
+        return None;
+    }
+    Some(parse_envelope(&raw[1..]).ok_or(()))
+}
+
+fn parse_envelope(raw: &[u8]) -> Option<Envelope> {
+    fn field(rest: &[u8]) -> Option<(&[u8], &[u8])> {
+        let end = rest.iter().position(|b| *b == 0)?;
+        Some((&rest[..end], &rest[end + 1..]))
+    }
+    let text = |b: &[u8]| std::str::from_utf8(b).ok().map(Arc::<str>::from);
+    let (tag, rest) = raw.split_first()?;
+    match tag {
+        b'h' => {
+            let (epoch, rest) = field(rest)?;
+            let (offset, rest) = field(rest)?;
+            let (user, payload) = field(rest)?;
+            Some(Envelope::History {
+                position: StreamPosition {
+                    offset: std::str::from_utf8(offset).ok()?.parse().ok()?,
+                    epoch: text(epoch)?,
+                },
+                publisher: (!user.is_empty()).then(|| text(user)).flatten(),
+                payload: Bytes::copy_from_slice(payload),
+            })
+        }
+        b'm' => {
+            let (user, payload) = field(rest)?;
+            Some(Envelope::Message {
+                publisher: text(user)?,
+                payload: Bytes::copy_from_slice(payload),
+            })
+        }
+        b'e' => Some(Envelope::Event {
+            frame: Bytes::copy_from_slice(rest),
+        }),
+        _ => None,
+    }
+}
+
+/// The PUBLISH payload of an event frame.
+pub fn event_envelope(frame: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(frame.len() + 2);
+    out.extend_from_slice(&[ENVELOPE, b'e']);
+    out.extend_from_slice(frame);
+    out
+}
+
+/// The PUBLISH payload of a client message on a channel without history.
+pub fn message_envelope(publisher: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + publisher.len() + 3);
+    out.extend_from_slice(&[ENVELOPE, b'm']);
+    out.extend_from_slice(publisher.as_bytes());
+    out.push(0);
+    out.extend_from_slice(payload);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_open_and_plain_payloads_are_not_envelopes() {
+        let Some(Ok(Envelope::History {
+            position,
+            publisher,
+            payload,
+        })) = open_envelope(b"\0he1\x0042\0u7\0{\"a\":\"\0\"}")
+        else {
+            panic!("not a history envelope");
+        };
+        assert_eq!((position.offset, &*position.epoch), (42, "e1"));
+        assert_eq!(publisher.as_deref(), Some("u7"));
+        assert_eq!(&payload[..], b"{\"a\":\"\0\"}");
+        let Some(Ok(Envelope::History { publisher, .. })) = open_envelope(b"\0he1\x001\0\0x")
+        else {
+            panic!("not a history envelope");
+        };
+        assert_eq!(publisher, None);
+        assert_eq!(
+            open_envelope(&message_envelope("u1", b"1")),
+            Some(Ok(Envelope::Message {
+                publisher: Arc::from("u1"),
+                payload: Bytes::from_static(b"1")
+            }))
+        );
+        assert_eq!(
+            open_envelope(&event_envelope(b"{}")),
+            Some(Ok(Envelope::Event {
+                frame: Bytes::from_static(b"{}")
+            }))
+        );
+        assert!(open_envelope(b"{\"plain\":1}").is_none());
+        assert_eq!(open_envelope(b"\0broken"), Some(Err(())));
+    }
+}

@@ -1,0 +1,69 @@
+//! Relaying client frames between nodes: an SSE session's stream is held by one node, but a
+//! load balancer may send the POSTs that carry its client frames to any node. The node that
+//! gets such a POST publishes the frames on the holding node's own relay channel
+//! (`<prefix>!node:<node id>`; `!` keeps it apart from every client channel), and each node
+//! listens on its own with a dedicated pub/sub connection, reconnecting by itself.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{Deliver, RelayedFrames};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The relay channel of a node.
+pub fn channel(prefix: &str, node_id: &str) -> String {
+    format!("{prefix}!node:{node_id}")
+}
+
+/// Listens on this node's relay channel until cancelled, handing frames to `sink`.
+pub async fn run(
+    client: ::redis::Client,
+    channel: String,
+    sink: Arc<dyn Deliver>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let listened = async {
+            let mut pubsub = timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
+                .await
+                .map_err(|_| "connect timed out".to_owned())?
+                .map_err(|e| e.to_string())?;
+            pubsub
+                .subscribe(&channel)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::debug!(%channel, "relay channel subscribed");
+            let mut messages = pubsub.on_message();
+            while let Some(message) = messages.next().await {
+                let relayed = std::str::from_utf8(message.get_payload_bytes())
+                    .ok()
+                    .and_then(RelayedFrames::decode);
+                match relayed {
+                    Some(relayed) => sink.relayed(relayed),
+                    None => tracing::debug!("ignored a malformed relay message"),
+                }
+            }
+            Err::<(), String>("relay connection lost".into())
+        };
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            result = listened => {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "redis relay listener; reconnecting");
+                }
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
