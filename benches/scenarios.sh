@@ -2,7 +2,9 @@
 # The BENCHMARKS.md scenarios, against release builds, each bounded in time.
 #
 #   cargo build --release --bins
-#   benches/scenarios.sh [idle|broadcast|channels|cluster|latency ...]   (default: all)
+#   benches/scenarios.sh [idle|broadcast|channels|cluster|latency|small-fanout|large-fanout|light-latency ...]
+#   (default: idle broadcast channels cluster latency). BIN=<dir> runs other binaries (a
+#   before/after comparison), OUT=<dir> writes the reports elsewhere.
 #
 # Starts its own redis-server and gateways on free loopback ports, runs fanout-bench, and
 # writes one JSON report per run to target/bench-results/. Set RATES="10 20 50" to change
@@ -10,9 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-BIN=target/release
+BIN=${BIN:-target/release}
 SECRET=bench-secret-bench-secret-bench-secret
-OUT=target/bench-results
+OUT=${OUT:-target/bench-results}
 mkdir -p "$OUT"
 PIDS=()
 REDIS_PORT=""
@@ -112,6 +114,27 @@ scenario_latency() {
   start_redis; start_nodes 1
   bench latency-many-channels --connections 10000 --channels 1000 --rate "${LATENCY_CHANNELS_RATE:-15000}" --duration 20 --settle 5
   cleanup
+}
+
+# The workloads of the performance issue, by name.
+scenario_small-fanout() { # 1,000 conns, 100 channels of 10, 1,000 msg/s
+  start_redis; start_nodes 1
+  bench small-fanout --connections 1000 --channels 100 --rate 1000 --duration 10 --settle 3
+  cleanup
+}
+
+scenario_large-fanout() { # 4,000 conns, 10 channels of 400, 500 msg/s (200k deliveries/s)
+  start_redis; start_nodes 1
+  bench large-fanout --connections 4000 --channels 10 --rate 500 --duration 10 --settle 3
+  cleanup
+}
+
+scenario_light-latency() { # small-fanout's load, five runs, for the latency tail
+  for run in 1 2 3 4 5; do
+    start_redis; start_nodes 1
+    bench "light-latency-$run" --connections 1000 --channels 100 --rate 1000 --duration 10 --settle 3
+    cleanup
+  done
 }
 
 for s in ${@:-idle broadcast channels cluster latency}; do
