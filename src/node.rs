@@ -113,7 +113,22 @@ impl Node {
         payload: Bytes,
         source: &'static str,
     ) -> Result<Option<u64>, BrokerError> {
-        let offset = self.broker().publish(channel, payload, None).await?;
+        self.publish_once(channel, payload, source, None).await
+    }
+
+    /// [`Node::publish`] with an idempotency key: a publish repeated with the same key within
+    /// the idempotency window publishes nothing and returns the first one's offset.
+    pub async fn publish_once(
+        &self,
+        channel: &Channel,
+        payload: Bytes,
+        source: &'static str,
+        idempotency_key: Option<&str>,
+    ) -> Result<Option<u64>, BrokerError> {
+        let offset = self
+            .broker()
+            .publish(channel, payload, None, idempotency_key)
+            .await?;
         self.metrics
             .messages_published
             .with_label_values(&[source])

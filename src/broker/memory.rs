@@ -24,11 +24,18 @@ use super::{
 use crate::channel::Channel;
 use crate::config::HistoryConfig;
 
+/// A channel and an idempotency key given with a publish to it.
+type IdempotencyKey = (Channel, String);
+/// A publish's result, and until when a repeat returns it.
+type Remembered = (Option<u64>, Instant);
+
 pub struct MemoryBroker {
     sink: Arc<dyn Deliver>,
     rules: ChannelRules,
     histories: Arc<DashMap<Channel, Arc<Mutex<ChannelHistory>>>>,
     presence: Arc<Mutex<HashMap<Channel, HashMap<String, Present>>>>,
+    /// Results of publishes with an idempotency key, until their window ends.
+    idempotency: Mutex<HashMap<IdempotencyKey, Remembered>>,
 }
 
 struct ChannelHistory {
@@ -63,6 +70,43 @@ impl ChannelHistory {
 }
 
 impl MemoryBroker {
+    /// Publishes without looking at idempotency keys.
+    fn publish_now(
+        &self,
+        channel: &Channel,
+        payload: Bytes,
+        publisher: Option<&str>,
+    ) -> Result<Option<u64>, BrokerError> {
+        let publisher: Option<Arc<str>> = publisher.map(Arc::from);
+        let Some(rule) = self.rules.history(channel) else {
+            self.sink
+                .deliver(&Publication::new(channel.clone(), payload).by(publisher));
+            return Ok(None);
+        };
+        let history = self.history_of(channel, rule);
+        let mut h = history.lock().unwrap_or_else(|e| e.into_inner());
+        h.renew_if_expired(rule.ttl);
+        h.offset += 1;
+        let offset = h.offset;
+        h.messages.push_back(HistoryMessage {
+            offset,
+            publisher: publisher.clone(),
+            payload: payload.clone(),
+        });
+        while h.messages.len() > rule.size {
+            h.messages.pop_front();
+        }
+        h.expires_at = Instant::now() + rule.ttl;
+        let position = StreamPosition {
+            offset,
+            epoch: h.epoch.clone(),
+        };
+        // Delivered under the channel's lock, so concurrent publishers' messages reach the
+        // hub in offset order.
+        self.sink
+            .deliver(&Publication::at(channel.clone(), payload, position).by(publisher));
+        Ok(Some(offset))
+    }
     pub fn new(sink: Arc<dyn Deliver>, rules: ChannelRules) -> MemoryBroker {
         let histories = Arc::new(DashMap::new());
         let presence = Arc::new(Mutex::new(HashMap::new()));
@@ -76,6 +120,7 @@ impl MemoryBroker {
             ));
         }
         MemoryBroker {
+            idempotency: Mutex::new(HashMap::new()),
             sink,
             rules,
             histories,
@@ -171,41 +216,31 @@ impl Broker for MemoryBroker {
         channel: &Channel,
         payload: Bytes,
         publisher: Option<&str>,
+        idempotency_key: Option<&str>,
     ) -> Result<Option<u64>, BrokerError> {
-        let publisher: Option<Arc<str>> = publisher.map(Arc::from);
-        let Some(rule) = self.rules.history(channel) else {
-            self.sink
-                .deliver(&Publication::new(channel.clone(), payload).by(publisher));
-            return Ok(None);
+        let Some(key) = idempotency_key else {
+            return self.publish_now(channel, payload, publisher);
         };
-        let history = self.history_of(channel, rule);
-        let mut h = history.lock().unwrap_or_else(|e| e.into_inner());
-        h.renew_if_expired(rule.ttl);
-        h.offset += 1;
-        let offset = h.offset;
-        h.messages.push_back(HistoryMessage {
-            offset,
-            publisher: publisher.clone(),
-            payload: payload.clone(),
-        });
-        while h.messages.len() > rule.size {
-            h.messages.pop_front();
+        // Held across the publish, so that two concurrent publishes of one key publish once.
+        let mut seen = self.idempotency.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let entry = (channel.clone(), key.to_owned());
+        if let Some((result, until)) = seen.get(&entry)
+            && *until > now
+        {
+            return Ok(*result);
         }
-        h.expires_at = Instant::now() + rule.ttl;
-        let position = StreamPosition {
-            offset,
-            epoch: h.epoch.clone(),
-        };
-        // Delivered under the channel's lock, so concurrent publishers' messages reach the
-        // hub in offset order.
-        self.sink
-            .deliver(&Publication::at(channel.clone(), payload, position).by(publisher));
-        Ok(Some(offset))
+        if seen.len() > 100_000 {
+            seen.retain(|_, (_, until)| *until > now);
+        }
+        let result = self.publish_now(channel, payload, publisher)?;
+        seen.insert(entry, (result, now + self.rules.idempotency_window()));
+        Ok(result)
     }
 
     async fn publish_many(&self, channels: &[Channel], payload: Bytes) -> Result<(), BrokerError> {
         for channel in channels {
-            self.publish(channel, payload.clone(), None).await?;
+            self.publish_now(channel, payload.clone(), None)?;
         }
         Ok(())
     }

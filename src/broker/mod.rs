@@ -229,11 +229,31 @@ pub enum HistoryQuery {
 
 /// What the broker must know of each namespace's rules: history and presence.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ChannelRules(BTreeMap<String, NamespaceConfig>);
+pub struct ChannelRules(BTreeMap<String, NamespaceConfig>, IdempotencyWindow);
+
+/// How long an idempotency key remembers its publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdempotencyWindow(pub Duration);
+
+impl Default for IdempotencyWindow {
+    fn default() -> Self {
+        IdempotencyWindow(Duration::from_secs(300))
+    }
+}
+
+/// Longest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY: usize = 256;
 
 impl ChannelRules {
     pub fn from_config(config: &Config) -> ChannelRules {
-        ChannelRules(config.namespaces.clone())
+        ChannelRules(
+            config.namespaces.clone(),
+            IdempotencyWindow(config.idempotency_window),
+        )
+    }
+
+    pub fn idempotency_window(&self) -> Duration {
+        self.1.0
     }
 
     pub fn history(&self, channel: &Channel) -> Option<HistoryConfig> {
@@ -318,12 +338,15 @@ pub trait Broker: Send + Sync + 'static {
     async fn unsubscribe(&self, channels: &[Channel]) -> Result<(), BrokerError>;
 
     /// Publishes a payload to every subscriber of the channel on every node. For a channel
-    /// with history the message is also appended to it, and its offset returned.
+    /// with history the message is also appended to it, and its offset returned. With an
+    /// idempotency key, a publish repeated within the idempotency window publishes nothing
+    /// and returns the first one's result (a publisher's retry after a lost reply).
     async fn publish(
         &self,
         channel: &Channel,
         payload: Bytes,
         publisher: Option<&str>,
+        idempotency_key: Option<&str>,
     ) -> Result<Option<u64>, BrokerError>;
 
     /// Sends an event frame (join, leave, presence update) to the channel's subscribers on

@@ -265,6 +265,8 @@ pub struct Config {
     pub drain: Duration,
     pub write_timeout: Duration,
     pub presence_lease: Duration,
+    /// How long an idempotency key remembers its publish.
+    pub idempotency_window: Duration,
     /// Serve the demo dashboard and its token endpoint.
     pub demo: bool,
     pub limits: Limits,

@@ -161,6 +161,8 @@ settings! {
     redis_probe_interval_s: u64 = 5, "SECONDS", min 1;
     /// Presence entries live this long unless their node renews them (every third of it); a crashed node's members leave within about 4/3 of it.
     presence_lease_s: u64 = 30, "SECONDS", min 2;
+    /// A publish repeated with the same idempotency key within this window returns the first result instead of publishing again.
+    idempotency_window_s: u64 = 300, "SECONDS", min 1;
     /// Log format: `text` or `json`.
     log_format: LogFormat = "text", "FORMAT";
     /// Log filter (`info`, `debug`, `fanout=debug,info`, ...). `RUST_LOG` overrides it.

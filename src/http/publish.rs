@@ -13,6 +13,7 @@ use serde_json::value::RawValue;
 
 use super::auth::authorize;
 use super::body::{channel, parse, payload, read_body};
+use crate::broker::MAX_IDEMPOTENCY_KEY;
 use crate::node::Node;
 use crate::protocol::ClientError;
 
@@ -25,6 +26,9 @@ struct PublishRequest<'a> {
     channel: Cow<'a, str>,
     #[serde(borrow)]
     data: &'a RawValue,
+    /// A retried publish with the same key returns the first result instead of publishing again.
+    #[serde(borrow, default)]
+    idempotency_key: Option<Cow<'a, str>>,
 }
 
 #[derive(Deserialize)]
@@ -46,8 +50,16 @@ pub async fn publish(
     let req: PublishRequest<'_> = parse(&body)?;
     let channel = channel(&node, &req.channel)?;
     let payload = payload(&node, req.data)?;
+    let idempotency_key = req.idempotency_key;
+    if let Some(key) = &idempotency_key
+        && (key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY)
+    {
+        return Err(ClientError::bad_request(format!(
+            "\"idempotency_key\" must be 1 to {MAX_IDEMPOTENCY_KEY} bytes"
+        )));
+    }
     let offset = node
-        .publish(&channel, payload, "http")
+        .publish_once(&channel, payload, "http", idempotency_key.as_deref())
         .await
         .map_err(ClientError::from)?;
     Ok(Json(match offset {

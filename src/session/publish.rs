@@ -70,7 +70,7 @@ impl Session {
             .node
             .hub
             .broker()
-            .publish(&channel, data, Some(&user))
+            .publish(&channel, data, Some(&user), None)
             .await
         {
             Ok(offset) => {

@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod idempotency;
 mod on_memory;
 mod on_redis;
 mod property;

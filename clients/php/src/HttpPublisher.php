@@ -63,10 +63,14 @@ final class HttpPublisher implements PublisherInterface
     public function publishWithHistory(string $channel, mixed $data, ?string $idempotencyKey = null): PublishResult
     {
         Channel::assertValid($channel);
+        $key = '';
         if ($idempotencyKey !== null) {
-            throw new InvalidArgumentException('idempotency keys are not supported by the HTTP API of this fanout version: pass null (a retry after a timeout may publish twice)');
+            if ($idempotencyKey === '' || strlen($idempotencyKey) > 256) {
+                throw new InvalidArgumentException('an idempotency key must be 1 to 256 bytes');
+            }
+            $key = ',"idempotency_key":' . Payload::json($idempotencyKey, 'idempotency key');
         }
-        $body = '{"channel":' . Payload::json($channel, 'channel') . ',"data":' . Payload::jsonForHttp($data) . '}';
+        $body = '{"channel":' . Payload::json($channel, 'channel') . ',"data":' . Payload::jsonForHttp($data) . $key . '}';
         $reply = $this->http->request('POST', '/api/publish', [], $body);
         return new PublishResult((int) ($reply['offset'] ?? 0));
     }

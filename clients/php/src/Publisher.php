@@ -69,9 +69,9 @@ final class Publisher implements PublisherInterface
      * `FCALL fanout_publish 1 <channel> <payload>`: keeps the message in the channel's
      * history and publishes it with its offset and epoch, atomically in Redis.
      *
-     * @param string|null $idempotencyKey must be null: this fanout version's `fanout_publish` takes
-     *        no idempotency key (see PublisherInterface).
-     * @throws InvalidArgumentException for an invalid channel name or payload, or an idempotency key.
+     * @param string|null $idempotencyKey see PublisherInterface; passed as `fanout_publish`'s
+     *        third argument.
+     * @throws InvalidArgumentException for an invalid channel name, payload or idempotency key.
      * @throws LibraryNotLoadedException when no fanout node has loaded its function library
      *         into this Redis (nothing is published).
      * @throws RedisCommandException for other Redis errors, e.g. a payload above the nodes'
@@ -119,10 +119,14 @@ final class Publisher implements PublisherInterface
     /** @return list<string> */
     private function fcall(string $channel, string $payload, ?string $idempotencyKey): array
     {
-        if ($idempotencyKey !== null) {
-            throw new InvalidArgumentException('idempotency keys are not supported by this version of fanout_publish: pass null (a retry after a timeout may publish twice)');
+        if ($idempotencyKey === null) {
+            return ['FCALL', 'fanout_publish', '1', $channel, $payload];
         }
-        return ['FCALL', 'fanout_publish', '1', $channel, $payload];
+        if ($idempotencyKey === '' || strlen($idempotencyKey) > 256) {
+            throw new InvalidArgumentException('an idempotency key must be 1 to 256 bytes');
+        }
+        // The second argument is the publishing user: empty for a backend.
+        return ['FCALL', 'fanout_publish', '1', $channel, $payload, '', $idempotencyKey];
     }
 
     /**

@@ -28,10 +28,10 @@ interface PublisherInterface
      * namespace keeps one: `dag:` and `user:` by default), so that clients that were away
      * recover it. On other channels it is a plain publish with offset 0.
      *
-     * @param string|null $idempotencyKey reserved for the gateway's idempotency keys (a key of
-     *        yours per message, so that a retry after a timeout publishes once). This fanout
-     *        version's `fanout_publish` and HTTP API take none: a key other than null is refused
-     *        with `InvalidArgumentException` rather than silently ignored.
+     * @param string|null $idempotencyKey a key of yours per message (1 to 256 bytes): a publish
+     *        repeated with the same key within the gateway's `idempotency_window_s` (300 s by
+     *        default) publishes nothing and returns the first publish's offset, so a retry
+     *        after a timeout or a lost reply publishes once.
      */
     public function publishWithHistory(string $channel, mixed $data, ?string $idempotencyKey = null): PublishResult;
 

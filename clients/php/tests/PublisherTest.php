@@ -142,17 +142,19 @@ final class PublisherTest extends GatewayTestCase
         $publisher->publishWithHistory('dag:1', ['bad' => "\xff"]);
     }
 
-    public function testAnIdempotencyKeyIsRefusedRatherThanIgnored(): void
+    public function testARetryWithTheSameIdempotencyKeyPublishesOnce(): void
     {
         $channel = self::unique('dag');
         $ws = $this->client('u8', [$channel]);
-        try {
-            $this->publisher()->publishWithHistory($channel, ['x' => 1], idempotencyKey: 'order-17');
-            self::fail('no exception');
-        } catch (InvalidArgumentException $e) {
-            self::assertStringContainsString('idempotency keys are not supported', $e->getMessage());
-        }
-        self::assertSame([], $ws->drain(fn (array $f) => $f['type'] === 'message', 0.5), 'nothing was published');
+        $first = $this->publisher()->publishWithHistory($channel, ['x' => 1], idempotencyKey: 'order-17');
+        $retry = $this->publisher()->publishWithHistory($channel, ['x' => 1], idempotencyKey: 'order-17');
+        $next = $this->publisher()->publishWithHistory($channel, ['x' => 2], idempotencyKey: 'order-18');
+        self::assertSame($first->offset, $retry->offset);
+        self::assertSame($first->offset + 1, $next->offset);
+        $messages = $ws->drain(fn (array $f) => $f['type'] === 'message', 1.0);
+        self::assertSame([1, 2], array_map(fn (array $m) => $m['data']['x'], $messages));
+        $this->expectException(InvalidArgumentException::class);
+        $this->publisher()->publishWithHistory($channel, ['x' => 3], idempotencyKey: '');
     }
 
     public function testAPayloadAboveTheNodesLimitIsRefusedByRedis(): void

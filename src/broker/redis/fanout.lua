@@ -3,6 +3,7 @@
 local PREFIX = __PREFIX__
 local HISTORY = { __HISTORY__}
 local MAX_PAYLOAD = __MAX_PAYLOAD__
+local IDEMPOTENCY_TTL = __IDEMPOTENCY_TTL__
 
 -- The channel grammar of fanout: `broadcast` or `<namespace>:<name>`, 128 bytes at most.
 local function valid_channel(channel)
@@ -50,12 +51,35 @@ local function publish(keys, args)
     return redis.error_reply("payload larger than " .. MAX_PAYLOAD .. " bytes (max_payload_bytes)")
   end
   local user = args[2] or ""
+  -- The envelope starts with NUL and separates its fields with NUL: neither a payload nor a
+  -- user may forge one.
+  if string.byte(payload, 1) == 0 then
+    return redis.error_reply("payload must not start with a NUL byte")
+  end
+  if string.find(user, "\0", 1, true) then
+    return redis.error_reply("user must not contain a NUL byte")
+  end
+  -- An idempotency key: a repeated publish within the window returns the first result.
+  local idem = nil
+  if args[3] ~= nil and args[3] ~= "" then
+    if #args[3] > 256 then
+      return redis.error_reply("idempotency key longer than 256 bytes")
+    end
+    idem = PREFIX .. "{" .. channel .. "}:idem:" .. args[3]
+    local first = redis.call("GET", idem)
+    if first then
+      return tonumber(first)
+    end
+  end
   local h = HISTORY[namespace(channel)]
   if h == nil then
     if user == "" then
       redis.call("PUBLISH", PREFIX .. channel, payload)
     else
       redis.call("PUBLISH", PREFIX .. channel, "\0m" .. user .. "\0" .. payload)
+    end
+    if idem then
+      redis.call("SET", idem, 0, "EX", IDEMPOTENCY_TTL)
     end
     return 0
   end
@@ -71,6 +95,9 @@ local function publish(keys, args)
   redis.call("EXPIRE", meta, h[2])
   redis.call("PUBLISH", PREFIX .. channel,
     "\0h" .. epoch .. "\0" .. offset .. "\0" .. user .. "\0" .. payload)
+  if idem then
+    redis.call("SET", idem, offset, "EX", IDEMPOTENCY_TTL)
+  end
   return offset
 end
 

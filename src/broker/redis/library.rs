@@ -46,6 +46,10 @@ pub fn source(prefix: &str, rules: &ChannelRules, max_payload: usize) -> String 
         .replace("__NAME__", NAME)
         .replace("__HISTORY__", &history)
         .replace("__MAX_PAYLOAD__", &max_payload.to_string())
+        .replace(
+            "__IDEMPOTENCY_TTL__",
+            &rules.idempotency_window().as_secs().max(1).to_string(),
+        )
         // Last: the prefix is the one operator-chosen text.
         .replace("__PREFIX__", &lua_string(prefix));
     // The hash lets a node tell whether the loaded library is its own.

@@ -267,8 +267,9 @@ impl Broker for RedisBroker {
         channel: &Channel,
         payload: Bytes,
         publisher: Option<&str>,
+        idempotency_key: Option<&str>,
     ) -> Result<Option<u64>, BrokerError> {
-        if self.rules.history(channel).is_none() {
+        if self.rules.history(channel).is_none() && idempotency_key.is_none() {
             let name = self.redis_name(channel);
             let body = match publisher {
                 Some(user) => Bytes::from(envelope::message_envelope(user, &payload)),
@@ -288,16 +289,18 @@ impl Broker for RedisBroker {
             c.arg("fanout_publish")
                 .arg(1)
                 .arg(channel.as_str())
-                .arg(&payload[..]);
-            if let Some(user) = publisher {
-                c.arg(user);
+                .arg(&payload[..])
+                .arg(publisher.unwrap_or(""));
+            if let Some(key) = idempotency_key {
+                c.arg(key);
             }
             c
         };
         let offset = self
             .run_publish::<u64>(Query::Cmd(&command), "FCALL fanout_publish")
             .await?;
-        Ok(Some(offset))
+        // The library answers 0 for channels without history.
+        Ok(self.rules.history(channel).map(|_| offset))
     }
 
     async fn publish_many(&self, channels: &[Channel], payload: Bytes) -> Result<(), BrokerError> {
