@@ -220,3 +220,8 @@ mod tests {
         assert_eq!(verdicts[10], FrameVerdict::Close);
     }
 }
+
+/// The address of the peer a request came from (the client, or the proxy in front of it),
+/// put in every request's extensions by the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteAddr(pub std::net::SocketAddr);

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::http::{demo, history, ops, presence, publish};
+use crate::limits::RemoteAddr;
 use crate::node::Node;
 use crate::transport::{sse, ws};
 
@@ -114,7 +115,7 @@ impl Server {
                 accepted = self.listener.accept() => accepted,
             };
             let tcp = match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors, typically: wait instead of spinning.
                     tracing::warn!(error = %e, "accept failed");
@@ -122,9 +123,17 @@ impl Server {
                     continue;
                 }
             };
+            let (tcp, peer) = tcp;
             // Latency over throughput: the writer batches frames already.
             let _ = tcp.set_nodelay(true);
-            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            // Every request knows the peer it came from (logs, and trusted forwarders).
+            let app = app.clone();
+            let service = hyper::service::service_fn(
+                move |mut request: hyper::Request<hyper::body::Incoming>| {
+                    request.extensions_mut().insert(RemoteAddr(peer));
+                    tower::ServiceExt::oneshot(app.clone(), request)
+                },
+            );
             let stop = stop_http.clone();
             connections.spawn(async move {
                 let connection = hyper::server::conn::http1::Builder::new()

@@ -195,7 +195,7 @@ impl Session {
         }
         self.conn
             .set_expiry(identity.expires_at, self.node.config.jwt.leeway_s);
-        tracing::debug!(user = %identity.user, "session authenticated");
+        tracing::info!(conn = %self.conn.public_id, user = %identity.user, "session authenticated");
         self.identity = Some(identity);
         self._user_slot = Some(user_slot);
         for channel in channels {

@@ -96,3 +96,79 @@ pub fn admit(
     };
     Ok(Admitted { node_slot, user })
 }
+
+/// Who is at the other end of a session, for the log lines an operator reads.
+#[derive(Debug, Clone, Default)]
+pub struct Peer {
+    pub remote: Option<std::net::SocketAddr>,
+    pub origin: Option<String>,
+}
+
+impl Peer {
+    pub fn of(headers: &HeaderMap, remote: Option<crate::limits::RemoteAddr>) -> Peer {
+        let origin = headers
+            .get(header::ORIGIN)
+            .and_then(|o| o.to_str().ok())
+            // A header is client-controlled: bound what reaches the logs.
+            .map(|o| o.chars().take(200).collect());
+        Peer {
+            remote: remote.map(|r| r.0),
+            origin,
+        }
+    }
+
+    fn remote(&self) -> String {
+        self.remote.map_or_else(|| "-".into(), |a| a.to_string())
+    }
+
+    fn origin(&self) -> &str {
+        self.origin.as_deref().unwrap_or("-")
+    }
+
+    /// A refused session: why (the message never contains a token), and from where.
+    pub fn refused(&self, transport: &'static str, reason: &'static str, error: &ClientError) {
+        tracing::info!(
+            transport,
+            reason,
+            remote = %self.remote(),
+            origin = %self.origin(),
+            message = %error.message,
+            "connection refused"
+        );
+    }
+
+    pub fn opened(&self, transport: &'static str, conn: &str, user: Option<&str>) {
+        tracing::info!(
+            transport,
+            conn,
+            user = user.unwrap_or("-"),
+            remote = %self.remote(),
+            origin = %self.origin(),
+            "connection opened"
+        );
+    }
+
+    pub fn closed(
+        &self,
+        transport: &'static str,
+        conn: &str,
+        user: Option<&str>,
+        since: std::time::Instant,
+        ending: &crate::outbox::Ending,
+    ) {
+        let reason = match ending {
+            crate::outbox::Ending::Close { reason, .. } => reason.as_str(),
+            _ => "",
+        };
+        tracing::info!(
+            transport,
+            conn,
+            user = user.unwrap_or("-"),
+            remote = %self.remote(),
+            duration_ms = since.elapsed().as_millis() as u64,
+            close = ending.label(),
+            reason,
+            "connection closed"
+        );
+    }
+}

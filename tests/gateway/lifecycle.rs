@@ -209,3 +209,56 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn the_default_log_level_tells_an_operator_who_came_and_went_and_who_was_refused() {
+    let gw = Gateway::start_with(
+        &["serve", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET],
+        &[],
+    );
+    let tok = token("42", &[], 60);
+    let (mut client, ack) = gw.connect(&tok).await;
+    let conn = ack["conn_id"].as_str().unwrap().to_owned();
+    client.ws.close(None).await.unwrap();
+    let expired = token("43", &[], -60);
+    assert!(gw.try_connect(Some(&expired), &[]).await.is_err());
+    let logs = || gw.logs();
+    eventually("the close and the refusal are logged", || {
+        let text = logs();
+        text.contains("connection closed") && text.contains("connection refused")
+    })
+    .await;
+    let text = logs();
+    let opened = text
+        .lines()
+        .find(|l| l.contains("connection opened"))
+        .unwrap();
+    assert!(
+        opened.contains(&conn)
+            && opened.contains("user=\"42\"")
+            && opened.contains("remote=127.0.0.1:"),
+        "{opened}"
+    );
+    let closed = text
+        .lines()
+        .find(|l| l.contains("connection closed"))
+        .unwrap();
+    assert!(
+        closed.contains(&conn)
+            && closed.contains("duration_ms=")
+            && closed.contains("close=\"client_closed\""),
+        "{closed}"
+    );
+    let refused = text
+        .lines()
+        .find(|l| l.contains("connection refused"))
+        .unwrap_or_else(|| panic!("no refusal logged in:\n{text}"));
+    assert!(
+        refused.contains("token expired") && refused.contains("remote=127.0.0.1:"),
+        "{refused}"
+    );
+    assert!(
+        !text.contains(&tok) && !text.contains(&expired),
+        "tokens never reach the logs"
+    );
+}

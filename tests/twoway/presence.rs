@@ -351,3 +351,38 @@ async fn a_client_clears_its_status_with_null() {
     assert!(update["status"].is_null(), "{update}");
     let _ = std::fs::remove_file(cfg);
 }
+
+#[tokio::test]
+async fn a_damaged_presence_entry_in_redis_is_skipped_not_fatal() {
+    let cfg = twoway_config();
+    let redis = RedisServer::start();
+    let gw = Gateway::start_on_redis("n1", &redis, &["--config", &cfg]).await;
+    let mut alice = gw.connect_as("alice", &["room:*"]).await;
+    alice.subscribe("room:ops").await;
+    // Someone writes garbage into the channel's presence, with a lease far in the future.
+    redis.cli(&["HSET", "fanout:{room:ops}:presence", "garbage", "not json"]);
+    redis.cli(&[
+        "ZADD",
+        "fanout:{room:ops}:presence:exp",
+        "99999999999999",
+        "garbage",
+    ]);
+    let reply = ask(
+        &mut alice,
+        json!({"type": "presence", "channel": "room:ops"}),
+    )
+    .await;
+    assert_eq!(reply["type"], "presence", "{reply}");
+    let users: Vec<&str> = reply["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user"].as_str().unwrap())
+        .collect();
+    assert_eq!(users, vec!["alice"]);
+    assert!(
+        gw.metric("fanout_redis_dropped_total{reason=\"bad_presence_entry\"}")
+            .await
+            >= 1.0
+    );
+}

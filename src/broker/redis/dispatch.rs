@@ -242,12 +242,23 @@ impl Worker {
         }
     }
 
+    /// Reads history for a gap fill, bounded in time: this worker serves other channels too,
+    /// and a slow read must cost this channel a resync, not stall every channel behind it.
     async fn read(&self, channel: &Channel, query: HistoryQuery) -> Option<crate::broker::History> {
-        let mut conn = self.pool.get().await.ok()?;
-        match library::history(&mut conn, channel, query).await {
-            Ok(h) => Some(h),
-            Err(e) => {
+        let read = async {
+            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
+            library::history(&mut conn, channel, query)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(super::subscriber::COMMAND_TIMEOUT, read).await {
+            Ok(Ok(h)) => Some(h),
+            Ok(Err(e)) => {
                 tracing::warn!(%channel, error = %e, "could not read history to fill a gap");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(%channel, "history read to fill a gap timed out");
                 None
             }
         }

@@ -213,7 +213,12 @@ pub fn parse_members(
         if group.len() != size {
             return None;
         }
-        let mut member: PresenceMember = serde_json::from_slice(&bytes(&group[0])?).ok()?;
+        // One damaged entry (written by hand, or by another program) must not make the
+        // channel's presence unavailable for everyone: skip it, and say so.
+        let Ok(mut member) = serde_json::from_slice::<PresenceMember>(&bytes(&group[0])?) else {
+            tracing::warn!("skipped a presence entry that is not a valid member");
+            continue;
+        };
         let status = bytes(&group[1])?;
         if !status.is_empty() {
             member.status = serde_json::from_slice(&status).ok();

@@ -92,6 +92,7 @@ impl RedisMetrics {
             "bad_envelope",
             "too_large",
             "forged_envelope",
+            "bad_presence_entry",
         ] {
             m.dropped.with_label_values(&[reason]);
         }

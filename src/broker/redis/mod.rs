@@ -444,9 +444,16 @@ impl Broker for RedisBroker {
         let values = self
             .run::<Vec<::redis::Value>>(Query::Cmd(&command), "presence read")
             .await?;
-        library::parse_members(&values, 2)
-            .map(|members| members.into_iter().map(|(m, _)| m).collect())
-            .ok_or_else(|| BrokerError::Unavailable("unexpected presence reply".into()))
+        let members = library::parse_members(&values, 2)
+            .ok_or_else(|| BrokerError::Unavailable("unexpected presence reply".into()))?;
+        let skipped = values.len() / 2 - members.len();
+        if skipped > 0 {
+            self.metrics
+                .dropped
+                .with_label_values(&["bad_presence_entry"])
+                .inc_by(skipped as u64);
+        }
+        Ok(members.into_iter().map(|(m, _)| m).collect())
     }
 
     async fn inbox_append(&self, stream: &str, entry: &InboxEntry) -> Result<String, BrokerError> {

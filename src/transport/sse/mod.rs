@@ -25,7 +25,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use self::resume::Positions;
-use super::admission::{self, Refused};
+use super::admission::{self, Peer, Refused};
 use crate::auth::Identity;
 use crate::channel::Channel;
 use crate::limits::{NodeSlot, UserSlot};
@@ -67,14 +67,21 @@ impl StreamParams {
 pub async fn open(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
+    remote: Option<axum::Extension<crate::limits::RemoteAddr>>,
     RawQuery(query): RawQuery,
 ) -> Response {
+    let peer = Peer::of(&headers, remote.map(|r| r.0));
     let params = StreamParams::parse(query.as_deref());
     let cors = cors::allow(&node, &headers);
     let refuse = |error: ClientError| cors::with(cors.clone(), error.into_response());
     let admitted = match admission::admit(&node, &headers, params.token) {
         Ok(admitted) => admitted,
-        Err(refused) => return refuse(refused.counted(&node)),
+        Err(refused) => {
+            let reason = refused.reason;
+            let error = refused.counted(&node);
+            peer.refused("sse", reason, &error);
+            return refuse(error);
+        }
     };
     let Some((identity, user_slot)) = admitted.user else {
         let refused = Refused {
@@ -83,7 +90,9 @@ pub async fn open(
                 "a token is required: ?token=<jwt> or Authorization: Bearer <jwt>",
             ),
         };
-        return refuse(refused.counted(&node));
+        let error = refused.counted(&node);
+        peer.refused("sse", "unauthorized", &error);
+        return refuse(error);
     };
     // Channels asked for by name, then those a reconnecting browser was reading.
     let max = node.config.limits.max_subscriptions;
@@ -130,6 +139,7 @@ pub async fn open(
             identity,
             user_slot,
             start,
+            peer,
         )
         .await
     });
@@ -157,7 +167,10 @@ async fn run(
     identity: Identity,
     user_slot: UserSlot,
     start: Vec<(Channel, Option<Since>)>,
+    peer: Peer,
 ) {
+    let started = std::time::Instant::now();
+    let user = identity.user.clone();
     let limits = &node.config.limits;
     let outbox = Arc::new(Outbox::new(
         limits.queue_max_messages,
@@ -175,6 +188,7 @@ async fn run(
     );
     node.metrics.connections_open.inc();
     let span = tracing::debug_span!("conn", id = %conn.public_id, transport = "sse");
+    peer.opened("sse", &conn.public_id, Some(&user));
     let cancel = CancellationToken::new();
     let session = Session::new(node.clone(), conn.clone(), outbox.clone(), node_slot);
     let reader = tokio::spawn(tracing::Instrument::instrument(
@@ -208,7 +222,7 @@ async fn run(
         .disconnects
         .with_label_values(&[ending.label()])
         .inc();
-    tracing::debug!(parent: &span, reason = ending.label(), "stream closed");
+    peer.closed("sse", &conn.public_id, Some(&user), started, &ending);
 }
 
 /// Starts the session and hands it the client frames POSTed for it until the stream ends.

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::reader::{MessageReader, read_loop};
 use self::writer::write_loop;
-use super::admission::{self, Admitted};
+use super::admission::{self, Admitted, Peer};
 use crate::node::Node;
 use crate::outbox::{Ending, Outbox};
 use crate::protocol::{ClientError, CloseCode};
@@ -57,9 +57,11 @@ pub struct WsParams {
 pub async fn upgrade(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
+    remote: Option<axum::Extension<crate::limits::RemoteAddr>>,
     params: Result<Query<WsParams>, axum::extract::rejection::QueryRejection>,
     ws: Result<IncomingUpgrade, StatusCode>,
 ) -> Response {
+    let peer = Peer::of(&headers, remote.map(|r| r.0));
     let reject = |reason: &'static str, error: ClientError| {
         node.metrics
             .connections_rejected
@@ -78,7 +80,12 @@ pub async fn upgrade(
     let query_token = params.ok().and_then(|q| q.0.token);
     let admitted = match admission::admit(&node, &headers, query_token) {
         Ok(admitted) => admitted,
-        Err(refused) => return refused.counted(&node).into_response(),
+        Err(refused) => {
+            let reason = refused.reason;
+            let error = refused.counted(&node);
+            peer.refused("ws", reason, &error);
+            return error.into_response();
+        }
     };
     let (response, fut) = match ws.upgrade() {
         Ok(pair) => pair,
@@ -92,12 +99,13 @@ pub async fn upgrade(
     node.metrics.connections_accepted.inc();
     let task_node = node.clone();
     node.tasks
-        .spawn(async move { run(task_node, fut, admitted).await });
+        .spawn(async move { run(task_node, fut, admitted, peer).await });
     response.into_response()
 }
 
 /// One connection, from the finished handshake to the last byte.
-async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted) {
+async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted, peer: Peer) {
+    let started = std::time::Instant::now();
     let ws = match fut.await {
         Ok(ws) => ws,
         Err(e) => {
@@ -141,6 +149,11 @@ async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted) {
     // Debug level: at the default log level the span is disabled and costs nothing per
     // poll; warnings and errors name the connection themselves.
     let span = tracing::debug_span!("conn", id = %conn.public_id);
+    peer.opened(
+        "ws",
+        &conn.public_id,
+        admitted.user.as_ref().map(|(i, _)| i.user.as_str()),
+    );
     let conn_id = conn.public_id.clone();
 
     let mut session = Session::new(
@@ -203,15 +216,21 @@ async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted) {
         }
     };
     let _ = write_half.shutdown().await;
-    match reader {
-        Ok(Some(mut session)) => session.finish().await,
-        Ok(None) => {}
-        Err(e) => tracing::error!(conn = %conn.public_id, error = %e, "session reader failed"),
-    }
+    let user = match reader {
+        Ok(Some(mut session)) => {
+            session.finish().await;
+            session.user().map(str::to_owned)
+        }
+        Ok(None) => None,
+        Err(e) => {
+            tracing::error!(conn = %conn.public_id, error = %e, "session reader failed");
+            None
+        }
+    };
+    peer.closed("ws", &conn.public_id, user.as_deref(), started, &ending);
     node.metrics.connections_open.dec();
     node.metrics
         .disconnects
         .with_label_values(&[ending.label()])
         .inc();
-    tracing::debug!(parent: &span, reason = ending.label(), "connection closed");
 }
