@@ -559,6 +559,41 @@ fn serve_with_an_invalid_configuration_exits_2_and_explains_why() {
     assert!(!run.all().contains(LONG_SECRET), "{run}");
 }
 
+#[test]
+fn check_config_explains_redis_urls_it_cannot_use() {
+    let run = fanout(
+        &[
+            "check-config",
+            "--jwt-secret",
+            LONG_SECRET,
+            "--redis-url",
+            "rediss://:pw@redis.example:6380/0",
+        ],
+        &[],
+    );
+    assert_ne!(run.code, Some(0), "{run}");
+    assert!(
+        run.stdout
+            .contains("rediss:// (Redis over TLS) is not supported"),
+        "{run}"
+    );
+    assert!(
+        !run.all().contains(":pw@"),
+        "the password is never printed: {run}"
+    );
+    let run = fanout(
+        &[
+            "check-config",
+            "--jwt-secret",
+            LONG_SECRET,
+            "--redis-url",
+            "http://redis:6379",
+        ],
+        &[],
+    );
+    assert!(run.stdout.contains("unknown scheme \"http\""), "{run}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // token
 

@@ -252,6 +252,8 @@ pub struct Config {
     pub node_id: String,
     pub jwt: JwtConfig,
     pub allowed_origins: Vec<OriginRule>,
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
     /// Accepted API keys; never logged.
     pub api_keys: Vec<String>,
     pub namespaces: BTreeMap<String, NamespaceConfig>,

@@ -141,6 +141,8 @@ settings! {
     jwt_leeway_s: u64 = 0, "SECONDS";
     /// Browser origins allowed to open `/ws` (`https://app.example.com`, `https://*.example.com`). Empty: any.
     allowed_origins: Vec<String>, "ORIGIN";
+    /// Proxies (IP addresses) whose `X-Forwarded-For` is believed: behind them, logs show the client's address from that header instead of the proxy's.
+    trusted_proxies: Vec<std::net::IpAddr>, "IP";
     /// API keys accepted by `POST /api/*` as `Authorization: Bearer <key>`. Several allowed; none: API disabled.
     api_key: Vec<String>, "KEY", [secret];
     /// Extra channel namespaces besides `user`, `room` and `dag` (e.g. `agent`).

@@ -104,6 +104,7 @@ impl Validator {
             jwt_issuer,
             jwt_leeway_s,
             allowed_origins,
+            trusted_proxies,
             api_key,
             namespaces,
             public_namespaces,
@@ -187,6 +188,7 @@ impl Validator {
             node_id: node_id?,
             jwt: jwt?,
             allowed_origins,
+            trusted_proxies: trusted_proxies.unwrap_or_default(),
             api_keys: api_key?,
             namespaces,
             redis: redis?,
@@ -217,11 +219,27 @@ impl Validator {
         let Some(url) = url? else {
             return Some(None);
         };
+        if url
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("rediss://")
+        {
+            self.problems.push(
+                "redis_url: rediss:// (Redis over TLS) is not supported by this version; use redis:// on a private network or a local TLS tunnel (docs/operations.md, \"Redis over TLS\")".into(),
+            );
+            return None;
+        }
         if redis::Client::open(url.as_str()).is_err() {
             // The error may quote the URL, password included: describe the form instead.
-            self.problems.push(
-                "redis_url: not a valid Redis URL (expected redis://[:password@]host[:port][/db], rediss://… or unix:///path)".into(),
-            );
+            let scheme = url.split_once("://").map(|(s, _)| s);
+            let problem = match scheme {
+                Some(s) if !matches!(s, "redis" | "unix" | "redis+unix") => format!(
+                    "redis_url: unknown scheme {}: expected redis://[:password@]host[:port][/db] or unix:///path",
+                    quote(&s.chars().take(20).collect::<String>())
+                ),
+                _ => "redis_url: not a valid Redis URL (expected redis://[:password@]host[:port][/db] or unix:///path)".into(),
+            };
+            self.problems.push(problem);
             return None;
         }
         let prefix = prefix?;

@@ -207,6 +207,7 @@ from_string! {
     String => "a string", "a list of strings", |s| Some(s.to_owned());
     PathBuf => "a file path (a string)", "a list of file paths", |s| Some(PathBuf::from(s));
     SocketAddr => "an address and port such as 0.0.0.0:8080", "a list of addresses", |s| s.parse().ok();
+    std::net::IpAddr => "an IP address such as 10.0.0.5", "a list of IP addresses", |s| s.parse().ok();
     LogFormat => "`text` or `json`", "a list of log formats", |s| s.parse().ok();
     JoinLeave => "`off`, `connection` or `user`", "a list of join_leave modes", |s| match s {
         "off" => Some(JoinLeave::Off),

@@ -100,25 +100,44 @@ pub fn admit(
 /// Who is at the other end of a session, for the log lines an operator reads.
 #[derive(Debug, Clone, Default)]
 pub struct Peer {
-    pub remote: Option<std::net::SocketAddr>,
+    /// `ip:port` of a direct peer, or the client's IP as a trusted proxy forwarded it.
+    pub remote: Option<String>,
     pub origin: Option<String>,
 }
 
 impl Peer {
-    pub fn of(headers: &HeaderMap, remote: Option<crate::limits::RemoteAddr>) -> Peer {
+    /// The peer of a request. When the request comes from a trusted proxy, the client is the
+    /// last address that proxy appended to `X-Forwarded-For` (earlier entries are whatever the
+    /// client claimed, and are not believed).
+    pub fn of(
+        headers: &HeaderMap,
+        remote: Option<crate::limits::RemoteAddr>,
+        trusted_proxies: &[std::net::IpAddr],
+    ) -> Peer {
+        let peer = remote.map(|r| r.0);
+        let mut remote = peer.map(|a| a.to_string());
+        if let Some(proxy) = peer
+            && trusted_proxies.contains(&proxy.ip())
+            && let Some(client) = headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|a| a.trim().parse::<std::net::IpAddr>().ok())
+                .next_back()
+        {
+            remote = Some(client.to_string());
+        }
         let origin = headers
             .get(header::ORIGIN)
             .and_then(|o| o.to_str().ok())
             // A header is client-controlled: bound what reaches the logs.
             .map(|o| o.chars().take(200).collect());
-        Peer {
-            remote: remote.map(|r| r.0),
-            origin,
-        }
+        Peer { remote, origin }
     }
 
-    fn remote(&self) -> String {
-        self.remote.map_or_else(|| "-".into(), |a| a.to_string())
+    fn remote(&self) -> &str {
+        self.remote.as_deref().unwrap_or("-")
     }
 
     fn origin(&self) -> &str {

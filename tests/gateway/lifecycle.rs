@@ -262,3 +262,54 @@ async fn the_default_log_level_tells_an_operator_who_came_and_went_and_who_was_r
         "tokens never reach the logs"
     );
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_logs_show_the_forwarded_client_address() {
+    let gw = Gateway::start_with(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            SECRET,
+            "--trusted-proxies",
+            "127.0.0.1",
+        ],
+        &[],
+    );
+    let tok = token("44", &[], 60);
+    let forwarded = [("x-forwarded-for", "6.6.6.6, 203.0.113.9")];
+    let client = gw.try_connect(Some(&tok), &forwarded).await.unwrap();
+    drop(client);
+    eventually("the connection is logged", || {
+        gw.logs().contains("connection opened")
+    })
+    .await;
+    let logs = gw.logs();
+    let opened = logs
+        .lines()
+        .find(|l| l.contains("connection opened"))
+        .unwrap();
+    assert!(
+        opened.contains("remote=203.0.113.9"),
+        "the last forwarded hop: {opened}"
+    );
+
+    // An untrusted peer's header is ignored.
+    let direct = Gateway::start_with(
+        &["serve", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET],
+        &[],
+    );
+    let client = direct.try_connect(Some(&tok), &forwarded).await.unwrap();
+    drop(client);
+    eventually("the connection is logged", || {
+        direct.logs().contains("connection opened")
+    })
+    .await;
+    let logs = direct.logs();
+    let opened = logs
+        .lines()
+        .find(|l| l.contains("connection opened"))
+        .unwrap();
+    assert!(opened.contains("remote=127.0.0.1:"), "{opened}");
+}

@@ -70,7 +70,7 @@ pub async fn open(
     remote: Option<axum::Extension<crate::limits::RemoteAddr>>,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let peer = Peer::of(&headers, remote.map(|r| r.0));
+    let peer = Peer::of(&headers, remote.map(|r| r.0), &node.config.trusted_proxies);
     let params = StreamParams::parse(query.as_deref());
     let cors = cors::allow(&node, &headers);
     let refuse = |error: ClientError| cors::with(cors.clone(), error.into_response());

@@ -61,7 +61,7 @@ pub async fn upgrade(
     params: Result<Query<WsParams>, axum::extract::rejection::QueryRejection>,
     ws: Result<IncomingUpgrade, StatusCode>,
 ) -> Response {
-    let peer = Peer::of(&headers, remote.map(|r| r.0));
+    let peer = Peer::of(&headers, remote.map(|r| r.0), &node.config.trusted_proxies);
     let reject = |reason: &'static str, error: ClientError| {
         node.metrics
             .connections_rejected
