@@ -91,7 +91,6 @@ impl RedisMetrics {
             "bad_channel",
             "bad_envelope",
             "too_large",
-            "forged_envelope",
             "bad_presence_entry",
         ] {
             m.dropped.with_label_values(&[reason]);
