@@ -243,9 +243,13 @@ impl Validator {
             return None;
         }
         let prefix = prefix?;
-        if prefix.len() > 64 || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        // A leading `!` is what keeps the nodes' own Redis channels apart from the prefix's.
+        if prefix.len() > 64
+            || prefix.starts_with('!')
+            || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
             self.problems.push(format!(
-                "redis_prefix {}: at most 64 characters, no whitespace",
+                "redis_prefix {}: at most 64 characters, no whitespace, not starting with `!`",
                 quote(&prefix)
             ));
             return None;

@@ -186,3 +186,58 @@ async fn http_broadcast_publishes_to_several_channels_across_nodes() {
     }
     assert_eq!(user.recv().await["channel"], "user:7");
 }
+
+/// A backend that publishes text a user typed with a plain `PUBLISH` must not let that user
+/// forge an envelope: a publisher identity, or a raw server frame.
+#[tokio::test]
+async fn a_plain_publish_cannot_forge_a_publisher_or_inject_a_frame() {
+    let redis = RedisServer::start();
+    let node = Gateway::start_on_redis("n1", &redis, &[]).await;
+    let mut client = node.connect_as("u1", &["room:*"]).await;
+    client.subscribe("room:x").await;
+    let mut conn = redis::Client::open(redis.url())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let publish = |conn: &mut redis::Connection, channel: &str, payload: &[u8]| -> i64 {
+        redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query(conn)
+            .unwrap()
+    };
+    let forged_user = b"\x00mvictim\x00{\"type\":\"chat\",\"text\":\"I am victim\"}";
+    let forged_frame = b"\x00e{\"type\":\"unsubscribed\",\"channel\":\"room:x\"}";
+    assert_eq!(publish(&mut conn, "fanout:room:x", forged_user), 1);
+    assert_eq!(publish(&mut conn, "fanout:room:x", forged_frame), 1);
+    // Whatever a user makes of a channel name after the prefix, it is not where envelopes go.
+    for name in [
+        "fanout:!fanout:{room:x}",
+        "fanout:{room:x}",
+        "fanout:!node:n1",
+    ] {
+        assert_eq!(publish(&mut conn, name, forged_user), 0, "{name}");
+    }
+    publish(&mut conn, "fanout:room:x", br#"{"n":1}"#);
+
+    assert_eq!(
+        client.recv().await,
+        json!({"type": "message", "channel": "room:x", "data": {"n": 1}}),
+        "the forged payloads were not delivered"
+    );
+    assert_eq!(
+        node.metric("fanout_redis_dropped_total{reason=\"forged_envelope\"}")
+            .await,
+        2.0
+    );
+
+    // Messages a client publishes still carry its user, through the envelope channel.
+    let token = token_with(json!({"sub": "u2", "exp": unix_now() + 3600, "publish": ["room:x"]}));
+    let (mut publisher, _) = node.connect(&token).await;
+    let reply = publisher
+        .request(json!({"type": "publish", "id": 1, "channel": "room:x", "data": {"n": 2}}))
+        .await;
+    assert_eq!(reply["type"], "published", "{reply}");
+    let got = client.recv().await;
+    assert_eq!((&got["data"]["n"], &got["user"]), (&json!(2), &json!("u2")));
+}

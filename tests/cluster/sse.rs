@@ -129,7 +129,7 @@ async fn frames_posted_to_another_node_reach_the_stream_through_redis() {
     let mut sse = SseClient::open(&n1.http(""), &tok, "", None).await.unwrap();
     assert!(sse.conn_id.ends_with(".n1"), "{}", sse.conn_id);
     eventually("n1 listens on its relay channel", || {
-        redis.numsub("fanout:!node:n1") == 1
+        redis.numsub("!fanout:node:n1") == 1
     })
     .await;
     // The balancer sent the POST to n2: it is relayed to n1, and answered on the stream.

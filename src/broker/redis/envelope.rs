@@ -3,15 +3,62 @@
 //! or text payload starts with: `\0h<epoch>\0<offset>\0<user>\0<payload>` for a message of a
 //! channel with history, `\0m<user>\0<payload>` for a client message without history,
 //! `\0e<frame>` for a presence event.
+//!
+//! **Who may write one.** An envelope names the publishing user and can carry a whole server
+//! frame, so it must not be forgeable by a backend that publishes text it got from a user.
+//! Enveloped messages therefore travel on a Redis channel of their own,
+//! [`envelope_channel`] `!<prefix>{<channel>}`, which only the node and its function library
+//! publish to; plain publishers use [`public_channel`] `<prefix><channel>`, whose payloads are
+//! always data. A backend that builds `<prefix>` + any name (even a user's) cannot reach an
+//! envelope channel, because those start with `!`; a NUL-led payload on a public channel is
+//! dropped and counted as `forged_envelope`. Both channels of a fanout channel are held by the
+//! same pub/sub connection, and Redis delivers one connection's messages in publish order, so
+//! plain and enveloped messages of a channel stay in order.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::broker::StreamPosition;
+use crate::channel::Channel;
 
 /// First byte of a PUBLISH payload that carries an envelope.
 const ENVELOPE: u8 = 0;
+
+/// The Redis channel plain publishers use for `channel`: `<prefix><channel>`.
+pub fn public_channel(prefix: &str, channel: &Channel) -> String {
+    format!("{prefix}{channel}")
+}
+
+/// The Redis channel enveloped messages of `channel` travel on: `!<prefix>{<channel>}`. The
+/// braces are a Redis Cluster hash tag, so it lives in the slot of the channel's keys (and of
+/// `FCALL fanout_publish 1 <channel>`), where the function library publishes.
+pub fn envelope_channel(prefix: &str, channel: &Channel) -> String {
+    format!("!{prefix}{{{channel}}}")
+}
+
+/// A Redis channel for the nodes' own traffic (relay, probes): `!<prefix><name>`, out of reach
+/// of plain publishers like the envelope channels.
+pub fn internal_channel(prefix: &str, name: &str) -> String {
+    format!("!{prefix}{name}")
+}
+
+/// Which fanout channel a Redis channel belongs to, and whether it is the envelope channel.
+/// `None` for anything else (an invalid channel name, another prefix).
+pub fn channel_of(prefix: &str, redis_channel: &str) -> Option<(Channel, bool)> {
+    let enveloped = redis_channel
+        .strip_prefix('!')
+        .and_then(|r| r.strip_prefix(prefix))
+        .and_then(|r| r.strip_prefix('{'))
+        .and_then(|r| r.strip_suffix('}'));
+    match enveloped {
+        Some(name) => Channel::parse(name).ok().map(|c| (c, true)),
+        None => redis_channel
+            .strip_prefix(prefix)
+            .and_then(|name| Channel::parse(name).ok())
+            .map(|c| (c, false)),
+    }
+}
 
 /// What a PUBLISH payload that starts with NUL carries.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,5 +174,27 @@ mod tests {
         );
         assert!(open_envelope(b"{\"plain\":1}").is_none());
         assert_eq!(open_envelope(b"\0broken"), Some(Err(())));
+    }
+
+    #[test]
+    fn plain_publishers_cannot_name_an_envelope_channel() {
+        let room = Channel::parse("room:x").unwrap();
+        assert_eq!(public_channel("fanout:", &room), "fanout:room:x");
+        assert_eq!(envelope_channel("fanout:", &room), "!fanout:{room:x}");
+        assert_eq!(
+            channel_of("fanout:", "fanout:room:x"),
+            Some((room.clone(), false))
+        );
+        assert_eq!(
+            channel_of("fanout:", "!fanout:{room:x}"),
+            Some((room.clone(), true))
+        );
+        // `<prefix>` + whatever a user typed is never an envelope channel.
+        assert_eq!(channel_of("fanout:", "fanout:!fanout:{room:x}"), None);
+        assert_eq!(channel_of("fanout:", "fanout:{room:x}"), None);
+        assert_eq!(channel_of("fanout:", "!fanout:node:n1"), None);
+        // An empty prefix keeps the two apart too.
+        assert_eq!(channel_of("", "!{room:x}"), Some((room.clone(), true)));
+        assert_eq!(channel_of("", "room:x"), Some((room, false)));
     }
 }

@@ -19,6 +19,11 @@ local function namespace(channel)
   return string.match(channel, "^([^:]+):") or channel
 end
 
+-- Enveloped messages go to a channel plain publishers cannot reach (see envelope.rs).
+local function envelope_channel(channel)
+  return "!" .. PREFIX .. "{" .. channel .. "}"
+end
+
 local function keys_for(channel)
   local base = PREFIX .. "{" .. channel .. "}"
   return base .. ":meta", base .. ":stream"
@@ -76,7 +81,7 @@ local function publish(keys, args)
     if user == "" then
       redis.call("PUBLISH", PREFIX .. channel, payload)
     else
-      redis.call("PUBLISH", PREFIX .. channel, "\0m" .. user .. "\0" .. payload)
+      redis.call("PUBLISH", envelope_channel(channel), "\0m" .. user .. "\0" .. payload)
     end
     if idem then
       redis.call("SET", idem, 0, "EX", IDEMPOTENCY_TTL)
@@ -93,7 +98,7 @@ local function publish(keys, args)
   end
   redis.call("EXPIRE", stream, h[2])
   redis.call("EXPIRE", meta, h[2])
-  redis.call("PUBLISH", PREFIX .. channel,
+  redis.call("PUBLISH", envelope_channel(channel),
     "\0h" .. epoch .. "\0" .. offset .. "\0" .. user .. "\0" .. payload)
   if idem then
     redis.call("SET", idem, offset, "EX", IDEMPOTENCY_TTL)

@@ -90,6 +90,7 @@ impl RedisMetrics {
             "shutting_down",
             "bad_channel",
             "bad_envelope",
+            "forged_envelope",
             "too_large",
             "bad_presence_entry",
         ] {

@@ -11,8 +11,10 @@
 //! - **Silent death**: a probe publishes to each connection's own probe channel every few
 //!   seconds and rebuilds a connection whose probe does not come back.
 //!
-//! The payload published to Redis is exactly what subscribers receive as `data` (see
-//! `docs/publishing.md`); there is no envelope of ours on the Redis side.
+//! A plain publisher's payload is exactly what subscribers receive as `data` (see
+//! `docs/publishing.md`). What the nodes themselves publish (client messages with their user,
+//! presence events, messages with history) carries an [`envelope`] and travels on a Redis
+//! channel of its own that plain publishers cannot reach, so nobody can forge one.
 
 mod command;
 mod dispatch;
@@ -113,11 +115,13 @@ impl RedisBroker {
             cancel: cancel.clone(),
         });
         // Unique per process, so restarted or same-named nodes never see each other's probes.
-        // `!` cannot appear in a channel name, so no client channel collides with it.
         let incarnation: u32 = rand::random();
         let subscribers: Arc<[Subscriber]> = (0..config.pubsub_connections)
             .map(|i| {
-                let probe = format!("{}!probe:{node_id}:{incarnation:08x}:{i}", config.prefix);
+                let probe = envelope::internal_channel(
+                    &config.prefix,
+                    &format!("probe:{node_id}:{incarnation:08x}:{i}"),
+                );
                 Subscriber::start(i, client.clone(), probe, shared.clone())
             })
             .collect();
@@ -186,17 +190,13 @@ impl RedisBroker {
         })
     }
 
-    fn redis_name(&self, channel: &Channel) -> String {
-        format!("{}{}", self.prefix, channel)
-    }
-
     /// The channels grouped by the pub/sub connection that holds them.
-    fn by_connection(&self, channels: &[Channel]) -> Vec<(usize, Vec<String>)> {
+    fn by_connection(&self, channels: &[Channel]) -> Vec<(usize, Vec<Channel>)> {
         let n = self.subscribers.len();
-        let mut groups: Vec<Vec<String>> = vec![Vec::new(); n];
+        let mut groups: Vec<Vec<Channel>> = vec![Vec::new(); n];
         for c in channels {
             let i = BuildHasherDefault::<DefaultHasher>::default().hash_one(c) as usize % n;
-            groups[i].push(self.redis_name(c));
+            groups[i].push(c.clone());
         }
         groups
             .into_iter()
@@ -270,10 +270,12 @@ impl Broker for RedisBroker {
         idempotency_key: Option<&str>,
     ) -> Result<Option<u64>, BrokerError> {
         if self.rules.history(channel).is_none() && idempotency_key.is_none() {
-            let name = self.redis_name(channel);
-            let body = match publisher {
-                Some(user) => Bytes::from(envelope::message_envelope(user, &payload)),
-                None => payload,
+            let (name, body) = match publisher {
+                Some(user) => (
+                    envelope::envelope_channel(&self.prefix, channel),
+                    Bytes::from(envelope::message_envelope(user, &payload)),
+                ),
+                None => (envelope::public_channel(&self.prefix, channel), payload),
             };
             let command = {
                 let mut c = ::redis::cmd("PUBLISH");
@@ -317,7 +319,7 @@ impl Broker for RedisBroker {
                     .ignore();
             } else {
                 pipe.cmd("PUBLISH")
-                    .arg(self.redis_name(channel))
+                    .arg(envelope::public_channel(&self.prefix, channel))
                     .arg(&payload[..])
                     .ignore();
             }
@@ -353,7 +355,7 @@ impl Broker for RedisBroker {
     }
 
     async fn publish_event(&self, channel: &Channel, frame: Bytes) -> Result<(), BrokerError> {
-        let name = self.redis_name(channel);
+        let name = envelope::envelope_channel(&self.prefix, channel);
         let body = envelope::event_envelope(&frame);
         let command = {
             let mut c = ::redis::cmd("PUBLISH");
@@ -505,22 +507,25 @@ pub fn decode_message(
     max_payload: usize,
 ) -> Result<super::Publication, &'static str> {
     use super::Publication;
-    let channel = redis_channel
-        .strip_prefix(prefix)
-        .and_then(|c| Channel::parse(c).ok())
-        .ok_or("bad_channel")?;
-    let publication = match envelope::open_envelope(raw) {
-        None => Publication::new(channel, Bytes::copy_from_slice(raw)),
-        Some(Ok(envelope::Envelope::History {
-            position,
-            publisher,
-            payload,
-        })) => Publication::at(channel, payload, position).by(publisher),
-        Some(Ok(envelope::Envelope::Message { publisher, payload })) => {
+    use envelope::Envelope;
+    let (channel, enveloped) = envelope::channel_of(prefix, redis_channel).ok_or("bad_channel")?;
+    let publication = match (enveloped, envelope::open_envelope(raw)) {
+        (false, None) => Publication::new(channel, Bytes::copy_from_slice(raw)),
+        // Only the node and its library write envelopes, and never on a public channel.
+        (false, Some(_)) => return Err("forged_envelope"),
+        (true, None | Some(Err(()))) => return Err("bad_envelope"),
+        (
+            true,
+            Some(Ok(Envelope::History {
+                position,
+                publisher,
+                payload,
+            })),
+        ) => Publication::at(channel, payload, position).by(publisher),
+        (true, Some(Ok(Envelope::Message { publisher, payload }))) => {
             Publication::new(channel, payload).by(Some(publisher))
         }
-        Some(Ok(envelope::Envelope::Event { frame })) => Publication::event(channel, frame),
-        Some(Err(())) => return Err("bad_envelope"),
+        (true, Some(Ok(Envelope::Event { frame }))) => Publication::event(channel, frame),
     };
     if publication.payload.len() > max_payload {
         return Err("too_large");

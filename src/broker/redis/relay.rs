@@ -1,7 +1,7 @@
 //! Relaying client frames between nodes: an SSE session's stream is held by one node, but a
 //! load balancer may send the POSTs that carry its client frames to any node. The node that
 //! gets such a POST publishes the frames on the holding node's own relay channel
-//! (`<prefix>!node:<node id>`; `!` keeps it apart from every client channel), and each node
+//! (`!<prefix>node:<node id>`, out of plain publishers' reach), and each node
 //! listens on its own with a dedicated pub/sub connection, reconnecting by itself.
 
 use std::sync::Arc;
@@ -18,7 +18,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The relay channel of a node.
 pub fn channel(prefix: &str, node_id: &str) -> String {
-    format!("{prefix}!node:{node_id}")
+    super::envelope::internal_channel(prefix, &format!("node:{node_id}"))
 }
 
 /// Listens on this node's relay channel until cancelled, handing frames to `sink`.

@@ -1,8 +1,9 @@
 //! One Redis pub/sub connection and the channels it holds.
 //!
 //! A driver task owns the connection. It answers subscribe/unsubscribe requests in batches
-//! (one `SUBSCRIBE a b c …` per batch, at most 512 channels per command), remembers the set of
-//! channels it should hold, and when the connection is lost (Redis restarted, `CLIENT KILL`,
+//! (one `SUBSCRIBE a b c …` per batch, at most 512 Redis channels per command; each fanout
+//! channel is two Redis channels, its public and its envelope channel, see [`super::envelope`]),
+//! remembers the set of channels it should hold, and when the connection is lost (Redis restarted, `CLIENT KILL`,
 //! or a failed liveness probe) reconnects with backoff and subscribes that whole set again,
 //! without any client noticing. While it is down, subscribing a new channel fails fast with
 //! `unavailable` instead of waiting.
@@ -22,12 +23,13 @@ use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::{Dispatch, Work};
+use super::envelope::{envelope_channel, public_channel};
 use super::library;
 use super::metrics::RedisMetrics;
 use crate::broker::{BrokerError, ChannelRules};
 use crate::channel::Channel;
 
-/// Channels per SUBSCRIBE/UNSUBSCRIBE command.
+/// Redis channels per SUBSCRIBE/UNSUBSCRIBE command.
 const CHANNELS_PER_COMMAND: usize = 512;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -71,7 +73,7 @@ enum Op {
 
 struct Request {
     op: Op,
-    channels: Vec<String>,
+    channels: Vec<Channel>,
     done: oneshot::Sender<Result<(), BrokerError>>,
 }
 
@@ -113,16 +115,16 @@ impl Subscriber {
         self.state.rebuild.notify_one();
     }
 
-    /// Subscribes Redis channels (full names); returns once Redis confirmed them.
-    pub async fn subscribe(&self, channels: Vec<String>) -> Result<(), BrokerError> {
+    /// Subscribes the Redis channels of `channels`; returns once Redis confirmed them.
+    pub async fn subscribe(&self, channels: Vec<Channel>) -> Result<(), BrokerError> {
         self.request(Op::Subscribe, channels).await
     }
 
-    pub async fn unsubscribe(&self, channels: Vec<String>) -> Result<(), BrokerError> {
+    pub async fn unsubscribe(&self, channels: Vec<Channel>) -> Result<(), BrokerError> {
         self.request(Op::Unsubscribe, channels).await
     }
 
-    async fn request(&self, op: Op, channels: Vec<String>) -> Result<(), BrokerError> {
+    async fn request(&self, op: Op, channels: Vec<Channel>) -> Result<(), BrokerError> {
         let (done, result) = oneshot::channel();
         let gone = || BrokerError::Unavailable("redis subscriber stopped".into());
         self.requests
@@ -140,7 +142,7 @@ struct Driver {
     shared: Arc<Shared>,
     state: Arc<ConnectionState>,
     /// The channels this connection should hold (probe channel excluded).
-    desired: HashSet<String>,
+    desired: HashSet<Channel>,
 }
 
 impl Driver {
@@ -193,7 +195,7 @@ impl Driver {
                 self.state.clone(),
                 lost_tx,
             ));
-            let mut all: Vec<String> = self.desired.iter().cloned().collect();
+            let mut all = self.redis_names(self.desired.iter());
             all.push(self.probe_channel.clone());
             if let Err(e) = subscribe_all(&mut sink, &all).await {
                 tracing::warn!(connection = self.index, error = %e, "redis resubscribe failed");
@@ -267,9 +269,8 @@ impl Driver {
         let channels: Vec<Channel> = self
             .desired
             .iter()
-            .filter_map(|name| name.strip_prefix(self.shared.prefix.as_str()))
-            .filter_map(|c| Channel::parse(c).ok())
             .filter(|c| self.shared.rules.history(c).is_some())
+            .cloned()
             .collect();
         if channels.is_empty() {
             return;
@@ -293,11 +294,12 @@ impl Driver {
             batch.drain(..).partition(|r| matches!(r.op, Op::Subscribe));
         let mut healthy = true;
         if !subs.is_empty() {
-            let channels: Vec<String> = subs
+            let channels: Vec<Channel> = subs
                 .iter()
                 .flat_map(|r| r.channels.iter().cloned())
                 .collect();
-            let result = match timeout(COMMAND_TIMEOUT, subscribe_all(sink, &channels)).await {
+            let names = self.redis_names(channels.iter());
+            let result = match timeout(COMMAND_TIMEOUT, subscribe_all(sink, &names)).await {
                 Ok(Ok(())) => {
                     for c in channels {
                         if self.desired.insert(c) {
@@ -332,8 +334,9 @@ impl Driver {
             if healthy && !channels.is_empty() {
                 // The channel is forgotten either way; a failure here only means the
                 // connection is rebuilt without it.
+                let names = self.redis_names(channels.iter());
                 healthy = matches!(
-                    timeout(COMMAND_TIMEOUT, unsubscribe_all(sink, &channels)).await,
+                    timeout(COMMAND_TIMEOUT, unsubscribe_all(sink, &names)).await,
                     Ok(Ok(()))
                 );
             }
@@ -342,6 +345,14 @@ impl Driver {
             }
         }
         healthy
+    }
+
+    /// The Redis channels that carry `channels`: each one's public and envelope channel.
+    fn redis_names<'a>(&self, channels: impl Iterator<Item = &'a Channel>) -> Vec<String> {
+        let prefix = self.shared.prefix.as_str();
+        channels
+            .flat_map(|c| [public_channel(prefix, c), envelope_channel(prefix, c)])
+            .collect()
     }
 
     /// While down: new subscriptions are refused, unsubscriptions just forget the channel.
