@@ -20,6 +20,7 @@ WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+COPY vendor ./vendor
 # Embedded in the binary at build time (rust-embed): the demo page and the JS client it imports.
 COPY demo ./demo
 COPY clients/js/src ./clients/js/src

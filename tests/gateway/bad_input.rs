@@ -224,3 +224,57 @@ async fn one_clients_bad_input_does_not_disturb_another() {
     assert_eq!(good.recv().await["data"], "for the good one");
     assert_eq!(bad.expect_close().await.0, 1007);
 }
+
+/// RFC 6455 5.1: a client must mask every frame; a server closes on one that is not (1002).
+/// tungstenite always masks, so this client speaks the protocol by hand over TCP.
+#[tokio::test]
+async fn an_unmasked_client_frame_is_a_protocol_error() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let gw = Gateway::start(&[]);
+    let mut other = gw.connect_as("other", &[]).await;
+    let host = gw.addr.to_string();
+    let mut tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let upgrade = format!(
+        "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Authorization: Bearer {}\r\n\r\n",
+        token("1", &[], 3600)
+    );
+    tcp.write_all(upgrade.as_bytes()).await.unwrap();
+    // The 101 response, then the connection_ack frame.
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("connection_ack") {
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(
+            n > 0,
+            "closed before the ack: {}",
+            String::from_utf8_lossy(&seen)
+        );
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 101"));
+
+    // A text frame, FIN, without the mask bit: `{"type":"ping"}`.
+    let ping = br#"{"type":"ping"}"#;
+    let mut frame = vec![0x81, ping.len() as u8];
+    frame.extend_from_slice(ping);
+    tcp.write_all(&frame).await.unwrap();
+
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tcp.read_to_end(&mut reply),
+    )
+    .await
+    .expect("the server closes the connection");
+    assert!(
+        reply.len() >= 4 && reply[0] == 0x88,
+        "a close frame, not a pong: {reply:?}"
+    );
+    assert_eq!(u16::from_be_bytes([reply[2], reply[3]]), 1002);
+    assert!(String::from_utf8_lossy(&reply[4..]).contains("masked"));
+    // Nobody else noticed.
+    still_alive(&mut other).await;
+}
