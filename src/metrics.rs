@@ -193,7 +193,21 @@ impl Metrics {
         for outcome in RECOVERY_OUTCOMES {
             m.recoveries.with_label_values(&[outcome]);
         }
+        // The usual `*_build_info` gauge: constant 1, the facts in its labels, so dashboards
+        // can show which version each node runs and alerts can join on it.
+        let build_info = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "fanout_build_info",
+                "Always 1; the labels say which fanout build this node runs",
+            ),
+            &["version", "protocol", "target"],
+        )
+        .expect("valid metric");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), "1", std::env::consts::ARCH])
+            .set(1);
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(build_info),
             Box::new(m.connections_open.clone()),
             Box::new(m.connections_accepted.clone()),
             Box::new(m.connections_rejected.clone()),

@@ -2,11 +2,21 @@
 //! presence of, and send to) and publish on. Pure functions of the token, the configuration
 //! and the channel, so the rules can be tested without a connection.
 
+use std::sync::LazyLock;
+use std::time::Duration;
+
 use super::Session;
 use crate::auth::Identity;
 use crate::channel::{BROADCAST, Channel};
 use crate::config::Config;
-use crate::protocol::ClientError;
+use crate::limits::RateLimitedLog;
+use crate::protocol::{ClientError, ErrorCode};
+
+/// Refused subscriptions are worth an operator's eye (a misconfigured token, a probing
+/// client), but a client retrying in a loop must not flood the log: one line a second per
+/// node, with the count of those left out.
+static FORBIDDEN_LOG: LazyLock<RateLimitedLog> =
+    LazyLock::new(|| RateLimitedLog::new(Duration::from_secs(1)));
 
 /// Whether `identity` may subscribe to `channel`: `broadcast`, its own user channel, a public
 /// namespace, or a channel its token grants. Unknown namespaces are a bad request.
@@ -48,8 +58,21 @@ pub fn may_publish(config: &Config, identity: &Identity, channel: &Channel) -> b
 }
 
 impl Session {
-    /// [`may_subscribe`] for this session's identity.
+    /// [`may_subscribe`] for this session's identity; refusals are logged (rate-limited).
     pub(super) fn may_subscribe(&self, channel: &Channel) -> Result<(), ClientError> {
-        may_subscribe(&self.node.config, self.identity.as_ref(), channel)
+        let verdict = may_subscribe(&self.node.config, self.identity.as_ref(), channel);
+        if let Err(e) = &verdict
+            && e.code == ErrorCode::Forbidden
+            && let Some(suppressed) = FORBIDDEN_LOG.allow()
+        {
+            tracing::info!(
+                conn = %self.conn.public_id,
+                user = self.identity.as_ref().map(|i| &*i.user),
+                %channel,
+                suppressed,
+                "subscription refused: the token does not grant the channel"
+            );
+        }
+        verdict
     }
 }

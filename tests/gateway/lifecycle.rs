@@ -80,6 +80,11 @@ async fn health_readiness_and_metrics_are_served() {
         "fanout_messages_delivered_total 1",
         "fanout_dispatch_latency_seconds_count 1",
         "process_resident_memory_bytes",
+        &format!(
+            "fanout_build_info{{protocol=\"1\",target=\"{}\",version=\"{}\"}} 1",
+            std::env::consts::ARCH,
+            env!("CARGO_PKG_VERSION")
+        ),
     ] {
         assert!(text.contains(name), "missing {name:?} in:\n{text}");
     }
@@ -261,6 +266,41 @@ async fn the_default_log_level_tells_an_operator_who_came_and_went_and_who_was_r
         !text.contains(&tok) && !text.contains(&expired),
         "tokens never reach the logs"
     );
+}
+
+#[tokio::test]
+async fn forbidden_subscribes_are_logged_but_a_retry_loop_does_not_flood_the_log() {
+    let gw = Gateway::start_with(
+        &["serve", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET],
+        &[],
+    );
+    let (mut client, ack) = gw.connect(&token("45", &["room:mine"], 60)).await;
+    let conn = ack["conn_id"].as_str().unwrap().to_owned();
+    // 100 frames a second are allowed per connection: stay under it.
+    for i in 0..60 {
+        let reply = client
+            .request(json!({"type": "subscribe", "channel": "room:theirs", "id": i}))
+            .await;
+        assert_eq!(reply["code"], "forbidden");
+    }
+    eventually("the refusal is logged", || {
+        gw.logs().contains("subscription refused")
+    })
+    .await;
+    let logs = gw.logs();
+    let refusals: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("subscription refused"))
+        .collect();
+    assert!(
+        refusals[0].contains(&conn)
+            && refusals[0].contains("user=\"45\"")
+            && refusals[0].contains("channel=room:theirs"),
+        "{}",
+        refusals[0]
+    );
+    // One line a second at most: 60 refusals within a second or two are a handful of lines.
+    assert!(refusals.len() < 10, "{} lines", refusals.len());
 }
 
 #[tokio::test]

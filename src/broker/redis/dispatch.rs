@@ -15,7 +15,6 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::sync::mpsc::{self, error::TrySendError};
@@ -25,6 +24,7 @@ use super::library;
 use super::metrics::RedisMetrics;
 use crate::broker::{Deliver, HistoryQuery, Publication, StreamPosition};
 use crate::channel::Channel;
+use crate::limits::RateLimitedLog;
 
 /// Work for a dispatch worker; all of a channel's work goes to the same worker, in order.
 pub enum Work {
@@ -267,46 +267,5 @@ impl Worker {
     fn resync(&self, channel: &Channel) {
         self.metrics.resyncs.inc();
         self.sink.resync(channel);
-    }
-}
-
-/// Allows one log line per interval; reports how many were suppressed in between.
-pub struct RateLimitedLog {
-    interval_ms: u64,
-    clock: std::time::Instant,
-    next_ms: AtomicU64,
-    suppressed: AtomicU64,
-}
-
-impl RateLimitedLog {
-    pub fn new(interval: Duration) -> RateLimitedLog {
-        RateLimitedLog {
-            interval_ms: interval.as_millis() as u64,
-            clock: std::time::Instant::now(),
-            next_ms: AtomicU64::new(0),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    /// `Some(suppressed count)` when a line may be logged now.
-    pub fn allow(&self) -> Option<u64> {
-        let now = self.clock.elapsed().as_millis() as u64;
-        let next = self.next_ms.load(Ordering::Relaxed);
-        if now >= next
-            && self
-                .next_ms
-                .compare_exchange(
-                    next,
-                    now + self.interval_ms,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-        {
-            Some(self.suppressed.swap(0, Ordering::Relaxed))
-        } else {
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
-            None
-        }
     }
 }
