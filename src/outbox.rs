@@ -10,6 +10,8 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -95,6 +97,10 @@ pub enum Pushed {
 pub struct Outbox {
     state: Mutex<State>,
     wake_writer: Notify,
+    /// Wakes a producer waiting in [`Outbox::wait_for_room`] when the writer took frames.
+    drained: Notify,
+    /// Set while such a producer waits, so the writer only notifies when someone listens.
+    room_wanted: AtomicBool,
     max_frames: usize,
     max_bytes: usize,
 }
@@ -118,6 +124,8 @@ impl Outbox {
         Outbox {
             state: Mutex::new(State::default()),
             wake_writer: Notify::new(),
+            drained: Notify::new(),
+            room_wanted: AtomicBool::new(false),
             max_frames: max_frames.max(1),
             max_bytes: max_bytes.max(1),
         }
@@ -185,7 +193,47 @@ impl Outbox {
         } else {
             None
         };
+        drop(state);
+        if n > 0 && self.room_wanted.load(Ordering::Acquire) {
+            self.drained.notify_waiters();
+        }
         Batch { ending }
+    }
+
+    /// For the one producer that may wait, a session queueing a replay larger than the
+    /// queue could take at once: resolves once the queue is at most half full (frames and
+    /// bytes), leaving the other half for live traffic. False when the connection is ending,
+    /// or when the writer took nothing for `stall` (the client stopped reading).
+    pub async fn wait_for_room(&self, stall: Duration) -> bool {
+        loop {
+            let drained = self.drained.notified();
+            let mut drained = std::pin::pin!(drained);
+            // Registered before the check, so a drain in between is not missed.
+            drained.as_mut().enable();
+            self.room_wanted.store(true, Ordering::Release);
+            {
+                let state = self.lock();
+                if state.ending.is_some() {
+                    return self.stop_waiting(false);
+                }
+                if state.frames.len() <= self.max_frames / 2 && state.bytes <= self.max_bytes / 2 {
+                    return self.stop_waiting(true);
+                }
+            }
+            if tokio::time::timeout(stall, drained).await.is_err() {
+                return self.stop_waiting(false);
+            }
+        }
+    }
+
+    fn stop_waiting(&self, room: bool) -> bool {
+        self.room_wanted.store(false, Ordering::Release);
+        room
+    }
+
+    /// Whether the connection is closing (nothing more will be queued).
+    pub fn is_ending(&self) -> bool {
+        self.lock().ending.is_some()
     }
 
     /// Resolves when something was pushed or a close was requested since the last call.
@@ -219,6 +267,28 @@ mod tests {
         let batch = outbox.take_batch(&mut out, 16);
         assert!(out.is_empty());
         assert_eq!(batch.ending.unwrap().label(), "slow_consumer");
+    }
+
+    #[tokio::test]
+    async fn a_waiting_producer_gets_room_as_the_writer_drains_or_gives_up_on_a_stall() {
+        let outbox = std::sync::Arc::new(Outbox::new(4, 1 << 20));
+        for _ in 0..4 {
+            outbox.push(frame(b"x")).unwrap();
+        }
+        assert!(
+            !outbox.wait_for_room(Duration::from_millis(20)).await,
+            "nothing drained: the client stopped reading"
+        );
+        let waiter = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.wait_for_room(Duration::from_secs(30)).await }
+        });
+        tokio::task::yield_now().await;
+        let mut out = Vec::new();
+        outbox.take_batch(&mut out, 2);
+        assert!(waiter.await.unwrap(), "half the queue is free again");
+        outbox.end(Ending::close(CloseCode::Normal, "bye"));
+        assert!(!outbox.wait_for_room(Duration::from_secs(30)).await);
     }
 
     #[test]

@@ -1,14 +1,16 @@
 //! Subscriptions: `subscribe` (with recovery from `since`), `unsubscribe`, and `history`.
 //!
 //! A channel with history is subscribed in two steps: the hub buffers live messages for the
-//! connection while the history is read, then the reply, the replay and the newer buffered
-//! messages are queued in that order. That merge is the exactly-once guarantee of recovery.
+//! connection while the history is read and the reply and the replay are queued (at the
+//! client's reading pace), then the newer buffered messages follow and the subscription goes
+//! live. That merge is the exactly-once guarantee of recovery.
 
 use super::Session;
 use crate::broker::{History, HistoryQuery, StreamPosition};
 use crate::channel::Channel;
+use crate::outbox::Ending;
 use crate::protocol::{
-    self, ClientError, ErrorCode, Frame, HistoryMark, RequestId, ServerFrame, Since,
+    self, ClientError, CloseCode, ErrorCode, Frame, HistoryMark, RequestId, ServerFrame, Since,
 };
 
 impl Session {
@@ -68,6 +70,7 @@ impl Session {
             .await
         {
             Ok(()) => {
+                tracing::debug!(conn = %self.conn.public_id, %channel, "subscribed");
                 self.join_presence(&channel).await;
                 self.subscriptions.insert(channel);
             }
@@ -139,9 +142,13 @@ impl Session {
                 %channel,
                 since = s.offset,
                 top = history.offset,
+                replay = replay.as_ref().map_or(0, Vec::len),
+                already,
                 outcome,
                 "recovery"
             );
+        } else {
+            tracing::debug!(conn = %self.conn.public_id, %channel, top = history.offset, "subscribed with history");
         }
         let mut frames = Vec::with_capacity(1 + replay.as_ref().map_or(0, Vec::len));
         frames.push(
@@ -165,14 +172,46 @@ impl Session {
             }),
         );
         frames.extend(replay.unwrap_or_default());
+        // The reply and the replay go out while the subscription is still pending (its live
+        // messages wait in the hub), at the pace the client reads them: a replay may be
+        // larger than the outbound queue takes at once, and must still leave room for the
+        // other channels' traffic.
+        let replayed = frames.len() - 1;
+        for frame in frames {
+            if !self
+                .outbox
+                .wait_for_room(self.node.config.write_timeout)
+                .await
+            {
+                self.replay_stalled(&channel, replayed);
+                return;
+            }
+            // Draining the queue is a sign of life: this task reads no pongs meanwhile.
+            self.conn.touch();
+            let _ = self.outbox.push(frame);
+        }
         let top = StreamPosition {
             offset: history.offset,
             epoch: history.epoch.clone(),
         };
-        if hub.activate(self.conn.id, &channel, frames, Some(top)) && !already {
+        if hub.activate(self.conn.id, &channel, Vec::new(), Some(top)) && !already {
             self.join_presence(&channel).await;
             self.subscriptions.insert(channel);
         }
+    }
+
+    /// A client that read nothing of its replay for the write timeout is a slow consumer.
+    /// (If its connection is closing already, whoever closed it counted it.)
+    fn replay_stalled(&self, channel: &Channel, replayed: usize) {
+        if self.outbox.is_ending() {
+            return;
+        }
+        tracing::debug!(conn = %self.conn.public_id, %channel, replayed, "replay not read in time; closing as a slow consumer");
+        self.node.metrics.slow_consumers.inc();
+        self.outbox.end(Ending::close(
+            CloseCode::SlowConsumer,
+            "slow consumer: recovery not read in time",
+        ));
     }
 
     /// The message frames a client recovering from `since` missed, if every one of them is
@@ -190,13 +229,6 @@ impl Session {
             && missed <= limits.max_recovery_messages as u64
             && history.messages.len() as u64 == missed;
         if !complete {
-            return None;
-        }
-        // The replay goes through the outbound queue: it must leave room for live traffic.
-        let bytes: usize = history.messages.iter().map(|m| m.payload.len() + 128).sum();
-        if history.messages.len() > limits.queue_max_messages / 2
-            || bytes > limits.queue_max_bytes / 2
-        {
             return None;
         }
         Some(

@@ -8,3 +8,4 @@ mod idempotency;
 mod on_memory;
 mod on_redis;
 mod property;
+mod stall;

@@ -212,6 +212,7 @@ impl Worker {
                 .deliver(&Publication::at(channel.clone(), m.payload, position).by(m.publisher));
         }
         self.metrics.gap_filled.inc_by(want);
+        tracing::debug!(%channel, after = from.offset, up_to = to, "gap filled from history");
         true
     }
 
@@ -232,6 +233,7 @@ impl Worker {
             offset: top.offset,
             epoch: top.epoch.clone(),
         };
+        tracing::debug!(%channel, at = cursor.offset, top = top.offset, "syncing after a reconnect");
         let epoch_changed = top.epoch != cursor.epoch;
         let missed = !epoch_changed && top.offset > cursor.offset;
         if epoch_changed || (missed && !self.fill(&channel, &cursor, top.offset).await) {

@@ -342,15 +342,25 @@ impl Broker for RedisBroker {
             .await?;
         let history = library::parse_history(&reply)
             .ok_or_else(|| BrokerError::Unavailable("unexpected fanout_history reply".into()))?;
-        // Start gap detection for this channel at what this node has now seen.
+        // Start gap detection for this channel at what this node has now seen. The request
+        // that reads history waits for room in the dispatch queue, but not forever: its
+        // session reads nothing else from its client meanwhile.
         let position = StreamPosition {
             offset: history.offset,
             epoch: history.epoch.clone(),
         };
-        self.shared
+        let observe = self
+            .shared
             .dispatch
-            .control(Work::Observe(channel.clone(), position))
-            .await;
+            .control(Work::Observe(channel.clone(), position));
+        if tokio::time::timeout(COMMAND_TIMEOUT, observe)
+            .await
+            .is_err()
+        {
+            return Err(BrokerError::Unavailable(
+                "the dispatch queue stayed full".into(),
+            ));
+        }
         Ok(history)
     }
 
