@@ -23,8 +23,8 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use fastwebsockets::Role;
 use fastwebsockets::upgrade::{IncomingUpgrade, UpgradeFut};
+use fastwebsockets::{Role, WebSocketRead};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -44,6 +44,9 @@ pub use self::reader::{Inbound, ReadError};
 
 /// What the reader reads: bytes hyper had buffered, then the socket.
 type ReadStream = tokio::io::Chain<std::io::Cursor<Bytes>, tokio::net::tcp::OwnedReadHalf>;
+
+/// Initial capacity of a connection's read buffer.
+const READ_BUFFER_BYTES: usize = 512;
 
 /// After the server sends its close frame, how long it waits for the client's.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -104,40 +107,22 @@ pub async fn upgrade(
 }
 
 /// One connection, from the finished handshake to the last byte.
+///
+/// This task lives as long as the connection, and its future's size is what every connection
+/// costs for its whole life: the steps before and after the writer's loop run boxed, so only
+/// the loop's own state is held meanwhile.
 async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted, peer: Peer) {
     let started = std::time::Instant::now();
-    let ws = match fut.await {
-        Ok(ws) => ws,
-        Err(e) => {
-            tracing::debug!(error = %e, "upgrade did not complete");
-            return;
-        }
+    let Some((mut ws_read, mut write_half)) = Box::pin(finish_upgrade(fut)).await else {
+        return;
     };
-    // The server hands hyper a plain TcpStream, so the upgraded connection is one again:
-    // split it without a lock, keeping any bytes hyper read past the handshake.
-    let parts = match ws
-        .into_inner()
-        .into_inner()
-        .downcast::<TokioIo<TcpStream>>()
-    {
-        Ok(parts) => parts,
-        Err(_) => {
-            tracing::error!("upgraded connection is not a TCP stream; dropping it");
-            return;
-        }
-    };
-    let (read_half, mut write_half) = parts.io.into_inner().into_split();
-    // `read_buf` is a view into hyper's read buffer; copying what it holds (usually nothing)
-    // lets that buffer go instead of keeping it alive for the whole connection.
-    let early = Bytes::copy_from_slice(&parts.read_buf);
-    drop(parts.read_buf);
-    let read_half = std::io::Cursor::new(early).chain(read_half);
-    // The write side of fastwebsockets is not used: frames are pre-encoded bytes.
-    let (mut ws_read, _) =
-        fastwebsockets::after_handshake_split(read_half, tokio::io::sink(), Role::Server);
     let limits = &node.config.limits;
     // Per frame; the total of a fragmented message is checked by `MessageReader`.
     ws_read.set_max_message_size(limits.max_message_bytes + 1);
+    // Clients send small requests and pongs; the buffer grows for a larger message and
+    // keeps that size. Most connections are idle: 8 KiB each (the crate's default) would be
+    // most of their memory.
+    ws_read.set_read_buffer_capacity(READ_BUFFER_BYTES);
 
     let outbox = Arc::new(Outbox::new(
         limits.queue_max_messages,
@@ -204,7 +189,60 @@ async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted, peer: Peer) {
     )
     .await;
 
-    // Give the client a moment to answer our close frame, then stop reading.
+    let user = Box::pin(close(reader, cancel, write_half, &conn)).await;
+    peer.closed("ws", &conn.public_id, user.as_deref(), started, &ending);
+    node.metrics.connections_open.dec();
+    node.metrics
+        .disconnects
+        .with_label_values(&[ending.label()])
+        .inc();
+}
+
+/// Completes the upgrade and splits the connection: the reading half for fastwebsockets (with
+/// any bytes hyper read past the handshake in front), the writing half for our writer.
+async fn finish_upgrade(
+    fut: UpgradeFut,
+) -> Option<(WebSocketRead<ReadStream>, tokio::net::tcp::OwnedWriteHalf)> {
+    let ws = match fut.await {
+        Ok(ws) => ws,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade did not complete");
+            return None;
+        }
+    };
+    // The server hands hyper a plain TcpStream, so the upgraded connection is one again:
+    // split it without a lock, keeping any bytes hyper read past the handshake.
+    let parts = match ws
+        .into_inner()
+        .into_inner()
+        .downcast::<TokioIo<TcpStream>>()
+    {
+        Ok(parts) => parts,
+        Err(_) => {
+            tracing::error!("upgraded connection is not a TCP stream; dropping it");
+            return None;
+        }
+    };
+    let (read_half, write_half) = parts.io.into_inner().into_split();
+    // `read_buf` is a view into hyper's read buffer; copying what it holds (usually nothing)
+    // lets that buffer go instead of keeping it alive for the whole connection.
+    let early = Bytes::copy_from_slice(&parts.read_buf);
+    drop(parts.read_buf);
+    let read_half = std::io::Cursor::new(early).chain(read_half);
+    // The write side of fastwebsockets is not used: frames are pre-encoded bytes.
+    let (ws_read, _) =
+        fastwebsockets::after_handshake_split(read_half, tokio::io::sink(), Role::Server);
+    Some((ws_read, write_half))
+}
+
+/// After the writer's loop: gives the client a moment to answer our close frame, stops
+/// reading, and ends the session. Returns the session's user, for the log.
+async fn close(
+    reader: tokio::task::JoinHandle<Option<Session>>,
+    cancel: CancellationToken,
+    mut write_half: tokio::net::tcp::OwnedWriteHalf,
+    conn: &ConnState,
+) -> Option<String> {
     let reader = {
         let mut reader = reader;
         tokio::select! {
@@ -216,7 +254,7 @@ async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted, peer: Peer) {
         }
     };
     let _ = write_half.shutdown().await;
-    let user = match reader {
+    match reader {
         Ok(Some(mut session)) => {
             session.finish().await;
             session.user().map(str::to_owned)
@@ -226,11 +264,5 @@ async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted, peer: Peer) {
             tracing::error!(conn = %conn.public_id, error = %e, "session reader failed");
             None
         }
-    };
-    peer.closed("ws", &conn.public_id, user.as_deref(), started, &ending);
-    node.metrics.connections_open.dec();
-    node.metrics
-        .disconnects
-        .with_label_values(&[ending.label()])
-        .inc();
+    }
 }

@@ -271,6 +271,15 @@ impl<'f, S> WebSocketRead<S> {
     self.read_half.auto_pong = auto_pong;
   }
 
+  /// Sets the capacity of the read buffer, replacing it if it holds no unread bytes. The
+  /// buffer still grows as frames need and keeps what it grew to; a small capacity saves
+  /// memory on servers holding many mostly idle connections.
+  ///
+  /// Default: 8 KiB
+  pub fn set_read_buffer_capacity(&mut self, capacity: usize) {
+    self.read_half.set_buffer_capacity(capacity);
+  }
+
   /// Sets the maximum message size in bytes. If a message is received that is larger than this, the connection will be closed.
   ///
   /// Default: 64 MiB
@@ -463,6 +472,15 @@ impl<'f, S> WebSocket<S> {
     self.read_half.auto_pong = auto_pong;
   }
 
+  /// Sets the capacity of the read buffer, replacing it if it holds no unread bytes. The
+  /// buffer still grows as frames need and keeps what it grew to; a small capacity saves
+  /// memory on servers holding many mostly idle connections.
+  ///
+  /// Default: 8 KiB
+  pub fn set_read_buffer_capacity(&mut self, capacity: usize) {
+    self.read_half.set_buffer_capacity(capacity);
+  }
+
   /// Sets the maximum message size in bytes. If a message is received that is larger than this, the connection will be closed.
   ///
   /// Default: 64 MiB
@@ -585,6 +603,13 @@ impl ReadHalf {
       writev_threshold: 1024,
       max_message_size: 64 << 20,
       buffer,
+    }
+  }
+
+  /// Replaces the read buffer with one of `capacity` bytes, unless it holds unread bytes.
+  fn set_buffer_capacity(&mut self, capacity: usize) {
+    if self.buffer.is_empty() {
+      self.buffer = BytesMut::with_capacity(capacity);
     }
   }
 
