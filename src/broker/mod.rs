@@ -306,7 +306,7 @@ impl From<BrokerError> for ClientError {
             BrokerError::Rejected(_) => {
                 ClientError::bad_request("the request's arguments were refused by the broker")
             }
-            BrokerError::Unsupported(what) => ClientError::new(ErrorCode::Unavailable, what),
+            BrokerError::Unsupported(what) => ClientError::new(ErrorCode::Unsupported, what),
             BrokerError::NoHistory(c) => {
                 ClientError::bad_request(format!("channel {c} keeps no history"))
             }

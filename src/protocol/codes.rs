@@ -34,6 +34,9 @@ pub enum ErrorCode {
     LimitExceeded,
     /// The broker cannot serve the request right now; retry later.
     Unavailable,
+    /// This node cannot do that at all as it is configured (the durable inbox on the
+    /// embedded broker); retrying does not help.
+    Unsupported,
     /// A bug or unexpected failure in the gateway.
     Internal,
 }
@@ -49,6 +52,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::LimitExceeded => "limit_exceeded",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Unsupported => "unsupported",
             ErrorCode::Internal => "internal",
         }
     }
@@ -63,11 +67,12 @@ impl ErrorCode {
             ErrorCode::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::RateLimited | ErrorCode::LimitExceeded => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Unsupported => StatusCode::NOT_IMPLEMENTED,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
-    pub const ALL: [ErrorCode; 9] = [
+    pub const ALL: [ErrorCode; 10] = [
         ErrorCode::BadRequest,
         ErrorCode::Unauthorized,
         ErrorCode::Forbidden,
@@ -76,6 +81,7 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::LimitExceeded,
         ErrorCode::Unavailable,
+        ErrorCode::Unsupported,
         ErrorCode::Internal,
     ];
 }

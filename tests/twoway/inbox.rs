@@ -116,13 +116,13 @@ async fn send_is_permission_checked_and_rate_limited() {
 }
 
 #[tokio::test]
-async fn without_redis_send_says_the_inbox_is_unavailable() {
+async fn without_redis_send_says_the_inbox_is_unsupported_so_clients_do_not_retry() {
     let gw = Gateway::start(&[]);
     let mut c = gw.connect_as("1", &["dag:*"]).await;
     let reply = c
         .request(json!({"type": "send", "channel": "dag:7", "data": {}}))
         .await;
-    assert_eq!(reply["code"], "unavailable");
+    assert_eq!(reply["code"], "unsupported");
     assert!(
         reply["message"].as_str().unwrap().contains("redis"),
         "{reply}"

@@ -19,7 +19,7 @@ const RETRYABLE_CODES = new Set(["unavailable", "rate_limited", "disconnected", 
 
 /**
  * An error with the protocol's error `code` (`bad_request`, `unauthorized`, `forbidden`,
- * `too_large`, `rate_limited`, `limit_exceeded`, `unavailable`, `internal`) or one of the
+ * `too_large`, `rate_limited`, `limit_exceeded`, `unavailable`, `unsupported`, `internal`) or one of the
  * client's own: `disconnected` (the connection ended before the reply), `timeout` (no reply
  * in time), `closed` (`client.close()` was called), `transport` (a transport failed).
  */

@@ -131,6 +131,7 @@ export type FanoutErrorCode =
   | "rate_limited"
   | "limit_exceeded"
   | "unavailable"
+  | "unsupported"
   | "internal"
   | "disconnected"
   | "timeout"
