@@ -15,6 +15,19 @@ use crate::protocol::{HistoryMark, MAX_OFFSET, Since};
 /// Longest `Last-Event-ID` read (a browser sends back what we sent; this bounds a forged one).
 pub const MAX_ID_LEN: usize = 16 * 1024;
 
+/// `n` in decimal, in the tail of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
 /// The last position the stream wrote, per history channel.
 #[derive(Debug, Default)]
 pub struct Positions(BTreeMap<Channel, (u64, Arc<str>)>);
@@ -40,20 +53,36 @@ impl Positions {
         self.0.retain(|c, _| c.as_str() != channel);
     }
 
-    /// The id line's value.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
+    /// Whether there is any position to write.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Appends the id line's value to `out`. Written per history message and per stream,
+    /// so straight into the chunk being built, without a string of its own.
+    pub fn write_to(&self, out: &mut impl bytes::BufMut) {
+        let mut first = true;
         for (channel, (offset, epoch)) in &self.0 {
-            if !out.is_empty() {
-                out.push(',');
+            if !first {
+                out.put_u8(b',');
             }
-            out.push_str(channel.as_str());
-            out.push('=');
-            out.push_str(&offset.to_string());
-            out.push(':');
-            out.push_str(epoch);
+            first = false;
+            out.put_slice(channel.as_str().as_bytes());
+            out.put_u8(b'=');
+            let mut digits = [0u8; 20];
+            out.put_slice(decimal(*offset, &mut digits));
+            out.put_u8(b':');
+            out.put_slice(epoch.as_bytes());
         }
-        out
+    }
+
+    /// The id line's value.
+    #[cfg(test)]
+    pub fn encode(&self) -> String {
+        let mut out = Vec::new();
+        self.write_to(&mut out);
+        // Channels, digits and token epochs are ASCII.
+        String::from_utf8_lossy(&out).into_owned()
     }
 
     /// Reads a `Last-Event-ID` back into positions to recover from. Entries that do not parse
@@ -86,6 +115,14 @@ impl Positions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offsets_are_written_in_decimal() {
+        let mut buf = [0u8; 20];
+        assert_eq!(decimal(0, &mut buf), b"0");
+        assert_eq!(decimal(1090, &mut buf), b"1090");
+        assert_eq!(decimal(u64::MAX, &mut buf), b"18446744073709551615");
+    }
 
     #[test]
     fn ids_round_trip_and_damaged_entries_are_skipped() {

@@ -131,10 +131,9 @@ fn encode_batch(batch: &[Outgoing], positions: &mut Positions) -> Bytes {
                 out.put_u8(b'\n');
                 if let Some(mark) = frame.mark() {
                     positions.record(mark);
-                    let id = positions.encode();
-                    if !id.is_empty() {
+                    if !positions.is_empty() {
                         out.put_slice(b"id: ");
-                        out.put_slice(id.as_bytes());
+                        positions.write_to(&mut out);
                         out.put_u8(b'\n');
                     }
                 } else if kind == "unsubscribed"
