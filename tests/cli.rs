@@ -703,7 +703,9 @@ fn check_config_refuses_tls_files_that_cannot_work() {
                 ("--redis-tls-cert-file", cert.as_str()),
                 ("--redis-tls-key-file", server_key.as_str()),
             ],
-            format!("redis_tls_key_file {server_key} does not fit redis_tls_cert_file {cert}"),
+            format!(
+                "redis_tls_cert_file {cert} and redis_tls_key_file {server_key} are not a usable client certificate and key"
+            ),
         ),
         (
             vec![

@@ -2,8 +2,8 @@
 //! TLS only, with a CA and certificates the test makes with `openssl`.
 //!
 //! Every connection the gateway opens must speak TLS, since the server has no plain port:
-//! pub/sub (delivery), the command pool (the HTTP publish, history reads for recovery, the
-//! function library it loads), and the relay listener. A handshake that cannot succeed (a CA
+//! pub/sub (delivery), the command pool (the HTTP publish, history reads for recovery,
+//! presence, the function library it loads), and the relay listener. A handshake that cannot succeed (a CA
 //! that did not sign the server's certificate, no client certificate for a server that
 //! requires one) keeps the node not ready, says why in its log, and never prints the password.
 
@@ -86,10 +86,18 @@ async fn over_rediss_backends_reach_websockets_history_recovers_and_outages_heal
         password: Some(PASSWORD),
     });
     assert!(redis.url().starts_with("rediss://"));
+    // Presence on room: channels, to see its functions run over TLS as well.
+    let config = pki.dir().join("fanout.toml");
+    std::fs::write(&config, "[namespaces.room]\npresence = true\n").expect("write config");
     let gw = Gateway::start_on_redis(
         "tls-node",
         &redis,
-        &["--redis-tls-ca-file", &path(pki.ca_cert())],
+        &[
+            "--redis-tls-ca-file",
+            &path(pki.ca_cert()),
+            "--config",
+            &path(config),
+        ],
     )
     .await;
     let started = log_line(&gw, &["redis broker started"]).await;
@@ -136,8 +144,15 @@ async fn over_rediss_backends_reach_websockets_history_recovers_and_outages_heal
     })
     .await;
 
-    // An outage of the TLS Redis is survived like any other.
+    // Presence (a Redis function through the command pool).
     a.subscribe("room:tls").await;
+    let reply = a
+        .request(json!({"type": "presence", "channel": "room:tls", "id": "who"}))
+        .await;
+    assert_eq!(reply["id"], "who", "{reply}");
+    assert_eq!(reply["members"][0]["user"], "a", "{reply}");
+
+    // An outage of the TLS Redis is survived like any other.
     redis.stop();
     gw.wait_ready(false).await;
     redis.restart();

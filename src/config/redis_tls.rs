@@ -93,7 +93,7 @@ pub(super) fn check_ca(key: &str, ca: &PemFile) -> Result<(), String> {
 }
 
 /// Checks that a certificate file and a key file make a client identity rustls accepts: the
-/// certificates parse, the key parses, and the key belongs to the first certificate.
+/// certificates parse (X.509 v3), the key parses, and the key belongs to the first certificate.
 pub(super) fn check_client(cert: &PemFile, key: &PemFile) -> Result<(), String> {
     let chain = certificates(&cert.pem)
         .map_err(|e| format!("redis_tls_cert_file {}: {e}", cert.path.display()))?;
@@ -113,9 +113,9 @@ pub(super) fn check_client(cert: &PemFile, key: &PemFile) -> Result<(), String> 
         .map(|_| ())
         .map_err(|e| {
             format!(
-                "redis_tls_key_file {} does not fit redis_tls_cert_file {}: {e}",
-                key.path.display(),
-                cert.path.display()
+                "redis_tls_cert_file {} and redis_tls_key_file {} are not a usable client certificate and key (a key of another certificate, or an X.509 v1 certificate): {e}",
+                cert.path.display(),
+                key.path.display()
             )
         })
 }
