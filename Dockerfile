@@ -28,7 +28,8 @@ RUN cargo build --release --locked --bin fanout \
  && strip target/release/fanout
 
 # Runtime: Debian slim (glibc, as the binary was built against) with curl for the health
-# check and CA certificates for TLS to managed Redis. Runs as an unprivileged numeric user,
+# check and the system CA bundle (rediss:// uses the public roots built into the gateway, or
+# redis_tls_ca_file, which may point at /etc/ssl/certs/ca-certificates.crt). Runs as an unprivileged numeric user,
 # so Kubernetes can verify `runAsNonRoot` and a read-only root filesystem works: the gateway
 # writes nothing to disk.
 FROM debian:bookworm-slim

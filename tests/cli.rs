@@ -567,15 +567,14 @@ fn check_config_explains_redis_urls_it_cannot_use() {
             "--jwt-secret",
             LONG_SECRET,
             "--redis-url",
-            "rediss://:pw@redis.example:6380/0",
+            "rediss://:pw@redis.example:6380/0#insecure",
         ],
         &[],
     );
     assert_ne!(run.code, Some(0), "{run}");
     assert!(
-        run.stdout
-            .contains("rediss:// (Redis over TLS) is not supported"),
-        "{run}"
+        run.stdout.contains("#insecure") && run.stdout.contains("not supported"),
+        "certificate checks cannot be turned off: {run}"
     );
     assert!(
         !run.all().contains(":pw@"),
@@ -592,6 +591,154 @@ fn check_config_explains_redis_urls_it_cannot_use() {
         &[],
     );
     assert!(run.stdout.contains("unknown scheme \"http\""), "{run}");
+}
+
+#[test]
+fn check_config_describes_redis_over_tls() {
+    let pki = support::TestPki::create();
+    let ca = pki.ca_cert().display().to_string();
+    let cert = pki.client_cert().display().to_string();
+    let key = pki.client_key().display().to_string();
+    let run = fanout(
+        &[
+            "check-config",
+            "--jwt-secret",
+            LONG_SECRET,
+            "--redis-url",
+            "rediss://:pw@redis.example:6380/0",
+            "--redis-tls-ca-file",
+            &ca,
+            "--redis-tls-cert-file",
+            &cert,
+            "--redis-tls-key-file",
+            &key,
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(
+        run.stdout.contains(&format!(
+            "redis.example:6380 (prefix \"fanout:\"); TLS, server certificate checked against {ca}, client certificate {cert}"
+        )),
+        "{run}"
+    );
+    assert!(!run.all().contains(":pw@"), "{run}");
+    assert!(!run.all().contains("PRIVATE KEY"), "{run}");
+
+    // Without a CA file, the built-in public roots.
+    let run = fanout(
+        &[
+            "check-config",
+            "--jwt-secret",
+            LONG_SECRET,
+            "--redis-url",
+            "rediss://redis.example:6380",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(
+        run.stdout
+            .contains("TLS, server certificate checked against the built-in public roots"),
+        "{run}"
+    );
+}
+
+#[test]
+fn check_config_refuses_tls_files_that_cannot_work() {
+    let pki = support::TestPki::create();
+    let path = |p: PathBuf| p.display().to_string();
+    let (ca, cert, key) = (
+        path(pki.ca_cert()),
+        path(pki.client_cert()),
+        path(pki.client_key()),
+    );
+    let not_pem = path(pki.dir().join("client.ext"));
+    let missing = path(pki.dir().join("missing.pem"));
+    let server_key = path(pki.server_key());
+    let check = |url: &str, files: &[(&str, &str)]| {
+        let mut args = vec![
+            "check-config",
+            "--jwt-secret",
+            LONG_SECRET,
+            "--redis-url",
+            url,
+        ];
+        for (flag, value) in files {
+            args.extend([*flag, *value]);
+        }
+        let run = fanout(&args, &[]);
+        assert_ne!(run.code, Some(0), "{run}");
+        run.stdout
+    };
+    // The first base64 line of every key and certificate: never in a message.
+    let contents: Vec<String> = [
+        pki.ca_cert(),
+        pki.client_cert(),
+        pki.client_key(),
+        pki.server_key(),
+    ]
+    .iter()
+    .map(|p| {
+        let pem = std::fs::read_to_string(p).unwrap();
+        pem.lines().nth(1).unwrap().to_owned()
+    })
+    .collect();
+    let tls = "rediss://127.0.0.1:6380";
+    for (files, expected) in [
+        (
+            vec![("--redis-tls-ca-file", missing.as_str())],
+            format!("redis_tls_ca_file {missing}: cannot read"),
+        ),
+        (
+            vec![("--redis-tls-ca-file", not_pem.as_str())],
+            format!("redis_tls_ca_file {not_pem}: holds no PEM certificate"),
+        ),
+        (
+            vec![("--redis-tls-cert-file", cert.as_str())],
+            "redis_tls_cert_file and redis_tls_key_file go together".to_owned(),
+        ),
+        (
+            vec![
+                ("--redis-tls-cert-file", cert.as_str()),
+                ("--redis-tls-key-file", server_key.as_str()),
+            ],
+            format!(
+                "redis_tls_cert_file {cert} and redis_tls_key_file {server_key} are not a usable client certificate and key"
+            ),
+        ),
+        (
+            vec![
+                ("--redis-tls-cert-file", cert.as_str()),
+                ("--redis-tls-key-file", ca.as_str()),
+            ],
+            format!("redis_tls_key_file {ca}: not a PEM private key"),
+        ),
+    ] {
+        let out = check(tls, &files);
+        assert!(out.contains(&expected), "{files:?}: {out}");
+        for secret in &contents {
+            assert!(
+                !out.contains(secret.as_str()),
+                "no file contents in messages: {out}"
+            );
+        }
+    }
+    // TLS files with a plain URL would silently not be used: refused.
+    let out = check("redis://127.0.0.1:6379", &[("--redis-tls-ca-file", &ca)]);
+    assert!(out.contains("only apply to a rediss:// redis_url"), "{out}");
+    let run = fanout(
+        &[
+            "check-config",
+            "--jwt-secret",
+            LONG_SECRET,
+            "--redis-tls-key-file",
+            &key,
+        ],
+        &[],
+    );
+    assert_ne!(run.code, Some(0), "{run}");
+    assert!(run.stdout.contains("redis_url is not set"), "{run}");
 }
 
 // ---------------------------------------------------------------------------------------------

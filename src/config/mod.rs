@@ -8,9 +8,11 @@
 //! - `sources.rs`: the command line, the environment and the file, by precedence
 //!   (flag > environment > file > default);
 //! - `validate.rs`: the settings checked together, and the `[namespaces.<name>]` sections;
+//! - `redis_tls.rs`: the CA and client certificate of `rediss://`, read and checked;
 //! - `reference.rs`: the README's table of settings;
 //! - this file: [`Config`] and its sections, as the server, the hub and the brokers see them.
 
+mod redis_tls;
 mod reference;
 mod settings;
 mod sources;
@@ -24,6 +26,7 @@ use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 
+pub use redis_tls::{PemFile, RedisTls};
 pub use reference::reference_table;
 pub use settings::{SETTINGS, Setting, Settings};
 pub use sources::{Origin, SettingsArgs};
@@ -182,6 +185,8 @@ pub const MAX_HISTORY_SIZE: usize = 100_000;
 pub struct RedisConfig {
     /// May contain a password: never log it (see [`RedisConfig::display_addr`]).
     pub url: String,
+    /// Present exactly for a `rediss://` URL.
+    pub tls: Option<RedisTls>,
     pub prefix: String,
     pub pubsub_connections: usize,
     pub pool_size: usize,
@@ -190,6 +195,23 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
+    /// A client for this Redis, with the CA and client certificate of a `rediss://` URL. Every
+    /// connection a node opens (commands, pub/sub, relay) comes from this client.
+    pub fn client(&self) -> redis::RedisResult<redis::Client> {
+        match &self.tls {
+            None => redis::Client::open(self.url.as_str()),
+            Some(tls) => redis::Client::build_with_tls(self.url.as_str(), tls.certificates()),
+        }
+    }
+
+    /// How the connection is secured, for logs: `plain TCP` or what TLS checks.
+    pub fn describe_transport(&self) -> String {
+        match &self.tls {
+            None => "plain TCP (no TLS)".to_owned(),
+            Some(tls) => tls.describe(),
+        }
+    }
+
     /// `host:port` (or socket path) without credentials, for logs.
     pub fn display_addr(&self) -> String {
         match redis::Client::open(self.url.as_str()) {
@@ -203,6 +225,7 @@ impl std::fmt::Debug for RedisConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConfig")
             .field("addr", &self.display_addr())
+            .field("tls", &self.tls)
             .field("prefix", &self.prefix)
             .field("pubsub_connections", &self.pubsub_connections)
             .field("pool_size", &self.pool_size)
@@ -301,7 +324,12 @@ impl Config {
         line(
             "broker",
             match &self.redis {
-                Some(r) => format!("redis at {} (prefix {:?})", r.display_addr(), r.prefix),
+                Some(r) => format!(
+                    "redis at {} (prefix {:?}); {}",
+                    r.display_addr(),
+                    r.prefix,
+                    r.describe_transport()
+                ),
                 None => "memory (single node)".into(),
             },
         );

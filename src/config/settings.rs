@@ -149,8 +149,14 @@ settings! {
     namespaces: Vec<String>, "NS";
     /// Namespaces any authenticated client may subscribe to without a `channels` claim (not `user`).
     public_namespaces: Vec<String>, "NS";
-    /// Redis for a cluster of nodes (`redis://host:6379/0`, `redis://:password@host`). Unset: the in-process broker, one node.
+    /// Redis for a cluster of nodes (`redis://host:6379/0`, `redis://:password@host`, `rediss://` for TLS). Unset: the in-process broker, one node.
     redis_url: Option<String>, "URL", [secret];
+    /// With `rediss://`: PEM file of the CA(s) that signed the Redis server's certificate. Unset: Mozilla's public roots, built in.
+    redis_tls_ca_file: Option<PathBuf>, "PEM_FILE";
+    /// With `rediss://`: PEM client certificate (chain) for Redis servers that require one (`tls-auth-clients`); needs `redis_tls_key_file`.
+    redis_tls_cert_file: Option<PathBuf>, "PEM_FILE";
+    /// With `rediss://`: PEM private key of `redis_tls_cert_file`.
+    redis_tls_key_file: Option<PathBuf>, "PEM_FILE";
     /// Prefix of Redis channel names: channel `room:lobby` is Redis channel `fanout:room:lobby`.
     redis_prefix: String = "fanout:", "PREFIX";
     /// Redis pub/sub connections per node; channels are spread over them by hash.

@@ -18,7 +18,7 @@ use super::sources::Sources;
 use super::values::{FieldType, Scalar, algorithm_name, got_toml, quote};
 use super::{
     Config, HistoryConfig, JoinLeave, JwtConfig, Limits, MAX_HISTORY_SIZE, NamespaceConfig,
-    OriginRule, RedisConfig, builtin_namespaces,
+    OriginRule, RedisConfig, RedisTls, builtin_namespaces, redis_tls,
 };
 use crate::channel::validate_namespace;
 
@@ -67,6 +67,13 @@ pub(super) fn resolve(mut sources: Sources) -> Result<Config, Problems> {
     }
 }
 
+/// `redis_tls_ca_file`, `redis_tls_cert_file`, `redis_tls_key_file` as read.
+type TlsFiles = (
+    Option<Option<PathBuf>>,
+    Option<Option<PathBuf>>,
+    Option<Option<PathBuf>>,
+);
+
 /// A `[namespaces.<name>]` section of the config file; absent keys keep the defaults.
 #[derive(Debug, Default)]
 struct NamespaceSection {
@@ -109,6 +116,9 @@ impl Validator {
             namespaces,
             public_namespaces,
             redis_url,
+            redis_tls_ca_file,
+            redis_tls_cert_file,
+            redis_tls_key_file,
             redis_prefix,
             redis_pubsub_connections,
             redis_pool_size,
@@ -151,6 +161,7 @@ impl Validator {
         );
         let redis = self.redis(
             redis_url,
+            (redis_tls_ca_file, redis_tls_cert_file, redis_tls_key_file),
             redis_prefix,
             (redis_pubsub_connections, redis_pool_size),
             redis_dispatch_buffer,
@@ -211,37 +222,59 @@ impl Validator {
     fn redis(
         &mut self,
         url: Option<Option<String>>,
+        tls_files: TlsFiles,
         prefix: Option<String>,
         (pubsub_connections, pool_size): (Option<usize>, Option<usize>),
         dispatch_buffer: Option<usize>,
         probe_interval_s: Option<u64>,
     ) -> Option<Option<RedisConfig>> {
+        let (ca_file, cert_file, key_file) = tls_files;
+        let (ca_file, cert_file, key_file) = (ca_file?, cert_file?, key_file?);
+        let any_tls_file = ca_file.is_some() || cert_file.is_some() || key_file.is_some();
         let Some(url) = url? else {
+            if any_tls_file {
+                self.problems.push(
+                    "redis_tls_ca_file, redis_tls_cert_file and redis_tls_key_file only apply to a rediss:// redis_url, and redis_url is not set".into(),
+                );
+                return None;
+            }
             return Some(None);
         };
-        if url
+        // The scheme and fragment only: the rest of the URL may hold a password.
+        let scheme = url
             .trim_start()
-            .to_ascii_lowercase()
-            .starts_with("rediss://")
-        {
+            .split_once("://")
+            .map(|(s, _)| s.to_ascii_lowercase());
+        let tls = matches!(scheme.as_deref(), Some("rediss" | "valkeys"));
+        if tls && url.trim_end().ends_with("#insecure") {
             self.problems.push(
-                "redis_url: rediss:// (Redis over TLS) is not supported by this version; use redis:// on a private network or a local TLS tunnel (docs/operations.md, \"Redis over TLS\")".into(),
+                "redis_url: #insecure (TLS without checking the server's certificate) is not supported; give the CA that signed the server's certificate with redis_tls_ca_file".into(),
             );
             return None;
         }
         if redis::Client::open(url.as_str()).is_err() {
             // The error may quote the URL, password included: describe the form instead.
-            let scheme = url.split_once("://").map(|(s, _)| s);
-            let problem = match scheme {
-                Some(s) if !matches!(s, "redis" | "unix" | "redis+unix") => format!(
-                    "redis_url: unknown scheme {}: expected redis://[:password@]host[:port][/db] or unix:///path",
+            let problem = match &scheme {
+                Some(s) if !matches!(s.as_str(), "redis" | "rediss" | "unix" | "redis+unix") => format!(
+                    "redis_url: unknown scheme {}: expected redis://[:password@]host[:port][/db], rediss://… (TLS) or unix:///path",
                     quote(&s.chars().take(20).collect::<String>())
                 ),
-                _ => "redis_url: not a valid Redis URL (expected redis://[:password@]host[:port][/db] or unix:///path)".into(),
+                _ => "redis_url: not a valid Redis URL (expected redis://[:password@]host[:port][/db], rediss://… (TLS) or unix:///path)".into(),
             };
             self.problems.push(problem);
             return None;
         }
+        if !tls && any_tls_file {
+            self.problems.push(
+                "redis_tls_ca_file, redis_tls_cert_file and redis_tls_key_file only apply to a rediss:// redis_url; this one is not TLS (use rediss://host:port to connect with TLS)".into(),
+            );
+            return None;
+        }
+        let tls = if tls {
+            Some(self.redis_tls(ca_file, cert_file, key_file)?)
+        } else {
+            None
+        };
         let prefix = prefix?;
         // A leading `!` is what keeps the nodes' own Redis channels apart from the prefix's.
         if prefix.len() > 64
@@ -256,12 +289,70 @@ impl Validator {
         }
         Some(Some(RedisConfig {
             url,
+            tls,
             prefix,
             pubsub_connections: pubsub_connections?,
             pool_size: pool_size?,
             dispatch_buffer: dispatch_buffer?,
             probe_interval: Duration::from_secs(probe_interval_s?),
         }))
+    }
+
+    /// Reads and checks the CA and client certificate files of a `rediss://` URL.
+    fn redis_tls(
+        &mut self,
+        ca_file: Option<PathBuf>,
+        cert_file: Option<PathBuf>,
+        key_file: Option<PathBuf>,
+    ) -> Option<RedisTls> {
+        let mut ok = true;
+        let mut report = |problems: &mut Vec<String>, r: Result<(), String>| {
+            if let Err(e) = r {
+                problems.push(e);
+                ok = false;
+            }
+        };
+        let ca = match ca_file.map(|p| redis_tls::read("redis_tls_ca_file", &p)) {
+            Some(Ok(ca)) => {
+                report(
+                    &mut self.problems,
+                    redis_tls::check_ca("redis_tls_ca_file", &ca),
+                );
+                Some(ca)
+            }
+            Some(Err(e)) => {
+                report(&mut self.problems, Err(e));
+                None
+            }
+            None => None,
+        };
+        let client = match (cert_file, key_file) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => {
+                let cert = redis_tls::read("redis_tls_cert_file", &cert);
+                let key = redis_tls::read("redis_tls_key_file", &key);
+                match (cert, key) {
+                    (Ok(cert), Ok(key)) => {
+                        report(&mut self.problems, redis_tls::check_client(&cert, &key));
+                        Some((cert, key))
+                    }
+                    (cert, key) => {
+                        for e in [cert.err(), key.err()].into_iter().flatten() {
+                            report(&mut self.problems, Err(e));
+                        }
+                        None
+                    }
+                }
+            }
+            (Some(_), None) | (None, Some(_)) => {
+                report(
+                    &mut self.problems,
+                    Err("redis_tls_cert_file and redis_tls_key_file go together: a client certificate needs its private key".into()),
+                );
+                None
+            }
+        };
+        ok.then_some(RedisTls { ca, client })
     }
 
     fn node_id(&mut self, id: Option<Option<String>>) -> Option<String> {

@@ -41,6 +41,8 @@ MATRIX = {
     "bundled_redis": {"replicaCount": 2, "redis": {"bundled": {"enabled": True}},
                       "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
     "public_key": {"auth": {"jwtPublicKey": (REPO / "tests" / "fixtures" / "ec_public.pem").read_text()}},
+    "redis_tls": {"replicaCount": 2, "redis": {"url": "rediss://redis.example.internal:6380/0", "tls": {
+        "existingSecret": "redis-tls", "caKey": "ca.crt", "certKey": "tls.crt", "keyKey": "tls.key"}}},
     "namespaces_and_api_keys": {
         "secrets": {"jwtSecret": JWT_SECRET, "apiKeys": ["backend-1", "backend-2"]},
         "config": {"drain_s": 20, "max_connections": 200000, "allowed_origins": ["https://app.example.com"],
@@ -207,6 +209,44 @@ def test_hpa_scales_on_cpu_and_connections():
     assert "HorizontalPodAutoscaler/" + FULLNAME not in render({})
 
 
+def test_redis_tls_files_come_from_the_secret_read_only(tmp_path, fanout_bin):
+    """rediss:// with a CA and a client certificate from an existing Secret: mounted
+    read-only, passed as the redis_tls_* settings, and accepted by the real gateway's
+    check-config with real PEM files (made with openssl) where the Secret would be."""
+    objects = render(MATRIX["redis_tls"])
+    pod = objects[f"Deployment/{FULLNAME}"]["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "redis-tls"]
+    assert volume["secret"]["secretName"] == "redis-tls"
+    assert volume["secret"]["defaultMode"] == 0o440
+    assert [i["key"] for i in volume["secret"]["items"]] == ["ca.crt", "tls.crt", "tls.key"]
+    (mount,) = [m for m in gateway_container(objects)["volumeMounts"] if m["name"] == "redis-tls"]
+    assert mount == {"name": "redis-tls", "mountPath": "/etc/fanout-redis-tls", "readOnly": True}
+    toml = config_toml(objects)
+    assert 'redis_tls_ca_file = "/etc/fanout-redis-tls/ca.crt"' in toml
+    assert 'redis_tls_cert_file = "/etc/fanout-redis-tls/tls.crt"' in toml
+    assert 'redis_tls_key_file = "/etc/fanout-redis-tls/tls.key"' in toml
+    assert "redis-tls" not in json.dumps(render(EXTERNAL_REDIS)), "no TLS volume unless asked"
+
+    def openssl(*args):
+        subprocess.run(["openssl", *args], cwd=tmp_path, check=True, capture_output=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", "-new", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
+            "-subj", "/CN=chart test CA")
+    openssl("req", "-new", *ec, "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=fanout")
+    (tmp_path / "tls.ext").write_text("extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n")
+    openssl("x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "tls.crt", "-days", "1", "-extfile", "tls.ext")
+    config_file = tmp_path / "fanout.toml"
+    config_file.write_text(toml.replace("/etc/fanout-redis-tls/", f"{tmp_path}/"))
+    clean_env = {k: v for k, v in os.environ.items() if not k.startswith("FANOUT_")}
+    check = subprocess.run([fanout_bin, "check-config", "--config", config_file],
+                           env=clean_env | rendered_environment(objects),
+                           capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert f"TLS, server certificate checked against {tmp_path}/ca.crt" in check.stdout
+    assert f"client certificate {tmp_path}/tls.crt" in check.stdout
+
+
 def test_ingress_is_websocket_friendly_and_not_sticky():
     objects = render(MATRIX["ingress"])
     ingress = objects[f"Ingress/{FULLNAME}"]
@@ -267,6 +307,12 @@ def test_schema_rejects_bad_values(values, complaint):
     ({"autoscaling": {"enabled": True}}, "shared Redis"),
     ({"terminationGracePeriodSeconds": 12}, "must exceed"),
     ({"secrets": {"existingSecret": "s", "apiKeys": ["k"]}}, "existingSecret"),
+    ({"redis": {"url": "redis://r:6379", "tls": {"existingSecret": "t"}}}, "needs a rediss://"),
+    ({"redis": {"bundled": {"enabled": True}, "tls": {"existingSecret": "t"}}}, "bundled Redis has no TLS"),
+    ({**EXTERNAL_REDIS, "redis": {**EXTERNAL_REDIS["redis"], "tls": {"existingSecret": "t", "certKey": "c"}}},
+     "go together"),
+    ({**EXTERNAL_REDIS, "redis": {**EXTERNAL_REDIS["redis"], "tls": {"certKey": "c", "keyKey": "k"}}},
+     "set it"),
 ])
 def test_chart_refuses_unsafe_combinations(values, complaint):
     with pytest.raises(helm_python.HelmError) as error:

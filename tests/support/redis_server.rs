@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,23 +22,102 @@ use super::*;
 /// Killed on drop.
 pub struct RedisServer {
     child: Option<Child>,
+    /// The port clients use: the plain port, or the TLS port of [`RedisServer::start_tls`].
     pub port: u16,
+    /// Extra `redis-server` arguments (TLS, password), kept for restarts.
+    server_args: Vec<String>,
+    /// Extra `redis-cli` arguments (TLS, password).
+    cli_args: Vec<String>,
+    /// What [`RedisServer::url`] returns.
+    url: String,
+}
+
+/// How [`RedisServer::start_tls`] sets up TLS.
+pub struct TlsServer<'a> {
+    /// Where the server's certificate, the CA and the client certificate for `redis-cli` are.
+    pub pki: &'a TestPki,
+    /// `--tls-auth-clients yes`: clients must present a certificate signed by the CA.
+    pub require_client_cert: bool,
+    /// `--requirepass`, put into the URL as `rediss://:password@…`.
+    pub password: Option<&'a str>,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
         let port = free_port();
-        let mut server = RedisServer { child: None, port };
+        let mut server = RedisServer {
+            child: None,
+            port,
+            server_args: Vec::new(),
+            cli_args: Vec::new(),
+            url: format!("redis://127.0.0.1:{port}/"),
+        };
+        server.spawn();
+        server
+    }
+
+    /// A server that accepts TLS only (`--port 0 --tls-port <free port>`), with the
+    /// certificates of `tls.pki`. Its `redis-cli` talks TLS with the CA and client certificate.
+    pub fn start_tls(tls: TlsServer<'_>) -> RedisServer {
+        let port = free_port();
+        let pki = tls.pki;
+        let path = |p: PathBuf| p.display().to_string();
+        let mut server_args = vec![
+            "--tls-port".to_owned(),
+            port.to_string(),
+            "--tls-cert-file".to_owned(),
+            path(pki.server_cert()),
+            "--tls-key-file".to_owned(),
+            path(pki.server_key()),
+            "--tls-ca-cert-file".to_owned(),
+            path(pki.ca_cert()),
+            "--tls-auth-clients".to_owned(),
+            if tls.require_client_cert { "yes" } else { "no" }.to_owned(),
+        ];
+        let mut cli_args = vec![
+            "--tls".to_owned(),
+            "--cacert".to_owned(),
+            path(pki.ca_cert()),
+            "--cert".to_owned(),
+            path(pki.client_cert()),
+            "--key".to_owned(),
+            path(pki.client_key()),
+        ];
+        let credentials = match tls.password {
+            Some(password) => {
+                server_args.extend(["--requirepass".to_owned(), password.to_owned()]);
+                cli_args.extend([
+                    "-a".to_owned(),
+                    password.to_owned(),
+                    "--no-auth-warning".to_owned(),
+                ]);
+                format!(":{password}@")
+            }
+            None => String::new(),
+        };
+        let mut server = RedisServer {
+            child: None,
+            port,
+            server_args,
+            cli_args,
+            url: format!("rediss://{credentials}127.0.0.1:{port}/"),
+        };
         server.spawn();
         server
     }
 
     fn spawn(&mut self) {
-        let port = self.port.to_string();
+        // With TLS, the plain port is off (0) and clients use the TLS port.
+        let plain_port = if self.url.starts_with("rediss://") {
+            "0".to_owned()
+        } else {
+            self.port.to_string()
+        };
         let child = Command::new("redis-server")
+            .args(&self.server_args)
             .args([
                 "--port",
-                &port,
+                &plain_port,
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -67,8 +147,9 @@ impl RedisServer {
         }
     }
 
+    /// `redis://127.0.0.1:<port>/`, or `rediss://[:password@]127.0.0.1:<port>/` with TLS.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        self.url.clone()
     }
 
     /// Runs the real `redis-cli` against this server; returns its trimmed output.
@@ -80,6 +161,7 @@ impl RedisServer {
     fn try_cli(&self, args: &[&str]) -> Option<String> {
         let out = Command::new("redis-cli")
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(&self.cli_args)
             .args(args)
             .output()
             .ok()?;
@@ -141,5 +223,141 @@ impl RedisServer {
                 std::thread::sleep(pause);
             }
         })
+    }
+}
+
+/// A certificate authority, a server certificate for 127.0.0.1 and a client certificate, made
+/// with the `openssl` command line in a directory of their own (removed on drop). Each
+/// `TestPki` is a different CA (its own key and name), so one's certificates are unknown to
+/// another.
+pub struct TestPki {
+    dir: PathBuf,
+}
+
+impl TestPki {
+    /// Makes the CA and both certificates (EC P-256, valid for two days). Panics, naming the
+    /// command, if `openssl` is missing or fails: a TLS test must never pass without TLS.
+    pub fn create() -> TestPki {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("fanout-pki-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the PKI directory");
+        let pki = TestPki { dir };
+        pki.openssl(&[
+            "req",
+            "-x509",
+            "-new",
+            "-nodes",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN=fanout test CA {}-{n}", std::process::id()),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ]);
+        pki.issue(
+            "server",
+            "/CN=127.0.0.1",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature\nbasicConstraints=CA:FALSE\n",
+        );
+        pki.issue(
+            "client",
+            "/CN=fanout-gateway",
+            "extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature\nbasicConstraints=CA:FALSE\n",
+        );
+        pki
+    }
+
+    /// A key and a certificate `<name>.key`, `<name>.crt` signed by the CA.
+    fn issue(&self, name: &str, subject: &str, extensions: &str) {
+        let (key, csr, crt, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+            format!("{name}.ext"),
+        );
+        std::fs::write(self.dir.join(&ext), extensions).expect("write extensions");
+        self.openssl(&[
+            "req",
+            "-new",
+            "-nodes",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            subject,
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &crt,
+            "-days",
+            "2",
+            "-extfile",
+            &ext,
+        ]);
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run openssl (apt-get install openssl): {e}"));
+        assert!(
+            out.status.success(),
+            "openssl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    pub fn ca_cert(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+    pub fn server_cert(&self) -> PathBuf {
+        self.dir.join("server.crt")
+    }
+    pub fn server_key(&self) -> PathBuf {
+        self.dir.join("server.key")
+    }
+    pub fn client_cert(&self) -> PathBuf {
+        self.dir.join("client.crt")
+    }
+    pub fn client_key(&self) -> PathBuf {
+        self.dir.join("client.key")
+    }
+}
+
+impl Drop for TestPki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -74,7 +74,15 @@ impl RedisBroker {
         sink: Arc<dyn Deliver>,
         registry: &crate::metrics::Metrics,
     ) -> Result<Arc<RedisBroker>, String> {
-        let client = ::redis::Client::open(config.url.as_str())
+        if config.tls.is_some() {
+            // rustls needs one process-wide crypto provider; another one installed first (by
+            // an embedding program) is as good, so "already installed" is not an error.
+            let _ = ::rustls::crypto::ring::default_provider().install_default();
+        }
+        // One client, with TLS set up for rediss://, for every connection: the command pool
+        // (commands, the function library, presence, history), pub/sub and the relay.
+        let client = config
+            .client()
             .map_err(|e| format!("invalid redis_url ({:?})", e.kind()))?;
         let mut pool_config = deadpool_redis::PoolConfig::new(config.pool_size);
         pool_config.timeouts = deadpool_redis::Timeouts {
@@ -82,13 +90,15 @@ impl RedisBroker {
             create: Some(COMMAND_TIMEOUT),
             recycle: Some(COMMAND_TIMEOUT),
         };
-        let pool = deadpool_redis::Config {
-            url: Some(config.url.clone()),
-            connection: None,
-            pool: Some(pool_config),
-        }
-        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .map_err(|e| format!("cannot create the Redis pool: {e}"))?;
+        // The pool's manager takes the client's connection info, TLS parameters included
+        // (`deadpool_redis::Config` would rebuild it from the URL and lose the certificates).
+        let manager = deadpool_redis::Manager::new(client.get_connection_info().clone())
+            .map_err(|e| format!("invalid redis_url ({:?})", e.kind()))?;
+        let pool = deadpool_redis::Pool::builder(manager)
+            .config(pool_config)
+            .runtime(deadpool_redis::Runtime::Tokio1)
+            .build()
+            .map_err(|e| format!("cannot create the Redis pool: {e}"))?;
 
         let metrics = Arc::new(RedisMetrics::new(registry));
         let relay_sink = sink.clone();
@@ -154,6 +164,7 @@ impl RedisBroker {
         ));
         tracing::info!(
             redis = %config.display_addr(),
+            transport = %config.describe_transport(),
             prefix = %config.prefix,
             pubsub_connections = config.pubsub_connections,
             "redis broker started"
@@ -541,6 +552,29 @@ pub fn decode_message(
         return Err("too_large");
     }
     Ok(publication)
+}
+
+/// What to check when connecting to Redis failed in the TLS handshake, for the log line that
+/// reports it; `None` for other failures. rustls names the cause (`invalid peer certificate:
+/// UnknownIssuer`, `received fatal alert: CertificateRequired`) but not what to change.
+pub(crate) fn tls_hint(error: &str) -> Option<&'static str> {
+    if error.contains("invalid peer certificate") {
+        Some(
+            "the server's certificate is not signed by redis_tls_ca_file (or, without one, by a public root), has expired, or does not name the host of redis_url",
+        )
+    } else if error.contains("CertificateRequired") {
+        Some(
+            "the server requires a client certificate: set redis_tls_cert_file and redis_tls_key_file",
+        )
+    } else if error.contains("received fatal alert") {
+        Some(
+            "the server refused the TLS handshake: check the client certificate (redis_tls_cert_file) is signed by a CA the server trusts, and the TLS versions it accepts",
+        )
+    } else if error.contains("corrupt message") || error.contains("InvalidContentType") {
+        Some("the server does not speak TLS on this port: use redis:// or the server's TLS port")
+    } else {
+        None
+    }
 }
 
 /// Publishes a numbered probe to each live connection's probe channel and rebuilds the

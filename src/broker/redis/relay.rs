@@ -56,7 +56,10 @@ pub async fn run(
             _ = cancel.cancelled() => return,
             result = listened => {
                 if let Err(e) = result {
-                    tracing::warn!(error = %e, "redis relay listener; reconnecting");
+                    match super::tls_hint(&e) {
+                        Some(hint) => tracing::warn!(error = %e, hint, "redis relay listener failed in the TLS handshake; reconnecting"),
+                        None => tracing::warn!(error = %e, "redis relay listener; reconnecting"),
+                    }
                 }
             }
         }

@@ -172,7 +172,17 @@ impl Driver {
             let pubsub = match connected {
                 Ok(Ok(p)) => p,
                 Ok(Err(e)) => {
-                    tracing::warn!(connection = self.index, error = %e, "redis pub/sub connect failed");
+                    match super::tls_hint(&e.to_string()) {
+                        Some(hint) => tracing::warn!(
+                            connection = self.index,
+                            error = %e,
+                            hint,
+                            "redis pub/sub connect failed in the TLS handshake"
+                        ),
+                        None => {
+                            tracing::warn!(connection = self.index, error = %e, "redis pub/sub connect failed")
+                        }
+                    }
                     if !self.pause(&mut requests, &mut batch, &mut backoff).await {
                         return;
                     }
@@ -198,7 +208,17 @@ impl Driver {
             let mut all = self.redis_names(self.desired.iter());
             all.push(self.probe_channel.clone());
             if let Err(e) = subscribe_all(&mut sink, &all).await {
-                tracing::warn!(connection = self.index, error = %e, "redis resubscribe failed");
+                match super::tls_hint(&e.to_string()) {
+                    Some(hint) => tracing::warn!(
+                        connection = self.index,
+                        error = %e,
+                        hint,
+                        "redis resubscribe failed in the TLS handshake"
+                    ),
+                    None => {
+                        tracing::warn!(connection = self.index, error = %e, "redis resubscribe failed")
+                    }
+                }
                 reader.abort();
                 if !self.pause(&mut requests, &mut batch, &mut backoff).await {
                     return;
