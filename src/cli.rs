@@ -32,6 +32,10 @@ enum Command {
     },
     /// Validate a configuration and explain every problem in it.
     CheckConfig {
+        /// Also connect to the configured Redis as a node would (TLS and password included):
+        /// PING, its version (7 or later), and whether the function library is loaded.
+        #[arg(long)]
+        probe: bool,
         #[command(flatten)]
         settings: SettingsArgs,
     },
@@ -74,7 +78,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { settings } => serve(settings),
-        Command::CheckConfig { settings } => check_config(settings),
+        Command::CheckConfig { settings, probe } => check_config(settings, probe),
         Command::Token {
             sub,
             channels,
@@ -246,7 +250,7 @@ fn init_logging(config: &Config) -> tracing_appender::non_blocking::WorkerGuard 
     };
     guard
 }
-fn check_config(settings: SettingsArgs) -> ExitCode {
+fn check_config(settings: SettingsArgs, probe: bool) -> ExitCode {
     match settings.resolve() {
         Ok(config) => {
             println!("configuration is valid");
@@ -254,6 +258,9 @@ fn check_config(settings: SettingsArgs) -> ExitCode {
                 println!("  warning: {w}");
             }
             print!("{}", config.summary());
+            if probe {
+                return probe_redis(&config);
+            }
             ExitCode::SUCCESS
         }
         Err(problems) => {
@@ -261,6 +268,46 @@ fn check_config(settings: SettingsArgs) -> ExitCode {
             for w in &problems.warnings {
                 println!("  warning: {w}");
             }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `check-config --probe`: connects to the configured Redis and says what it found.
+fn probe_redis(config: &Config) -> ExitCode {
+    let Some(redis) = &config.redis else {
+        println!("probe: no redis_url: this node runs the embedded broker, nothing to probe");
+        return ExitCode::SUCCESS;
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("probe: cannot start a runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = redis.display_addr();
+    match runtime.block_on(crate::broker::probe_redis(redis)) {
+        Ok(report) => {
+            println!(
+                "probe: redis at {addr} answers over {}: Redis {}",
+                redis.describe_transport(),
+                report.version
+            );
+            if report.library_loaded {
+                println!("probe: the fanout function library is loaded");
+            } else {
+                println!(
+                    "probe: the fanout function library is not loaded yet (the first node to start loads it)"
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            println!("probe: redis at {addr} failed: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1010,3 +1010,59 @@ async fn a_public_namespace_from_the_config_file_needs_no_grant() {
         .await;
     assert_eq!(reply["code"], "forbidden", "{reply}");
 }
+
+/// `check-config --probe` connects as a node would and says what it found, or what failed.
+#[tokio::test]
+async fn check_config_probe_reaches_redis_or_says_why_not() {
+    let redis = support::RedisServer::start();
+    let url = redis.url();
+    let probe = |url: &str, extra: &[&str]| {
+        let mut args = vec![
+            "check-config",
+            "--probe",
+            "--jwt-secret",
+            LONG_SECRET,
+            "--redis-url",
+            url,
+        ];
+        args.extend_from_slice(extra);
+        fanout(&args, &[])
+    };
+    let run = probe(&url, &[]);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(
+        run.stdout
+            .contains("answers over plain TCP (no TLS): Redis 7."),
+        "{run}"
+    );
+    assert!(run.stdout.contains("library is not loaded yet"), "{run}");
+
+    // Once a node has started on it, the library is there.
+    let _node = Gateway::start_on_redis("n1", &redis, &[]).await;
+    let run = probe(&url, &[]);
+    assert!(run.stdout.contains("library is loaded"), "{run}");
+
+    // Nothing listening.
+    let nobody = format!("redis://127.0.0.1:{}", support::free_port());
+    let run = probe(&nobody, &[]);
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(run.stdout.contains("failed: connect"), "{run}");
+
+    // TLS with a CA that did not sign the server's certificate: the hint names the setting.
+    let pki = support::TestPki::create();
+    let other = support::TestPki::create();
+    let tls = support::RedisServer::start_tls(support::TlsServer {
+        pki: &pki,
+        require_client_cert: false,
+        password: Some("s3cret"),
+    });
+    let ca = other.ca_cert().display().to_string();
+    let run = probe(&tls.url(), &["--redis-tls-ca-file", &ca]);
+    assert_eq!(run.code, Some(1), "{run}");
+    assert!(run.stdout.contains("redis_tls_ca_file"), "{run}");
+    let ca = pki.ca_cert().display().to_string();
+    let run = probe(&tls.url(), &["--redis-tls-ca-file", &ca]);
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(run.stdout.contains("answers over TLS"), "{run}");
+    assert!(!run.all().contains("s3cret"), "{run}");
+}

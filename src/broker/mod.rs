@@ -24,7 +24,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-pub use self::redis::{RedisBroker, decode_message as decode_redis_message};
+pub use self::redis::{
+    ProbeReport, RedisBroker, decode_message as decode_redis_message, probe as probe_redis,
+};
 use crate::channel::Channel;
 use crate::config::{Config, HistoryConfig, JoinLeave, NamespaceConfig};
 use crate::protocol::{ClientError, ErrorCode, HistoryEntry};

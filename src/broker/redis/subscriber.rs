@@ -225,13 +225,17 @@ impl Driver {
                 }
                 continue;
             }
-            // A Redis that restarted without persistence lost the functions too.
-            let shared = self.shared.clone();
-            tokio::spawn(async move {
-                if let Err(e) = library::load(&shared.pool, &shared.library).await {
-                    tracing::warn!(error = %e, "could not load the fanout function library");
+            // A Redis that restarted without persistence lost the functions too. The
+            // connection counts as up (and the node as ready) only once they are there:
+            // backends call `FCALL fanout_publish` as soon as a node says it is ready.
+            if let Err(e) = library::load(&self.shared.pool, &self.shared.library).await {
+                tracing::warn!(connection = self.index, error = %e, "could not load the fanout function library; retrying");
+                reader.abort();
+                if !self.pause(&mut requests, &mut batch, &mut backoff).await {
+                    return;
                 }
-            });
+                continue;
+            }
             if connected_before {
                 self.sync_history_channels();
                 self.shared.metrics.reconnects.inc();
