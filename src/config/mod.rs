@@ -316,10 +316,29 @@ impl Config {
         let mut line = |k: &str, v: String| out.push_str(&format!("  {k:<26} {v}\n"));
         line("listen", self.listen.to_string());
         line("node_id", self.node_id.clone());
+        let list = |items: &[String], empty: &str| {
+            if items.is_empty() {
+                empty.to_owned()
+            } else {
+                items.join(", ")
+            }
+        };
         line("jwt_algorithm", format!("{:?}", self.jwt.algorithm));
-        line("jwt_audience", format!("{:?}", self.jwt.audience));
-        line("jwt_issuer", format!("{:?}", self.jwt.issuer));
-        line("allowed_origins", format!("{:?}", self.allowed_origins));
+        line(
+            "jwt_audience",
+            list(&self.jwt.audience, "any (not checked)"),
+        );
+        line("jwt_issuer", list(&self.jwt.issuer, "any (not checked)"));
+        let origins: Vec<String> = self
+            .allowed_origins
+            .iter()
+            .map(|o| match o {
+                OriginRule::Any => "*".to_owned(),
+                OriginRule::Exact(origin) => origin.clone(),
+                OriginRule::Subdomains { scheme, suffix } => format!("{scheme}://*{suffix}"),
+            })
+            .collect();
+        line("allowed_origins", list(&origins, "any"));
         line("api_keys", format!("{} configured", self.api_keys.len()));
         line(
             "broker",
@@ -346,7 +365,10 @@ impl Config {
                         s.push_str(&format!(" (history {} for {} s)", h.size, h.ttl.as_secs()));
                     }
                     if v.presence {
-                        s.push_str(&format!(" (presence, join_leave {:?})", v.join_leave));
+                        s.push_str(&format!(
+                            " (presence, join/leave events {})",
+                            format!("{:?}", v.join_leave).to_lowercase()
+                        ));
                     }
                     if v.publish {
                         s.push_str(" (client publish)");
@@ -357,7 +379,26 @@ impl Config {
                 .join(", "),
         );
         line("heartbeat_s", self.heartbeat.as_secs().to_string());
-        line("limits", format!("{:?}", self.limits));
+        let l = &self.limits;
+        line(
+            "limits",
+            format!(
+                "{} connections ({} per user, {} new/s); {} subscriptions per connection; \
+                 messages up to {} B, payloads up to {} B; {} frames/s and {} publishes/s per \
+                 connection; outbound queue {} frames / {} B; recovery up to {} messages",
+                l.max_connections,
+                l.max_connections_per_user,
+                l.max_new_connections_per_s,
+                l.max_subscriptions,
+                l.max_message_bytes,
+                l.max_payload_bytes,
+                l.max_frames_per_s,
+                l.max_publishes_per_s,
+                l.queue_max_messages,
+                l.queue_max_bytes,
+                l.max_recovery_messages
+            ),
+        );
         out
     }
 }

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::broker::{Deliver, RelayedFrames};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The relay channel of a node.
@@ -28,8 +29,9 @@ pub async fn run(
     sink: Arc<dyn Deliver>,
     cancel: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = MIN_BACKOFF;
     loop {
+        let mut subscribed = false;
         let listened = async {
             let mut pubsub = timeout(CONNECT_TIMEOUT, client.get_async_pubsub())
                 .await
@@ -40,6 +42,7 @@ pub async fn run(
                 .await
                 .map_err(|e| e.to_string())?;
             tracing::debug!(%channel, "relay channel subscribed");
+            subscribed = true;
             let mut messages = pubsub.on_message();
             while let Some(message) = messages.next().await {
                 let relayed = std::str::from_utf8(message.get_payload_bytes())
@@ -62,6 +65,10 @@ pub async fn run(
                     }
                 }
             }
+        }
+        // A connection that worked starts the next one's backoff afresh.
+        if subscribed {
+            backoff = MIN_BACKOFF;
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
