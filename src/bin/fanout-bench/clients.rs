@@ -114,23 +114,35 @@ enum Connection {
     Sse(SseStream),
 }
 
+/// What to connect: `assignment.len()` clients, client i subscribing
+/// `channels[assignment[i]]` on `targets[i % targets.len()]`.
+pub struct Plan<'a> {
+    pub transport: Transport,
+    pub targets: &'a [(SocketAddr, String)],
+    /// HS256 secret the clients' tokens are signed with.
+    pub secret: &'a str,
+    pub channels: &'a [String],
+    pub assignment: &'a [usize],
+    /// New connections per second.
+    pub connect_rate: u32,
+}
+
 pub struct Clients {
     tasks: Vec<JoinHandle<()>>,
     up: Vec<bool>,
 }
 
 impl Clients {
-    /// Connects `assignment.len()` clients, client i subscribing `channels[assignment[i]]`.
-    pub async fn connect(
-        transport: Transport,
-        targets: &[(SocketAddr, String)],
-        secret: &str,
-        channels: &[String],
-        assignment: &[usize],
-        connect_rate: u32,
-        stats: Arc<Stats>,
-        bar: &ProgressBar,
-    ) -> Clients {
+    /// Connects the clients of `plan`, paced at its connect rate.
+    pub async fn connect(plan: Plan<'_>, stats: Arc<Stats>, bar: &ProgressBar) -> Clients {
+        let Plan {
+            transport,
+            targets,
+            secret,
+            channels,
+            assignment,
+            connect_rate,
+        } = plan;
         let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
         let namespace = channels[0].split(':').next().unwrap_or("room").to_owned();
         let gate = Arc::new(Semaphore::new(CONCURRENT_CONNECTS));

@@ -225,17 +225,15 @@ async fn run(args: Args) -> Result<Report, String> {
 
     let bar = progress(args.quiet, args.connections as u64, "connecting");
     let started = Instant::now();
-    let clients = Clients::connect(
-        args.transport,
-        &targets,
-        &args.jwt_secret,
-        &channels,
-        &assignment,
-        args.connect_rate,
-        stats.clone(),
-        &bar,
-    )
-    .await;
+    let plan = clients::Plan {
+        transport: args.transport,
+        targets: &targets,
+        secret: &args.jwt_secret,
+        channels: &channels,
+        assignment: &assignment,
+        connect_rate: args.connect_rate,
+    };
+    let clients = Clients::connect(plan, stats.clone(), &bar).await;
     let connect_elapsed = started.elapsed();
     bar.finish_and_clear();
     let after_connect: Vec<GatewaySample> = args
