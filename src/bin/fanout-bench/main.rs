@@ -2,10 +2,11 @@
 //!
 //! It opens N WebSocket or Server-Sent Events connections (spreading their source addresses
 //! over 127.0.0.0/8 so one machine can open more than the ~28k ports one address allows),
-//! subscribes them across K channels, publishes at a fixed total rate R for T seconds (Redis `PUBLISH`,
-//! `FCALL fanout_publish`, or the HTTP API), and reports delivery, loss, publish-to-receive
-//! latency (the send time travels in the payload), connect times and errors, and the
-//! gateways' CPU and memory read from /proc. Every run is bounded and stops by itself.
+//! subscribes them across K channels, publishes at a fixed total rate R for T seconds
+//! (Redis `PUBLISH`, `FCALL fanout_publish`, or the HTTP API), and reports delivery, loss,
+//! publish-to-receive latency (the send time travels in the payload), connect times and
+//! errors, and the gateways' CPU and memory read from /proc. Every run is bounded and stops
+//! by itself.
 
 mod clients;
 mod publisher;
