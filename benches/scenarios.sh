@@ -2,9 +2,14 @@
 # The BENCHMARKS.md scenarios, against release builds, each bounded in time.
 #
 #   cargo build --release --bins
-#   benches/scenarios.sh [idle|broadcast|channels|cluster|latency|small-fanout|large-fanout|light-latency ...]
+#   benches/scenarios.sh [idle|idle-2k|broadcast|channels|cluster|latency|small-fanout|large-fanout|light-latency ...]
 #   (default: idle broadcast channels cluster latency). BIN=<dir> runs other binaries (a
 #   before/after comparison), OUT=<dir> writes the reports elsewhere.
+#
+#   TRANSPORT=sse runs any of them with Server-Sent Events clients (`fanout-bench
+#   --transport sse`: one `GET /sse?token=..&channel=..` per connection, same channels,
+#   same counting) instead of WebSocket ones (TRANSPORT=ws, the default); SSE reports are
+#   written as <scenario>-sse.json next to the WebSocket ones.
 #
 # Starts its own redis-server and gateways on free loopback ports, runs fanout-bench, and
 # writes one JSON report per run to target/bench-results/. Set RATES="10 20 50" to change
@@ -15,6 +20,12 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-target/release}
 SECRET=bench-secret-bench-secret-bench-secret
 OUT=${OUT:-target/bench-results}
+TRANSPORT=${TRANSPORT:-ws}
+case "$TRANSPORT" in
+  ws) SUFFIX="" ;;
+  sse) SUFFIX="-sse" ;;
+  *) echo "TRANSPORT must be ws or sse, not '$TRANSPORT'" >&2; exit 2 ;;
+esac
 mkdir -p "$OUT"
 PIDS=()
 REDIS_PORT=""
@@ -54,15 +65,17 @@ start_nodes() {
 }
 
 bench() { # bench NAME ARGS...
-  local name=$1; shift
-  echo "== $name: fanout-bench $*" >&2
+  local name=$1$SUFFIX; shift
+  echo "== $name: fanout-bench --transport $TRANSPORT $*" >&2
   "$BIN/fanout-bench" --jwt-secret "$SECRET" --redis-url "redis://127.0.0.1:$REDIS_PORT/" \
-    --url "$URLS" --gateway-pid "$GW_PIDS" --json --quiet "$@" > "$OUT/$name.json" || true
+    --url "$URLS" --gateway-pid "$GW_PIDS" --transport "$TRANSPORT" --json --quiet "$@" \
+    > "$OUT/$name.json" || true
   python3 - "$OUT/$name.json" <<'PY' >&2
 import json, sys
 r = json.load(open(sys.argv[1]))
 g = r["gateways"]
-print(f'   {r["connected"]}/{r["connections"]} conns, {r["delivered"]}/{r["expected"]} delivered, '
+errors = f', connect errors {r["connect_errors"]}' if r["connect_errors"] else ''
+print(f'   {r["transport"]}: {r["connected"]}/{r["connections"]} conns{errors}, {r["delivered"]}/{r["expected"]} delivered, '
       f'{r["deliveries_per_s"]:.0f}/s, p50 {r["latency_ms"]["p50"]:.2f} ms, p99 {r["latency_ms"]["p99"]:.2f} ms, '
       f'{r["deliveries_per_cpu_s"]:.0f} deliveries/CPU-s, '
       f'gateway CPU {sum(x["cpu_per_s"] for x in g):.2f} cores, '
@@ -78,6 +91,12 @@ scenario_idle() {
   start_redis; start_nodes 1
   # One process may hold at most `ulimit -Hn` descriptors (20,000 here).
   bench "idle-${IDLE_CONNECTIONS:-18000}" --connections "${IDLE_CONNECTIONS:-18000}" --rate 0 --duration 30 --connect-rate 3000
+  cleanup
+}
+
+scenario_idle-2k() { # 2,000 idle connections: RSS per connection, WS vs TRANSPORT=sse
+  start_redis; start_nodes 1
+  bench idle-2k --connections 2000 --rate 0 --duration 20
   cleanup
 }
 

@@ -1,5 +1,6 @@
-//! The benchmark's WebSocket clients: connect (paced, from many loopback source addresses),
-//! subscribe, then read and time every message until stopped.
+//! The benchmark's clients: connect (paced, from many loopback source addresses) over
+//! WebSocket or SSE ([`crate::sse`]), subscribe, then read and time every message until
+//! stopped. Both transports count into the same [`Stats`] in the same way.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -18,6 +19,9 @@ use indicatif::ProgressBar;
 use tokio::net::TcpSocket;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::JoinHandle;
+
+use crate::Transport;
+use crate::sse::{self, SseStream};
 
 /// Connections per source address (one address has ~28k ephemeral ports, fewer once earlier
 /// runs left sockets in TIME_WAIT).
@@ -85,6 +89,42 @@ impl Stats {
             *e.entry(kind).or_default() += 1;
         }
     }
+
+    /// A message received by client `i`: counted, and timed when it carries the
+    /// publisher's send time (anything else, such as a reply, is not a delivery).
+    pub fn delivery(&self, i: usize, message: &[u8]) {
+        if let Some(sent) = sent_ns(message) {
+            let latency_us = unix_ns().saturating_sub(sent) / 1_000;
+            self.delivered.fetch_add(1, Ordering::Relaxed);
+            if let Ok(mut h) = self.latency[i % SHARDS].lock() {
+                let _ = h.record(latency_us.max(1));
+            }
+        }
+    }
+
+    /// A connection the gateway closed or lost while the run was going on.
+    pub fn disconnected(&self) {
+        self.disconnects.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// An established connection of either transport.
+enum Connection {
+    Ws(Ws),
+    Sse(SseStream),
+}
+
+/// What to connect: `assignment.len()` clients, client i subscribing
+/// `channels[assignment[i]]` on `targets[i % targets.len()]`.
+pub struct Plan<'a> {
+    pub transport: Transport,
+    pub targets: &'a [(SocketAddr, String)],
+    /// HS256 secret the clients' tokens are signed with.
+    pub secret: &'a str,
+    pub channels: &'a [String],
+    pub assignment: &'a [usize],
+    /// New connections per second.
+    pub connect_rate: u32,
 }
 
 pub struct Clients {
@@ -93,16 +133,16 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Connects `assignment.len()` clients, client i subscribing `channels[assignment[i]]`.
-    pub async fn connect(
-        targets: &[(SocketAddr, String)],
-        secret: &str,
-        channels: &[String],
-        assignment: &[usize],
-        connect_rate: u32,
-        stats: Arc<Stats>,
-        bar: &ProgressBar,
-    ) -> Clients {
+    /// Connects the clients of `plan`, paced at its connect rate.
+    pub async fn connect(plan: Plan<'_>, stats: Arc<Stats>, bar: &ProgressBar) -> Clients {
+        let Plan {
+            transport,
+            targets,
+            secret,
+            channels,
+            assignment,
+            connect_rate,
+        } = plan;
         let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
         let namespace = channels[0].split(':').next().unwrap_or("room").to_owned();
         let gate = Arc::new(Semaphore::new(CONCURRENT_CONNECTS));
@@ -132,15 +172,26 @@ impl Clients {
             tasks.push(tokio::spawn(async move {
                 let permit = gate.acquire_owned().await;
                 let began = Instant::now();
-                match open(source, target, &token, &channel).await {
-                    Ok(ws) => {
+                let opened = match transport {
+                    Transport::Ws => open(source, target, &token, &channel)
+                        .await
+                        .map(Connection::Ws),
+                    Transport::Sse => sse::open(source, target, &token, &channel)
+                        .await
+                        .map(Connection::Sse),
+                };
+                match opened {
+                    Ok(connection) => {
                         drop(permit);
                         if let Ok(mut h) = stats.connect_time.lock() {
                             let _ = h.record(began.elapsed().as_micros().max(1) as u64);
                         }
                         stats.connected.fetch_add(1, Ordering::Relaxed);
                         let _ = tx.send(true);
-                        read(ws, i, &stats).await;
+                        match connection {
+                            Connection::Ws(ws) => read(ws, i, &stats).await,
+                            Connection::Sse(stream) => stream.read(i, &stats).await,
+                        }
                     }
                     Err(e) => {
                         stats.error(e);
@@ -199,7 +250,8 @@ where
     }
 }
 
-/// Connects, upgrades, waits for `connection_ack`, subscribes and waits for `subscribed`.
+/// WebSocket: connects, upgrades, waits for `connection_ack`, subscribes and waits for
+/// `subscribed`.
 async fn open(
     source: Ipv4Addr,
     target: SocketAddr,
@@ -273,27 +325,18 @@ async fn expect(ws: &mut Ws, kind: &str) -> Result<(), String> {
 
 /// Times every message until the connection ends or the task is stopped.
 async fn read(mut ws: Ws, i: usize, stats: &Stats) {
-    let shard = &stats.latency[i % SHARDS];
     loop {
         let frame = match ws.read_frame().await {
             Ok(f) => f,
             Err(_) => {
-                stats.disconnects.fetch_add(1, Ordering::Relaxed);
+                stats.disconnected();
                 return;
             }
         };
         match frame.opcode {
-            OpCode::Text => {
-                if let Some(sent) = sent_ns(&frame.payload) {
-                    let latency_us = unix_ns().saturating_sub(sent) / 1_000;
-                    stats.delivered.fetch_add(1, Ordering::Relaxed);
-                    if let Ok(mut h) = shard.lock() {
-                        let _ = h.record(latency_us.max(1));
-                    }
-                }
-            }
+            OpCode::Text => stats.delivery(i, &frame.payload),
             OpCode::Close => {
-                stats.disconnects.fetch_add(1, Ordering::Relaxed);
+                stats.disconnected();
                 return;
             }
             _ => {}

@@ -1,15 +1,17 @@
 //! `fanout-bench`: a load generator for fanout gateways, loopback only.
 //!
-//! It opens N WebSocket connections (spreading their source addresses over 127.0.0.0/8 so
-//! one machine can open more than the ~28k ports one address allows), subscribes them
-//! across K channels, publishes at a fixed total rate R for T seconds (Redis `PUBLISH`,
-//! `FCALL fanout_publish`, or the HTTP API), and reports delivery, loss, publish-to-receive
-//! latency (the send time travels in the payload), connect times and errors, and the
-//! gateways' CPU and memory read from /proc. Every run is bounded and stops by itself.
+//! It opens N WebSocket or Server-Sent Events connections (spreading their source addresses
+//! over 127.0.0.0/8 so one machine can open more than the ~28k ports one address allows),
+//! subscribes them across K channels, publishes at a fixed total rate R for T seconds
+//! (Redis `PUBLISH`, `FCALL fanout_publish`, or the HTTP API), and reports delivery, loss,
+//! publish-to-receive latency (the send time travels in the payload), connect times and
+//! errors, and the gateways' CPU and memory read from /proc. Every run is bounded and stops
+//! by itself.
 
 mod clients;
 mod publisher;
 mod report;
+mod sse;
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
@@ -34,6 +36,15 @@ enum Distribution {
     Zipf,
 }
 
+/// How the clients connect; both are counted the same way, so their reports compare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Transport {
+    /// WebSocket: `GET /ws` upgraded, then a `subscribe` frame.
+    Ws,
+    /// Server-Sent Events: one HTTP/1.1 `GET /sse?token=..&channel=..` per connection.
+    Sse,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum PublishVia {
     /// Redis `PUBLISH <prefix><channel>` (no history).
@@ -51,10 +62,16 @@ enum PublishVia {
     about = "Load generator for fanout (loopback only)"
 )]
 struct Args {
-    /// Gateway WebSocket URLs; connections are spread over them round-robin.
+    /// Gateway URLs, `ws://` or `http://`; connections are spread over them round-robin.
+    /// Only the host and port are used: WebSocket clients open `/ws` and SSE clients
+    /// `/sse` on them, so the same ws:// URLs serve both transports.
     #[arg(long, value_delimiter = ',', default_value = "ws://127.0.0.1:8080/ws")]
     url: Vec<String>,
-    /// WebSocket connections to open.
+    /// `ws`: WebSocket clients; `sse`: Server-Sent Events clients subscribed through
+    /// `channel=` in the query (the same channel for the same client as with ws).
+    #[arg(long, value_enum, default_value = "ws")]
+    transport: Transport,
+    /// Connections to open.
     #[arg(long, default_value_t = 1000)]
     connections: usize,
     /// Channels the connections subscribe to.
@@ -161,11 +178,12 @@ fn check(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
-/// The loopback socket address of a `ws://host:port/path` URL.
+/// The loopback socket address of a `ws://host:port/path` or `http://host:port/path` URL.
 fn gateway_addr(url: &str) -> Result<SocketAddr, String> {
     let rest = url
         .strip_prefix("ws://")
-        .ok_or_else(|| format!("{url}: only ws:// URLs (loopback, no TLS)"))?;
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("{url}: only ws:// or http:// URLs (loopback, no TLS)"))?;
     let hostport = rest.split('/').next().unwrap_or(rest);
     let hostport = hostport.replace("localhost", "127.0.0.1");
     let addr: SocketAddr = hostport
@@ -208,16 +226,15 @@ async fn run(args: Args) -> Result<Report, String> {
 
     let bar = progress(args.quiet, args.connections as u64, "connecting");
     let started = Instant::now();
-    let clients = Clients::connect(
-        &targets,
-        &args.jwt_secret,
-        &channels,
-        &assignment,
-        args.connect_rate,
-        stats.clone(),
-        &bar,
-    )
-    .await;
+    let plan = clients::Plan {
+        transport: args.transport,
+        targets: &targets,
+        secret: &args.jwt_secret,
+        channels: &channels,
+        assignment: &assignment,
+        connect_rate: args.connect_rate,
+    };
+    let clients = Clients::connect(plan, stats.clone(), &bar).await;
     let connect_elapsed = started.elapsed();
     bar.finish_and_clear();
     let after_connect: Vec<GatewaySample> = args
@@ -287,6 +304,7 @@ async fn run(args: Args) -> Result<Report, String> {
     let still_open = clients.close().await;
 
     Ok(Report::new(report::Inputs {
+        transport: format!("{:?}", args.transport).to_lowercase(),
         connections: args.connections,
         channels: args.channels,
         rate: args.rate,

@@ -32,6 +32,8 @@ impl GatewaySample {
 }
 
 pub struct Inputs<'a> {
+    /// `ws` or `sse`.
+    pub transport: String,
     pub connections: usize,
     pub channels: usize,
     pub rate: f64,
@@ -88,6 +90,8 @@ pub struct GatewayReport {
 
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// Which clients ran: `ws` or `sse`.
+    pub transport: String,
     pub connections: usize,
     pub connected: u64,
     pub connect_errors: std::collections::BTreeMap<String, u64>,
@@ -141,6 +145,7 @@ impl Report {
             .collect();
         let total_cpu: f64 = gateways.iter().map(|g| g.cpu_s_during_run).sum();
         Report {
+            transport: i.transport,
             connections: i.connections,
             connected,
             connect_errors: i.stats.errors(),
@@ -183,6 +188,7 @@ impl Report {
             return;
         }
         let row = |k: &str, v: String| println!("{k:<28} {v}");
+        row("transport", self.transport.clone());
         row(
             "connections",
             format!(
