@@ -140,7 +140,7 @@ async fn over_rediss_backends_reach_websockets_history_recovers_and_outages_heal
 
     // The relay listener (client frames for this node's SSE sessions) is connected too.
     eventually("the relay channel subscribed over TLS", || {
-        redis.numsub("fanout:!node:tls-node") == 1
+        redis.numsub("!fanout:node:tls-node") == 1
     })
     .await;
 
