@@ -76,7 +76,7 @@ r = json.load(open(sys.argv[1]))
 g = r["gateways"]
 errors = f', connect errors {r["connect_errors"]}' if r["connect_errors"] else ''
 print(f'   {r["transport"]}: {r["connected"]}/{r["connections"]} conns{errors}, {r["delivered"]}/{r["expected"]} delivered, '
-      f'{r["deliveries_per_s"]:.0f}/s, p50 {r["latency_ms"]["p50"]:.2f} ms, p99 {r["latency_ms"]["p99"]:.2f} ms, '
+      f'{r["deliveries_per_s"]:.0f}/s, p50 {r["latency_ms"]["p50"]:.2f} ms, p99 {r["latency_ms"]["p99"]:.2f} ms, max {r["latency_ms"]["max"]:.2f} ms, '
       f'{r["deliveries_per_cpu_s"]:.0f} deliveries/CPU-s, '
       f'gateway CPU {sum(x["cpu_per_s"] for x in g):.2f} cores, '
       f'RSS/conn {sum(x["rss_per_connection_bytes"] for x in g)/max(len(g),1):.0f} B '
