@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-pub use self::redis::{RedisBroker, decode_message as decode_redis_message};
+pub use self::redis::{RedisBroker, RedisClusterBroker, decode_message as decode_redis_message};
 use crate::channel::Channel;
 use crate::config::{Config, HistoryConfig, JoinLeave, NamespaceConfig};
 use crate::protocol::{ClientError, ErrorCode, HistoryEntry};

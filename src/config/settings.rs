@@ -151,6 +151,8 @@ settings! {
     public_namespaces: Vec<String>, "NS";
     /// Redis for a cluster of nodes (`redis://host:6379/0`, `redis://:password@host`). Unset: the in-process broker, one node.
     redis_url: Option<String>, "URL", [secret];
+    /// Seed nodes of a Redis Cluster (`redis://10.0.0.1:7000`, several allowed) instead of `redis_url`: sharded pub/sub, keys and functions in each channel's slot. The other `redis_*` settings apply too, except `redis_pubsub_connections` and `redis_pool_size` (one multiplexed connection per cluster node).
+    redis_cluster_url: Vec<String>, "URL", [secret];
     /// Prefix of Redis channel names: channel `room:lobby` is Redis channel `fanout:room:lobby`.
     redis_prefix: String = "fanout:", "PREFIX";
     /// Redis pub/sub connections per node; channels are spread over them by hash.

@@ -109,6 +109,7 @@ impl Validator {
             namespaces,
             public_namespaces,
             redis_url,
+            redis_cluster_url,
             redis_prefix,
             redis_pubsub_connections,
             redis_pool_size,
@@ -149,13 +150,23 @@ impl Validator {
             namespaces.unwrap_or_default(),
             public_namespaces.unwrap_or_default(),
         );
-        let redis = self.redis(
-            redis_url,
-            redis_prefix,
-            (redis_pubsub_connections, redis_pool_size),
-            redis_dispatch_buffer,
-            redis_probe_interval_s,
-        );
+        let redis = match redis_cluster_url {
+            Some(seeds) if !seeds.is_empty() => self.redis_cluster(
+                seeds,
+                redis_url,
+                redis_prefix,
+                (redis_pubsub_connections, redis_pool_size),
+                redis_dispatch_buffer,
+                redis_probe_interval_s,
+            ),
+            _ => self.redis(
+                redis_url,
+                redis_prefix,
+                (redis_pubsub_connections, redis_pool_size),
+                redis_dispatch_buffer,
+                redis_probe_interval_s,
+            ),
+        };
         if let Some(level) = &log_level
             && let Err(e) = tracing_subscriber::EnvFilter::try_new(level)
         {
@@ -261,7 +272,51 @@ impl Validator {
             pool_size: pool_size?,
             dispatch_buffer: dispatch_buffer?,
             probe_interval: Duration::from_secs(probe_interval_s?),
+            cluster_seeds: Vec::new(),
         }))
+    }
+
+    /// Redis Cluster from its seed nodes; the other Redis settings as for one Redis.
+    fn redis_cluster(
+        &mut self,
+        seeds: Vec<String>,
+        standalone_url: Option<Option<String>>,
+        prefix: Option<String>,
+        connections: (Option<usize>, Option<usize>),
+        dispatch_buffer: Option<usize>,
+        probe_interval_s: Option<u64>,
+    ) -> Option<Option<RedisConfig>> {
+        if matches!(standalone_url, Some(Some(_))) {
+            self.problems.push(
+                "redis_url and redis_cluster_url are both set: choose one Redis (redis_url) or a Redis Cluster (redis_cluster_url)".into(),
+            );
+            return None;
+        }
+        for seed in &seeds {
+            let tcp = seed
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("redis://");
+            if !tcp || redis::Client::open(seed.as_str()).is_err() {
+                // The value may hold a password: describe the form instead of quoting it.
+                self.problems.push(
+                    "redis_cluster_url: each seed node must be redis://[[user]:password@]host:port"
+                        .into(),
+                );
+                return None;
+            }
+        }
+        let mut config = self
+            .redis(
+                Some(Some(seeds[0].clone())),
+                prefix,
+                connections,
+                dispatch_buffer,
+                probe_interval_s,
+            )
+            .flatten()?;
+        config.cluster_seeds = seeds;
+        Some(Some(config))
     }
 
     fn node_id(&mut self, id: Option<Option<String>>) -> Option<String> {

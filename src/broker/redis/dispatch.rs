@@ -26,6 +26,31 @@ use crate::broker::{Deliver, HistoryQuery, Publication, StreamPosition};
 use crate::channel::Channel;
 use crate::limits::RateLimitedLog;
 
+/// Where the workers read history to fill gaps: the standalone broker's command pool, or
+/// the Redis Cluster connection (which routes each read to its channel's slot).
+#[async_trait::async_trait]
+pub trait HistoryReader: Send + Sync + 'static {
+    async fn read(
+        &self,
+        channel: &Channel,
+        query: HistoryQuery,
+    ) -> Result<crate::broker::History, String>;
+}
+
+#[async_trait::async_trait]
+impl HistoryReader for deadpool_redis::Pool {
+    async fn read(
+        &self,
+        channel: &Channel,
+        query: HistoryQuery,
+    ) -> Result<crate::broker::History, String> {
+        let mut conn = self.get().await.map_err(|e| e.to_string())?;
+        library::history(&mut *conn, channel, query)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// Work for a dispatch worker; all of a channel's work goes to the same worker, in order.
 pub enum Work {
     Message(Publication),
@@ -58,7 +83,7 @@ impl Dispatch {
         workers: usize,
         capacity: usize,
         sink: Arc<dyn Deliver>,
-        pool: deadpool_redis::Pool,
+        history: Arc<dyn HistoryReader>,
         max_fill: usize,
         metrics: Arc<RedisMetrics>,
         cancel: CancellationToken,
@@ -68,7 +93,7 @@ impl Dispatch {
                 let (tx, mut rx) = mpsc::channel::<Work>(capacity.max(1));
                 let mut worker = Worker {
                     sink: sink.clone(),
-                    pool: pool.clone(),
+                    history: history.clone(),
                     max_fill,
                     metrics: metrics.clone(),
                     cursors: HashMap::new(),
@@ -128,7 +153,7 @@ impl Dispatch {
 
 struct Worker {
     sink: Arc<dyn Deliver>,
-    pool: deadpool_redis::Pool,
+    history: Arc<dyn HistoryReader>,
     /// Most messages one gap fill may read.
     max_fill: usize,
     metrics: Arc<RedisMetrics>,
@@ -247,12 +272,7 @@ impl Worker {
     /// Reads history for a gap fill, bounded in time: this worker serves other channels too,
     /// and a slow read must cost this channel a resync, not stall every channel behind it.
     async fn read(&self, channel: &Channel, query: HistoryQuery) -> Option<crate::broker::History> {
-        let read = async {
-            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
-            library::history(&mut conn, channel, query)
-                .await
-                .map_err(|e| e.to_string())
-        };
+        let read = self.history.read(channel, query);
         match tokio::time::timeout(super::subscriber::COMMAND_TIMEOUT, read).await {
             Ok(Ok(h)) => Some(h),
             Ok(Err(e)) => {
