@@ -194,13 +194,8 @@ async fn each_gateway_subscribes_only_on_the_shards_of_its_channels() {
 async fn presence_is_cluster_wide_across_gateways() {
     let cfg = crate::cluster_config();
     let cluster = LocalCluster::start();
-    let seeds = cluster.seed_flags();
-    let mut args: Vec<&str> = seeds.iter().map(String::as_str).collect();
-    args.extend(["--redis-probe-interval-s", "1", "--config", &cfg]);
-    let g1 = Gateway::start_named("g1", &args);
-    let g2 = Gateway::start_named("g2", &args);
-    g1.wait_ready(true).await;
-    g2.wait_ready(true).await;
+    let g1 = gateway_on_with(&cluster, "g1", &["--config", &cfg]).await;
+    let g2 = gateway_on_with(&cluster, "g2", &["--config", &cfg]).await;
     let mut alice = g1.connect_as("alice", &["room:*"]).await;
     alice.subscribe("room:lobby").await;
     let mut bob = g2.connect_as("bob", &["room:*"]).await;

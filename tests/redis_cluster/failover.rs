@@ -56,13 +56,8 @@ fn expected() -> Vec<serde_json::Value> {
 async fn a_killed_master_loses_and_duplicates_nothing_for_history_channels() {
     let cfg = crate::cluster_config();
     let mut cluster = LocalCluster::start();
-    let seeds = cluster.seed_flags();
-    let mut args: Vec<&str> = seeds.iter().map(String::as_str).collect();
-    args.extend(["--redis-probe-interval-s", "1", "--config", &cfg]);
-    let g1 = Gateway::start_named("g1", &args);
-    let g2 = Gateway::start_named("g2", &args);
-    g1.wait_ready(true).await;
-    g2.wait_ready(true).await;
+    let g1 = gateway_on_with(&cluster, "g1", &["--config", &cfg]).await;
+    let g2 = gateway_on_with(&cluster, "g2", &["--config", &cfg]).await;
 
     let mut a = g1.connect_as("a", &["dag:*"]).await;
     let mut b = g2.connect_as("b", &["dag:*"]).await;
@@ -77,10 +72,10 @@ async fn a_killed_master_loses_and_duplicates_nothing_for_history_channels() {
         t.start_at(&reply);
     }
 
-    let seed_urls: Vec<String> = seeds
-        .iter()
+    let seed_urls: Vec<String> = cluster
+        .seed_flags()
+        .into_iter()
         .filter(|s| s.starts_with("redis://"))
-        .cloned()
         .collect();
     let (progress_tx, mut progress) = tokio::sync::watch::channel(0);
     let publisher = tokio::spawn(publish_steadily(seed_urls, progress_tx));

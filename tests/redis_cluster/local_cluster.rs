@@ -222,6 +222,49 @@ impl LocalCluster {
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
+    /// Moves the slot of `key` to another master, the way `redis-cli --cluster reshard`
+    /// does (IMPORTING/MIGRATING, MIGRATE its keys, SETSLOT NODE everywhere); returns the new
+    /// owner.
+    pub fn migrate_slot_of(&self, key: &str) -> u16 {
+        let slot = self.cli(&["CLUSTER", "KEYSLOT", key]);
+        let source = self.master_of(key);
+        let target = *self
+            .masters()
+            .iter()
+            .find(|m| **m != source)
+            .expect("another master");
+        let id = |port: u16| cli_at(port, &["CLUSTER", "MYID"]).expect("node id");
+        let (source_id, target_id) = (id(source), id(target));
+        let ok = |port: u16, args: &[&str]| {
+            let reply = cli_at(port, args).unwrap_or_default();
+            assert!(!reply.contains("ERR"), "{args:?} on {port}: {reply}");
+        };
+        ok(
+            target,
+            &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id],
+        );
+        ok(
+            source,
+            &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id],
+        );
+        for _ in 0..1000 {
+            let keys =
+                cli_at(source, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]).unwrap_or_default();
+            let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+            if keys.is_empty() {
+                break;
+            }
+            let port = target.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            args.extend(keys);
+            ok(source, &args);
+        }
+        for port in self.masters() {
+            ok(port, &["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]);
+        }
+        target
+    }
+
     /// SIGKILLs the node on `port` (a master: its replica takes over).
     pub fn kill(&mut self, port: u16) {
         let node = self
@@ -259,12 +302,19 @@ pub fn cli_at(port: u16, args: &[&str]) -> Option<String> {
     (out.status.success() && !text.starts_with("Could not connect")).then_some(text)
 }
 
-/// Starts a gateway on the cluster and waits until it is ready.
-pub async fn gateway_on(cluster: &LocalCluster, node_id: &str) -> Gateway {
+/// Starts a gateway on the cluster (probing every second) with `extra` flags, and waits
+/// until it is ready.
+pub async fn gateway_on_with(cluster: &LocalCluster, node_id: &str, extra: &[&str]) -> Gateway {
     let seeds = cluster.seed_flags();
     let mut args: Vec<&str> = seeds.iter().map(String::as_str).collect();
     args.extend(["--redis-probe-interval-s", "1"]);
+    args.extend_from_slice(extra);
     let gw = Gateway::start_named(node_id, &args);
     gw.wait_ready(true).await;
     gw
+}
+
+/// [`gateway_on_with`] without extra flags.
+pub async fn gateway_on(cluster: &LocalCluster, node_id: &str) -> Gateway {
+    gateway_on_with(cluster, node_id, &[]).await
 }

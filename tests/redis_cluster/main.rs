@@ -9,6 +9,7 @@ mod support;
 mod delivery;
 mod failover;
 mod local_cluster;
+mod migration;
 
 /// A config file: `dag` keeps history and presence, `room` announces joins.
 pub fn cluster_config() -> String {
