@@ -224,6 +224,26 @@ async fn presence_is_cluster_wide_across_gateways() {
         .collect();
     users.sort_unstable();
     assert_eq!(users, ["alice", "bob"], "{reply}");
+    // A client's publish carries its user (in the envelope) to the other gateway.
+    bob.send(json!({"type": "publish", "channel": "room:lobby", "data": {"hi": 1}, "id": 2}))
+        .await;
+    loop {
+        let f = bob.recv().await;
+        if f["id"] == 2 {
+            assert_eq!(f["type"], "published", "{f}");
+            break;
+        }
+    }
+    loop {
+        let f = alice.recv().await;
+        if f["type"] == "message" {
+            assert_eq!(
+                (f["user"].as_str(), &f["data"]),
+                (Some("bob"), &json!({"hi": 1}))
+            );
+            break;
+        }
+    }
     drop(bob);
     loop {
         let f = alice.recv().await;
@@ -231,4 +251,32 @@ async fn presence_is_cluster_wide_across_gateways() {
             break;
         }
     }
+}
+
+#[tokio::test]
+async fn sse_frames_posted_to_another_gateway_are_relayed_by_sharded_pub_sub() {
+    let cluster = LocalCluster::start();
+    let g1 = gateway_on(&cluster, "g1").await;
+    let g2 = gateway_on(&cluster, "g2").await;
+    let tok = token("31", &["room:*"], 3600);
+    let mut sse = SseClient::open(&g1.http(""), &tok, "", None).await.unwrap();
+    let relay = "!fanout:node:g1";
+    let owner = cluster.master_of(relay);
+    assert_eq!(
+        cluster.shardnumsub(owner, relay),
+        1,
+        "g1 holds its relay channel"
+    );
+    let body = [
+        json!({"type": "ping", "id": 1}).to_string(),
+        json!({"type": "subscribe", "channel": "room:relay", "id": 2}).to_string(),
+    ]
+    .join("\n");
+    let (status, answer) = post_frames(&g2.http(""), &sse.conn_id, &tok, body).await;
+    assert_eq!((status, answer), (202, json!({"accepted": 2})));
+    assert_eq!(sse.recv().await, json!({"type": "pong", "id": 1}));
+    assert_eq!(sse.recv().await["type"], "subscribed");
+    let ping = json!({"type": "ping", "id": 9}).to_string();
+    let (status, answer) = post_frames(&g2.http(""), "0123456789abcdef.n9", &tok, ping).await;
+    assert_eq!(status, 404, "{answer}");
 }

@@ -29,6 +29,9 @@ impl LocalCluster {
         let mut cluster = LocalCluster { nodes: Vec::new() };
         for _ in 0..6 {
             let port = free_port();
+            // The cluster bus listens on port + 10000 unless told otherwise: that port may be
+            // taken, or past 65535.
+            let bus_port = free_port();
             let dir =
                 std::env::temp_dir().join(format!("fanout-cluster-{}-{port}", std::process::id()));
             std::fs::create_dir_all(&dir).expect("temp dir");
@@ -42,6 +45,8 @@ impl LocalCluster {
                     "yes",
                     "--cluster-config-file",
                     "nodes.conf",
+                    "--cluster-port",
+                    &bus_port.to_string(),
                     // Failover within about two seconds of a master's death.
                     "--cluster-node-timeout",
                     "1000",

@@ -11,7 +11,8 @@ mod failover;
 mod local_cluster;
 mod migration;
 
-/// A config file: `dag` keeps history and presence, `room` announces joins.
+/// A config file: `dag` keeps history and presence, `room` announces joins and lets clients
+/// publish.
 pub fn cluster_config() -> String {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -30,6 +31,7 @@ presence = true
 [namespaces.room]
 presence = true
 join_leave = "connection"
+publish = true
 "#,
     )
     .unwrap();
