@@ -90,6 +90,8 @@ async fn a_killed_master_loses_and_duplicates_nothing_for_history_channels() {
         .expect("publisher running");
     let victim = cluster.master_of(CHANNEL);
     cluster.kill(victim);
+    // Until the replica has taken over, the gateways say so.
+    g1.wait_ready(false).await;
 
     // Connected clients read everything while the replica takes over.
     a.read_until(CHANNEL, &mut ta, TOTAL).await;
