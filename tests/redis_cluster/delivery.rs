@@ -133,6 +133,24 @@ async fn channels_on_every_shard_reach_clients_on_every_gateway_from_any_publish
 
     // A plain PUBLISH (classic pub/sub) reaches no gateway on a cluster.
     assert_eq!(cluster.cli(&["PUBLISH", "fanout:room:c0", "1"]), "0");
+
+    // Masters that lost the library get it again, all of them, on the first call missing it.
+    for m in cluster.masters() {
+        assert_eq!(cli_at(m, &["FUNCTION", "FLUSH"]).as_deref(), Some("OK"));
+    }
+    gateways[0]
+        .publish("dag:php", json!({"after": "flush"}))
+        .await;
+    for c in &mut clients {
+        assert_eq!(c.recv().await["offset"], 3);
+    }
+    for channel in &channels {
+        assert_eq!(
+            cluster.cli(&["FCALL", "fanout_publish", "1", channel, "1"]),
+            "0",
+            "the library is back on the master of {channel}"
+        );
+    }
 }
 
 #[tokio::test]
