@@ -22,63 +22,92 @@ pub struct LocalCluster {
     nodes: Vec<ClusterNode>,
 }
 
+impl ClusterNode {
+    /// Starts one cluster-enabled `redis-server` on free ports; `None` when it did not come up
+    /// as itself (a port taken meanwhile by a concurrent test: the caller tries new ports).
+    fn spawn() -> Option<ClusterNode> {
+        let port = free_port();
+        // The cluster bus listens on port + 10000 unless told otherwise: that port may be
+        // taken, or past 65535.
+        let bus_port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("fanout-cluster-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-port",
+                &bus_port.to_string(),
+                // Failover within about two seconds of a master's death.
+                "--cluster-node-timeout",
+                "1000",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+                "--logfile",
+                "",
+            ])
+            .current_dir(&dir)
+            .arg("--dir")
+            .arg(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server (apt-get install redis-server)");
+        let mut node = ClusterNode {
+            port,
+            dir,
+            child: Some(child),
+        };
+        let own_pid = format!("process_id:{}", node.child.as_ref().map_or(0, Child::id));
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            let exited = node
+                .child
+                .as_mut()
+                .is_none_or(|c| !matches!(c.try_wait(), Ok(None)));
+            if exited {
+                break;
+            }
+            if cli_at(port, &["INFO", "server"]).is_some_and(|i| i.contains(&own_pid)) {
+                return Some(node);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        node.stop();
+        None
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl LocalCluster {
     /// Starts six nodes, joins them into a cluster with one replica per master and waits
     /// until every node reports `cluster_state:ok` and every replica is in sync.
     pub fn start() -> LocalCluster {
         let mut cluster = LocalCluster { nodes: Vec::new() };
         for _ in 0..6 {
-            let port = free_port();
-            // The cluster bus listens on port + 10000 unless told otherwise: that port may be
-            // taken, or past 65535.
-            let bus_port = free_port();
-            let dir =
-                std::env::temp_dir().join(format!("fanout-cluster-{}-{port}", std::process::id()));
-            std::fs::create_dir_all(&dir).expect("temp dir");
-            let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--cluster-enabled",
-                    "yes",
-                    "--cluster-config-file",
-                    "nodes.conf",
-                    "--cluster-port",
-                    &bus_port.to_string(),
-                    // Failover within about two seconds of a master's death.
-                    "--cluster-node-timeout",
-                    "1000",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--protected-mode",
-                    "no",
-                    "--logfile",
-                    "",
-                ])
-                .current_dir(&dir)
-                .arg("--dir")
-                .arg(&dir)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn redis-server (apt-get install redis-server)");
-            cluster.nodes.push(ClusterNode {
-                port,
-                dir,
-                child: Some(child),
-            });
-        }
-        for node in &cluster.nodes {
-            let deadline = Instant::now() + WAIT;
-            while cli_at(node.port, &["PING"]).as_deref() != Some("PONG") {
-                assert!(Instant::now() < deadline, "redis-server did not start");
-                std::thread::sleep(Duration::from_millis(20));
-            }
+            let node = (0..5)
+                .find_map(|_| ClusterNode::spawn())
+                .expect("redis-server did not start (apt-get install redis-server)");
+            cluster.nodes.push(node);
         }
         let addrs: Vec<String> = cluster
             .nodes
@@ -287,11 +316,7 @@ impl LocalCluster {
 impl Drop for LocalCluster {
     fn drop(&mut self) {
         for node in &mut self.nodes {
-            if let Some(mut child) = node.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-            let _ = std::fs::remove_dir_all(&node.dir);
+            node.stop();
         }
     }
 }
