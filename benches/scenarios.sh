@@ -2,7 +2,7 @@
 # The BENCHMARKS.md scenarios, against release builds, each bounded in time.
 #
 #   cargo build --release --bins
-#   benches/scenarios.sh [idle|idle-2k|broadcast|channels|cluster|latency|small-fanout|large-fanout|light-latency ...]
+#   benches/scenarios.sh [idle|idle-2k|broadcast|channels|cluster|latency|small-fanout|large-fanout|light-latency|redis-cluster ...]
 #   (default: idle broadcast channels cluster latency). BIN=<dir> runs other binaries (a
 #   before/after comparison), OUT=<dir> writes the reports elsewhere.
 #
@@ -37,7 +37,9 @@ free_port() {
 cleanup() {
   for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
   [ -n "$REDIS_PORT" ] && redis-cli -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
-  PIDS=(); REDIS_PORT=""
+  for p in "${CLUSTER_PIDS[@]:-}"; do [ -n "$p" ] && kill -9 "$p" 2>/dev/null || true; done
+  [ -n "${CLUSTER_DIR:-}" ] && rm -rf "$CLUSTER_DIR"
+  PIDS=(); REDIS_PORT=""; CLUSTER_PIDS=(); CLUSTER_PORTS=(); CLUSTER_DIR=""
 }
 trap cleanup EXIT
 
@@ -61,6 +63,80 @@ start_nodes() {
     URLS="${URLS:+$URLS,}ws://127.0.0.1:$port/ws"
     GW_PIDS="${GW_PIDS:+$GW_PIDS,}$!"
     until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do sleep 0.05; done
+  done
+}
+
+# start_cluster: a Redis Cluster of 3 masters and 3 replicas (own directories, bus ports
+# chosen free); sets CLUSTER_PORTS (the first three are where --cluster create puts masters)
+# and REDIS_PORT (one node, for fanout-bench's --redis-url, unused with --publish http).
+start_cluster() {
+  CLUSTER_DIR=$(mktemp -d); CLUSTER_PORTS=(); CLUSTER_PIDS=()
+  for i in 1 2 3 4 5 6; do
+    local port bus; port=$(free_port); bus=$(free_port)
+    mkdir -p "$CLUSTER_DIR/$port"
+    (cd "$CLUSTER_DIR/$port" && exec redis-server --port "$port" --cluster-port "$bus" \
+      --bind 127.0.0.1 --cluster-enabled yes --cluster-config-file nodes.conf --save '' \
+      --appendonly no --logfile '' >/dev/null 2>&1) &
+    CLUSTER_PIDS+=($!); CLUSTER_PORTS+=("$port")
+  done
+  for port in "${CLUSTER_PORTS[@]}"; do
+    until redis-cli -p "$port" ping >/dev/null 2>&1; do sleep 0.05; done
+  done
+  redis-cli --cluster create $(printf '127.0.0.1:%s ' "${CLUSTER_PORTS[@]}") \
+    --cluster-replicas 1 --cluster-yes >/dev/null
+  for port in "${CLUSTER_PORTS[@]}"; do
+    until redis-cli -p "$port" cluster info | grep -q cluster_state:ok; do sleep 0.1; done
+  done
+  REDIS_PORT=""
+}
+
+# start_cluster_nodes MODE: three gateways on the cluster; MODE sharded (redis_cluster_url)
+# or classic (each gateway's redis_url on another master: classic pub/sub, which the cluster
+# forwards to every node). Sets URLS and GW_PIDS.
+start_cluster_nodes() {
+  URLS=""; GW_PIDS=""
+  for i in 1 2 3; do
+    local port broker; port=$(free_port)
+    if [ "$1" = sharded ]; then
+      broker=(--redis-cluster-url "redis://127.0.0.1:${CLUSTER_PORTS[0]}")
+    else
+      broker=(--redis-url "redis://127.0.0.1:${CLUSTER_PORTS[$((i - 1))]}/")
+    fi
+    "$BIN/fanout" serve --listen "127.0.0.1:$port" --node-id "n$i" --jwt-secret "$SECRET" \
+      --api-key bench-key "${broker[@]}" \
+      --max-connections 200000 --max-new-connections-per-s 100000 \
+      --max-connections-per-user 100000 --log-level warn &
+    PIDS+=($!)
+    URLS="${URLS:+$URLS,}ws://127.0.0.1:$port/ws"
+    GW_PIDS="${GW_PIDS:+$GW_PIDS,}$!"
+    until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do sleep 0.05; done
+  done
+}
+
+# CPU seconds (user + system) of the cluster's redis-server processes so far.
+cluster_cpu() {
+  local ticks=0 hz; hz=$(getconf CLK_TCK)
+  for p in "${CLUSTER_PIDS[@]}"; do
+    local pid; pid=$(pgrep -P "$p" redis-server || echo "$p")
+    ticks=$((ticks + $(awk '{print $14 + $15}' "/proc/$pid/stat")))
+  done
+  echo "scale=2; $ticks / $hz" | bc
+}
+
+scenario_redis-cluster() {
+  # The same load on the same kind of cluster, sharded (redis_cluster_url) and classic pub/sub;
+  # published through the first gateway's HTTP API (SPUBLISH or PUBLISH).
+  for mode in sharded classic; do
+    start_cluster; start_cluster_nodes "$mode"
+    local before after; before=$(cluster_cpu)
+    REDIS_PORT=${CLUSTER_PORTS[0]}
+    bench "redis-cluster-$mode" --connections 10000 --channels 1000 \
+      --rate "${CLUSTER_CHANNELS_RATE:-10000}" --duration 10 --settle 5 \
+      --publish http --api-key bench-key
+    REDIS_PORT=""
+    after=$(cluster_cpu)
+    echo "   redis-server CPU, all six nodes: $(echo "$after - $before" | bc) s" >&2
+    cleanup
   done
 }
 

@@ -15,7 +15,9 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Verifier;
-use crate::broker::{Broker, BrokerError, ChannelRules, Deliver, MemoryBroker, RedisBroker};
+use crate::broker::{
+    Broker, BrokerError, ChannelRules, Deliver, MemoryBroker, RedisBroker, RedisClusterBroker,
+};
 use crate::channel::Channel;
 use crate::config::Config;
 pub use crate::hub::InboundSession;
@@ -42,8 +44,9 @@ pub struct Node {
 }
 
 impl Node {
-    /// A node on the broker its configuration names: Redis when `redis_url` is set,
-    /// otherwise the in-process broker. Must be called within a Tokio runtime.
+    /// A node on the broker its configuration names: Redis when `redis_url` is set, Redis
+    /// Cluster when `redis_cluster_url` is, otherwise the in-process broker. Must be called
+    /// within a Tokio runtime.
     pub fn new(config: Config) -> Result<Arc<Node>, String> {
         match config.redis.clone() {
             None => {
@@ -59,15 +62,31 @@ impl Node {
                 let presence_lease = config.presence_lease;
                 let rules = ChannelRules::from_config(&config);
                 let node = Node::with_broker(config, |sink, metrics| {
-                    match RedisBroker::start(
-                        &redis,
-                        &node_id,
-                        max_payload,
-                        presence_lease,
-                        rules.clone(),
-                        sink.clone(),
-                        metrics,
-                    ) {
+                    let started: Result<Arc<dyn Broker>, String> = if redis.cluster_seeds.is_empty()
+                    {
+                        RedisBroker::start(
+                            &redis,
+                            &node_id,
+                            max_payload,
+                            presence_lease,
+                            rules.clone(),
+                            sink.clone(),
+                            metrics,
+                        )
+                        .map(|b| b as Arc<dyn Broker>)
+                    } else {
+                        RedisClusterBroker::start(
+                            &redis,
+                            &node_id,
+                            max_payload,
+                            presence_lease,
+                            rules.clone(),
+                            sink.clone(),
+                            metrics,
+                        )
+                        .map(|b| b as Arc<dyn Broker>)
+                    };
+                    match started {
                         Ok(b) => b,
                         Err(e) => {
                             failure = Some(e);

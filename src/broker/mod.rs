@@ -25,7 +25,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 pub use self::redis::{
-    ProbeReport, RedisBroker, decode_message as decode_redis_message, probe as probe_redis,
+    ProbeReport, RedisBroker, RedisClusterBroker, decode_message as decode_redis_message,
+    probe as probe_redis,
 };
 use crate::channel::Channel;
 use crate::config::{Config, HistoryConfig, JoinLeave, NamespaceConfig};

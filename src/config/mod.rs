@@ -192,6 +192,9 @@ pub struct RedisConfig {
     pub pool_size: usize,
     pub dispatch_buffer: usize,
     pub probe_interval: Duration,
+    /// Seed nodes of a Redis Cluster (may contain a password: never log them); empty for
+    /// one Redis. When set, `url` is the first of them.
+    pub cluster_seeds: Vec<String>,
 }
 
 impl RedisConfig {
@@ -231,6 +234,7 @@ impl std::fmt::Debug for RedisConfig {
             .field("pool_size", &self.pool_size)
             .field("dispatch_buffer", &self.dispatch_buffer)
             .field("probe_interval", &self.probe_interval)
+            .field("cluster_seeds", &self.cluster_seeds.len())
             .finish()
     }
 }
@@ -343,6 +347,13 @@ impl Config {
         line(
             "broker",
             match &self.redis {
+                Some(r) if !r.cluster_seeds.is_empty() => format!(
+                    "redis-cluster, {} seed nodes, first {} (prefix {:?}); {}",
+                    r.cluster_seeds.len(),
+                    r.display_addr(),
+                    r.prefix,
+                    r.describe_transport()
+                ),
                 Some(r) => format!(
                     "redis at {} (prefix {:?}); {}",
                     r.display_addr(),
@@ -452,6 +463,51 @@ mod tests {
         ] {
             assert!(all.contains(needle), "missing {needle:?} in:\n{all}");
         }
+    }
+
+    #[test]
+    fn redis_cluster_url_selects_a_cluster_and_excludes_redis_url() {
+        const SECRET: (&str, &str) = ("jwt_secret", "0123456789abcdef0123456789abcdef");
+        let c = resolve(&[
+            SECRET,
+            (
+                "redis_cluster_url",
+                "redis://10.0.0.1:7000,redis://10.0.0.2:7000",
+            ),
+            ("redis_prefix", "app:"),
+        ])
+        .unwrap();
+        let redis = c.redis.expect("redis configured");
+        assert_eq!(
+            redis.cluster_seeds,
+            ["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]
+        );
+        assert_eq!(
+            (redis.url.as_str(), redis.prefix.as_str()),
+            ("redis://10.0.0.1:7000", "app:")
+        );
+        let standalone = resolve(&[SECRET, ("redis_url", "redis://10.0.0.1:6379")]).unwrap();
+        assert!(standalone.redis.expect("redis").cluster_seeds.is_empty());
+
+        let both = resolve(&[
+            SECRET,
+            ("redis_url", "redis://10.0.0.1:6379"),
+            ("redis_cluster_url", "redis://10.0.0.1:7000"),
+        ])
+        .unwrap_err();
+        assert!(
+            both.problems
+                .join("\n")
+                .contains("redis_url and redis_cluster_url are both set"),
+            "{:?}",
+            both.problems
+        );
+        let unix = resolve(&[SECRET, ("redis_cluster_url", "unix:///tmp/r.sock")]).unwrap_err();
+        assert!(
+            unix.problems
+                .join("\n")
+                .contains("redis_cluster_url: each seed node")
+        );
     }
 
     #[test]

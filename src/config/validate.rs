@@ -119,6 +119,7 @@ impl Validator {
             redis_tls_ca_file,
             redis_tls_cert_file,
             redis_tls_key_file,
+            redis_cluster_url,
             redis_prefix,
             redis_pubsub_connections,
             redis_pool_size,
@@ -159,14 +160,25 @@ impl Validator {
             namespaces.unwrap_or_default(),
             public_namespaces.unwrap_or_default(),
         );
-        let redis = self.redis(
-            redis_url,
-            (redis_tls_ca_file, redis_tls_cert_file, redis_tls_key_file),
-            redis_prefix,
-            (redis_pubsub_connections, redis_pool_size),
-            redis_dispatch_buffer,
-            redis_probe_interval_s,
-        );
+        let tls_files = (redis_tls_ca_file, redis_tls_cert_file, redis_tls_key_file);
+        let redis = match redis_cluster_url {
+            Some(seeds) if !seeds.is_empty() => self.redis_cluster(
+                (seeds, redis_url),
+                tls_files,
+                redis_prefix,
+                (redis_pubsub_connections, redis_pool_size),
+                redis_dispatch_buffer,
+                redis_probe_interval_s,
+            ),
+            _ => self.redis(
+                redis_url,
+                tls_files,
+                redis_prefix,
+                (redis_pubsub_connections, redis_pool_size),
+                redis_dispatch_buffer,
+                redis_probe_interval_s,
+            ),
+        };
         if let Some(level) = &log_level
             && let Err(e) = tracing_subscriber::EnvFilter::try_new(level)
         {
@@ -295,6 +307,7 @@ impl Validator {
             pool_size: pool_size?,
             dispatch_buffer: dispatch_buffer?,
             probe_interval: Duration::from_secs(probe_interval_s?),
+            cluster_seeds: Vec::new(),
         }))
     }
 
@@ -353,6 +366,60 @@ impl Validator {
             }
         };
         ok.then_some(RedisTls { ca, client })
+    }
+
+    /// Redis Cluster from its seed nodes; the other Redis settings as for one Redis.
+    fn redis_cluster(
+        &mut self,
+        (seeds, standalone_url): (Vec<String>, Option<Option<String>>),
+        tls_files: TlsFiles,
+        prefix: Option<String>,
+        connections: (Option<usize>, Option<usize>),
+        dispatch_buffer: Option<usize>,
+        probe_interval_s: Option<u64>,
+    ) -> Option<Option<RedisConfig>> {
+        if matches!(standalone_url, Some(Some(_))) {
+            self.problems.push(
+                "redis_url and redis_cluster_url are both set: choose one Redis (redis_url) or a Redis Cluster (redis_cluster_url)".into(),
+            );
+            return None;
+        }
+        let (ca_file, cert_file, key_file) = tls_files;
+        if [ca_file?, cert_file?, key_file?]
+            .iter()
+            .any(Option::is_some)
+        {
+            self.problems.push(
+                "redis_tls_ca_file, redis_tls_cert_file and redis_tls_key_file: TLS to a Redis Cluster is not supported yet (seed nodes are redis://)".into(),
+            );
+            return None;
+        }
+        for seed in &seeds {
+            let tcp = seed
+                .trim_start()
+                .to_ascii_lowercase()
+                .starts_with("redis://");
+            if !tcp || redis::Client::open(seed.as_str()).is_err() {
+                // The value may hold a password: describe the form instead of quoting it.
+                self.problems.push(
+                    "redis_cluster_url: each seed node must be redis://[[user]:password@]host:port"
+                        .into(),
+                );
+                return None;
+            }
+        }
+        let mut config = self
+            .redis(
+                Some(Some(seeds[0].clone())),
+                (Some(None), Some(None), Some(None)),
+                prefix,
+                connections,
+                dispatch_buffer,
+                probe_interval_s,
+            )
+            .flatten()?;
+        config.cluster_seeds = seeds;
+        Some(Some(config))
     }
 
     fn node_id(&mut self, id: Option<Option<String>>) -> Option<String> {

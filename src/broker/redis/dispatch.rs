@@ -26,6 +26,31 @@ use crate::broker::{Deliver, HistoryQuery, Publication, StreamPosition};
 use crate::channel::Channel;
 use crate::limits::RateLimitedLog;
 
+/// Where the workers read history to fill gaps: the standalone broker's command pool, or
+/// the Redis Cluster connection (which routes each read to its channel's slot).
+#[async_trait::async_trait]
+pub trait HistoryReader: Send + Sync + 'static {
+    async fn read(
+        &self,
+        channel: &Channel,
+        query: HistoryQuery,
+    ) -> Result<crate::broker::History, String>;
+}
+
+#[async_trait::async_trait]
+impl HistoryReader for deadpool_redis::Pool {
+    async fn read(
+        &self,
+        channel: &Channel,
+        query: HistoryQuery,
+    ) -> Result<crate::broker::History, String> {
+        let mut conn = self.get().await.map_err(|e| e.to_string())?;
+        library::history(&mut *conn, channel, query)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
+
 /// Work for a dispatch worker; all of a channel's work goes to the same worker, in order.
 pub enum Work {
     Message(Publication),
@@ -58,7 +83,7 @@ impl Dispatch {
         workers: usize,
         capacity: usize,
         sink: Arc<dyn Deliver>,
-        pool: deadpool_redis::Pool,
+        history: Arc<dyn HistoryReader>,
         max_fill: usize,
         metrics: Arc<RedisMetrics>,
         cancel: CancellationToken,
@@ -68,7 +93,7 @@ impl Dispatch {
                 let (tx, mut rx) = mpsc::channel::<Work>(capacity.max(1));
                 let mut worker = Worker {
                     sink: sink.clone(),
-                    pool: pool.clone(),
+                    history: history.clone(),
                     max_fill,
                     metrics: metrics.clone(),
                     cursors: HashMap::new(),
@@ -128,7 +153,7 @@ impl Dispatch {
 
 struct Worker {
     sink: Arc<dyn Deliver>,
-    pool: deadpool_redis::Pool,
+    history: Arc<dyn HistoryReader>,
     /// Most messages one gap fill may read.
     max_fill: usize,
     metrics: Arc<RedisMetrics>,
@@ -236,10 +261,16 @@ impl Worker {
         tracing::debug!(%channel, at = cursor.offset, top = top.offset, "syncing after a reconnect");
         let epoch_changed = top.epoch != cursor.epoch;
         let missed = !epoch_changed && top.offset > cursor.offset;
-        if epoch_changed || (missed && !self.fill(&channel, &cursor, top.offset).await) {
+        // The history went back within its epoch: writes this node had delivered were lost
+        // (a failover to a replica that had not received them, a restore from an older
+        // persistence file). Their offsets will be given to new messages, which the
+        // subscribers must not take for ones they have: they reload instead.
+        let went_back = !epoch_changed && top.offset < cursor.offset;
+        if epoch_changed || went_back || (missed && !self.fill(&channel, &cursor, top.offset).await)
+        {
             self.resync(&channel);
         }
-        if top.epoch != cursor.epoch || top.offset > cursor.offset {
+        if top.epoch != cursor.epoch || top.offset != cursor.offset {
             self.cursors.insert(channel, latest);
         }
     }
@@ -247,12 +278,7 @@ impl Worker {
     /// Reads history for a gap fill, bounded in time: this worker serves other channels too,
     /// and a slow read must cost this channel a resync, not stall every channel behind it.
     async fn read(&self, channel: &Channel, query: HistoryQuery) -> Option<crate::broker::History> {
-        let read = async {
-            let mut conn = self.pool.get().await.map_err(|e| e.to_string())?;
-            library::history(&mut conn, channel, query)
-                .await
-                .map_err(|e| e.to_string())
-        };
+        let read = self.history.read(channel, query);
         match tokio::time::timeout(super::subscriber::COMMAND_TIMEOUT, read).await {
             Ok(Ok(h)) => Some(h),
             Ok(Err(e)) => {
@@ -269,5 +295,94 @@ impl Worker {
     fn resync(&self, channel: &Channel) {
         self.metrics.resyncs.inc();
         self.sink.resync(channel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::broker::{History, HistoryMessage, RelayedFrames};
+
+    /// A channel's history: epoch `e`, messages 1..=top (payload: the offset).
+    struct FakeHistory {
+        top: u64,
+    }
+
+    #[async_trait::async_trait]
+    impl HistoryReader for FakeHistory {
+        async fn read(&self, _: &Channel, query: HistoryQuery) -> Result<History, String> {
+            let HistoryQuery::After { offset, limit } = query else {
+                return Err("unexpected query".into());
+            };
+            let messages = (offset + 1..=self.top)
+                .take(limit)
+                .map(|o| HistoryMessage {
+                    offset: o,
+                    publisher: None,
+                    payload: bytes::Bytes::from(o.to_string()),
+                })
+                .collect();
+            Ok(History {
+                epoch: Arc::from("e"),
+                offset: self.top,
+                first: 1,
+                messages,
+            })
+        }
+    }
+
+    /// What reached the hub: `<offset>` per delivery, `resync` per resync.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl Deliver for Recorder {
+        fn deliver(&self, p: &Publication) -> usize {
+            let offset = p.position.as_ref().map_or(0, |s| s.offset);
+            self.0.lock().unwrap().push(offset.to_string());
+            1
+        }
+        fn resync(&self, _: &Channel) {
+            self.0.lock().unwrap().push("resync".into());
+        }
+        fn relayed(&self, _: RelayedFrames) {}
+    }
+
+    fn worker(top: u64, sink: Arc<Recorder>) -> Worker {
+        Worker {
+            sink,
+            history: Arc::new(FakeHistory { top }),
+            max_fill: 100,
+            metrics: Arc::new(RedisMetrics::new(&crate::metrics::Metrics::new())),
+            cursors: HashMap::new(),
+        }
+    }
+
+    fn at(offset: u64) -> StreamPosition {
+        StreamPosition {
+            offset,
+            epoch: Arc::from("e"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_sync_fills_what_was_missed_and_resyncs_when_history_went_back() {
+        let channel = Channel::parse("dag:1").unwrap();
+        let sink = Arc::new(Recorder::default());
+        let mut ahead = worker(7, sink.clone());
+        ahead.handle(Work::Observe(channel.clone(), at(5))).await;
+        ahead.handle(Work::Sync(channel.clone())).await;
+        assert_eq!(*sink.0.lock().unwrap(), ["6", "7"]);
+
+        // Offsets 4 and 5 were delivered, then lost with a failover: the next publishes get
+        // them again, and must reach the subscribers after a resync, not be dropped.
+        let sink = Arc::new(Recorder::default());
+        let mut behind = worker(3, sink.clone());
+        behind.handle(Work::Observe(channel.clone(), at(5))).await;
+        behind.handle(Work::Sync(channel.clone())).await;
+        let again = Publication::at(channel.clone(), bytes::Bytes::from("4"), at(4));
+        behind.handle(Work::Message(again)).await;
+        assert_eq!(*sink.0.lock().unwrap(), ["resync", "4"]);
     }
 }

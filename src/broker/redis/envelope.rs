@@ -69,8 +69,13 @@ pub enum Envelope {
         publisher: Option<Arc<str>>,
         payload: Bytes,
     },
-    /// `\0m<user>\0<payload>`: a message a WebSocket client published (no history).
-    Message { publisher: Arc<str>, payload: Bytes },
+    /// `\0m<user>\0<payload>`: a message without history, from a WebSocket client (`user`
+    /// set) or, on Redis Cluster, from a backend (`user` empty: no publisher), where every
+    /// message travels on the envelope channel, in the slot of the channel's keys.
+    Message {
+        publisher: Option<Arc<str>>,
+        payload: Bytes,
+    },
     /// `\0e<frame>`: a gateway event, a complete server frame.
     Event { frame: Bytes },
 }
@@ -108,7 +113,11 @@ fn parse_envelope(raw: &[u8]) -> Option<Envelope> {
         b'm' => {
             let (user, payload) = field(rest)?;
             Some(Envelope::Message {
-                publisher: text(user)?,
+                publisher: if user.is_empty() {
+                    None
+                } else {
+                    Some(text(user)?)
+                },
                 payload: Bytes::copy_from_slice(payload),
             })
         }
@@ -127,7 +136,8 @@ pub fn event_envelope(frame: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The PUBLISH payload of a client message on a channel without history.
+/// The PUBLISH payload of a message on a channel without history; `publisher` is empty for
+/// none (a backend's publish on Redis Cluster).
 pub fn message_envelope(publisher: &str, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(payload.len() + publisher.len() + 3);
     out.extend_from_slice(&[ENVELOPE, b'm']);
@@ -162,8 +172,16 @@ mod tests {
         assert_eq!(
             open_envelope(&message_envelope("u1", b"1")),
             Some(Ok(Envelope::Message {
-                publisher: Arc::from("u1"),
+                publisher: Some(Arc::from("u1")),
                 payload: Bytes::from_static(b"1")
+            }))
+        );
+        // An empty user is no publisher (a backend's message on Redis Cluster).
+        assert_eq!(
+            open_envelope(&message_envelope("", b"2")),
+            Some(Ok(Envelope::Message {
+                publisher: None,
+                payload: Bytes::from_static(b"2")
             }))
         );
         assert_eq!(

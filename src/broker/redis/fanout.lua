@@ -4,6 +4,11 @@ local PREFIX = __PREFIX__
 local HISTORY = { __HISTORY__}
 local MAX_PAYLOAD = __MAX_PAYLOAD__
 local IDEMPOTENCY_TTL = __IDEMPOTENCY_TTL__
+-- On Redis Cluster messages travel by sharded pub/sub (SPUBLISH), every one on the envelope
+-- channel, whose hash tag puts it in the slot of the channel's keys (a plain `<prefix><channel>`
+-- is in another slot, which a function may not touch).
+local SHARDED = __SHARDED__
+local PUBLISH = SHARDED and "SPUBLISH" or "PUBLISH"
 
 -- The channel grammar of fanout: `broadcast` or `<namespace>:<name>`, 128 bytes at most.
 local function valid_channel(channel)
@@ -78,10 +83,10 @@ local function publish(keys, args)
   end
   local h = HISTORY[namespace(channel)]
   if h == nil then
-    if user == "" then
+    if user == "" and not SHARDED then
       redis.call("PUBLISH", PREFIX .. channel, payload)
     else
-      redis.call("PUBLISH", envelope_channel(channel), "\0m" .. user .. "\0" .. payload)
+      redis.call(PUBLISH, envelope_channel(channel), "\0m" .. user .. "\0" .. payload)
     end
     if idem then
       redis.call("SET", idem, 0, "EX", IDEMPOTENCY_TTL)
@@ -98,7 +103,7 @@ local function publish(keys, args)
   end
   redis.call("EXPIRE", stream, h[2])
   redis.call("EXPIRE", meta, h[2])
-  redis.call("PUBLISH", envelope_channel(channel),
+  redis.call(PUBLISH, envelope_channel(channel),
     "\0h" .. epoch .. "\0" .. offset .. "\0" .. user .. "\0" .. payload)
   if idem then
     redis.call("SET", idem, offset, "EX", IDEMPOTENCY_TTL)

@@ -30,8 +30,14 @@ use crate::channel::Channel;
 /// The library name (`FUNCTION LIST LIBRARYNAME fanout`).
 pub const NAME: &str = "fanout";
 
-/// The library's Lua source for these rules and this prefix.
+/// The library's Lua source for these rules and this prefix, publishing with classic pub/sub.
 pub fn source(prefix: &str, rules: &ChannelRules, max_payload: usize) -> String {
+    source_for(prefix, rules, max_payload, false)
+}
+
+/// The library's Lua source; `sharded`: for Redis Cluster, where it publishes every message
+/// with SPUBLISH on the channel's envelope channel (in the slot of the channel's keys).
+pub fn source_for(prefix: &str, rules: &ChannelRules, max_payload: usize, sharded: bool) -> String {
     let mut history = String::new();
     for (ns, h) in rules.histories() {
         let _ = write!(
@@ -46,6 +52,7 @@ pub fn source(prefix: &str, rules: &ChannelRules, max_payload: usize) -> String 
         .replace("__NAME__", NAME)
         .replace("__HISTORY__", &history)
         .replace("__MAX_PAYLOAD__", &max_payload.to_string())
+        .replace("__SHARDED__", if sharded { "true" } else { "false" })
         .replace(
             "__IDEMPOTENCY_TTL__",
             &rules.idempotency_window().as_secs().max(1).to_string(),
@@ -147,15 +154,14 @@ pub fn history_command(channel: &Channel, query: HistoryQuery) -> ::redis::Cmd {
     command
 }
 
-/// Runs [`history_command`] on a connection (the dispatch workers' gap filling).
+/// Runs [`history_command`] on a connection (the dispatch workers' gap filling): a pooled
+/// one, or a Redis Cluster connection, which routes it to the channel's slot.
 pub async fn history(
-    conn: &mut deadpool_redis::Connection,
+    conn: &mut impl ::redis::aio::ConnectionLike,
     channel: &Channel,
     query: HistoryQuery,
 ) -> Result<History, ::redis::RedisError> {
-    let reply: Vec<::redis::Value> = history_command(channel, query)
-        .query_async(&mut **conn)
-        .await?;
+    let reply: Vec<::redis::Value> = history_command(channel, query).query_async(conn).await?;
     parse_history(&reply).ok_or_else(|| {
         ::redis::RedisError::from((::redis::ErrorKind::Parse, "unexpected fanout_history reply"))
     })
@@ -258,5 +264,9 @@ mod tests {
         assert_eq!(hash_of(&a), hash_of(&source("fanout:", &rules, 1000)));
         assert_ne!(hash_of(&a), hash_of(&source("other:", &rules, 1000)));
         assert_eq!(lua_string("a\"b\\c"), r#""a\"b\\c""#);
+        assert!(a.contains("local SHARDED = false"));
+        let sharded = source_for("fanout:", &rules, 1000, true);
+        assert!(sharded.contains("local SHARDED = true"));
+        assert_ne!(hash_of(&a), hash_of(&sharded));
     }
 }

@@ -16,6 +16,8 @@
 //! presence events, messages with history) carries an [`envelope`] and travels on a Redis
 //! channel of its own that plain publishers cannot reach, so nobody can forge one.
 
+mod calls;
+mod cluster;
 mod command;
 mod dispatch;
 mod envelope;
@@ -34,14 +36,16 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
+use self::calls::LibraryCalls;
+pub use self::cluster::RedisClusterBroker;
 use self::command::{Query, publish_raw};
 use self::dispatch::{Dispatch, Work};
 use self::metrics::RedisMetrics;
-use self::presence::{PresenceLeases, lease_loop, member_json};
+use self::presence::{PresenceLeases, lease_loop};
 use self::subscriber::{COMMAND_TIMEOUT, Shared, Subscriber};
 use super::{
     Broker, BrokerError, ChannelRules, Deliver, Departure, History, HistoryQuery, InboxEntry,
-    Joined, Lease, PresenceMember, RelayedFrames, StreamPosition,
+    Joined, Lease, PresenceMember, RelayedFrames,
 };
 use crate::channel::Channel;
 use crate::config::RedisConfig;
@@ -112,7 +116,7 @@ impl RedisBroker {
                 workers,
                 config.dispatch_buffer,
                 sink.clone(),
-                pool.clone(),
+                Arc::new(pool.clone()),
                 max_fill,
                 metrics.clone(),
                 cancel.clone(),
@@ -168,35 +172,6 @@ impl RedisBroker {
         Ok(broker)
     }
 
-    /// `FCALL fanout_presence_join`.
-    async fn join_raw(
-        &self,
-        channel: &Channel,
-        member: &PresenceMember,
-        json: &str,
-        lease: Duration,
-    ) -> Result<Joined, BrokerError> {
-        let lease_ms = lease.as_millis().to_string();
-        let command = {
-            let mut c = ::redis::cmd("FCALL");
-            c.arg("fanout_presence_join")
-                .arg(1)
-                .arg(channel.as_str())
-                .arg(&member.conn_id)
-                .arg(&member.user)
-                .arg(json)
-                .arg(&lease_ms);
-            c
-        };
-        let code = self
-            .run::<i64>(Query::Cmd(&command), "presence join")
-            .await?;
-        Ok(Joined {
-            new: code >= 1,
-            first_of_user: code == 2,
-        })
-    }
-
     /// The channels grouped by the pub/sub connection that holds them.
     fn by_connection(&self, channels: &[Channel]) -> Vec<(usize, Vec<Channel>)> {
         let n = self.subscribers.len();
@@ -210,6 +185,33 @@ impl RedisBroker {
             .enumerate()
             .filter(|(_, g)| !g.is_empty())
             .collect()
+    }
+}
+
+#[async_trait]
+impl LibraryCalls for RedisBroker {
+    async fn call<T: ::redis::FromRedisValue + Send>(
+        &self,
+        command: &::redis::Cmd,
+        what: &str,
+    ) -> Result<T, BrokerError> {
+        self.run(Query::Cmd(command), what).await
+    }
+
+    fn rules(&self) -> &ChannelRules {
+        &self.rules
+    }
+
+    fn leases(&self) -> &PresenceLeases {
+        &self.presence
+    }
+
+    fn dispatch(&self) -> &Dispatch {
+        &self.shared.dispatch
+    }
+
+    fn metrics(&self) -> &RedisMetrics {
+        &self.metrics
     }
 }
 
@@ -340,35 +342,7 @@ impl Broker for RedisBroker {
         channel: &Channel,
         query: HistoryQuery,
     ) -> Result<History, BrokerError> {
-        if self.rules.history(channel).is_none() {
-            return Err(BrokerError::NoHistory(channel.clone()));
-        }
-        let command = library::history_command(channel, query);
-        let reply = self
-            .run::<Vec<::redis::Value>>(Query::Cmd(&command), "history read")
-            .await?;
-        let history = library::parse_history(&reply)
-            .ok_or_else(|| BrokerError::Unavailable("unexpected fanout_history reply".into()))?;
-        // Start gap detection for this channel at what this node has now seen. The request
-        // that reads history waits for room in the dispatch queue, but not forever: its
-        // session reads nothing else from its client meanwhile.
-        let position = StreamPosition {
-            offset: history.offset,
-            epoch: history.epoch.clone(),
-        };
-        let observe = self
-            .shared
-            .dispatch
-            .control(Work::Observe(channel.clone(), position));
-        if tokio::time::timeout(COMMAND_TIMEOUT, observe)
-            .await
-            .is_err()
-        {
-            return Err(BrokerError::Unavailable(
-                "the dispatch queue stayed full".into(),
-            ));
-        }
-        Ok(history)
+        self.read_history(channel, query).await
     }
 
     async fn publish_event(&self, channel: &Channel, frame: Bytes) -> Result<(), BrokerError> {
@@ -390,14 +364,7 @@ impl Broker for RedisBroker {
         member: &PresenceMember,
         lease: Lease,
     ) -> Result<Joined, BrokerError> {
-        let json = member_json(member);
-        let joined = self
-            .join_raw(channel, member, &json, lease.duration)
-            .await?;
-        if lease.renewed {
-            self.presence.renew(channel, &member.conn_id, json);
-        }
-        Ok(joined)
+        self.join_presence(channel, member, lease).await
     }
 
     async fn presence_leave(
@@ -405,24 +372,7 @@ impl Broker for RedisBroker {
         channel: &Channel,
         conn_id: &str,
     ) -> Result<Option<Departure>, BrokerError> {
-        self.presence.forget(channel, conn_id);
-        let command = {
-            let mut c = ::redis::cmd("FCALL");
-            c.arg("fanout_presence_leave")
-                .arg(1)
-                .arg(channel.as_str())
-                .arg(conn_id);
-            c
-        };
-        let reply = self
-            .run::<Option<Vec<::redis::Value>>>(Query::Cmd(&command), "presence leave")
-            .await?;
-        match reply {
-            None => Ok(None),
-            Some(values) => library::parse_departures(&values)
-                .map(|mut d| d.pop())
-                .ok_or_else(|| BrokerError::Unavailable("unexpected presence reply".into())),
-        }
+        self.leave_presence(channel, conn_id).await
     }
 
     async fn presence_status(
@@ -431,71 +381,15 @@ impl Broker for RedisBroker {
         conn_id: &str,
         status: &serde_json::Value,
     ) -> Result<Option<PresenceMember>, BrokerError> {
-        let status_json = status.to_string();
-        let command = {
-            let mut c = ::redis::cmd("FCALL");
-            c.arg("fanout_presence_status")
-                .arg(1)
-                .arg(channel.as_str())
-                .arg(conn_id)
-                .arg(&status_json);
-            c
-        };
-        let member = self
-            .run::<Option<Vec<u8>>>(Query::Cmd(&command), "presence status")
-            .await?;
-        Ok(member
-            .and_then(|m| serde_json::from_slice::<PresenceMember>(&m).ok())
-            .map(|mut m| {
-                m.status = Some(status.clone());
-                m
-            }))
+        self.set_presence_status(channel, conn_id, status).await
     }
 
     async fn presence(&self, channel: &Channel) -> Result<Vec<PresenceMember>, BrokerError> {
-        let command = {
-            let mut c = ::redis::cmd("FCALL");
-            c.arg("fanout_presence_members")
-                .arg(1)
-                .arg(channel.as_str());
-            c
-        };
-        let values = self
-            .run::<Vec<::redis::Value>>(Query::Cmd(&command), "presence read")
-            .await?;
-        let members = library::parse_members(&values, 2)
-            .ok_or_else(|| BrokerError::Unavailable("unexpected presence reply".into()))?;
-        let skipped = values.len() / 2 - members.len();
-        if skipped > 0 {
-            self.metrics
-                .dropped
-                .with_label_values(&["bad_presence_entry"])
-                .inc_by(skipped as u64);
-        }
-        Ok(members.into_iter().map(|(m, _)| m).collect())
+        self.presence_members(channel).await
     }
 
     async fn inbox_append(&self, stream: &str, entry: &InboxEntry) -> Result<String, BrokerError> {
-        let received_at = entry.received_at_ms.to_string();
-        let command = {
-            let mut c = ::redis::cmd("XADD");
-            c.arg(stream)
-                .arg("*")
-                .arg("channel")
-                .arg(entry.channel.as_str())
-                .arg("user")
-                .arg(&entry.user)
-                .arg("conn_id")
-                .arg(&entry.conn_id)
-                .arg("node")
-                .arg(&entry.node)
-                .arg("received_at")
-                .arg(&received_at)
-                .arg("data")
-                .arg(&entry.data[..]);
-            c
-        };
-        self.run::<String>(Query::Cmd(&command), "XADD").await
+        self.append_to_inbox(stream, entry).await
     }
 
     async fn relay(&self, node: &str, frames: &RelayedFrames) -> Result<bool, BrokerError> {
@@ -540,7 +434,7 @@ pub fn decode_message(
             })),
         ) => Publication::at(channel, payload, position).by(publisher),
         (true, Some(Ok(Envelope::Message { publisher, payload }))) => {
-            Publication::new(channel, payload).by(Some(publisher))
+            Publication::new(channel, payload).by(publisher)
         }
         (true, Some(Ok(Envelope::Event { frame }))) => Publication::event(channel, frame),
     };

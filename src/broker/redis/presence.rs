@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use super::command::Query;
-use super::{RedisBroker, library};
-use crate::broker::{Broker, PresenceMember};
+use super::calls::LibraryCalls;
+use crate::broker::PresenceMember;
 use crate::channel::Channel;
 
 /// A member as stored in Redis (its status is kept apart, so it can change alone).
@@ -62,6 +61,30 @@ impl PresenceLeases {
         swept.extend(channels.cloned());
     }
 
+    pub(super) fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// A snapshot of the members to renew, by channel.
+    pub(super) fn renewed(&self) -> Vec<(Channel, Vec<(String, String)>)> {
+        let renewed = self.renewed.lock().unwrap_or_else(|e| e.into_inner());
+        renewed
+            .iter()
+            .map(|(c, m)| {
+                (
+                    c.clone(),
+                    m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// A snapshot of the channels to sweep.
+    pub(super) fn swept(&self) -> Vec<Channel> {
+        let swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
+        swept.iter().cloned().collect()
+    }
+
     pub(super) fn unwatch(&self, channels: &[Channel]) {
         let mut swept = self.swept.lock().unwrap_or_else(|e| e.into_inner());
         for c in channels {
@@ -70,12 +93,14 @@ impl PresenceLeases {
     }
 }
 
-/// Every third of a lease: renews this node's members (joining again any that expired
-/// meanwhile, e.g. during a partition), and sweeps expired members of watched channels,
-/// announcing their departure: that is how a crashed node's members leave.
-pub(super) async fn lease_loop(broker: std::sync::Weak<RedisBroker>, cancel: CancellationToken) {
+/// Every third of a lease: renews this node's members and sweeps expired members of watched
+/// channels (see [`LibraryCalls::renew_leases`] and [`LibraryCalls::sweep_presence`]).
+pub(super) async fn lease_loop<B: LibraryCalls>(
+    broker: std::sync::Weak<B>,
+    cancel: CancellationToken,
+) {
     let period = match broker.upgrade() {
-        Some(b) => (b.presence.lease / 3).max(Duration::from_millis(200)),
+        Some(b) => (b.leases().lease() / 3).max(Duration::from_millis(200)),
         None => return,
     };
     let mut tick = tokio::time::interval(period);
@@ -90,108 +115,5 @@ pub(super) async fn lease_loop(broker: std::sync::Weak<RedisBroker>, cancel: Can
         };
         broker.renew_leases().await;
         broker.sweep_presence().await;
-    }
-}
-
-impl RedisBroker {
-    async fn renew_leases(&self) {
-        let renewed: Vec<(Channel, Vec<(String, String)>)> = {
-            let renewed = self
-                .presence
-                .renewed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            renewed
-                .iter()
-                .map(|(c, m)| {
-                    (
-                        c.clone(),
-                        m.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                    )
-                })
-                .collect()
-        };
-        let lease_ms = self.presence.lease.as_millis().to_string();
-        for (channel, members) in renewed {
-            let command = {
-                let mut c = ::redis::cmd("FCALL");
-                c.arg("fanout_presence_refresh")
-                    .arg(1)
-                    .arg(channel.as_str())
-                    .arg(&lease_ms);
-                for (conn_id, _) in &members {
-                    c.arg(conn_id);
-                }
-                c
-            };
-            let missing = match self
-                .run::<Vec<String>>(Query::Cmd(&command), "presence refresh")
-                .await
-            {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(%channel, error = %e, "presence renewal failed");
-                    continue;
-                }
-            };
-            for conn_id in missing {
-                let Some((_, json)) = members.iter().find(|(c, _)| *c == conn_id) else {
-                    continue;
-                };
-                let Ok(member) = serde_json::from_str::<PresenceMember>(json) else {
-                    continue;
-                };
-                // Swept while this node could not renew it: it is here, so it joins again.
-                if let Ok(joined) = self
-                    .join_raw(&channel, &member, json, self.presence.lease)
-                    .await
-                    && crate::broker::presence::join_announced(
-                        self.rules.join_leave(&channel),
-                        joined,
-                    )
-                {
-                    let _ = self
-                        .publish_event(
-                            &channel,
-                            crate::broker::presence::join_frame(&channel, &member),
-                        )
-                        .await;
-                }
-            }
-        }
-    }
-
-    async fn sweep_presence(&self) {
-        let channels: Vec<Channel> = {
-            let swept = self
-                .presence
-                .swept
-                .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            swept.iter().cloned().collect()
-        };
-        for channel in channels {
-            let command = {
-                let mut c = ::redis::cmd("FCALL");
-                c.arg("fanout_presence_sweep").arg(1).arg(channel.as_str());
-                c
-            };
-            let Ok(values) = self
-                .run::<Vec<::redis::Value>>(Query::Cmd(&command), "presence sweep")
-                .await
-            else {
-                continue;
-            };
-            for departure in library::parse_departures(&values).unwrap_or_default() {
-                tracing::debug!(%channel, conn_id = %departure.member.conn_id, "presence lease expired");
-                let _ = crate::broker::presence::announce_departure(
-                    self,
-                    self.rules.join_leave(&channel),
-                    &channel,
-                    &departure,
-                )
-                .await;
-            }
-        }
     }
 }
