@@ -157,7 +157,7 @@ settings! {
     redis_tls_cert_file: Option<PathBuf>, "PEM_FILE";
     /// With `rediss://`: PEM private key of `redis_tls_cert_file`.
     redis_tls_key_file: Option<PathBuf>, "PEM_FILE";
-    /// Seed nodes of a Redis Cluster (`redis://10.0.0.1:7000`, several allowed) instead of `redis_url`: sharded pub/sub, keys and functions in each channel's slot. The other `redis_*` settings apply too, except `redis_pubsub_connections` and `redis_pool_size` (one multiplexed connection per cluster node).
+    /// Seed nodes of a Redis Cluster (`redis://10.0.0.1:7000`, several allowed; `rediss://` for TLS) instead of `redis_url`: sharded pub/sub, keys and functions in each channel's slot. The other `redis_*` settings apply too, except `redis_pubsub_connections` and `redis_pool_size` (one multiplexed connection per cluster node).
     redis_cluster_url: Vec<String>, "URL", [secret];
     /// Prefix of Redis channel names: channel `room:lobby` is Redis channel `fanout:room:lobby`.
     redis_prefix: String = "fanout:", "PREFIX";

@@ -384,25 +384,27 @@ impl Validator {
             );
             return None;
         }
-        let (ca_file, cert_file, key_file) = tls_files;
-        if [ca_file?, cert_file?, key_file?]
-            .iter()
-            .any(Option::is_some)
-        {
-            self.problems.push(
-                "redis_tls_ca_file, redis_tls_cert_file and redis_tls_key_file: TLS to a Redis Cluster is not supported yet (seed nodes are redis://)".into(),
-            );
-            return None;
-        }
+        // All seeds speak the same: plain TCP (`redis://`) or TLS (`rediss://`, with the
+        // redis_tls_* files checked as for one Redis).
+        let scheme = |seed: &str| {
+            let seed = seed.trim_start().to_ascii_lowercase();
+            if seed.starts_with("rediss://") {
+                Some(true)
+            } else if seed.starts_with("redis://") {
+                Some(false)
+            } else {
+                None
+            }
+        };
+        let first_tls = scheme(&seeds[0]);
         for seed in &seeds {
-            let tcp = seed
-                .trim_start()
-                .to_ascii_lowercase()
-                .starts_with("redis://");
-            if !tcp || redis::Client::open(seed.as_str()).is_err() {
+            if first_tls.is_none()
+                || scheme(seed) != first_tls
+                || redis::Client::open(seed.as_str()).is_err()
+            {
                 // The value may hold a password: describe the form instead of quoting it.
                 self.problems.push(
-                    "redis_cluster_url: each seed node must be redis://[[user]:password@]host:port"
+                    "redis_cluster_url: each seed node must be redis://[[user]:password@]host:port, or rediss://… for TLS (all seeds the same)"
                         .into(),
                 );
                 return None;
@@ -411,7 +413,7 @@ impl Validator {
         let mut config = self
             .redis(
                 Some(Some(seeds[0].clone())),
-                (Some(None), Some(None), Some(None)),
+                tls_files,
                 prefix,
                 connections,
                 dispatch_buffer,

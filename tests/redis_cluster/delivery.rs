@@ -298,3 +298,55 @@ async fn sse_frames_posted_to_another_gateway_are_relayed_by_sharded_pub_sub() {
     let (status, answer) = post_frames(&g2.http(""), "0123456789abcdef.n9", &tok, ping).await;
     assert_eq!(status, 404, "{answer}");
 }
+
+/// A managed cluster speaks TLS: `rediss://` seeds and the CA reach every shard, for
+/// commands, sharded subscriptions and the function library alike.
+#[tokio::test]
+async fn over_tls_every_shard_is_reached_with_the_configured_ca() {
+    let pki = TestPki::create();
+    let cluster = LocalCluster::start_tls(&pki);
+    let ca = pki.ca_cert().display().to_string();
+    let gw = gateway_on_with(&cluster, "g-tls", &["--redis-tls-ca-file", &ca]).await;
+    let mut client = gw.connect_as("u1", &["room:*", "dag:*"]).await;
+    let channels = spread_channels();
+    for channel in &channels {
+        client.subscribe(channel).await;
+    }
+    let shards: HashSet<u16> = channels
+        .iter()
+        .map(|c| cluster.master_of(&format!("!fanout:{{{c}}}")))
+        .collect();
+    assert_eq!(shards.len(), 3, "the channels cover every shard");
+    for channel in &channels {
+        let owner = cluster.master_of(&format!("!fanout:{{{channel}}}"));
+        assert_eq!(
+            cluster.shardnumsub(owner, &format!("!fanout:{{{channel}}}")),
+            1,
+            "{channel} subscribed over TLS on its shard"
+        );
+    }
+    let mut expected = BTreeSet::new();
+    for (i, channel) in channels.iter().enumerate() {
+        let data = json!({"n": i}).to_string();
+        cluster.cli(&["FCALL", "fanout_publish", "1", channel, &data]);
+        expected.insert((channel.clone(), data));
+    }
+    assert_eq!(read_messages(&mut client, channels.len()).await, expected);
+
+    // History over TLS: published through the gateway's own connection, then recovered.
+    let reply = client
+        .request(json!({"type": "subscribe", "channel": "dag:tls"}))
+        .await;
+    let start = reply["offset"].as_u64().unwrap();
+    gw.publish("dag:tls", json!({"n": "over tls"})).await;
+    let msg = client.recv().await;
+    assert_eq!(msg["data"], json!({"n": "over tls"}));
+    let history = client
+        .request(json!({"type": "history", "channel": "dag:tls", "since": start}))
+        .await;
+    assert_eq!(
+        history["messages"][0]["data"],
+        json!({"n": "over tls"}),
+        "{history}"
+    );
+}

@@ -14,6 +14,8 @@ const FORM_WAIT: Duration = Duration::from_secs(30);
 
 struct ClusterNode {
     port: u16,
+    /// With TLS: the node's TLS port, for clients (`port` stays plain, for `redis-cli`).
+    tls_port: Option<u16>,
     dir: PathBuf,
     child: Option<Child>,
 }
@@ -25,15 +27,43 @@ pub struct LocalCluster {
 impl ClusterNode {
     /// Starts one cluster-enabled `redis-server` on free ports; `None` when it did not come up
     /// as itself (a port taken meanwhile by a concurrent test: the caller tries new ports).
-    fn spawn() -> Option<ClusterNode> {
+    fn spawn(tls: Option<&TestPki>) -> Option<ClusterNode> {
         let port = free_port();
+        let tls_port = tls.map(|_| free_port());
         // The cluster bus listens on port + 10000 unless told otherwise: that port may be
         // taken, or past 65535.
         let bus_port = free_port();
         let dir =
             std::env::temp_dir().join(format!("fanout-cluster-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = |p: PathBuf| p.display().to_string();
+        // TLS on a port of its own, and on the cluster bus and replication links.
+        let tls_args: Vec<String> = match (tls, tls_port) {
+            (Some(pki), Some(tls_port)) => vec![
+                "--tls-port".into(),
+                tls_port.to_string(),
+                "--tls-cert-file".into(),
+                path(pki.server_cert()),
+                "--tls-key-file".into(),
+                path(pki.server_key()),
+                "--tls-ca-cert-file".into(),
+                path(pki.ca_cert()),
+                // The bus and replication links are TLS clients too, with a client certificate.
+                "--tls-client-cert-file".into(),
+                path(pki.client_cert()),
+                "--tls-client-key-file".into(),
+                path(pki.client_key()),
+                "--tls-auth-clients".into(),
+                "no".into(),
+                "--tls-cluster".into(),
+                "yes".into(),
+                "--tls-replication".into(),
+                "yes".into(),
+            ],
+            _ => Vec::new(),
+        };
         let child = Command::new("redis-server")
+            .args(&tls_args)
             .args([
                 "--port",
                 &port.to_string(),
@@ -67,6 +97,7 @@ impl ClusterNode {
             .expect("spawn redis-server (apt-get install redis-server)");
         let mut node = ClusterNode {
             port,
+            tls_port,
             dir,
             child: Some(child),
         };
@@ -102,10 +133,20 @@ impl LocalCluster {
     /// Starts six nodes, joins them into a cluster with one replica per master and waits
     /// until every node reports `cluster_state:ok` and every replica is in sync.
     pub fn start() -> LocalCluster {
+        LocalCluster::start_with(None)
+    }
+
+    /// [`LocalCluster::start`] with TLS for clients, the cluster bus and replication, from
+    /// certificates of `pki`; `redis-cli` keeps using the plain ports.
+    pub fn start_tls(pki: &TestPki) -> LocalCluster {
+        LocalCluster::start_with(Some(pki))
+    }
+
+    fn start_with(tls: Option<&TestPki>) -> LocalCluster {
         let mut cluster = LocalCluster { nodes: Vec::new() };
         for _ in 0..6 {
             let node = (0..5)
-                .find_map(|_| ClusterNode::spawn())
+                .find_map(|_| ClusterNode::spawn(tls))
                 .expect("redis-server did not start (apt-get install redis-server)");
             cluster.nodes.push(node);
         }
@@ -114,7 +155,10 @@ impl LocalCluster {
             .iter()
             .map(|n| format!("127.0.0.1:{}", n.port))
             .collect();
-        let out = Command::new("redis-cli")
+        // `redis-cli --cluster create` waits for the nodes to agree without a deadline of
+        // its own.
+        let out = Command::new("timeout")
+            .args(["60", "redis-cli"])
             .arg("--cluster")
             .arg("create")
             .args(&addrs)
@@ -169,10 +213,11 @@ impl LocalCluster {
         self.nodes
             .iter()
             .flat_map(|n| {
-                [
-                    "--redis-cluster-url".to_owned(),
-                    format!("redis://127.0.0.1:{}", n.port),
-                ]
+                let url = match n.tls_port {
+                    Some(tls_port) => format!("rediss://127.0.0.1:{tls_port}"),
+                    None => format!("redis://127.0.0.1:{}", n.port),
+                };
+                ["--redis-cluster-url".to_owned(), url]
             })
             .collect()
     }

@@ -444,7 +444,7 @@ pub fn decode_message(
     Ok(publication)
 }
 
-fn install_tls_provider(config: &RedisConfig) {
+pub(super) fn install_tls_provider(config: &RedisConfig) {
     if config.tls.is_some() {
         // rustls needs one process-wide crypto provider; another one installed first (by
         // an embedding program) is as good, so "already installed" is not an error.

@@ -104,8 +104,15 @@ impl RedisClusterBroker {
         registry: &crate::metrics::Metrics,
     ) -> Result<Arc<RedisClusterBroker>, String> {
         let (push_tx, push_rx) = mpsc::unbounded_channel::<PushInfo>();
-        let client = ::redis::cluster::ClusterClientBuilder::new(config.cluster_seeds.clone())
-            .use_protocol(::redis::ProtocolVersion::RESP3)
+        // `rediss://` seeds make every connection TLS; the CA and client certificate, when
+        // configured, go to every node of the cluster alike.
+        super::install_tls_provider(config);
+        let mut builder = ::redis::cluster::ClusterClientBuilder::new(config.cluster_seeds.clone())
+            .use_protocol(::redis::ProtocolVersion::RESP3);
+        if let Some(tls) = &config.tls {
+            builder = builder.certs(tls.certificates());
+        }
+        let client = builder
             .build()
             .map_err(|e| format!("invalid redis_cluster_url ({:?})", e.kind()))?;
         let conn = client.get_pending_async_connection_with_config(
