@@ -39,27 +39,22 @@ impl ClusterNode {
         let path = |p: PathBuf| p.display().to_string();
         // TLS on a port of its own, and on the cluster bus and replication links.
         let tls_args: Vec<String> = match (tls, tls_port) {
-            (Some(pki), Some(tls_port)) => vec![
-                "--tls-port".into(),
-                tls_port.to_string(),
-                "--tls-cert-file".into(),
-                path(pki.server_cert()),
-                "--tls-key-file".into(),
-                path(pki.server_key()),
-                "--tls-ca-cert-file".into(),
-                path(pki.ca_cert()),
-                // The bus and replication links are TLS clients too, with a client certificate.
-                "--tls-client-cert-file".into(),
-                path(pki.client_cert()),
-                "--tls-client-key-file".into(),
-                path(pki.client_key()),
-                "--tls-auth-clients".into(),
-                "no".into(),
-                "--tls-cluster".into(),
-                "yes".into(),
-                "--tls-replication".into(),
-                "yes".into(),
-            ],
+            (Some(pki), Some(tls_port)) => [
+                pki.server_args(tls_port, false),
+                vec![
+                    // The bus and replication links are TLS clients too, with a client
+                    // certificate.
+                    "--tls-client-cert-file".into(),
+                    path(pki.client_cert()),
+                    "--tls-client-key-file".into(),
+                    path(pki.client_key()),
+                    "--tls-cluster".into(),
+                    "yes".into(),
+                    "--tls-replication".into(),
+                    "yes".into(),
+                ],
+            ]
+            .concat(),
             _ => Vec::new(),
         };
         let child = Command::new("redis-server")

@@ -62,18 +62,7 @@ impl RedisServer {
         let port = free_port();
         let pki = tls.pki;
         let path = |p: PathBuf| p.display().to_string();
-        let mut server_args = vec![
-            "--tls-port".to_owned(),
-            port.to_string(),
-            "--tls-cert-file".to_owned(),
-            path(pki.server_cert()),
-            "--tls-key-file".to_owned(),
-            path(pki.server_key()),
-            "--tls-ca-cert-file".to_owned(),
-            path(pki.ca_cert()),
-            "--tls-auth-clients".to_owned(),
-            if tls.require_client_cert { "yes" } else { "no" }.to_owned(),
-        ];
+        let mut server_args = pki.server_args(port, tls.require_client_cert);
         let mut cli_args = vec![
             "--tls".to_owned(),
             "--cacert".to_owned(),
@@ -235,6 +224,24 @@ pub struct TestPki {
 }
 
 impl TestPki {
+    /// The `redis-server` flags that serve TLS on `tls_port` with this PKI's server
+    /// certificate, trusting its CA for client certificates (required or not).
+    pub fn server_args(&self, tls_port: u16, require_client_cert: bool) -> Vec<String> {
+        let path = |p: PathBuf| p.display().to_string();
+        vec![
+            "--tls-port".to_owned(),
+            tls_port.to_string(),
+            "--tls-cert-file".to_owned(),
+            path(self.server_cert()),
+            "--tls-key-file".to_owned(),
+            path(self.server_key()),
+            "--tls-ca-cert-file".to_owned(),
+            path(self.ca_cert()),
+            "--tls-auth-clients".to_owned(),
+            if require_client_cert { "yes" } else { "no" }.to_owned(),
+        ]
+    }
+
     /// Makes the CA and both certificates (EC P-256, valid for two days). Panics, naming the
     /// command, if `openssl` is missing or fails: a TLS test must never pass without TLS.
     pub fn create() -> TestPki {
