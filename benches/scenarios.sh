@@ -50,19 +50,25 @@ start_redis() {
   until redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1; do sleep 0.05; done
 }
 
+# start_gateway NAME BROKER_FLAGS...: one gateway on a free port, added to URLS and GW_PIDS
+# once it is ready.
+start_gateway() {
+  local name=$1 port; shift; port=$(free_port)
+  "$BIN/fanout" serve --listen "127.0.0.1:$port" --node-id "$name" --jwt-secret "$SECRET" \
+    --api-key bench-key "$@" \
+    --max-connections 200000 --max-new-connections-per-s 100000 \
+    --max-connections-per-user 100000 --log-level warn &
+  PIDS+=($!)
+  URLS="${URLS:+$URLS,}ws://127.0.0.1:$port/ws"
+  GW_PIDS="${GW_PIDS:+$GW_PIDS,}$!"
+  until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do sleep 0.05; done
+}
+
 # start_nodes N: N gateways on the Redis of start_redis; sets URLS and GW_PIDS.
 start_nodes() {
   URLS=""; GW_PIDS=""
   for i in $(seq 1 "$1"); do
-    local port; port=$(free_port)
-    "$BIN/fanout" serve --listen "127.0.0.1:$port" --node-id "n$i" --jwt-secret "$SECRET" \
-      --api-key bench-key --redis-url "redis://127.0.0.1:$REDIS_PORT/" \
-      --max-connections 200000 --max-new-connections-per-s 100000 \
-      --max-connections-per-user 100000 --log-level warn &
-    PIDS+=($!)
-    URLS="${URLS:+$URLS,}ws://127.0.0.1:$port/ws"
-    GW_PIDS="${GW_PIDS:+$GW_PIDS,}$!"
-    until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do sleep 0.05; done
+    start_gateway "n$i" --redis-url "redis://127.0.0.1:$REDIS_PORT/"
   done
 }
 
@@ -96,20 +102,11 @@ start_cluster() {
 start_cluster_nodes() {
   URLS=""; GW_PIDS=""
   for i in 1 2 3; do
-    local port broker; port=$(free_port)
     if [ "$1" = sharded ]; then
-      broker=(--redis-cluster-url "redis://127.0.0.1:${CLUSTER_PORTS[0]}")
+      start_gateway "n$i" --redis-cluster-url "redis://127.0.0.1:${CLUSTER_PORTS[0]}"
     else
-      broker=(--redis-url "redis://127.0.0.1:${CLUSTER_PORTS[$((i - 1))]}/")
+      start_gateway "n$i" --redis-url "redis://127.0.0.1:${CLUSTER_PORTS[$((i - 1))]}/"
     fi
-    "$BIN/fanout" serve --listen "127.0.0.1:$port" --node-id "n$i" --jwt-secret "$SECRET" \
-      --api-key bench-key "${broker[@]}" \
-      --max-connections 200000 --max-new-connections-per-s 100000 \
-      --max-connections-per-user 100000 --log-level warn &
-    PIDS+=($!)
-    URLS="${URLS:+$URLS,}ws://127.0.0.1:$port/ws"
-    GW_PIDS="${GW_PIDS:+$GW_PIDS,}$!"
-    until curl -sf "http://127.0.0.1:$port/readyz" >/dev/null; do sleep 0.05; done
   done
 }
 
