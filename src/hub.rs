@@ -7,9 +7,9 @@
 //! the broker as a trait object so the broker never names the hub.
 //!
 //! A subscriber is either *live* or *pending*. A pending subscriber is recovering a history
-//! channel: live messages are buffered while its session reads the history, then
-//! [`Hub::activate`] queues the reply, the replayed messages and the buffered ones that are
-//! newer than the replay, all under the channel's lock, and makes it live. A live subscriber
+//! channel: live messages are buffered while its session reads the history and queues the
+//! reply and the replay (at the client's reading pace), then [`Hub::activate`] queues the
+//! buffered ones that are newer than the replay, under the channel's lock, and makes it live. A live subscriber
 //! may skip messages up to an offset (those were replayed already). That merge is what makes
 //! recovery gap-free and duplicate-free while messages keep coming.
 //!
@@ -272,15 +272,14 @@ impl Hub {
         Ok(())
     }
 
-    /// Ends a recovery: queues `frames` (the reply and the replayed messages), then the
-    /// buffered messages not already covered by `replayed_up_to`, and makes the subscriber
+    /// Ends a recovery (the session queued the reply and the replay meanwhile): queues the
+    /// buffered messages not already covered by `replayed_up_to` and makes the subscriber
     /// live, skipping later messages up to that position too. False if the connection is no
     /// longer subscribed to the channel.
     pub fn activate(
         &self,
         conn: ConnId,
         channel: &Channel,
-        frames: Vec<Frame>,
         replayed_up_to: Option<StreamPosition>,
     ) -> bool {
         let Some(subs) = self.channels.get(channel).map(|e| e.clone()) else {
@@ -299,9 +298,6 @@ impl Hub {
         sub.state = SubscriberState::Live {
             skip: replayed_up_to.clone(),
         };
-        for frame in frames {
-            let _ = sub.outbox.push(frame);
-        }
         for frame in buffered {
             if !already_sent(frame.mark(), replayed_up_to.as_ref()) {
                 let _ = sub.outbox.push(frame);

@@ -109,7 +109,7 @@ impl Session {
             Err(e) => {
                 if already {
                     // Back to live as it was, nothing skipped.
-                    hub.activate(self.conn.id, &channel, Vec::new(), None);
+                    hub.activate(self.conn.id, &channel, None);
                 } else {
                     hub.unsubscribe(
                         self.conn.id,
@@ -194,7 +194,7 @@ impl Session {
             offset: history.offset,
             epoch: history.epoch.clone(),
         };
-        if hub.activate(self.conn.id, &channel, Vec::new(), Some(top)) && !already {
+        if hub.activate(self.conn.id, &channel, Some(top)) && !already {
             self.join_presence(&channel).await;
             self.subscriptions.insert(channel);
         }
