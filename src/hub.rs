@@ -40,6 +40,14 @@ pub type ConnId = u64;
 
 const INTEREST_STRIPES: usize = 64;
 
+/// Channels with at most this many local subscribers are written to inline by the fan-out
+/// (each connection idle enough to take it at once; see `Outbox::push`): for a small channel,
+/// waking each subscriber's writer task cost more than the writes. A larger fan-out leaves
+/// the writes to the writer tasks, which run on every core and batch what piles up, where
+/// inline writes would make one task write to every socket in turn. (BENCHMARKS.md:
+/// "Small and large fan-outs".)
+const WRITE_NOW_MAX_SUBSCRIBERS: usize = 32;
+
 /// Publisher clocks may run this far ahead of ours before their timestamps are ignored.
 const MAX_CLOCK_SKEW_MS: f64 = 5_000.0;
 /// Publish-to-delivery lags above this come from a payload's stale timestamp, not delivery.
@@ -394,6 +402,7 @@ impl Hub {
         let mut dropped = 0u64;
         {
             let mut by_conn = subs.lock();
+            let write_now = by_conn.len() <= WRITE_NOW_MAX_SUBSCRIBERS;
             for sub in by_conn.values_mut() {
                 match &mut sub.state {
                     SubscriberState::Live { skip } => {
@@ -424,8 +433,13 @@ impl Hub {
                     }
                     SubscriberState::Cut => continue,
                 }
-                match sub.outbox.push(frame.clone()) {
-                    Ok(Pushed::Queued) => queued += 1,
+                let pushed = if write_now {
+                    sub.outbox.push(frame.clone())
+                } else {
+                    sub.outbox.queue(frame.clone())
+                };
+                match pushed {
+                    Ok(Pushed::Queued | Pushed::Written) => queued += 1,
                     Ok(Pushed::Discarded) => dropped += 1,
                     Err(overflow) => {
                         slow += 1;

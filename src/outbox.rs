@@ -7,10 +7,17 @@
 //! either fits within the limits or overflows, and an overflow marks the connection as a slow
 //! consumer, frees what was queued and asks the writer to close the socket. That is how one
 //! slow client is cut loose without slowing anyone else.
+//!
+//! A transport may also hand the outbox its socket ([`WriteNow`]). Then a push that finds the
+//! queue empty and the writer idle writes the frame at once, from the producer's own task,
+//! instead of waking the connection's writer task to do it: for a message that goes to a
+//! few connections, that wake-up (a task scheduled, often on the other core, and the core
+//! woken for it) cost more than the write itself. Whatever the socket does not take at once
+//! is queued for the writer, which alone ever waits on the socket.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -79,6 +86,24 @@ impl Ending {
     }
 }
 
+/// What [`WriteNow::write_now`] did with one item.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Written {
+    /// All of it is on the socket.
+    All,
+    /// Nothing was written (the socket is full, or failed: the writer finds out which).
+    Nothing,
+    /// The socket took the start; these are the remaining wire bytes, to be written next.
+    Part(Bytes),
+}
+
+/// A transport's socket, as the outbox uses it for writes that never wait.
+pub trait WriteNow: Send + Sync {
+    /// Writes `item` in the transport's framing as far as the socket takes it without
+    /// waiting. Called with the outbox locked, so never concurrently with another write.
+    fn write_now(&self, item: &Outgoing) -> Written;
+}
+
 /// A push that did not fit: the connection is now closing as a slow consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Overflow {
@@ -90,6 +115,8 @@ pub struct Overflow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
     Queued,
+    /// Written to the socket at once (see [`Outbox::attach_socket`]).
+    Written,
     /// The connection is already closing; the frame was discarded.
     Discarded,
 }
@@ -110,6 +137,12 @@ struct State {
     frames: VecDeque<Outgoing>,
     bytes: usize,
     ending: Option<Ending>,
+    /// The socket, when the transport lets producers write to it directly.
+    socket: Option<Arc<dyn WriteNow>>,
+    /// The writer task owns the socket: from a [`Outbox::take_batch`] that took something
+    /// (or a [`Outbox::claim_socket`]) until [`Outbox::written`]. No direct write meanwhile,
+    /// or it could land inside the writer's bytes.
+    writer_busy: bool,
 }
 
 /// What the writer learns from one [`Outbox::take_batch`].
@@ -131,13 +164,44 @@ impl Outbox {
         }
     }
 
-    /// Queues a frame without waiting. On overflow the queue is emptied and closed with
-    /// [`CloseCode::SlowConsumer`].
+    /// Queues a frame without waiting, or writes it at once when the queue is empty, the
+    /// writer idle and the socket takes it (see [`Outbox::attach_socket`]). On overflow the
+    /// queue is emptied and closed with [`CloseCode::SlowConsumer`].
     pub fn push(&self, frame: impl Into<Outgoing>) -> Result<Pushed, Overflow> {
-        let frame = frame.into();
+        self.push_item(frame.into(), true)
+    }
+
+    /// Like [`Outbox::push`], but always leaves the write to the writer task. For a fan-out
+    /// to many connections: written inline, one task would make every write in turn, where
+    /// the writer tasks spread them over the cores (and batch what piles up meanwhile).
+    pub fn queue(&self, frame: impl Into<Outgoing>) -> Result<Pushed, Overflow> {
+        self.push_item(frame.into(), false)
+    }
+
+    fn push_item(&self, frame: Outgoing, write_now: bool) -> Result<Pushed, Overflow> {
         let mut state = self.lock();
         if state.ending.is_some() {
             return Ok(Pushed::Discarded);
+        }
+        if write_now && state.frames.is_empty() && !state.writer_busy {
+            if let Some(socket) = &state.socket {
+                // A non-blocking write under the lock: the lock is what keeps it from
+                // interleaving with another producer's or the writer's bytes, and the write
+                // never waits (the socket takes what it can).
+                match socket.write_now(&frame) {
+                    Written::All => return Ok(Pushed::Written),
+                    Written::Nothing => {}
+                    Written::Part(rest) => {
+                        // Half a frame is on the wire: the rest must follow whatever the
+                        // limits say (it is at most one frame, and the queue is empty).
+                        state.bytes += rest.len();
+                        state.frames.push_back(Outgoing::Wire(rest));
+                        drop(state);
+                        self.wake_writer.notify_one();
+                        return Ok(Pushed::Queued);
+                    }
+                }
+            }
         }
         if state.frames.len() >= self.max_frames || state.bytes + frame.len() > self.max_bytes {
             let dropped = state.frames.len() + 1;
@@ -162,6 +226,28 @@ impl Outbox {
         Ok(Pushed::Queued)
     }
 
+    /// Lets pushes write to `socket` directly while the writer is idle. The transport calls
+    /// it once, before the session starts, and [`Outbox::detach_socket`] when it is done.
+    pub fn attach_socket(&self, socket: Arc<dyn WriteNow>) {
+        self.lock().socket = Some(socket);
+    }
+
+    /// Stops direct writes; once this returns, no push is writing to the socket.
+    pub fn detach_socket(&self) {
+        self.lock().socket = None;
+    }
+
+    /// For the writer's own writes outside the queue (a heartbeat ping): keeps direct writes
+    /// off the socket until [`Outbox::written`].
+    pub fn claim_socket(&self) {
+        self.lock().writer_busy = true;
+    }
+
+    /// The writer finished writing what it took: direct writes may go ahead again.
+    pub fn written(&self) {
+        self.lock().writer_busy = false;
+    }
+
     /// Asks the writer to end the connection after the frames already queued. The first
     /// ending wins; later ones are ignored, and nothing more is queued.
     pub fn end(&self, ending: Ending) {
@@ -174,7 +260,8 @@ impl Outbox {
     }
 
     /// Moves up to `max_frames` frames into `out`. When the queue is closing and nothing is
-    /// left, the returned batch carries the close to perform.
+    /// left, the returned batch carries the close to perform. When it took frames, the
+    /// writer owns the socket until it calls [`Outbox::written`].
     pub fn take_batch(&self, out: &mut Vec<Outgoing>, max_frames: usize) -> Batch {
         let mut state = self.lock();
         let n = state.frames.len().min(max_frames);
@@ -184,6 +271,9 @@ impl Outbox {
             out.push(frame);
         }
         state.bytes -= taken;
+        if n > 0 {
+            state.writer_busy = true;
+        }
         if state.frames.is_empty() && state.frames.capacity() > 64 {
             // Give memory back after a burst; idle connections should stay small.
             state.frames = VecDeque::new();
@@ -234,6 +324,13 @@ impl Outbox {
     /// Whether the connection is closing (nothing more will be queued).
     pub fn is_ending(&self) -> bool {
         self.lock().ending.is_some()
+    }
+
+    /// Makes the writer take a turn, to re-read what it watches besides the queue (the
+    /// token's expiry after an auth or refresh). Needed since a push may not wake it: a frame
+    /// written directly never reaches the writer.
+    pub fn wake_writer(&self) {
+        self.wake_writer.notify_one();
     }
 
     /// Resolves when something was pushed or a close was requested since the last call.

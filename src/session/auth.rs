@@ -68,6 +68,8 @@ impl Session {
         }
         self.conn
             .set_expiry(identity.expires_at, self.node.config.jwt.leeway_s);
+        // The writer arms its expiry timer from this.
+        self.outbox.wake_writer();
         let expires_at = identity.expires_at;
         self.identity = Some(identity);
         // A narrower token ends the subscriptions it no longer grants.

@@ -195,6 +195,8 @@ impl Session {
         }
         self.conn
             .set_expiry(identity.expires_at, self.node.config.jwt.leeway_s);
+        // The writer arms its expiry timer from this.
+        self.outbox.wake_writer();
         tracing::info!(conn = %self.conn.public_id, user = %identity.user, "session authenticated");
         self.identity = Some(identity);
         self._user_slot = Some(user_slot);

@@ -44,16 +44,22 @@ pub struct TlsServer<'a> {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let port = free_port();
-        let mut server = RedisServer {
-            child: None,
-            port,
-            server_args: Vec::new(),
-            cli_args: Vec::new(),
-            url: format!("redis://127.0.0.1:{port}/"),
-        };
-        server.spawn();
-        server
+        // A port found free may be taken (by another test's client, say) before the server
+        // binds it: then the server exits at once, and another port is tried.
+        for _ in 0..5 {
+            let port = free_port();
+            let mut server = RedisServer {
+                child: None,
+                port,
+                server_args: Vec::new(),
+                cli_args: Vec::new(),
+                url: format!("redis://127.0.0.1:{port}/"),
+            };
+            if server.try_spawn() {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on any of 5 free ports");
     }
 
     /// A server that accepts TLS only (`--port 0 --tls-port <free port>`), with the
@@ -96,6 +102,11 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) {
+        assert!(self.try_spawn(), "redis-server did not start");
+    }
+
+    /// Starts the server; false if it exited before answering (its port was taken).
+    fn try_spawn(&mut self) -> bool {
         // With TLS, the plain port is off (0) and clients use the TLS port.
         let plain_port = if self.url.starts_with("rediss://") {
             "0".to_owned()
@@ -128,12 +139,17 @@ impl RedisServer {
         self.child = Some(child);
         let deadline = std::time::Instant::now() + WAIT;
         while self.try_cli(&["PING"]).as_deref() != Some("PONG") {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "redis-server did not start"
-            );
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited || std::time::Instant::now() >= deadline {
+                self.stop();
+                return false;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+        true
     }
 
     /// `redis://127.0.0.1:<port>/`, or `rediss://[:password@]127.0.0.1:<port>/` with TLS.

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::library;
 use super::metrics::RedisMetrics;
-use crate::broker::{Deliver, HistoryQuery, Publication, StreamPosition};
+use crate::broker::{ChannelRules, Deliver, HistoryQuery, Publication, StreamPosition};
 use crate::channel::Channel;
 use crate::limits::RateLimitedLog;
 
@@ -73,6 +73,9 @@ impl Work {
 
 pub struct Dispatch {
     workers: Vec<mpsc::Sender<Work>>,
+    /// Where messages of channels without history go straight from the read loop.
+    sink: Arc<dyn Deliver>,
+    rules: ChannelRules,
     metrics: Arc<RedisMetrics>,
     drop_log: RateLimitedLog,
 }
@@ -84,10 +87,12 @@ impl Dispatch {
         capacity: usize,
         sink: Arc<dyn Deliver>,
         history: Arc<dyn HistoryReader>,
-        max_fill: usize,
+        rules: ChannelRules,
         metrics: Arc<RedisMetrics>,
         cancel: CancellationToken,
     ) -> Dispatch {
+        // A gap is never larger than what history keeps.
+        let max_fill = rules.histories().map(|(_, h)| h.size).max().unwrap_or(0);
         let workers = (0..workers.max(1))
             .map(|_| {
                 let (tx, mut rx) = mpsc::channel::<Work>(capacity.max(1));
@@ -115,6 +120,8 @@ impl Dispatch {
             .collect();
         Dispatch {
             workers,
+            sink,
+            rules,
             metrics,
             drop_log: RateLimitedLog::new(Duration::from_secs(10)),
         }
@@ -125,8 +132,19 @@ impl Dispatch {
         &self.workers[hash as usize % self.workers.len()]
     }
 
-    /// Hands a publication to its channel's worker; drops it if that worker is full.
+    /// Delivers a publication of a channel without history at once, from the read loop; hands
+    /// any other to its channel's worker, or drops it if that worker is full.
+    ///
+    /// A channel without history has no cursor and no gap to fill, so a worker would add
+    /// only a task hop (a wake-up, often of the other core) per message. Its delivery never
+    /// waits: the hub only queues, or writes what a socket takes at once. Every message of a
+    /// channel takes the same path (history is configured per namespace), so their order
+    /// holds either way.
     pub fn send(&self, publication: Publication) {
+        if self.rules.history(&publication.channel).is_none() {
+            self.sink.deliver(&publication);
+            return;
+        }
         match self
             .worker_for(&publication.channel)
             .try_send(Work::Message(publication))

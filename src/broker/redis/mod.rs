@@ -104,8 +104,6 @@ impl RedisBroker {
         let relay_sink = sink.clone();
         let cancel = CancellationToken::new();
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        // A gap is never larger than what history keeps.
-        let max_fill = rules.histories().map(|(_, h)| h.size).max().unwrap_or(0);
         let shared = Arc::new(Shared {
             prefix: config.prefix.clone(),
             max_payload,
@@ -117,7 +115,7 @@ impl RedisBroker {
                 config.dispatch_buffer,
                 sink.clone(),
                 Arc::new(pool.clone()),
-                max_fill,
+                rules.clone(),
                 metrics.clone(),
                 cancel.clone(),
             ),

@@ -54,6 +54,9 @@ pub async fn write_loop(
             if let Err(ending) = send(body, chunk, write_timeout).await {
                 return ending;
             }
+            // No direct writes here (the stream is a response body), but keep the outbox's
+            // account of who writes right.
+            outbox.written();
             if taken.ending.is_none() {
                 continue;
             }

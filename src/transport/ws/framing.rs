@@ -15,15 +15,25 @@ pub const MAX_HEADER: usize = 10;
 
 /// The header of an unmasked, final text frame of `len` payload bytes, written into `out`.
 pub fn text_header(len: usize, out: &mut Vec<u8>) {
-    out.push(0x80 | OpCode::Text as u8);
+    let mut head = [0u8; MAX_HEADER];
+    let n = text_header_into(len, &mut head);
+    out.extend_from_slice(&head[..n]);
+}
+
+/// [`text_header`] into a buffer of its own; returns the header's length.
+pub fn text_header_into(len: usize, head: &mut [u8; MAX_HEADER]) -> usize {
+    head[0] = 0x80 | OpCode::Text as u8;
     if len < 126 {
-        out.push(len as u8);
+        head[1] = len as u8;
+        2
     } else if len <= u16::MAX as usize {
-        out.push(126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
+        head[1] = 126;
+        head[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
     } else {
-        out.push(127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
+        head[1] = 127;
+        head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
     }
 }
 

@@ -14,6 +14,7 @@
 
 mod framing;
 mod reader;
+mod socket;
 mod writer;
 
 use std::sync::Arc;
@@ -27,11 +28,12 @@ use fastwebsockets::upgrade::{IncomingUpgrade, UpgradeFut};
 use fastwebsockets::{Role, WebSocketRead};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use self::reader::{MessageReader, read_loop};
+use self::socket::Socket;
 use self::writer::write_loop;
 use super::admission::{self, Admitted, Peer};
 use crate::node::Node;
@@ -113,7 +115,7 @@ pub async fn upgrade(
 /// the loop's own state is held meanwhile.
 async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted, peer: Peer) {
     let started = std::time::Instant::now();
-    let Some((mut ws_read, mut write_half)) = Box::pin(finish_upgrade(fut)).await else {
+    let Some((mut ws_read, write_half)) = Box::pin(finish_upgrade(fut)).await else {
         return;
     };
     let limits = &node.config.limits;
@@ -128,6 +130,8 @@ async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted, peer: Peer) {
         limits.queue_max_messages,
         limits.queue_max_bytes,
     ));
+    let socket = Arc::new(Socket::new(write_half));
+    outbox.attach_socket(socket.clone());
     let conn = Arc::new(ConnState::new(&node));
     let _guard = node.register_session(conn.id, &outbox);
     node.metrics.connections_open.inc();
@@ -183,13 +187,11 @@ async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted, peer: Peer) {
         ))
     };
 
-    let ending = tracing::Instrument::instrument(
-        write_loop(&mut write_half, &outbox, &conn, &node),
-        span.clone(),
-    )
-    .await;
+    let ending =
+        tracing::Instrument::instrument(write_loop(&socket, &outbox, &conn, &node), span.clone())
+            .await;
 
-    let user = Box::pin(close(reader, cancel, write_half, &conn)).await;
+    let user = Box::pin(close(reader, cancel, &outbox, socket, &conn)).await;
     peer.closed("ws", &conn.public_id, user.as_deref(), started, &ending);
     node.metrics.connections_open.dec();
     node.metrics
@@ -236,11 +238,13 @@ async fn finish_upgrade(
 }
 
 /// After the writer's loop: gives the client a moment to answer our close frame, stops
-/// reading, and ends the session. Returns the session's user, for the log.
+/// reading, shuts the socket's write side and ends the session. Returns the session's user,
+/// for the log.
 async fn close(
     reader: tokio::task::JoinHandle<Option<Session>>,
     cancel: CancellationToken,
-    mut write_half: tokio::net::tcp::OwnedWriteHalf,
+    outbox: &Outbox,
+    socket: Arc<Socket>,
     conn: &ConnState,
 ) -> Option<String> {
     let reader = {
@@ -253,7 +257,9 @@ async fn close(
             }
         }
     };
-    let _ = write_half.shutdown().await;
+    // The last reference to the socket shuts its write side (the outbox held the other).
+    outbox.detach_socket();
+    drop(socket);
     match reader {
         Ok(Some(mut session)) => {
             session.finish().await;

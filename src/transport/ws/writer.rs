@@ -10,6 +10,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, sleep_until, timeout};
 
 use super::framing::{close_frame, ping_frame, text_header};
+use super::socket::Socket;
 use crate::clock::unix_now_ms;
 use crate::node::Node;
 use crate::outbox::{Ending, Outbox, Outgoing};
@@ -21,12 +22,11 @@ const WRITE_BATCH: usize = 256;
 
 /// Drains the outbox to the socket, sends heartbeats, and ends the connection when asked.
 /// Returns how the connection ended.
-pub async fn write_loop<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    outbox: &Outbox,
-    conn: &ConnState,
-    node: &Node,
-) -> Ending {
+///
+/// Producers write to the socket themselves while this loop is idle (see `socket`); the
+/// loop owns the socket from each `take_batch` that took frames until it says `written`.
+pub async fn write_loop(socket: &Socket, outbox: &Outbox, conn: &ConnState, node: &Node) -> Ending {
+    let w = &mut socket.writer();
     let heartbeat = node.config.heartbeat;
     let write_timeout = node.config.write_timeout;
     let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
@@ -44,7 +44,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
             let written = write_within(w, &batch, write_timeout).await;
             batch.clear();
             match written {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => outbox.written(),
                 Ok(Err(_)) => return Ending::ConnectionLost,
                 Err(_) => return Ending::WriteTimeout,
             }
@@ -79,10 +79,12 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
                     awaiting_pong_since = Some(conn.now_ms());
                     pong_deadline.as_mut().reset(Instant::now() + node.config.pong_timeout);
                 }
+                outbox.claim_socket();
                 let sent = write_within(w, &[Outgoing::Wire(ping_frame())], write_timeout).await;
                 if !matches!(sent, Ok(Ok(()))) {
                     return Ending::ConnectionLost;
                 }
+                outbox.written();
             }
             _ = &mut pong_deadline, if awaiting_pong_since.is_some() => {
                 if awaiting_pong_since.is_some_and(|since| conn.last_seen_ms() < since) {

@@ -124,14 +124,12 @@ impl RedisClusterBroker {
         let metrics = Arc::new(RedisMetrics::new(registry));
         let cancel = CancellationToken::new();
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        // A gap is never larger than what history keeps.
-        let max_fill = rules.histories().map(|(_, h)| h.size).max().unwrap_or(0);
         let dispatch = Dispatch::start(
             workers,
             config.dispatch_buffer,
             sink.clone(),
             Arc::new(conn.clone()),
-            max_fill,
+            rules.clone(),
             metrics.clone(),
             cancel.clone(),
         );
