@@ -388,6 +388,71 @@ mod tests {
         assert!(!outbox.wait_for_room(Duration::from_secs(30)).await);
     }
 
+    /// A socket that takes up to `room` bytes in all, recording what it took.
+    struct FakeSocket {
+        room: Mutex<usize>,
+        wire: Mutex<Vec<u8>>,
+    }
+
+    impl WriteNow for FakeSocket {
+        fn write_now(&self, item: &Outgoing) -> Written {
+            let Outgoing::Wire(bytes) = item else {
+                unreachable!("these tests push wire bytes")
+            };
+            let mut room = self.room.lock().unwrap();
+            let n = bytes.len().min(*room);
+            *room -= n;
+            self.wire.lock().unwrap().extend_from_slice(&bytes[..n]);
+            match n {
+                0 => Written::Nothing,
+                n if n == bytes.len() => Written::All,
+                n => Written::Part(bytes.slice(n..)),
+            }
+        }
+    }
+
+    #[test]
+    fn a_push_writes_at_once_only_while_nothing_is_queued_and_the_writer_is_idle() {
+        let outbox = Outbox::new(100, 1 << 20);
+        let socket = Arc::new(FakeSocket {
+            room: Mutex::new(8),
+            wire: Mutex::new(Vec::new()),
+        });
+        outbox.attach_socket(socket.clone());
+        assert_eq!(outbox.push(frame(b"ab")), Ok(Pushed::Written));
+        assert_eq!(outbox.queue(frame(b"cd")), Ok(Pushed::Queued), "queue() never writes");
+        assert_eq!(
+            outbox.push(frame(b"ef")),
+            Ok(Pushed::Queued),
+            "behind a queued frame"
+        );
+        let mut out = Vec::new();
+        outbox.take_batch(&mut out, 16);
+        assert_eq!(out, [frame(b"cd"), frame(b"ef")]);
+        assert_eq!(
+            outbox.push(frame(b"gh")),
+            Ok(Pushed::Queued),
+            "the writer owns the socket until it has written what it took"
+        );
+        outbox.written();
+        out.clear();
+        outbox.take_batch(&mut out, 16);
+        outbox.written();
+        assert_eq!(out, [frame(b"gh")]);
+
+        // The socket has room for 6 more bytes: a frame of 8 leaves its last 2 queued, first.
+        assert_eq!(outbox.push(frame(b"12345678")), Ok(Pushed::Queued));
+        assert_eq!(outbox.push(frame(b"9")), Ok(Pushed::Queued));
+        out.clear();
+        outbox.take_batch(&mut out, 16);
+        assert_eq!(out, [frame(b"78"), frame(b"9")]);
+        assert_eq!(*socket.wire.lock().unwrap(), b"ab123456");
+
+        outbox.detach_socket();
+        outbox.written();
+        assert_eq!(outbox.push(frame(b"x")), Ok(Pushed::Queued), "detached");
+    }
+
     #[test]
     fn overflow_by_bytes() {
         let outbox = Outbox::new(100, 4);
