@@ -420,7 +420,11 @@ mod tests {
         });
         outbox.attach_socket(socket.clone());
         assert_eq!(outbox.push(frame(b"ab")), Ok(Pushed::Written));
-        assert_eq!(outbox.queue(frame(b"cd")), Ok(Pushed::Queued), "queue() never writes");
+        assert_eq!(
+            outbox.queue(frame(b"cd")),
+            Ok(Pushed::Queued),
+            "queue() never writes"
+        );
         assert_eq!(
             outbox.push(frame(b"ef")),
             Ok(Pushed::Queued),

@@ -29,6 +29,20 @@ const PER_SOURCE_ADDRESS: usize = 4_000;
 /// Handshakes in flight at once.
 const CONCURRENT_CONNECTS: usize = 512;
 const SHARDS: usize = 16;
+/// Deliveries slower than this are kept one by one (send time, latency, client), to show
+/// when the tail happened and whom it hit (see `report::SlowDeliveries`).
+pub const SLOW_US: u64 = 5_000;
+/// At most this many slow deliveries are kept.
+const MAX_SLOW_KEPT: usize = 200_000;
+
+/// One delivery slower than [`SLOW_US`].
+#[derive(Debug, Clone, Copy)]
+pub struct Slow {
+    /// The publisher's send time, Unix nanoseconds.
+    pub sent_ns: u64,
+    pub latency_us: u64,
+    pub client: usize,
+}
 
 /// Counters and histograms shared by every client.
 pub struct Stats {
@@ -39,6 +53,7 @@ pub struct Stats {
     latency: Vec<Mutex<Histogram<u64>>>,
     connect_time: Mutex<Histogram<u64>>,
     errors: Mutex<BTreeMap<String, u64>>,
+    slow: Mutex<Vec<Slow>>,
 }
 
 impl Default for Stats {
@@ -51,6 +66,7 @@ impl Default for Stats {
             latency: (0..SHARDS).map(|_| Mutex::new(histogram())).collect(),
             connect_time: Mutex::new(histogram()),
             errors: Mutex::new(BTreeMap::new()),
+            slow: Mutex::new(Vec::new()),
         }
     }
 }
@@ -99,7 +115,22 @@ impl Stats {
             if let Ok(mut h) = self.latency[i % SHARDS].lock() {
                 let _ = h.record(latency_us.max(1));
             }
+            if latency_us >= SLOW_US
+                && let Ok(mut slow) = self.slow.lock()
+                && slow.len() < MAX_SLOW_KEPT
+            {
+                slow.push(Slow {
+                    sent_ns: sent,
+                    latency_us,
+                    client: i,
+                });
+            }
         }
+    }
+
+    /// The deliveries slower than [`SLOW_US`], in no particular order.
+    pub fn slow(&self) -> Vec<Slow> {
+        self.slow.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// A connection the gateway closed or lost while the run was going on.

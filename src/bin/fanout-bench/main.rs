@@ -261,6 +261,8 @@ async fn run(args: Args) -> Result<Report, String> {
         },
     );
     let phase_start = Instant::now();
+    let publish_start_ns = clients::unix_ns();
+    let steal_at_start = report::steal_s();
     let published = if args.rate > 0.0 {
         let publisher = publisher::Publisher::new(
             args.publish,
@@ -320,6 +322,8 @@ async fn run(args: Args) -> Result<Report, String> {
         baseline,
         after_connect,
         after_run,
+        steal_s: (steal_at_start, report::steal_s()),
+        publish_start_ns,
         json: args.json,
     }))
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::clients::Stats;
+use crate::clients::{SLOW_US, Slow, Stats};
 use crate::publisher::Published;
 
 /// CPU time and memory of a gateway process, from /proc.
@@ -31,6 +31,19 @@ impl GatewaySample {
     }
 }
 
+/// CPU time the hypervisor gave to other guests while this machine's vCPUs wanted it
+/// (`steal` of /proc/stat, all CPUs), in seconds: time in which nothing here ran, which
+/// shows up as latency no program on this machine caused.
+pub fn steal_s() -> f64 {
+    use procfs::CurrentSI;
+    procfs::KernelStats::current()
+        .ok()
+        .and_then(|k| k.total.steal)
+        .map_or(0.0, |ticks| {
+            ticks as f64 / procfs::ticks_per_second() as f64
+        })
+}
+
 pub struct Inputs<'a> {
     /// `ws` or `sse`.
     pub transport: String,
@@ -49,7 +62,74 @@ pub struct Inputs<'a> {
     pub baseline: Vec<GatewaySample>,
     pub after_connect: Vec<GatewaySample>,
     pub after_run: Vec<GatewaySample>,
+    /// [`steal_s`] when publishing started and when the run ended.
+    pub steal_s: (f64, f64),
+    /// When publishing started, Unix nanoseconds.
+    pub publish_start_ns: u64,
     pub json: bool,
+}
+
+/// The deliveries slower than `threshold_ms`, grouped into episodes: runs of slow messages
+/// sent less than 100 ms apart. One message late for every subscriber points at what all
+/// deliveries share (publisher, Redis, the gateway's read loop or a stalled machine); one
+/// client late for many messages points at that connection.
+#[derive(Debug, Serialize)]
+pub struct SlowDeliveries {
+    pub threshold_ms: f64,
+    pub count: usize,
+    /// The worst episodes first (at most 10).
+    pub episodes: Vec<Episode>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Episode {
+    /// Seconds after publishing started that the first slow message was sent.
+    pub at_s: f64,
+    /// How long the slow messages' send times span, in milliseconds.
+    pub span_ms: f64,
+    /// Slow deliveries, distinct messages (by send time) and distinct clients.
+    pub deliveries: usize,
+    pub messages: usize,
+    pub clients: usize,
+    pub max_ms: f64,
+}
+
+impl SlowDeliveries {
+    fn of(mut slow: Vec<Slow>, start_ns: u64) -> SlowDeliveries {
+        const GAP_NS: u64 = 100_000_000;
+        let count = slow.len();
+        slow.sort_by_key(|s| s.sent_ns);
+        let mut episodes = Vec::new();
+        let mut rest = &slow[..];
+        while let Some(first) = rest.first() {
+            let mut end = 1;
+            while end < rest.len() && rest[end].sent_ns - rest[end - 1].sent_ns < GAP_NS {
+                end += 1;
+            }
+            let group = &rest[..end];
+            let mut messages: Vec<u64> = group.iter().map(|s| s.sent_ns).collect();
+            messages.dedup();
+            let mut clients: Vec<usize> = group.iter().map(|s| s.client).collect();
+            clients.sort_unstable();
+            clients.dedup();
+            episodes.push(Episode {
+                at_s: first.sent_ns.saturating_sub(start_ns) as f64 / 1e9,
+                span_ms: (group[end - 1].sent_ns - first.sent_ns) as f64 / 1e6,
+                deliveries: group.len(),
+                messages: messages.len(),
+                clients: clients.len(),
+                max_ms: group.iter().map(|s| s.latency_us).max().unwrap_or(0) as f64 / 1000.0,
+            });
+            rest = &rest[end..];
+        }
+        episodes.sort_by(|a, b| b.max_ms.total_cmp(&a.max_ms));
+        episodes.truncate(10);
+        SlowDeliveries {
+            threshold_ms: SLOW_US as f64 / 1000.0,
+            count,
+            episodes,
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -108,6 +188,9 @@ pub struct Report {
     pub delivered: u64,
     pub deliveries_per_s: f64,
     pub latency_ms: Percentiles,
+    pub slow_deliveries: SlowDeliveries,
+    /// CPU time stolen by the hypervisor during the run (all vCPUs), seconds.
+    pub steal_s: f64,
     pub disconnects: u64,
     pub still_open: usize,
     pub gateways: Vec<GatewayReport>,
@@ -162,6 +245,8 @@ impl Report {
             delivered,
             deliveries_per_s: delivered as f64 / i.duration.as_secs_f64(),
             latency_ms: Percentiles::of(&i.stats.latency()),
+            slow_deliveries: SlowDeliveries::of(i.stats.slow(), i.publish_start_ns),
+            steal_s: i.steal_s.1 - i.steal_s.0,
             disconnects: i
                 .stats
                 .disconnects
@@ -223,6 +308,25 @@ impl Report {
         );
         row("deliveries/s", format!("{:.0}", self.deliveries_per_s));
         row("latency (ms)", pct(&self.latency_ms));
+        let slow = &self.slow_deliveries;
+        row(
+            &format!("slower than {} ms", slow.threshold_ms),
+            format!(
+                "{} deliveries in {} episodes (worst first below); hypervisor steal {:.2} CPU-s",
+                slow.count,
+                slow.episodes.len(),
+                self.steal_s
+            ),
+        );
+        for e in slow.episodes.iter().take(5) {
+            row(
+                "",
+                format!(
+                    "at {:.2} s: {} deliveries, {} messages over {:.0} ms, {} clients, max {:.1} ms",
+                    e.at_s, e.deliveries, e.messages, e.span_ms, e.clients, e.max_ms
+                ),
+            );
+        }
         row(
             "disconnects",
             format!(
@@ -257,4 +361,42 @@ fn pct(p: &Percentiles) -> String {
         "p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
         p.p50, p.p90, p.p99, p.p999, p.max
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slow(sent_ms: u64, latency_ms: u64, client: usize) -> Slow {
+        Slow {
+            sent_ns: sent_ms * 1_000_000,
+            latency_us: latency_ms * 1000,
+            client,
+        }
+    }
+
+    #[test]
+    fn slow_deliveries_group_into_episodes_worst_first() {
+        let start = 1_000;
+        let report = SlowDeliveries::of(
+            vec![
+                // One message late for its three subscribers, at 2 s.
+                slow(3_000, 9, 1),
+                slow(3_000, 8, 2),
+                slow(3_000, 7, 3),
+                // One client late for two messages 50 ms apart, at 5 s: one episode.
+                slow(6_050, 20, 4),
+                slow(6_000, 6, 4),
+            ],
+            start * 1_000_000,
+        );
+        assert_eq!(report.count, 5);
+        assert_eq!(report.episodes.len(), 2);
+        let worst = &report.episodes[0];
+        assert_eq!((worst.deliveries, worst.messages, worst.clients), (2, 2, 1));
+        assert_eq!((worst.at_s, worst.span_ms, worst.max_ms), (5.0, 50.0, 20.0));
+        let other = &report.episodes[1];
+        assert_eq!((other.deliveries, other.messages, other.clients), (3, 1, 3));
+        assert_eq!((other.at_s, other.max_ms), (2.0, 9.0));
+    }
 }
