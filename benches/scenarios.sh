@@ -13,7 +13,8 @@
 #
 # Starts its own redis-server and gateways on free loopback ports, runs fanout-bench, and
 # writes one JSON report per run to target/bench-results/. Set RATES="10 20 50" to change
-# the broadcast steps, LATENCY_RATE for the latency run, IDLE_CONNECTIONS for the idle run.
+# the broadcast steps, LATENCY_RATE for the latency run, IDLE_CONNECTIONS for the idle run,
+# GATEWAY_FLAGS for more gateway flags (GATEWAY_FLAGS="--write-delay-ms 20").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -57,7 +58,7 @@ start_gateway() {
   "$BIN/fanout" serve --listen "127.0.0.1:$port" --node-id "$name" --jwt-secret "$SECRET" \
     --api-key bench-key "$@" \
     --max-connections 200000 --max-new-connections-per-s 100000 \
-    --max-connections-per-user 100000 --log-level warn &
+    --max-connections-per-user 100000 --log-level warn ${GATEWAY_FLAGS:-} &
   PIDS+=($!)
   URLS="${URLS:+$URLS,}ws://127.0.0.1:$port/ws"
   GW_PIDS="${GW_PIDS:+$GW_PIDS,}$!"

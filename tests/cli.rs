@@ -204,6 +204,8 @@ fn check_config_lists_every_problem_in_one_run() {
             "nowhere",
             "--public-namespaces",
             "chat",
+            "--write-delay-ms",
+            "5000",
         ],
         &[("FANOUT_HEARTBEAT_S", "0")],
     );
@@ -213,8 +215,12 @@ fn check_config_lists_every_problem_in_one_run() {
         .lines()
         .filter_map(|l| l.trim_start().strip_prefix("- "))
         .collect();
-    let expected: [(&str, &[&str]); 6] = [
+    let expected: [(&str, &[&str]); 7] = [
         ("bad --listen flag", &["--listen", "nowhere"]),
+        (
+            "a write delay of seconds",
+            &["write_delay_ms (5000)", "at most 1000"],
+        ),
         (
             "heartbeat 0 from the environment",
             &["FANOUT_HEARTBEAT_S", "at least 1"],

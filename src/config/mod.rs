@@ -293,6 +293,8 @@ pub struct Config {
     pub auth_timeout: Duration,
     pub drain: Duration,
     pub write_timeout: Duration,
+    /// How long a connection's writer waits for more before writing (`write_delay_ms`).
+    pub write_delay: Duration,
     pub presence_lease: Duration,
     /// How long an idempotency key remembers its publish.
     pub idempotency_window: Duration,

@@ -189,6 +189,8 @@ settings! {
     demo: bool = false, "BOOL";
     /// A socket write that makes no progress for this long drops the connection.
     write_timeout_s: u64 = 10, "SECONDS", min 1;
+    /// Hold each connection's writes up to this long, so what arrives meanwhile goes out in one write: fewer system calls per message when connections get many messages a second, at up to this much added latency. 0 writes at once (and lets small fan-outs write from the fan-out itself).
+    write_delay_ms: u64 = 0, "MS";
     /// Largest inbound WebSocket message; larger closes with 1009.
     max_message_bytes: usize = 65536, "BYTES", min 256;
     /// Largest payload accepted by the HTTP publish API (413 `too_large` beyond).

@@ -135,6 +135,7 @@ impl Validator {
             drain_s,
             demo,
             write_timeout_s,
+            write_delay_ms,
             max_message_bytes,
             max_payload_bytes,
             max_recovery_messages,
@@ -205,6 +206,13 @@ impl Validator {
                 limits.queue_max_bytes, limits.max_payload_bytes
             ));
         }
+        if let Some(ms) = write_delay_ms
+            && ms > 1000
+        {
+            self.problems.push(format!(
+                "write_delay_ms ({ms}) may be at most 1000: a longer hold makes every message that late"
+            ));
+        }
         let secs = |s: Option<u64>| s.map(Duration::from_secs);
         Some(Config {
             listen: listen?,
@@ -222,6 +230,7 @@ impl Validator {
             auth_timeout: secs(auth_timeout_s)?,
             drain: secs(drain_s)?,
             write_timeout: secs(write_timeout_s)?,
+            write_delay: write_delay_ms.map(Duration::from_millis)?,
             presence_lease: secs(presence_lease_s)?,
             idempotency_window: secs(idempotency_window_s)?,
             demo: demo?,

@@ -63,6 +63,28 @@ async fn a_burst_arrives_complete_and_in_order() {
 }
 
 #[tokio::test]
+async fn with_a_write_delay_messages_arrive_complete_in_order_and_replies_still_come() {
+    // Writes are held 50 ms to go out together; nothing may be lost, reordered or stuck.
+    let gw = Gateway::start(&["--write-delay-ms", "50"]);
+    let mut a = gw.connect_as("1", &["room:*"]).await;
+    let mut b = gw.connect_as("2", &["room:*"]).await;
+    a.subscribe("room:batched").await;
+    b.subscribe("room:batched").await;
+    for i in 0..300 {
+        gw.publish("room:batched", json!(i)).await;
+    }
+    for client in [&mut a, &mut b] {
+        for i in 0..300 {
+            assert_eq!(client.recv().await["data"], i);
+        }
+    }
+    // A request's reply is held no longer than a message.
+    a.subscribe("room:later").await;
+    gw.publish("room:later", json!("last")).await;
+    assert_eq!(a.recv().await["data"], "last");
+}
+
+#[tokio::test]
 async fn a_client_that_stops_reading_is_closed_as_slow_while_others_get_everything() {
     let gw = Gateway::start(&["--queue-max-messages", "64", "--queue-max-bytes", "1048576"]);
     let mut slow = gw.connect_as("slow", &["room:*"]).await;

@@ -54,6 +54,8 @@ pub struct Stats {
     connect_time: Mutex<Histogram<u64>>,
     errors: Mutex<BTreeMap<String, u64>>,
     slow: Mutex<Vec<Slow>>,
+    /// Every slow delivery, kept or not.
+    slow_count: AtomicU64,
 }
 
 impl Default for Stats {
@@ -67,6 +69,7 @@ impl Default for Stats {
             connect_time: Mutex::new(histogram()),
             errors: Mutex::new(BTreeMap::new()),
             slow: Mutex::new(Vec::new()),
+            slow_count: AtomicU64::new(0),
         }
     }
 }
@@ -116,8 +119,8 @@ impl Stats {
                 let _ = h.record(latency_us.max(1));
             }
             if latency_us >= SLOW_US
+                && self.slow_count.fetch_add(1, Ordering::Relaxed) < MAX_SLOW_KEPT as u64
                 && let Ok(mut slow) = self.slow.lock()
-                && slow.len() < MAX_SLOW_KEPT
             {
                 slow.push(Slow {
                     sent_ns: sent,
@@ -128,9 +131,11 @@ impl Stats {
         }
     }
 
-    /// The deliveries slower than [`SLOW_US`], in no particular order.
-    pub fn slow(&self) -> Vec<Slow> {
-        self.slow.lock().map(|s| s.clone()).unwrap_or_default()
+    /// The deliveries slower than [`SLOW_US`] (the first 200,000 kept, in no particular
+    /// order), and how many there were in all.
+    pub fn slow(&self) -> (Vec<Slow>, u64) {
+        let kept = self.slow.lock().map(|s| s.clone()).unwrap_or_default();
+        (kept, self.slow_count.load(Ordering::Relaxed))
     }
 
     /// A connection the gateway closed or lost while the run was going on.

@@ -76,7 +76,8 @@ pub struct Inputs<'a> {
 #[derive(Debug, Serialize)]
 pub struct SlowDeliveries {
     pub threshold_ms: f64,
-    pub count: usize,
+    /// All slow deliveries; the episodes are built from the first 200,000.
+    pub count: u64,
     /// The worst episodes first (at most 10).
     pub episodes: Vec<Episode>,
 }
@@ -95,9 +96,8 @@ pub struct Episode {
 }
 
 impl SlowDeliveries {
-    fn of(mut slow: Vec<Slow>, start_ns: u64) -> SlowDeliveries {
+    fn of((mut slow, count): (Vec<Slow>, u64), start_ns: u64) -> SlowDeliveries {
         const GAP_NS: u64 = 100_000_000;
-        let count = slow.len();
         slow.sort_by_key(|s| s.sent_ns);
         let mut episodes = Vec::new();
         let mut rest = &slow[..];
@@ -379,15 +379,18 @@ mod tests {
     fn slow_deliveries_group_into_episodes_worst_first() {
         let start = 1_000;
         let report = SlowDeliveries::of(
-            vec![
-                // One message late for its three subscribers, at 2 s.
-                slow(3_000, 9, 1),
-                slow(3_000, 8, 2),
-                slow(3_000, 7, 3),
-                // One client late for two messages 50 ms apart, at 5 s: one episode.
-                slow(6_050, 20, 4),
-                slow(6_000, 6, 4),
-            ],
+            (
+                vec![
+                    // One message late for its three subscribers, at 2 s.
+                    slow(3_000, 9, 1),
+                    slow(3_000, 8, 2),
+                    slow(3_000, 7, 3),
+                    // One client late for two messages 50 ms apart, at 5 s: one episode.
+                    slow(6_050, 20, 4),
+                    slow(6_000, 6, 4),
+                ],
+                5,
+            ),
             start * 1_000_000,
         );
         assert_eq!(report.count, 5);
