@@ -157,7 +157,8 @@ print(f'   {r["transport"]}: {r["connected"]}/{r["connections"]} conns{errors}, 
       f'(end {sum(x["rss_per_connection_end_bytes"] for x in g)/max(len(g),1):.0f} B)')
 s = r["slow_deliveries"]
 if s["count"]:
-    print(f'   slower than {s["threshold_ms"]:.0f} ms: {s["count"]} deliveries; hypervisor steal {r["steal_s"]:.2} CPU-s; worst episodes:')
+    print(f'   slower than {s["threshold_ms"]:.0f} ms: {s["count"]} deliveries; hypervisor steal {r["steal_s"]:.2} CPU-s; '
+          f'gateway major page faults {sum(x["major_faults"] for x in g)}; worst episodes:')
     for e in s["episodes"][:3]:
         print(f'     at {e["at_s"]:.2f} s: {e["deliveries"]} deliveries, {e["messages"]} messages over {e["span_ms"]:.0f} ms, '
               f'{e["clients"]} clients, max {e["max_ms"]:.1f} ms')

@@ -14,6 +14,9 @@ pub struct GatewaySample {
     pub pid: u32,
     pub cpu_s: f64,
     pub rss_bytes: u64,
+    /// Page faults that had to read from disk so far (a page of the binary the kernel had
+    /// dropped, say): each one stalls the thread that hit it.
+    pub major_faults: u64,
 }
 
 impl GatewaySample {
@@ -27,6 +30,7 @@ impl GatewaySample {
             pid,
             cpu_s: (stat.utime + stat.stime) as f64 / ticks,
             rss_bytes: stat.rss * page,
+            major_faults: stat.majflt,
         })
     }
 }
@@ -166,6 +170,8 @@ pub struct GatewayReport {
     /// RSS growth per connection at the end of the run (after allocator decay; the figure
     /// for idle runs).
     pub rss_per_connection_end_bytes: f64,
+    /// Major page faults during the run (after connecting).
+    pub major_faults: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -223,6 +229,7 @@ impl Report {
                         / share,
                     rss_per_connection_end_bytes: (end.rss_bytes as f64 - base.rss_bytes as f64)
                         / share,
+                    major_faults: end.major_faults.saturating_sub(conn.major_faults),
                 }
             })
             .collect();
@@ -338,12 +345,13 @@ impl Report {
             row(
                 &format!("gateway {}", g.pid),
                 format!(
-                    "{:.2} CPU s during the run ({:.2} cores), RSS {:.1} MiB, {:.0} B/connection after connecting, {:.0} B at the end",
+                    "{:.2} CPU s during the run ({:.2} cores), RSS {:.1} MiB, {:.0} B/connection after connecting, {:.0} B at the end, {} major page faults",
                     g.cpu_s_during_run,
                     g.cpu_per_s,
                     g.rss_bytes as f64 / 1_048_576.0,
                     g.rss_per_connection_bytes,
-                    g.rss_per_connection_end_bytes
+                    g.rss_per_connection_end_bytes,
+                    g.major_faults
                 ),
             );
         }
