@@ -3,7 +3,8 @@
 //! The hub knows which local connections are subscribed to which channels, tells the broker
 //! when this node's interest in a channel starts and ends, and fans every publication out to
 //! the local subscribers: encoded once into a transport-neutral [`Frame`], then queued on each
-//! subscriber's [`Outbox`] without waiting. It is the broker's [`Deliver`] target, handed to
+//! subscriber's [`Outbox`] without waiting (for a small channel, written to the socket at once
+//! where it takes it; see `WRITE_NOW_MAX_SUBSCRIBERS`). It is the broker's [`Deliver`] target, handed to
 //! the broker as a trait object so the broker never names the hub.
 //!
 //! A subscriber is either *live* or *pending*. A pending subscriber is recovering a history

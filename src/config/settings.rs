@@ -165,7 +165,7 @@ settings! {
     redis_pubsub_connections: usize = 2, "N", min 1;
     /// Redis connections per node for commands (PUBLISH, probes).
     redis_pool_size: usize = 16, "N", min 1;
-    /// Messages buffered per dispatch worker between Redis and fan-out; beyond, dropped and counted.
+    /// Messages of history channels buffered per dispatch worker between Redis and fan-out (where gaps are filled); beyond, dropped and counted. Other channels are fanned out by the read loop itself.
     redis_dispatch_buffer: usize = 8192, "N", min 16;
     /// Interval of the pub/sub liveness probe; a probe not received within 3 s rebuilds the connection.
     redis_probe_interval_s: u64 = 5, "SECONDS", min 1;

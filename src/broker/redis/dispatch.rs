@@ -1,9 +1,14 @@
 //! From the Redis read loop to the hub, without ever blocking the read loop.
 //!
-//! Messages are spread over a few worker tasks by a hash of the channel, so the messages of
-//! one channel always take the same queue and keep their order, while different channels fan
-//! out in parallel. Each queue is bounded; a full queue drops the message (counted, logged at
-//! most every few seconds) rather than stalling Redis reads for every other channel.
+//! A message of a channel without history is delivered by the read loop itself: the hub's
+//! fan-out never waits (it queues, or writes what a socket takes at once), and a hop through
+//! a worker task cost more than the delivery of a small fan-out.
+//!
+//! Messages of history channels are spread over a few worker tasks by a hash of the channel,
+//! so the messages of one channel always take the same queue and keep their order, while
+//! different channels fan out in parallel. Each queue is bounded; a full queue drops the
+//! message (counted, logged at most every few seconds) rather than stalling Redis reads for
+//! every other channel, because a worker may wait on Redis to fill a gap.
 //!
 //! For channels with history, each worker keeps a cursor (epoch, last offset delivered) per
 //! channel. A message whose offset skips ahead means messages were missed (dropped here, or
