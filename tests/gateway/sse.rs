@@ -243,3 +243,21 @@ async fn a_draining_node_ends_streams_with_a_close_event() {
     );
     assert_eq!(gw.wait_exit(Duration::from_secs(15)), Some(0));
 }
+
+#[tokio::test]
+async fn with_a_write_delay_a_stream_still_carries_every_message_in_order() {
+    // The stream's writer holds its chunks 50 ms to send them together.
+    let gw = Gateway::start(&["--write-delay-ms", "50"]);
+    let mut sse = open(&gw, "7", "channel=room:batched").await;
+    assert_eq!(sse.next().await.unwrap().event, "subscribed");
+    for i in 0..200 {
+        gw.publish("room:batched", json!(i)).await;
+    }
+    for i in 0..200 {
+        let event = sse.next().await.unwrap();
+        assert_eq!(
+            (event.event.as_str(), &event.data["data"]),
+            ("message", &json!(i))
+        );
+    }
+}
