@@ -604,23 +604,16 @@ fn check_config_describes_redis_over_tls() {
     let pki = support::TestPki::create();
     let ca = pki.ca_cert().display().to_string();
     let cert = pki.client_cert().display().to_string();
-    let key = pki.client_key().display().to_string();
-    let run = fanout(
-        &[
-            "check-config",
-            "--jwt-secret",
-            LONG_SECRET,
-            "--redis-url",
-            "rediss://:pw@redis.example:6380/0",
-            "--redis-tls-ca-file",
-            &ca,
-            "--redis-tls-cert-file",
-            &cert,
-            "--redis-tls-key-file",
-            &key,
-        ],
-        &[],
-    );
+    let tls = pki.gateway_args();
+    let mut args = vec![
+        "check-config",
+        "--jwt-secret",
+        LONG_SECRET,
+        "--redis-url",
+        "rediss://:pw@redis.example:6380/0",
+    ];
+    args.extend(tls.iter().map(String::as_str));
+    let run = fanout(&args, &[]);
     assert_eq!(run.code, Some(0), "{run}");
     assert!(
         run.stdout.contains(&format!(

@@ -199,21 +199,9 @@ async fn a_server_requiring_client_certificates_refuses_a_node_without_one_and_s
     assert!(!without.logs().contains(PASSWORD), "{}", without.logs());
     drop(without);
 
-    let cert = path(pki.client_cert());
-    let key = path(pki.client_key());
-    let with = Gateway::start_on_redis(
-        "client-cert",
-        &redis,
-        &[
-            "--redis-tls-ca-file",
-            &ca,
-            "--redis-tls-cert-file",
-            &cert,
-            "--redis-tls-key-file",
-            &key,
-        ],
-    )
-    .await;
+    let tls = pki.gateway_args();
+    let tls: Vec<&str> = tls.iter().map(String::as_str).collect();
+    let with = Gateway::start_on_redis("client-cert", &redis, &tls).await;
     let mut client = with.connect_as("c", &["room:*"]).await;
     client.subscribe("room:mtls").await;
     redis.cli(&["PUBLISH", "fanout:room:mtls", r#"{"mutual":"tls"}"#]);

@@ -258,6 +258,19 @@ impl TestPki {
         ]
     }
 
+    /// The gateway flags that trust this CA and present its client certificate.
+    pub fn gateway_args(&self) -> Vec<String> {
+        let path = |p: PathBuf| p.display().to_string();
+        vec![
+            "--redis-tls-ca-file".to_owned(),
+            path(self.ca_cert()),
+            "--redis-tls-cert-file".to_owned(),
+            path(self.client_cert()),
+            "--redis-tls-key-file".to_owned(),
+            path(self.client_key()),
+        ]
+    }
+
     /// Makes the CA and both certificates (EC P-256, valid for two days). Panics, naming the
     /// command, if `openssl` is missing or fails: a TLS test must never pass without TLS.
     pub fn create() -> TestPki {
