@@ -130,6 +130,9 @@ pub struct Outbox {
     room_wanted: AtomicBool,
     max_frames: usize,
     max_bytes: usize,
+    /// How long the writer waits for more after a wake-up (`write_delay_ms`); while it is
+    /// not zero, pushes never write directly (every write waits in the writer).
+    write_delay: Duration,
 }
 
 #[derive(Default)]
@@ -161,7 +164,15 @@ impl Outbox {
             room_wanted: AtomicBool::new(false),
             max_frames: max_frames.max(1),
             max_bytes: max_bytes.max(1),
+            write_delay: Duration::ZERO,
         }
+    }
+
+    /// The writer waits `delay` after each wake-up before taking frames, so that what
+    /// arrives meanwhile goes out in one write (see [`Outbox::wait`]).
+    pub fn with_write_delay(mut self, delay: Duration) -> Outbox {
+        self.write_delay = delay;
+        self
     }
 
     /// Queues a frame without waiting, or writes it at once when the queue is empty, the
@@ -183,7 +194,8 @@ impl Outbox {
         if state.ending.is_some() {
             return Ok(Pushed::Discarded);
         }
-        if write_now && state.frames.is_empty() && !state.writer_busy {
+        if write_now && self.write_delay.is_zero() && state.frames.is_empty() && !state.writer_busy
+        {
             if let Some(socket) = &state.socket {
                 // A non-blocking write under the lock: the lock is what keeps it from
                 // interleaving with another producer's or the writer's bytes, and the write
@@ -333,9 +345,14 @@ impl Outbox {
         self.wake_writer.notify_one();
     }
 
-    /// Resolves when something was pushed or a close was requested since the last call.
+    /// Resolves when something was pushed or a close was requested since the last call, after
+    /// the write delay if there is one. Dropping it during that delay loses nothing: the
+    /// writer takes whatever is queued on its next turn anyway.
     pub async fn wait(&self) {
-        self.wake_writer.notified().await
+        self.wake_writer.notified().await;
+        if !self.write_delay.is_zero() {
+            tokio::time::sleep(self.write_delay).await;
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -455,6 +472,23 @@ mod tests {
         outbox.detach_socket();
         outbox.written();
         assert_eq!(outbox.push(frame(b"x")), Ok(Pushed::Queued), "detached");
+    }
+
+    #[tokio::test]
+    async fn with_a_write_delay_every_write_waits_for_the_writer() {
+        let outbox = Outbox::new(100, 1 << 20).with_write_delay(Duration::from_millis(30));
+        let socket = Arc::new(FakeSocket {
+            room: Mutex::new(100),
+            wire: Mutex::new(Vec::new()),
+        });
+        outbox.attach_socket(socket.clone());
+        assert_eq!(outbox.push(frame(b"ab")), Ok(Pushed::Queued));
+        assert!(socket.wire.lock().unwrap().is_empty());
+        // The writer's wait covers the delay (a sleep never ends early), so what arrives
+        // meanwhile goes out with the first frame.
+        let started = tokio::time::Instant::now();
+        outbox.wait().await;
+        assert!(started.elapsed() >= Duration::from_millis(30));
     }
 
     #[test]

@@ -172,10 +172,10 @@ async fn run(
     let started = std::time::Instant::now();
     let user = identity.user.clone();
     let limits = &node.config.limits;
-    let outbox = Arc::new(Outbox::new(
-        limits.queue_max_messages,
-        limits.queue_max_bytes,
-    ));
+    let outbox = Arc::new(
+        Outbox::new(limits.queue_max_messages, limits.queue_max_bytes)
+            .with_write_delay(node.config.write_delay),
+    );
     let conn = Arc::new(ConnState::routable(&node));
     let _listed = node.register_session(conn.id, &outbox);
     let (frames_tx, frames_rx) = mpsc::channel::<String>(INBOUND_QUEUE);

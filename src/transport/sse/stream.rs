@@ -35,7 +35,6 @@ pub async fn write_loop(
 ) -> Ending {
     let heartbeat = node.config.heartbeat;
     let write_timeout = node.config.write_timeout;
-    let write_delay = node.config.write_delay;
     let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut expiry = pin!(sleep_until(Instant::now()));
@@ -83,12 +82,7 @@ pub async fn write_loop(
         }
         tokio::select! {
             biased;
-            _ = outbox.wait() => {
-                if !write_delay.is_zero() {
-                    // Let more arrive, to send it all in one chunk (`write_delay_ms`).
-                    tokio::time::sleep(write_delay).await;
-                }
-            }
+            _ = outbox.wait() => {}
             _ = body.closed() => return Ending::ConnectionLost,
             _ = ping.tick() => {
                 if let Err(ending) = send(body, Bytes::from_static(b": ping\n\n"), write_timeout).await {

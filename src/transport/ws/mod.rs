@@ -126,16 +126,13 @@ async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted, peer: Peer) {
     // most of their memory.
     ws_read.set_read_buffer_capacity(READ_BUFFER_BYTES);
 
-    let outbox = Arc::new(Outbox::new(
-        limits.queue_max_messages,
-        limits.queue_max_bytes,
-    ));
+    let outbox = Arc::new(
+        Outbox::new(limits.queue_max_messages, limits.queue_max_bytes)
+            .with_write_delay(node.config.write_delay),
+    );
+    // Small fan-outs write from the fan-out itself (see `Outbox::push`).
     let socket = Arc::new(Socket::new(write_half));
-    if node.config.write_delay.is_zero() {
-        // Small fan-outs write from the fan-out itself (see `Outbox::push`); with a write
-        // delay, every write waits in the writer instead.
-        outbox.attach_socket(socket.clone());
-    }
+    outbox.attach_socket(socket.clone());
     let conn = Arc::new(ConnState::new(&node));
     let _guard = node.register_session(conn.id, &outbox);
     node.metrics.connections_open.inc();

@@ -29,7 +29,6 @@ pub async fn write_loop(socket: &Socket, outbox: &Outbox, conn: &ConnState, node
     let w = &mut socket.writer();
     let heartbeat = node.config.heartbeat;
     let write_timeout = node.config.write_timeout;
-    let write_delay = node.config.write_delay;
     let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Armed after each ping: by then something must have arrived from the client.
@@ -74,12 +73,7 @@ pub async fn write_loop(socket: &Socket, outbox: &Outbox, conn: &ConnState, node
         tokio::select! {
             // Frames first: most wake-ups are messages, and timers need no polling then.
             biased;
-            _ = outbox.wait() => {
-                if !write_delay.is_zero() {
-                    // Let more arrive, to write it all at once (`write_delay_ms`).
-                    tokio::time::sleep(write_delay).await;
-                }
-            }
+            _ = outbox.wait() => {}
             _ = ping.tick() => {
                 if awaiting_pong_since.is_none() {
                     awaiting_pong_since = Some(conn.now_ms());
