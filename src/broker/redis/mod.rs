@@ -533,6 +533,22 @@ pub async fn probe(config: &RedisConfig) -> Result<ProbeReport, String> {
     })
 }
 
+/// Logs that `what` failed (a connection's index when there are several), naming the cause
+/// and its fix when the TLS handshake is what failed.
+pub(crate) fn warn_failed(what: &str, connection: Option<usize>, error: &str) {
+    match tls_hint(error) {
+        Some(hint) => {
+            tracing::warn!(
+                connection,
+                error,
+                hint,
+                "{what} failed in the TLS handshake"
+            )
+        }
+        None => tracing::warn!(connection, error, "{what} failed"),
+    }
+}
+
 /// What to check when connecting to Redis failed in the TLS handshake, for the log line that
 /// reports it; `None` for other failures. rustls names the cause (`invalid peer certificate:
 /// UnknownIssuer`, `received fatal alert: CertificateRequired`) but not what to change.

@@ -59,10 +59,7 @@ pub async fn run(
             _ = cancel.cancelled() => return,
             result = listened => {
                 if let Err(e) = result {
-                    match super::tls_hint(&e) {
-                        Some(hint) => tracing::warn!(error = %e, hint, "redis relay listener failed in the TLS handshake; reconnecting"),
-                        None => tracing::warn!(error = %e, "redis relay listener; reconnecting"),
-                    }
+                    super::warn_failed("redis relay listener", None, &e);
                 }
             }
         }

@@ -172,17 +172,7 @@ impl Driver {
             let pubsub = match connected {
                 Ok(Ok(p)) => p,
                 Ok(Err(e)) => {
-                    match super::tls_hint(&e.to_string()) {
-                        Some(hint) => tracing::warn!(
-                            connection = self.index,
-                            error = %e,
-                            hint,
-                            "redis pub/sub connect failed in the TLS handshake"
-                        ),
-                        None => {
-                            tracing::warn!(connection = self.index, error = %e, "redis pub/sub connect failed")
-                        }
-                    }
+                    super::warn_failed("redis pub/sub connect", Some(self.index), &e.to_string());
                     if !self.pause(&mut requests, &mut batch, &mut backoff).await {
                         return;
                     }
@@ -208,17 +198,7 @@ impl Driver {
             let mut all = self.redis_names(self.desired.iter());
             all.push(self.probe_channel.clone());
             if let Err(e) = subscribe_all(&mut sink, &all).await {
-                match super::tls_hint(&e.to_string()) {
-                    Some(hint) => tracing::warn!(
-                        connection = self.index,
-                        error = %e,
-                        hint,
-                        "redis resubscribe failed in the TLS handshake"
-                    ),
-                    None => {
-                        tracing::warn!(connection = self.index, error = %e, "redis resubscribe failed")
-                    }
-                }
+                super::warn_failed("redis resubscribe", Some(self.index), &e.to_string());
                 reader.abort();
                 if !self.pause(&mut requests, &mut batch, &mut backoff).await {
                     return;
