@@ -10,9 +10,12 @@
 //! A subscriber is either *live* or *pending*. A pending subscriber is recovering a history
 //! channel: live messages are buffered while its session reads the history and queues the
 //! reply and the replay (at the client's reading pace), then [`Hub::activate`] queues the
-//! buffered ones that are newer than the replay, under the channel's lock, and makes it live. A live subscriber
-//! may skip messages up to an offset (those were replayed already). That merge is what makes
-//! recovery gap-free and duplicate-free while messages keep coming.
+//! buffered ones that are newer than the replay, under the channel's lock, and makes it
+//! live. A live subscriber may skip messages up to an offset (those were replayed already).
+//! That merge is what makes recovery gap-free and duplicate-free while messages keep coming.
+//! A replay that takes so long that the buffer would outgrow its limit does not cost the
+//! client its connection: the buffer is let go, and `activate` answers
+//! [`Activation::FellBehind`], so the session replays on from history first.
 //!
 //! Invariants:
 //! - A channel is in `channels` exactly while the broker is subscribed to it for this node.
@@ -33,8 +36,8 @@ use crate::broker::{Broker, BrokerError, Deliver, Publication, RelayedFrames, St
 use crate::channel::Channel;
 use crate::clock::unix_now_ms;
 use crate::metrics::Metrics;
-use crate::outbox::{Ending, Outbox, Pushed};
-use crate::protocol::{self, CloseCode, Frame, HistoryMark};
+use crate::outbox::{Outbox, Pushed};
+use crate::protocol::{self, Frame, HistoryMark};
 
 /// Identifies a connection within this node.
 pub type ConnId = u64;
@@ -81,10 +84,25 @@ enum SubscriberState {
     /// Receives messages as they come, except those at or before `skip` (already replayed).
     Live { skip: Option<StreamPosition> },
     /// Recovering: messages wait here (their frames carry their positions) until `activate`.
-    Pending { buffered: Vec<Frame> },
-    /// Cut loose while recovering (too many messages buffered): its connection is closing as
-    /// a slow consumer, and nothing more is queued or counted for it.
-    Cut,
+    /// `overflowed`: the buffer outgrew its limit and was let go; what it held is read from
+    /// history again before the subscriber goes live.
+    Pending {
+        buffered: Vec<Frame>,
+        overflowed: bool,
+    },
+}
+
+/// What [`Hub::activate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// The subscriber is live; the buffered messages newer than the replay are queued.
+    Live,
+    /// Messages buffered during the replay were let go (too many): the subscriber is still
+    /// pending, buffering anew. Replay from history after the position given, then activate
+    /// again.
+    FellBehind,
+    /// The connection is not subscribed to the channel (any more).
+    NotSubscribed,
 }
 
 /// Whether a message at `mark` was already sent to a subscriber whose replay ended at
@@ -258,6 +276,7 @@ impl Hub {
         let mut by_conn = subs.lock();
         let pending = SubscriberState::Pending {
             buffered: Vec::new(),
+            overflowed: false,
         };
         match by_conn.get_mut(&conn) {
             Some(sub) => {
@@ -283,25 +302,30 @@ impl Hub {
 
     /// Ends a recovery (the session queued the reply and the replay meanwhile): queues the
     /// buffered messages not already covered by `replayed_up_to` and makes the subscriber
-    /// live, skipping later messages up to that position too. False if the connection is no
-    /// longer subscribed to the channel.
+    /// live, skipping later messages up to that position too. If the buffer overflowed
+    /// meanwhile, nothing changes but the overflow mark: the session must replay on from
+    /// `replayed_up_to` first ([`Activation::FellBehind`]).
     pub fn activate(
         &self,
         conn: ConnId,
         channel: &Channel,
         replayed_up_to: Option<StreamPosition>,
-    ) -> bool {
+    ) -> Activation {
         let Some(subs) = self.channels.get(channel).map(|e| e.clone()) else {
-            return false;
+            return Activation::NotSubscribed;
         };
         let mut by_conn = subs.lock();
         let Some(sub) = by_conn.get_mut(&conn) else {
-            return false;
+            return Activation::NotSubscribed;
         };
         let buffered = match &mut sub.state {
-            // Its connection is closing; the session finds out when it ends.
-            SubscriberState::Cut => return true,
-            SubscriberState::Pending { buffered } => std::mem::take(buffered),
+            SubscriberState::Pending { overflowed, .. }
+                if *overflowed && replayed_up_to.is_some() =>
+            {
+                *overflowed = false;
+                return Activation::FellBehind;
+            }
+            SubscriberState::Pending { buffered, .. } => std::mem::take(buffered),
             SubscriberState::Live { .. } => Vec::new(),
         };
         sub.state = SubscriberState::Live {
@@ -312,7 +336,26 @@ impl Hub {
                 let _ = sub.outbox.push(frame);
             }
         }
-        true
+        Activation::Live
+    }
+
+    /// Makes a pending subscriber live with whatever it buffered, skipping nothing: after its
+    /// client was told to `resync` a channel whose replay could not be completed.
+    pub fn go_live(&self, conn: ConnId, channel: &Channel) {
+        let Some(subs) = self.channels.get(channel).map(|e| e.clone()) else {
+            return;
+        };
+        let mut by_conn = subs.lock();
+        let Some(sub) = by_conn.get_mut(&conn) else {
+            return;
+        };
+        if let SubscriberState::Pending { buffered, .. } = &mut sub.state {
+            let buffered = std::mem::take(buffered);
+            sub.state = SubscriberState::Live { skip: None };
+            for frame in buffered {
+                let _ = sub.outbox.push(frame);
+            }
+        }
     }
 
     /// Sends the `resync` notice to the live subscribers of a channel.
@@ -416,23 +459,26 @@ impl Hub {
                             }
                         }
                     }
-                    SubscriberState::Pending { buffered } => {
-                        if buffered.len() < self.pending_limit {
-                            buffered.push(frame.clone());
-                        } else {
-                            // Recovering too slowly to keep up: cut loose like any slow reader,
-                            // once.
-                            slow += 1;
-                            dropped += buffered.len() as u64 + 1;
-                            sub.state = SubscriberState::Cut;
-                            sub.outbox.end(Ending::close(
-                                CloseCode::SlowConsumer,
-                                "slow consumer: too many messages during recovery",
-                            ));
+                    SubscriberState::Pending {
+                        buffered,
+                        overflowed,
+                    } => {
+                        if buffered.len() >= self.pending_limit {
+                            // Recovering more slowly than messages come: let the buffer go
+                            // (history has them) rather than the connection; the replay goes
+                            // on from history before the subscriber turns live.
+                            let unrecoverable =
+                                buffered.iter().filter(|f| f.mark().is_none()).count();
+                            dropped += unrecoverable as u64;
+                            buffered.clear();
+                            if !*overflowed {
+                                *overflowed = true;
+                                tracing::debug!(channel = %publication.channel, limit = self.pending_limit, "recovering subscriber fell behind; its buffer is let go, the replay goes on from history");
+                            }
                         }
+                        buffered.push(frame.clone());
                         continue;
                     }
-                    SubscriberState::Cut => continue,
                 }
                 let pushed = if write_now {
                     sub.outbox.push(frame.clone())

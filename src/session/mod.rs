@@ -14,6 +14,7 @@ mod access;
 mod auth;
 mod presence;
 mod publish;
+mod replay;
 mod subscribe;
 
 use std::collections::BTreeSet;
@@ -22,6 +23,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use tokio::time::Instant;
 
+use self::replay::Replays;
 use crate::auth::Identity;
 use crate::channel::Channel;
 use crate::clock::unix_now_ms;
@@ -109,7 +111,10 @@ pub struct Session {
     conn: Arc<ConnState>,
     outbox: Arc<Outbox>,
     identity: Option<Identity>,
+    /// Every channel subscribed, recovering ones included.
     subscriptions: BTreeSet<Channel>,
+    /// The history replays under way, queued at the client's pace by a task of their own.
+    replays: Replays,
     rate: FrameRate,
     publishes: RateBudget,
     auth_deadline: Instant,
@@ -128,6 +133,7 @@ impl Session {
             rate: FrameRate::new(node.config.limits.max_frames_per_s),
             publishes: RateBudget::new(node.config.limits.max_publishes_per_s),
             auth_deadline: Instant::now() + node.config.auth_timeout,
+            replays: Replays::new(node.clone(), conn.clone(), outbox.clone()),
             node,
             conn,
             outbox,
@@ -283,7 +289,10 @@ impl Session {
                 limit,
             } => self.history(id, channel, since, limit).await,
             Request::Unsubscribe { channel } => self.unsubscribe(id, channel).await,
-            Request::Ping => self.reply(ServerFrame::Pong { id }),
+            // Ahead of any backlog: a client checking the link gets its answer at once.
+            Request::Ping => {
+                let _ = self.outbox.push_ahead(ServerFrame::Pong { id }.encode());
+            }
             Request::Presence { channel } => self.presence(id, channel, false).await,
             Request::PresenceStats { channel } => self.presence(id, channel, true).await,
             Request::Status { channel, status } => self.status(id, channel, status).await,
@@ -348,6 +357,7 @@ impl Session {
     /// Leaves every channel; called once the connection is over. (If a session is dropped
     /// without it, e.g. by a panic, `Drop` does the same in the background.)
     pub async fn finish(&mut self) {
+        self.replays.cancel_all();
         let channels: Vec<Channel> = std::mem::take(&mut self.subscriptions)
             .into_iter()
             .collect();
@@ -370,6 +380,7 @@ impl Drop for Session {
         }
         // Only reached when `finish` did not run (a panic unwinding the reader): leave the
         // hub consistent anyway.
+        self.replays.cancel_all();
         let channels: Vec<Channel> = std::mem::take(&mut self.subscriptions)
             .into_iter()
             .collect();

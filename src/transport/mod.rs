@@ -7,7 +7,10 @@
 //! - [`ws`]: WebSocket (`GET /ws`).
 //! - [`sse`]: Server-Sent Events (`GET /sse`, `POST /sse/frames`).
 //! - [`admission`]: the checks every transport makes before a session starts.
+//! - [`driver`]: the writing side every transport shares (batches, heartbeats, liveness,
+//!   token expiry, the close), over a transport's [`driver::Wire`].
 
 pub mod admission;
+pub mod driver;
 pub mod sse;
 pub mod ws;

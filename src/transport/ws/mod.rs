@@ -5,9 +5,11 @@
 //! After the upgrade, each connection runs:
 //! - a **reader** task ([`reader`]): reassembles messages with a total-size cap and hands
 //!   them to the [`Session`];
-//! - a **writer** loop ([`writer`]): drains the session's [`Outbox`] in batches, framing each
-//!   shared protocol frame with a WebSocket header in front of its JSON (one vectored write
-//!   per batch), and sends heartbeat pings, enforces the pong timeout and token expiry.
+//! - the connection's own task runs the **driver** (`transport::driver`) over the WebSocket
+//!   [`writer`]: it drains the session's [`Outbox`] in batches, framing each shared protocol
+//!   frame with a WebSocket header in front of its JSON (one vectored write per batch), sends
+//!   heartbeat pings, and closes a client that neither answers nor reads, or whose token
+//!   expired.
 //!
 //! `read_frame` is not cancel-safe, so the reader is only ever cancelled when the connection
 //! is finished with; the writer selects only on cancel-safe futures (notify, timers).
@@ -34,8 +36,9 @@ use tokio_util::sync::CancellationToken;
 
 use self::reader::{MessageReader, read_loop};
 use self::socket::Socket;
-use self::writer::write_loop;
+use self::writer::WsWire;
 use super::admission::{self, Admitted, Peer};
+use super::driver;
 use crate::node::Node;
 use crate::outbox::{Ending, Outbox};
 use crate::protocol::{ClientError, CloseCode};
@@ -188,9 +191,12 @@ async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted, peer: Peer) {
         ))
     };
 
-    let ending =
-        tracing::Instrument::instrument(write_loop(&socket, &outbox, &conn, &node), span.clone())
-            .await;
+    let mut wire = WsWire::new(&socket, node.config.write_timeout);
+    let ending = tracing::Instrument::instrument(
+        driver::drive(&mut wire, &outbox, &conn, &node),
+        span.clone(),
+    )
+    .await;
 
     let user = Box::pin(close(reader, cancel, &outbox, socket, &conn)).await;
     peer.closed("ws", &conn.public_id, user.as_deref(), started, &ending);
