@@ -31,18 +31,23 @@ const WRITE_BATCH: usize = 256;
 /// A batch write that takes this long is logged (at debug level) with the queue's state.
 const SLOW_WRITE: Duration = Duration::from_secs(1);
 
-/// How a transport writes, and what it can tell of the peer.
-pub trait Wire: Send {
+/// A deadline that is never reached in practice (a year).
+const FAR: Duration = Duration::from_secs(365 * 86_400);
+
+/// How a transport writes, and what it can tell of the peer. Shared (`&self`) so that the
+/// driver can ask for the peer's progress while a write waits.
+pub trait Wire: Sync {
     /// Writes the frames of one batch, in order. Waiting for the peer is bounded by the write
     /// timeout per step of progress, not per batch: `Err(Ending::WriteTimeout)` only when
     /// the peer took nothing for that long, `Err(Ending::ConnectionLost)` when it is gone.
-    fn write(&mut self, batch: &[Outgoing]) -> impl Future<Output = Result<(), Ending>> + Send;
+    /// The driver may drop it mid-way, only to end the connection.
+    fn write(&self, batch: &[Outgoing]) -> impl Future<Output = Result<(), Ending>> + Send;
 
     /// A heartbeat: a WebSocket ping, an SSE comment.
-    fn heartbeat(&mut self) -> impl Future<Output = Result<(), Ending>> + Send;
+    fn heartbeat(&self) -> impl Future<Output = Result<(), Ending>> + Send;
 
     /// The last words: a close frame or a close event. Best effort.
-    fn close(&mut self, code: CloseCode, reason: &str) -> impl Future<Output = ()> + Send;
+    fn close(&self, code: CloseCode, reason: &str) -> impl Future<Output = ()> + Send;
 
     /// Bytes written and not yet acknowledged, for a wire whose peer answers heartbeats;
     /// `None` for one whose peer never answers (SSE), which is then only ever ended by the
@@ -71,12 +76,7 @@ impl Progress {
 }
 
 /// Drains `outbox` to `wire` until the connection ends; returns how it ended.
-pub async fn drive<W: Wire>(
-    wire: &mut W,
-    outbox: &Outbox,
-    conn: &ConnState,
-    node: &Node,
-) -> Ending {
+pub async fn drive<W: Wire>(wire: &W, outbox: &Outbox, conn: &ConnState, node: &Node) -> Ending {
     let mut timers = Timers::new(node.config.heartbeat, node.config.pong_timeout);
     let mut batch: Vec<Outgoing> = Vec::new();
     let mut last_write = Instant::now();
@@ -89,7 +89,23 @@ pub async fn drive<W: Wire>(
         let Batch { ending, claim } = outbox.take_batch(&mut batch, WRITE_BATCH);
         if !batch.is_empty() {
             let started = Instant::now();
-            let written = wire.write(&batch).await;
+            let written = {
+                let mut write = std::pin::pin!(wire.write(&batch));
+                loop {
+                    tokio::select! {
+                        biased;
+                        written = &mut write => break written,
+                        // A peer that neither answers nor reads is found dead while a write
+                        // waits for it too (nothing more is written: the socket may hold
+                        // part of a frame).
+                        _ = sleep_until(timers.answer_due()) => {
+                            if let Some(dead) = timers.judge_answer(wire, outbox, conn) {
+                                break Err(dead);
+                            }
+                        }
+                    }
+                }
+            };
             if let Err(ending) = written {
                 // Before the claim goes: the socket may hold part of a frame, and an ending
                 // outbox writes nothing more to it.
@@ -232,7 +248,7 @@ impl Timers {
     /// Does what is due. `Err` when the heartbeat could not be written.
     async fn run<W: Wire>(
         &mut self,
-        wire: &mut W,
+        wire: &W,
         outbox: &Outbox,
         conn: &ConnState,
         last_write: Instant,
@@ -250,43 +266,8 @@ impl Timers {
         if now >= self.next_ping {
             self.ping(wire, outbox, conn, now, last_write).await?;
         }
-        if let Some(awaiting) = &self.awaiting
-            && now >= awaiting.deadline
-        {
-            let heard = conn.last_seen_ms() >= awaiting.since_ms;
-            match judge(awaiting, heard, wire.progress()) {
-                Verdict::Answered => self.awaiting = None,
-                Verdict::Reading { delivered } => {
-                    let (frames, bytes) = outbox.backlog();
-                    tracing::debug!(
-                        taken_since_last_check = delivered - awaiting.delivered,
-                        still_ahead_of_ping = awaiting.ping_end.saturating_sub(delivered),
-                        queued_frames = frames,
-                        queued_bytes = bytes,
-                        "no pong yet, but the client is reading through its backlog: waiting on"
-                    );
-                    self.awaiting = Some(Awaiting {
-                        delivered,
-                        deadline: now + self.pong_timeout,
-                        ..awaiting.clone()
-                    });
-                }
-                Verdict::Dead => {
-                    let (frames, bytes) = outbox.backlog();
-                    tracing::debug!(
-                        ping_sent_ms_ago = conn.now_ms().saturating_sub(awaiting.since_ms),
-                        unacknowledged = wire.progress().map_or(0, |p| p.unacknowledged),
-                        queued_frames = frames,
-                        queued_bytes = bytes,
-                        "the client neither answered the ping nor read anything"
-                    );
-                    self.awaiting = None;
-                    outbox.end(Ending::close(
-                        CloseCode::HeartbeatTimeout,
-                        "no pong or frame within the heartbeat timeout",
-                    ));
-                }
-            }
+        if let Some(ending) = self.judge_answer(wire, outbox, conn) {
+            outbox.end(ending);
         }
         if let Some(at) = self.expiry_at
             && now >= at
@@ -302,9 +283,70 @@ impl Timers {
         Ok(())
     }
 
+    /// When the heartbeat's answer is due (far away when none is awaited).
+    fn answer_due(&self) -> Instant {
+        match &self.awaiting {
+            Some(a) => a.deadline,
+            None => Instant::now() + FAR,
+        }
+    }
+
+    /// At the answer's deadline: forgets the heartbeat if answered, waits on if the peer
+    /// reads, and returns the close for a peer that neither answered nor read.
+    fn judge_answer<W: Wire>(
+        &mut self,
+        wire: &W,
+        outbox: &Outbox,
+        conn: &ConnState,
+    ) -> Option<Ending> {
+        let awaiting = self.awaiting.as_ref()?;
+        let now = Instant::now();
+        if now < awaiting.deadline {
+            return None;
+        }
+        let heard = conn.last_seen_ms() >= awaiting.since_ms;
+        match judge(awaiting, heard, wire.progress()) {
+            Verdict::Answered => {
+                self.awaiting = None;
+                None
+            }
+            Verdict::Reading { delivered } => {
+                let (frames, bytes) = outbox.backlog();
+                tracing::debug!(
+                    taken_since_last_check = delivered - awaiting.delivered,
+                    still_ahead_of_ping = awaiting.ping_end.saturating_sub(delivered),
+                    queued_frames = frames,
+                    queued_bytes = bytes,
+                    "no pong yet, but the client is reading through its backlog: waiting on"
+                );
+                self.awaiting = Some(Awaiting {
+                    delivered,
+                    deadline: now + self.pong_timeout,
+                    ..awaiting.clone()
+                });
+                None
+            }
+            Verdict::Dead => {
+                let (frames, bytes) = outbox.backlog();
+                tracing::debug!(
+                    ping_sent_ms_ago = conn.now_ms().saturating_sub(awaiting.since_ms),
+                    unacknowledged = wire.progress().map_or(0, |p| p.unacknowledged),
+                    queued_frames = frames,
+                    queued_bytes = bytes,
+                    "the client neither answered the ping nor read anything"
+                );
+                self.awaiting = None;
+                Some(Ending::close(
+                    CloseCode::HeartbeatTimeout,
+                    "no pong or frame within the heartbeat timeout",
+                ))
+            }
+        }
+    }
+
     async fn ping<W: Wire>(
         &mut self,
-        wire: &mut W,
+        wire: &W,
         outbox: &Outbox,
         conn: &ConnState,
         now: Instant,

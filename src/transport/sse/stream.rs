@@ -9,6 +9,7 @@
 //! is, never re-encoded. An SSE client cannot answer heartbeats, so the write timeout is what
 //! finds a dead one.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -25,18 +26,22 @@ use crate::transport::driver::{self, Progress, Wire};
 /// An SSE response body, as the driver writes to it.
 struct SseWire<'a> {
     body: &'a mpsc::Sender<Bytes>,
-    /// The stream's positions, for the `id:` of history messages.
-    positions: Positions,
+    /// The stream's positions, for the `id:` of history messages (locked only while a
+    /// batch is encoded).
+    positions: Mutex<Positions>,
     write_timeout: Duration,
 }
 
 impl Wire for SseWire<'_> {
-    async fn write(&mut self, batch: &[Outgoing]) -> Result<(), Ending> {
-        let chunk = encode_batch(batch, &mut self.positions);
+    async fn write(&self, batch: &[Outgoing]) -> Result<(), Ending> {
+        let chunk = {
+            let mut positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+            encode_batch(batch, &mut positions)
+        };
         send(self.body, chunk, self.write_timeout).await
     }
 
-    async fn heartbeat(&mut self) -> Result<(), Ending> {
+    async fn heartbeat(&self) -> Result<(), Ending> {
         send(
             self.body,
             Bytes::from_static(b": ping\n\n"),
@@ -45,7 +50,7 @@ impl Wire for SseWire<'_> {
         .await
     }
 
-    async fn close(&mut self, code: CloseCode, reason: &str) {
+    async fn close(&self, code: CloseCode, reason: &str) {
         let _ = send(self.body, close_event(code, reason), self.write_timeout).await;
     }
 
@@ -72,12 +77,12 @@ pub async fn write_loop(
     if let Err(ending) = send(body, start, write_timeout).await {
         return ending;
     }
-    let mut wire = SseWire {
+    let wire = SseWire {
         body,
-        positions: Positions::default(),
+        positions: Mutex::new(Positions::default()),
         write_timeout,
     };
-    driver::drive(&mut wire, outbox, conn, node).await
+    driver::drive(&wire, outbox, conn, node).await
 }
 
 /// Hands a chunk to the response body, waiting at most `limit` for the client to take it.

@@ -191,12 +191,10 @@ async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted, peer: Peer) {
         ))
     };
 
-    let mut wire = WsWire::new(&socket, node.config.write_timeout);
-    let ending = tracing::Instrument::instrument(
-        driver::drive(&mut wire, &outbox, &conn, &node),
-        span.clone(),
-    )
-    .await;
+    let wire = WsWire::new(&socket, node.config.write_timeout);
+    let ending =
+        tracing::Instrument::instrument(driver::drive(&wire, &outbox, &conn, &node), span.clone())
+            .await;
 
     let user = Box::pin(close(reader, cancel, &outbox, socket, &conn)).await;
     peer.closed("ws", &conn.public_id, user.as_deref(), started, &ending);

@@ -34,16 +34,16 @@ impl WsWire<'_> {
 }
 
 impl Wire for WsWire<'_> {
-    async fn write(&mut self, batch: &[Outgoing]) -> Result<(), Ending> {
+    async fn write(&self, batch: &[Outgoing]) -> Result<(), Ending> {
         write_frames(&mut self.socket.writer(), batch, self.write_timeout).await
     }
 
-    async fn heartbeat(&mut self) -> Result<(), Ending> {
+    async fn heartbeat(&self) -> Result<(), Ending> {
         let ping = [Outgoing::Wire(ping_frame())];
         write_frames(&mut self.socket.writer(), &ping, self.write_timeout).await
     }
 
-    async fn close(&mut self, code: CloseCode, reason: &str) {
+    async fn close(&self, code: CloseCode, reason: &str) {
         let close = [Outgoing::Wire(close_frame(code, reason))];
         let _ = write_frames(&mut self.socket.writer(), &close, self.write_timeout).await;
     }
