@@ -7,5 +7,6 @@ mod support;
 mod idempotency;
 mod on_memory;
 mod on_redis;
+mod pressure;
 mod property;
 mod stall;
