@@ -339,23 +339,31 @@ impl Hub {
         Activation::Live
     }
 
-    /// Makes a pending subscriber live with whatever it buffered, skipping nothing: after its
-    /// client was told to `resync` a channel whose replay could not be completed.
-    pub fn go_live(&self, conn: ConnId, channel: &Channel) {
+    /// Makes a pending subscriber live with whatever it buffered, skipping nothing (a
+    /// recovery that could not be completed). False if the buffer had overflowed, so that
+    /// messages are missing before what it held: the client must be told to `resync`.
+    pub fn go_live(&self, conn: ConnId, channel: &Channel) -> bool {
         let Some(subs) = self.channels.get(channel).map(|e| e.clone()) else {
-            return;
+            return true;
         };
         let mut by_conn = subs.lock();
         let Some(sub) = by_conn.get_mut(&conn) else {
-            return;
+            return true;
         };
-        if let SubscriberState::Pending { buffered, .. } = &mut sub.state {
-            let buffered = std::mem::take(buffered);
-            sub.state = SubscriberState::Live { skip: None };
-            for frame in buffered {
-                let _ = sub.outbox.push(frame);
-            }
+        let SubscriberState::Pending {
+            buffered,
+            overflowed,
+        } = &mut sub.state
+        else {
+            return true;
+        };
+        let complete = !*overflowed;
+        let buffered = std::mem::take(buffered);
+        sub.state = SubscriberState::Live { skip: None };
+        for frame in buffered {
+            let _ = sub.outbox.push(frame);
         }
+        complete
     }
 
     /// Sends the `resync` notice to the live subscribers of a channel.

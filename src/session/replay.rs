@@ -57,8 +57,18 @@ struct Replay {
     sent: usize,
     /// Reads from history after the first (each after the hub's buffer overflowed).
     rounds: u32,
-    /// A read from history is under way; nothing to queue until it is back.
-    reading: bool,
+    history: HistoryRead,
+}
+
+/// Where a replay stands with Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HistoryRead {
+    /// Its frames are all it needs.
+    Done,
+    /// The hub let its buffer go: what came after `top` must be read from history first.
+    Needed,
+    /// That read is under way; nothing to queue until it is back.
+    Reading,
 }
 
 impl Replays {
@@ -74,6 +84,17 @@ impl Replays {
     /// Queues `frames` for `channel` (replacing a replay of it still under way), then makes
     /// the channel live at `top`. The `subscribed` reply must be queued already.
     pub(super) fn start(&self, channel: Channel, frames: Vec<Frame>, top: StreamPosition) {
+        self.add(channel, frames, top, HistoryRead::Done);
+    }
+
+    /// For a channel whose activation found the hub's buffer let go
+    /// ([`Activation::FellBehind`]): replays what came after `top` from history, then makes
+    /// the channel live.
+    pub(super) fn start_behind(&self, channel: Channel, top: StreamPosition) {
+        self.add(channel, Vec::new(), top, HistoryRead::Needed);
+    }
+
+    fn add(&self, channel: Channel, frames: Vec<Frame>, top: StreamPosition, history: HistoryRead) {
         let mut state = self.0.lock();
         state.replays.retain(|r| r.channel != channel);
         let id = state.next_id;
@@ -93,7 +114,7 @@ impl Replays {
             top,
             sent: 0,
             rounds: 0,
-            reading: false,
+            history,
         });
         if !state.running {
             state.running = true;
@@ -142,17 +163,25 @@ async fn run(shared: Arc<Shared>) {
             }
             for replay in state.replays.iter_mut() {
                 if let Some(frame) = replay.frames.pop_front() {
-                    let _ = shared.outbox.push(frame);
+                    // Left to the writer, which writes what piles up in batches.
+                    let _ = shared.outbox.queue(frame);
                     replay.sent += 1;
                 }
             }
             state.replays.retain_mut(|replay| {
-                if !replay.frames.is_empty() || replay.reading {
+                if !replay.frames.is_empty() || replay.history == HistoryRead::Reading {
+                    return true;
+                }
+                if replay.history == HistoryRead::Needed {
+                    replay.history = HistoryRead::Reading;
+                    behind.push((replay.id, replay.channel.clone(), replay.top.clone()));
                     return true;
                 }
                 match hub.activate(shared.conn.id, &replay.channel, Some(replay.top.clone())) {
                     Activation::FellBehind => {
-                        replay.reading = true;
+                        // Activation reset the hub's mark: from here on, this replay is the
+                        // only one that knows the buffer is incomplete.
+                        replay.history = HistoryRead::Reading;
                         behind.push((replay.id, replay.channel.clone(), replay.top.clone()));
                         true
                     }
@@ -214,7 +243,7 @@ impl Shared {
         let Some(replay) = state.replays.iter_mut().find(|r| r.id == id) else {
             return;
         };
-        replay.reading = false;
+        replay.history = HistoryRead::Done;
         replay.rounds += 1;
         match history {
             Ok(h) if continues(&h, &top, limit) => {
@@ -260,7 +289,8 @@ impl Shared {
                     }
                     .encode(),
                 );
-                self.node.hub.go_live(self.conn.id, &channel);
+                // Incomplete either way: the client was just told.
+                let _ = self.node.hub.go_live(self.conn.id, &channel);
             }
         }
     }

@@ -113,8 +113,13 @@ impl Session {
             Ok(h) => h,
             Err(e) => {
                 if already {
-                    // Back to live as it was, nothing skipped.
-                    hub.go_live(self.conn.id, &channel);
+                    // Back to live as it was, nothing skipped (or, if messages were let go
+                    // meanwhile, told to resync).
+                    if !hub.go_live(self.conn.id, &channel) {
+                        self.reply(ServerFrame::Resync {
+                            channel: channel.as_str(),
+                        });
+                    }
                 } else {
                     hub.unsubscribe(
                         self.conn.id,
@@ -190,7 +195,7 @@ impl Session {
                 {
                     // Messages came faster than this node would buffer them while the
                     // history was read: replay them from history first.
-                    self.replays.start(channel, Vec::new(), top);
+                    self.replays.start_behind(channel, top);
                 }
             }
         }

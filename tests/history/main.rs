@@ -9,4 +9,5 @@ mod on_memory;
 mod on_redis;
 mod pressure;
 mod property;
+mod replay;
 mod stall;

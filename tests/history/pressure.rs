@@ -61,7 +61,8 @@ enum Kind {
     /// Reads as fast as it can.
     Steady,
     /// Alternates fast reading, stalls shorter than the pong timeout, and reading slower
-    /// than messages come: never to be closed.
+    /// than messages come (a heartbeat then waits behind a backlog longer than the pong
+    /// timeout), keeping up on average: never to be closed.
     Slow,
     /// Stops reading for twice the pong timeout now and then: cut, and recovers.
     Staller,
@@ -74,9 +75,9 @@ impl Kind {
         match self {
             Kind::Steady => vec![Step::Read(f64::INFINITY, s(3600))],
             Kind::Slow => vec![
-                Step::Read(2.0 * total, s(3)),
-                Step::Stall(s(3)),
-                Step::Read(0.7 * total, s(4)),
+                Step::Read(2.5 * total, s(8)),
+                Step::Stall(s(4)),
+                Step::Read(0.6 * total, s(8)),
             ],
             Kind::Staller => vec![
                 Step::Read(f64::INFINITY, s(4)),
