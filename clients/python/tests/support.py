@@ -226,14 +226,17 @@ class Gateway:
 
     def __init__(self, *, redis_url: Optional[str] = None, cluster: Optional[RedisCluster] = None,
                  name: str = "py-node", port: Optional[int] = None, args: Sequence[str] = (),
-                 config: Optional[str] = GATEWAY_CONFIG, secret: Optional[str] = SECRET) -> None:
+                 config: Optional[str] = GATEWAY_CONFIG, secret: Optional[str] = SECRET,
+                 api_key: Optional[str] = API_KEY) -> None:
         self.name = name
         self.dir = tempfile.mkdtemp(prefix="fanout-py-gw-")
         self.log_path = Path(self.dir) / "fanout.log"
-        argv = [str(fanout_bin()), "serve", "--api-key", API_KEY, "--node-id", name,
+        argv = [str(fanout_bin()), "serve", "--node-id", name,
                 "--log-level", "info", "--drain-s", "1", *args]
         if secret is not None:
             argv += ["--jwt-secret", secret]
+        if api_key is not None:
+            argv += ["--api-key", api_key]
         if config is not None:
             path = Path(self.dir) / "fanout.toml"
             path.write_text(config)
