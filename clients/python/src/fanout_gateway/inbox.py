@@ -114,6 +114,17 @@ class InboxMessage:
                    raw_data, deliveries, fields)
 
 
+def _socket_timeout(client: Any) -> Optional[float]:
+    """The socket timeout of a redis-py client (single server or cluster), if any."""
+    kwargs: Any = getattr(getattr(client, "connection_pool", None), "connection_kwargs", None)
+    if kwargs is None:
+        kwargs = getattr(client, "connection_kwargs", None)
+    if kwargs is None:
+        kwargs = getattr(getattr(client, "nodes_manager", None), "connection_kwargs", None)
+    timeout = kwargs.get("socket_timeout") if isinstance(kwargs, dict) else None
+    return float(timeout) if isinstance(timeout, (int, float)) and not isinstance(timeout, bool) else None
+
+
 def _default_on_error(error: BaseException, message: InboxMessage) -> None:
     # The entry id, channel and user; never the data.
     log.error("fanout inbox: handler failed for entry %s (channel %s, user %s, delivery %d), "
@@ -143,13 +154,16 @@ class _Core:
                                            or not isinstance(max_deliveries, int)
                                            or max_deliveries < 1):
             raise InvalidArgumentError("max_deliveries must be a positive integer or None")
-        timeout = getattr(getattr(redis_client, "connection_pool", None), "connection_kwargs", {}).get(
-            "socket_timeout")
-        if isinstance(timeout, (int, float)) and timeout * 1000 <= block_ms:
-            raise InvalidArgumentError(
-                f"the Redis client's socket_timeout ({timeout} s) must outlast block_ms "
-                f"({block_ms} ms): XREADGROUP blocks that long. Give the inbox a client of its own "
-                "with socket_timeout=None or a longer one")
+        # A blocked XREADGROUP must return before the client's socket timeout (redis-py 8
+        # sets 5 s by default): block a little less than it.
+        timeout = _socket_timeout(redis_client)
+        if timeout is not None:
+            if timeout < 1:
+                raise InvalidArgumentError(
+                    f"the Redis client's socket_timeout ({timeout} s) is too short for blocking "
+                    "reads: give the inbox a client of its own with socket_timeout of 1 s or more "
+                    "(or None)")
+            block_ms = min(block_ms, int(timeout * 1000) - max(500, int(timeout * 200)))
         self._redis = redis_client
         self.group = group
         self.consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
@@ -181,9 +195,6 @@ class _Core:
     def _claim(self, cursor: str, count: int) -> Sequence[Any]:
         return ("XAUTOCLAIM", self.stream, self.group, self.consumer, self.claim_idle_ms, cursor,
                 "COUNT", count)
-
-    def _pending_of(self, entry_id: str) -> Sequence[Any]:
-        return ("XPENDING", self.stream, self.group, entry_id, entry_id, 1)
 
     @staticmethod
     def _read_reply(reply: Any) -> Entries:
@@ -293,7 +304,8 @@ class Inbox(_Core):
             pending entries at once.
         stream: ``<redis_prefix>inbox`` (``fanout:inbox``), or a namespace's ``inbox``.
         batch_size: entries per read. block_ms: longest wait per read (and the longest a
-            stop may take while blocked, in this synchronous worker).
+            stop may take while blocked, in this synchronous worker); kept below the
+            client's ``socket_timeout`` (redis-py 8 sets 5 s by default).
         claim_idle_ms: entries pending this long are taken over: longer than your slowest
             handler.
         max_deliveries: an entry handed out this many times without being acknowledged is
@@ -364,7 +376,13 @@ class Inbox(_Core):
             self._redis.execute_command("XDEL", self.stream, message.id)
 
     def _deliveries(self, entry_id: str) -> int:
-        return self._deliveries_reply(self._command(*self._pending_of(entry_id))) or 1
+        try:
+            reply = self._redis.xpending_range(self.stream, self.group, entry_id, entry_id, 1)
+        except redis.exceptions.ResponseError as e:
+            if not self._group_gone(e):
+                raise
+            return 1
+        return self._deliveries_reply(reply) or 1
 
     def _dead_letter(self, entry_id: str, raw: Any, deliveries: int) -> None:
         fields = self._dead_letter_fields(entry_id, raw, deliveries)
@@ -602,7 +620,14 @@ class AsyncInbox(_Core):
                 continue
             deliveries = 1
             if redelivered:
-                deliveries = self._deliveries_reply(await self._command(*self._pending_of(entry_id))) or 1
+                try:
+                    reply = await self._redis.xpending_range(self.stream, self.group, entry_id,
+                                                             entry_id, 1)
+                except redis.exceptions.ResponseError as e:
+                    if not self._group_gone(e):
+                        raise
+                    reply = None
+                deliveries = self._deliveries_reply(reply) or 1
             if self.max_deliveries is not None and deliveries > self.max_deliveries:
                 await self._dead_letter(entry_id, raw, deliveries)
                 continue
