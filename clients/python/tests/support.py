@@ -138,7 +138,8 @@ class RedisServer:
             time.sleep(0.05)
         return False
 
-    def client(self, **kwargs: Any) -> "redis.Redis":
+    def client(self, **kwargs: Any) -> Any:
+        """A redis-py client (typed Any: its stubs make every reply Optional)."""
         return redis.Redis(host="127.0.0.1", port=self.port, **kwargs)
 
     def stop(self) -> None:
@@ -196,7 +197,7 @@ class RedisCluster:
         masters = 0
         for port in self.ports:
             try:
-                r = redis.Redis(port=port, socket_timeout=1)
+                r: Any = redis.Redis(port=port, socket_timeout=1)
                 if "cluster_state:ok" not in r.execute_command("CLUSTER", "INFO").decode():
                     return False
                 repl = r.info("replication")

@@ -85,7 +85,8 @@ class ReplyLosingProxy:
             time.sleep(0.005)
         assert b"*2\r\n" in pair.seen, "Redis did not answer the publish"
         addr = "%s:%d" % upstream.getsockname()
-        killed = redis.Redis(port=self.redis_port).execute_command("CLIENT", "KILL", "ADDR", addr)
+        admin: Any = redis.Redis(port=self.redis_port)
+        killed = admin.execute_command("CLIENT", "KILL", "ADDR", addr)
         assert killed in (b"OK", "OK", 1, True), killed
         self.kills += 1
         _close(downstream)

@@ -95,7 +95,7 @@ async def test_worker_killed_mid_batch_loses_nothing(gateway: Gateway, redis_ser
     done_by_first = _log(log1)
     assert 3 <= len(done_by_first) < 10
     # What it had read and not acknowledged is pending, not lost.
-    stalled = {p["message_id"].decode() for p in r.xpending_range("fanout:inbox", group, "-", "+", 100)}
+    stalled = {str(p["message_id"].decode()) for p in r.xpending_range("fanout:inbox", group, "-", "+", 100)}
     assert stalled and stalled <= set(ids[:10]) and not stalled & set(done_by_first[:-1])
     # Another worker of the group takes over the stalled entries (XAUTOCLAIM) and the rest.
     inbox = AsyncInbox(redis.asyncio.Redis(port=redis_server.port), group, consumer="rescuer",
@@ -230,4 +230,4 @@ def test_bad_settings_are_refused(redis_server: RedisServer) -> None:
     with pytest.raises(InvalidArgumentError):
         Inbox(redis_server.client(), "g", max_deliveries=0)
     with pytest.raises(InvalidArgumentError):
-        AsyncInbox(redis_server.client(), "g")  # type: ignore[arg-type]
+        AsyncInbox(redis_server.client(), "g")

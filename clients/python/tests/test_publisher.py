@@ -165,9 +165,9 @@ def cluster_gateway(cluster: RedisCluster) -> Iterator[Gateway]:
 
 
 def _cluster_client(cluster: RedisCluster, **kwargs: Any) -> redis.cluster.RedisCluster:
+    node: Any = redis.cluster.ClusterNode
     return redis.cluster.RedisCluster(
-        startup_nodes=[redis.cluster.ClusterNode("127.0.0.1", p) for p in cluster.ports[:2]],
-        **kwargs)
+        startup_nodes=[node("127.0.0.1", p) for p in cluster.ports[:2]], **kwargs)
 
 
 async def test_cluster_publisher(cluster: RedisCluster, cluster_gateway: Gateway, uid: str) -> None:
