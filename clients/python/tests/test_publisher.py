@@ -219,4 +219,5 @@ async def test_async_cluster_publisher(cluster: RedisCluster, cluster_gateway: G
         assert await publisher.publish(f"room:{uid}", 1) == 0
     finally:
         await client.close()
+        await publisher.aclose()
         await rc.aclose()

@@ -537,14 +537,8 @@ class AsyncInbox(_Core):
         self._stopped = True
         loop, wakeup = self._loop, self._wakeup
         if loop is not None and wakeup is not None and not loop.is_closed():
-            try:
-                running = asyncio.get_running_loop()
-            except RuntimeError:
-                running = None
-            if running is loop:
-                wakeup.set()
-            else:
-                loop.call_soon_threadsafe(wakeup.set)
+            # Safe from a signal handler and from other threads: the loop sets the event.
+            loop.call_soon_threadsafe(wakeup.set)
 
     @property
     def stopping(self) -> bool:

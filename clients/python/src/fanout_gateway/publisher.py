@@ -6,7 +6,7 @@ kept in the channel's history."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import redis
 import redis.asyncio
@@ -219,6 +219,51 @@ class AsyncPublisher(_Base):
             raise InvalidArgumentError("AsyncPublisher takes a redis.asyncio client: use Publisher")
         super().__init__(redis_client, prefix,
                          isinstance(redis_client, redis.asyncio.cluster.RedisCluster))
+        # Cluster: one small client per master, for the transactions of publish_with_history.
+        self._node_clients: Dict[str, redis.asyncio.Redis] = {}
+
+    async def _slot_transaction(self, channel: str, commands: List[Sequence[Any]]) -> List[Any]:
+        """``MULTI``/``EXEC`` on the master that owns the channel's slot.
+
+        redis-py's asyncio cluster pipelines run transactions on a private event loop in a
+        thread before redis-py 8, which fails for ``FCALL`` (its keys are found with
+        ``COMMAND GETKEYS``, on a connection of the caller's loop). So the transaction goes to
+        the slot's master directly, on a client made from that node's own connection
+        settings; a slot that moved meanwhile (MOVED) refreshes the slot map and tries again.
+        """
+        rc = self._redis
+        await rc.initialize()
+        for attempt in range(3):
+            node = rc.get_node_from_key(channel)
+            if node is None:  # pragma: no cover - every slot is covered once initialized
+                raise redis.exceptions.ClusterError(f"no node serves the slot of {channel}")
+            client = self._node_clients.get(node.name)
+            if client is None:
+                pool = redis.asyncio.ConnectionPool(connection_class=node.connection_class,
+                                                    max_connections=4, **node.connection_kwargs)
+                client = self._node_clients[node.name] = redis.asyncio.Redis(connection_pool=pool)
+            try:
+                async with client.pipeline(transaction=True) as pipe:
+                    for command in commands:
+                        pipe.execute_command(*command)
+                    return list(await pipe.execute(raise_on_error=False))
+            except (redis.exceptions.ResponseError, redis.exceptions.ConnectionError) as e:
+                text = str(e)
+                moved = "MOVED" in text or "ASK" in text or "EXECABORT" in text
+                if attempt == 2 or not (moved or isinstance(e, redis.exceptions.ConnectionError)):
+                    raise
+                # Let the cluster client follow the redirection and learn the new slot map.
+                await rc.execute_command("EXISTS", self._meta_key(channel))
+                stale = self._node_clients.pop(node.name, None)
+                if stale is not None:
+                    await stale.aclose()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def aclose(self) -> None:
+        """Closes the per-node clients of a cluster publisher (not the client you gave)."""
+        clients, self._node_clients = list(self._node_clients.values()), {}
+        for client in clients:
+            await client.aclose()
 
     @classmethod
     def from_url(cls, url: str, prefix: str = DEFAULT_PREFIX, **kwargs: Any) -> "AsyncPublisher":
@@ -240,11 +285,15 @@ class AsyncPublisher(_Base):
         validate_channel(channel)
         payload = _payload.encode(data)
         key = _payload.idempotency_key(idempotency_key)
+        commands = [self._fcall(channel, payload, key), ("HGET", self._meta_key(channel), "epoch")]
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.execute_command(*self._fcall(channel, payload, key))
-                pipe.execute_command("HGET", self._meta_key(channel), "epoch")
-                offset_reply, epoch_reply = await pipe.execute(raise_on_error=False)
+            if self.is_cluster:
+                offset_reply, epoch_reply = await self._slot_transaction(channel, commands)
+            else:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    for command in commands:
+                        pipe.execute_command(*command)
+                    offset_reply, epoch_reply = await pipe.execute(raise_on_error=False)
         except redis.exceptions.RedisError as e:
             raise _redis_error(e, idempotent=key is not None) from e
         offset = _offset(offset_reply, idempotent=key is not None)
