@@ -298,3 +298,34 @@ async def test_a_refused_token_without_get_token_stops(gateway: Gateway) -> None
         await Client(gateway.ws, token="x", request_timeout=0.2).history("dag:1")
     assert waiting.value.code == "timeout"
     await client.close()
+
+
+async def test_presence_events_and_unsubscribe(gateway: Gateway, uid: str) -> None:
+    room = f"room:{uid}"
+    joins: List[Dict[str, Any]] = []
+    leaves: List[Dict[str, Any]] = []
+    statuses: List[Dict[str, Any]] = []
+    watcher_messages = Recorder()
+    async with Client(gateway.ws, token=token(sub=f"w{uid}")) as watcher, \
+            Client(gateway.ws, token=token(sub=f"a{uid}", info={"kind": "agent"})) as agent:
+        watcher.subscribe(room, on_join=joins.append, on_leave=leaves.append,
+                          on_status=statuses.append, **watcher_messages.kwargs())
+        await async_wait_for("the watcher in", lambda: watcher_messages.reloads)
+        sub = agent.subscribe(room)
+        await async_wait_for("the agent's join", lambda: any(j["user"] == f"a{uid}" for j in joins))
+        await agent.set_status(room, {"state": "thinking"})
+        await async_wait_for("its status", lambda: statuses)
+        assert statuses[0]["user"] == f"a{uid}" and statuses[0]["status"] == {"state": "thinking"}
+        members = await watcher.presence(room)
+        assert {m["user"] for m in members["members"]} == {f"w{uid}", f"a{uid}"}
+        assert (await watcher.presence_stats(room))["connections"] == 2
+        # A client publish on a namespace with publish = true carries its user.
+        await agent.publish(room, {"text": "hi"})
+        await async_wait_for("the agent's message", lambda: watcher_messages.data)
+        assert watcher_messages.metas[0].user == f"a{uid}"
+        sub.unsubscribe()
+        await async_wait_for("the agent's leave", lambda: any(x["user"] == f"a{uid}" for x in leaves))
+        assert sub.closed and sub.position is None
+        with pytest.raises(ClientError) as not_subscribed:
+            await agent.set_status(room, "idle")
+        assert not_subscribed.value.code == "bad_request"
