@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
-from typing import Iterator
+from typing import Any, Iterator
 
 import httpx
 import pytest
@@ -13,7 +13,7 @@ import pytest
 from fanout_gateway import (ApiError,
                             AsyncHttpPublisher, AsyncPresence, HttpPublisher,
                             InvalidArgumentError, Presence, TransportError)
-from support import API_KEY, Gateway, RawClient, async_wait_for, free_port, token
+from support import API_KEY, Gateway, RawClient, RedisServer, async_wait_for, free_port, token
 
 
 async def test_publish_history_broadcast(gateway: Gateway, uid: str) -> None:
@@ -185,3 +185,34 @@ async def test_presence_of_an_agent(gateway: Gateway, uid: str) -> None:
             assert api.presence.members(channel).connections == 1
     finally:
         await watcher.close()
+
+
+async def test_ready_reports_a_node_without_its_broker() -> None:
+    server = RedisServer()
+    gw = Gateway(redis_url=server.url, name="py-ready")
+    try:
+        async with AsyncHttpPublisher(gw.http, API_KEY) as api:
+            assert (await api.ready()).ready
+            server.stop()
+            readiness = await async_wait_for_value(api)
+            assert not readiness.ready and readiness.reason == "broker unavailable"
+            assert readiness.node == "py-ready"
+            with pytest.raises(ApiError) as down:
+                await api.publish("dag:1", 1)
+            assert (down.value.status, down.value.code) == (503, "unavailable")
+            assert down.value.retryable and down.value.retry_safe
+    finally:
+        gw.stop()
+        server.stop()
+
+
+async def async_wait_for_value(api: AsyncHttpPublisher) -> Any:
+    import asyncio
+    import time
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        readiness = await api.ready()
+        if not readiness.ready:
+            return readiness
+        await asyncio.sleep(0.1)
+    raise AssertionError("the node stayed ready without its Redis")

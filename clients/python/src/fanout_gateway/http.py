@@ -122,11 +122,13 @@ def _transport_error(request: _Request, error: httpx.HTTPError) -> TransportErro
         retryable=True, retry_safe=not_sent or request.idempotent)
 
 
-def _reply(request: _Request, response: httpx.Response) -> Any:
+def _reply(request: _Request, response: httpx.Response, allow_503: bool = False) -> Any:
     try:
         body = response.json()
     except ValueError:
         body = None
+    if allow_503 and response.status_code == 503 and isinstance(body, dict) and "ready" in body:
+        return body  # /readyz: not ready is an answer, not an error
     if response.status_code >= 400:
         error = body.get("error") if isinstance(body, dict) else None
         if isinstance(error, dict) and isinstance(error.get("code"), str):
@@ -237,9 +239,7 @@ class _SyncApi:
                 headers=headers, timeout=self._timeout)
         except httpx.HTTPError as e:
             raise _transport_error(request, e) from e
-        if allow_error_status and response.status_code == 503:
-            return response.json()
-        return _reply(request, response)
+        return _reply(request, response, allow_error_status)
 
     def ready(self) -> Readiness:
         """``GET /readyz``: whether this node is ready (reachable broker, not draining)."""
@@ -366,9 +366,7 @@ class _AsyncApi:
                 headers=headers, timeout=self._timeout)
         except httpx.HTTPError as e:
             raise _transport_error(request, e) from e
-        if allow_error_status and response.status_code == 503:
-            return response.json()
-        return _reply(request, response)
+        return _reply(request, response, allow_error_status)
 
     async def ready(self) -> Readiness:
         """See :meth:`HttpPublisher.ready`."""
