@@ -120,7 +120,8 @@ async def test_position_kept_across_clients_and_lost_history(gateway: Gateway,
         assert second.data == [4, 5, 6] and second.reloads == []
     # The history is lost (Redis lost its data): a new epoch is reported as a reload.
     await client.connect()  # the first client again, with its subscription and position
-    await async_wait_for("back", lambda: client.state == "connected")
+    await async_wait_for("the first client's recovery", lambda: len(first.data) == 6)
+    assert first.data == [1, 2, 3, 4, 5, 6] and len(first.reloads) == 1
     await client.close()
     r = redis_server.client()
     r.delete(f"fanout:{{{channel}}}:meta", f"fanout:{{{channel}}}:stream")
@@ -266,7 +267,7 @@ async def test_token_refresh_keeps_the_connection_open(gateway: Gateway, redis_s
 
     async def get_token() -> str:
         minted.append(time.time())
-        return tokens.mint(uid, channels=[f"dag:{uid}"], ttl=3)
+        return tokens.mint(uid, channels=[f"dag:{uid}"], ttl=6)
 
     publisher = AsyncPublisher(redis.asyncio.Redis(port=redis_server.port))
     seen = Recorder()
@@ -275,7 +276,7 @@ async def test_token_refresh_keeps_the_connection_open(gateway: Gateway, redis_s
         client.on("error", errors.append)
         client.subscribe(f"dag:{uid}", **seen.kwargs())
         info = await client.wait_connected(10)
-        await asyncio.sleep(7)  # past two expiries of a 3 s token
+        await asyncio.sleep(13)  # past two expiries of a 6 s token
         assert client.connection is not None and client.connection.conn_id == info.conn_id
         assert len(minted) >= 3
         await publisher.publish_with_history(f"dag:{uid}", "still here")

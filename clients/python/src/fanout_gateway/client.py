@@ -584,10 +584,12 @@ class Client:
                         self._callback_failed(e)
         except websockets.exceptions.ConnectionClosed:
             pass
-        code = ws.close_code if ws.close_code is not None else 1006
+        # The sans-I/O protocol's close code and reason (websockets 13 has them only there).
+        protocol = ws.protocol
+        code = protocol.close_code if protocol.close_code is not None else 1006
         if conn.closing_code is not None and conn.closing_code != 1000:
             code = conn.closing_code
-        return code, ws.close_reason or ""
+        return code, protocol.close_reason or ""
 
     def _abort(self, conn: _Conn, code: int) -> None:
         """Gives up on a connection (no ack in time)."""
