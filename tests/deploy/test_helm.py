@@ -617,6 +617,7 @@ def test_values_table_generator_reads_comments_keys_and_defaults():
     ({"redis": {"cluster": {"seeds": ["redis://:pw@a:6379"]}}}, "seeds"),
     ({"ingress": {"enabled": "yes"}}, "enabled"),
     ({"ingress": {"hosts": [{"host": "a", "paths": [{"path": "/", "pathType": "Prefix"}]}]}}, "paths"),
+    ({"ingress": {"enabled": True, "hosts": []}}, "hosts"),
     ({"image": {"repository": "fanout", "digest": "latest"}}, "digest"),
     ({"httpRoute": {"timeouts": {"request": "an hour"}}}, "request"),
     ({"podDisruptionBudget": {"unhealthyPodEvictionPolicy": "Never"}}, "unhealthyPodEvictionPolicy"),
