@@ -1,4 +1,4 @@
-//! Serving: the HTTP router, the accept loop, and graceful drain.
+//! Serving: the HTTP routers, the accept loops (one per listener), and graceful drain.
 //!
 //! [`Server::bind`] builds a [`Node`] from a [`Config`] and binds the listener (and the
 //! internal listener, with `internal_listen`); [`Server::run`] serves until the shutdown future
