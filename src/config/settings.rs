@@ -30,6 +30,10 @@ pub struct Setting {
     pub list: bool,
     /// Never printed (secrets).
     pub secret: bool,
+    /// Smallest value accepted (integers), when more than 0.
+    pub min: Option<u64>,
+    /// The JSON Schema of its TOML value, without the bound and the docs (`schema.rs`).
+    pub schema: fn() -> serde_json::Value,
 }
 
 impl Setting {
@@ -86,6 +90,8 @@ macro_rules! settings {
                     help: concat!($($doc),+).trim_ascii(),
                     list: <$ty as FieldType>::LIST,
                     secret: settings!(@secret $($secret)?),
+                    min: settings!(@min $($min)?),
+                    schema: <$ty as FieldType>::json_schema,
                 };
             )*
         }
@@ -120,11 +126,17 @@ macro_rules! settings {
     (@default $default:literal) => { Some(unquote(stringify!($default))) };
     (@secret) => { false };
     (@secret secret) => { true };
+    (@min) => { None };
+    (@min $min:literal) => { Some($min) };
 }
 
 settings! {
-    /// Address and port for WebSocket and HTTP (`/ws`, `/api/*`, `/metrics`, `/healthz`, `/readyz`).
+    /// Address and port for clients (`/ws`, `/sse`, `/sse/frames`, `/demo`) and, unless `internal_listen` is set, the HTTP API and the operations endpoints (`/api/*`, `/metrics`, `/healthz`, `/readyz`).
     listen: SocketAddr = "0.0.0.0:8080", "ADDR";
+    /// Address and port of an internal listener (`127.0.0.1:9090`, `0.0.0.0:9090`): when set, `/metrics`, `/healthz`, `/readyz` and the HTTP API (`/api/*`) are served there and no longer on `listen`, which then serves only the client paths. Unset or empty: everything on `listen`.
+    internal_listen: Option<String>, "ADDR";
+    /// With `internal_listen`: serve the HTTP API (`/api/*`) on `listen` as well, for backends that publish through the public load balancer. The operations endpoints stay internal.
+    api_on_public: bool = false, "BOOL";
     /// Name of this node in logs, metrics and `connection_ack`. Default: the hostname.
     node_id: Option<String>, "ID";
     /// HS256 secret that connection tokens are signed with. Use at least 32 random bytes.

@@ -88,7 +88,7 @@ struct NamespaceSection {
 }
 
 /// The keys of a `[namespaces.<name>]` section, for messages.
-const SECTION_KEYS: &str =
+pub(super) const SECTION_KEYS: &str =
     "public, presence, join_leave, publish, inbox, history_size, history_ttl_s";
 
 struct Validator {
@@ -103,6 +103,8 @@ impl Validator {
         // In full, so that a declared setting which nothing uses does not compile.
         let Settings {
             listen,
+            internal_listen,
+            api_on_public,
             node_id,
             jwt_secret,
             jwt_public_key,
@@ -149,6 +151,7 @@ impl Validator {
             queue_max_bytes,
         } = s;
         let node_id = self.node_id(node_id);
+        let internal_listen = self.internal_listen(listen, internal_listen, api_on_public);
         let jwt = self.jwt(
             jwt_secret,
             jwt_public_key,
@@ -216,6 +219,8 @@ impl Validator {
         let secs = |s: Option<u64>| s.map(Duration::from_secs);
         Some(Config {
             listen: listen?,
+            internal_listen: internal_listen?,
+            api_on_public: api_on_public?,
             node_id: node_id?,
             jwt: jwt?,
             allowed_origins,
@@ -431,6 +436,46 @@ impl Validator {
             .flatten()?;
         config.cluster_seeds = seeds;
         Some(Some(config))
+    }
+
+    /// The internal listener's address (`Some(None)`: none); `None` on a problem.
+    fn internal_listen(
+        &mut self,
+        listen: Option<std::net::SocketAddr>,
+        internal: Option<Option<String>>,
+        api_on_public: Option<bool>,
+    ) -> Option<Option<std::net::SocketAddr>> {
+        let internal = match internal?.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(text) => match text.parse::<std::net::SocketAddr>() {
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    self.problems.push(format!(
+                        "internal_listen: expected an address and port such as 127.0.0.1:9090, got {}",
+                        quote(text)
+                    ));
+                    return None;
+                }
+            },
+        };
+        if let (Some(addr), Some(public)) = (internal, listen)
+            && addr.port() != 0
+            && addr.port() == public.port()
+            && (addr.ip() == public.ip()
+                || addr.ip().is_unspecified()
+                || public.ip().is_unspecified())
+        {
+            self.problems.push(format!(
+                "internal_listen ({addr}) and listen ({public}) are the same port: the internal listener needs a port of its own"
+            ));
+            return None;
+        }
+        if internal.is_none() && api_on_public == Some(true) {
+            self.warnings.push(
+                "api_on_public has no effect without internal_listen: everything is served on listen".into(),
+            );
+        }
+        Some(internal)
     }
 
     fn node_id(&mut self, id: Option<Option<String>>) -> Option<String> {
