@@ -79,11 +79,10 @@ impl Progress {
 pub async fn drive<W: Wire>(wire: &W, outbox: &Outbox, conn: &ConnState, node: &Node) -> Ending {
     let mut timers = Timers::new(node.config.heartbeat, node.config.pong_timeout);
     let mut batch: Vec<Outgoing> = Vec::new();
-    let mut last_write = Instant::now();
     loop {
         // Between batches too: a connection that always has something to write must still be
         // pinged, found dead, and cut off when its token expires.
-        if let Err(ending) = timers.run(wire, outbox, conn, last_write).await {
+        if let Err(ending) = timers.run(wire, outbox, conn).await {
             return ending;
         }
         let Batch { ending, claim } = outbox.take_batch(&mut batch, WRITE_BATCH);
@@ -111,15 +110,15 @@ pub async fn drive<W: Wire>(wire: &W, outbox: &Outbox, conn: &ConnState, node: &
                 // outbox writes nothing more to it.
                 outbox.end(ending.clone());
                 drop(claim);
-                log_ending(outbox, wire, &ending, last_write);
+                log_ending(outbox, wire, &ending, &timers);
                 return ending;
             }
             drop(claim);
-            last_write = Instant::now();
-            if last_write - started >= SLOW_WRITE {
+            let took = started.elapsed();
+            if took >= SLOW_WRITE {
                 let (frames, bytes) = outbox.backlog();
                 tracing::debug!(
-                    took_ms = (last_write - started).as_millis() as u64,
+                    took_ms = took.as_millis() as u64,
                     batch = batch.len(),
                     queued_frames = frames,
                     queued_bytes = bytes,
@@ -139,7 +138,7 @@ pub async fn drive<W: Wire>(wire: &W, outbox: &Outbox, conn: &ConnState, node: &
             if let Ending::Close { code, reason } = &ending {
                 wire.close(*code, reason).await;
             }
-            log_ending(outbox, wire, &ending, last_write);
+            log_ending(outbox, wire, &ending, &timers);
             return ending;
         }
         tokio::select! {
@@ -153,14 +152,14 @@ pub async fn drive<W: Wire>(wire: &W, outbox: &Outbox, conn: &ConnState, node: &
 }
 
 /// Why a connection ended, with what was still queued, for the debug log.
-fn log_ending<W: Wire>(outbox: &Outbox, wire: &W, ending: &Ending, last_write: Instant) {
+fn log_ending<W: Wire>(outbox: &Outbox, wire: &W, ending: &Ending, timers: &Timers) {
     let (frames, bytes) = outbox.backlog();
     tracing::debug!(
         close = ending.label(),
         queued_frames = frames,
         queued_bytes = bytes,
         unacknowledged = wire.progress().map_or(0, |p| p.unacknowledged),
-        since_last_write_ms = last_write.elapsed().as_millis() as u64,
+        since_progress_ms = timers.since_progress_ms(),
         "connection ending"
     );
 }
@@ -174,6 +173,9 @@ struct Timers {
     /// The token expiry the timer is armed for (Unix ms), and when it fires.
     expiry_armed: Option<i64>,
     expiry_at: Option<Instant>,
+    /// Bytes the peer had taken at the last heartbeat, and when that last grew (for logs).
+    delivered: u64,
+    progress_at: Instant,
 }
 
 /// A heartbeat waiting for its answer.
@@ -230,7 +232,15 @@ impl Timers {
             awaiting: None,
             expiry_armed: None,
             expiry_at: None,
+            delivered: 0,
+            progress_at: Instant::now(),
         }
+    }
+
+    /// How long ago the peer last took anything, as seen at heartbeats (0 for a wire that
+    /// cannot tell).
+    fn since_progress_ms(&self) -> u64 {
+        self.progress_at.elapsed().as_millis() as u64
     }
 
     /// The next moment something is due.
@@ -251,7 +261,6 @@ impl Timers {
         wire: &W,
         outbox: &Outbox,
         conn: &ConnState,
-        last_write: Instant,
     ) -> Result<(), Ending> {
         // Re-read on every turn (an atomic load): an auth or refresh changes it.
         let expires_at = conn.expires_at();
@@ -264,7 +273,7 @@ impl Timers {
             return Ok(());
         }
         if now >= self.next_ping {
-            self.ping(wire, outbox, conn, now, last_write).await?;
+            self.ping(wire, outbox, conn, now).await?;
         }
         if let Some(ending) = self.judge_answer(wire, outbox, conn) {
             outbox.end(ending);
@@ -350,17 +359,25 @@ impl Timers {
         outbox: &Outbox,
         conn: &ConnState,
         now: Instant,
-        last_write: Instant,
     ) -> Result<(), Ending> {
         self.next_ping = now + self.heartbeat;
         let before = wire.progress();
+        match before {
+            Some(p) if p.delivered() > self.delivered => {
+                self.delivered = p.delivered();
+                self.progress_at = now;
+            }
+            Some(_) => {}
+            None => self.progress_at = now,
+        }
         let (frames, bytes) = outbox.backlog();
         if frames > 0 || before.is_some_and(|p| p.unacknowledged > 0) {
             tracing::debug!(
                 queued_frames = frames,
                 queued_bytes = bytes,
                 unacknowledged = before.map_or(0, |p| p.unacknowledged),
-                since_last_write_ms = now.saturating_duration_since(last_write).as_millis() as u64,
+                since_progress_ms =
+                    now.saturating_duration_since(self.progress_at).as_millis() as u64,
                 "heartbeat with a backlog"
             );
         }

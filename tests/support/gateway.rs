@@ -268,6 +268,25 @@ impl Gateway {
             .unwrap_or(0.0)
     }
 
+    /// Polls several metrics until their sum reaches at least `min` within `within` (for an
+    /// outcome that may be counted under one of several reasons).
+    pub async fn wait_metrics(&self, series: &[&str], min: f64, within: Duration) -> f64 {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let mut sum = 0.0;
+            for s in series {
+                sum += self.metric(s).await;
+            }
+            if sum >= min {
+                return sum;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("metrics {series:?} stayed at {sum} in all, wanted >= {min}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Polls a metric until it reaches at least `min`.
     pub async fn wait_metric(&self, series: &str, min: f64) -> f64 {
         let deadline = tokio::time::Instant::now() + WAIT;
