@@ -4,8 +4,8 @@
 //! when this node's interest in a channel starts and ends, and fans every publication out to
 //! the local subscribers: encoded once into a transport-neutral [`Frame`], then queued on each
 //! subscriber's [`Outbox`] without waiting (for a small channel, written to the socket at once
-//! where it takes it; see `WRITE_NOW_MAX_SUBSCRIBERS`). It is the broker's [`Deliver`] target, handed to
-//! the broker as a trait object so the broker never names the hub.
+//! where it takes it; see `WRITE_NOW_MAX_SUBSCRIBERS`). The broker delivers into it through
+//! the node's inlet (`node::Inlet`, a `broker::Deliver`), so the broker never names the hub.
 //!
 //! A subscriber is either *live* or *pending*. A pending subscriber is recovering a history
 //! channel: live messages are buffered while its session reads the history and queues the
@@ -28,11 +28,11 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use dashmap::DashMap;
 
-use crate::broker::{Broker, BrokerError, Deliver, Publication, RelayedFrames, StreamPosition};
+use crate::broker::{Broker, BrokerError, Content, Publication, StreamPosition};
 use crate::channel::Channel;
 use crate::clock::unix_now_ms;
 use crate::metrics::Metrics;
@@ -65,8 +65,6 @@ pub struct Hub {
     stripe_hasher: RandomState,
     broker: Arc<dyn Broker>,
     metrics: Arc<Metrics>,
-    /// Local sessions whose client frames arrive by HTTP request, by public connection id.
-    inbound: DashMap<String, InboundSession>,
 }
 
 /// The local subscribers of one channel.
@@ -121,92 +119,23 @@ impl Subscribers {
     }
 }
 
-/// The broker's handle on the hub: where it delivers publications.
-///
-/// Weak, because the hub owns the broker; a publication arriving during shutdown, after the
-/// hub is gone, is simply dropped.
-struct WeakHub(Weak<Hub>);
-
-impl Deliver for WeakHub {
-    fn deliver(&self, publication: &Publication) -> usize {
-        match self.0.upgrade() {
-            Some(hub) => hub.deliver(publication),
-            None => 0,
-        }
-    }
-
-    fn resync(&self, channel: &Channel) {
-        if let Some(hub) = self.0.upgrade() {
-            hub.resync(channel);
-        }
-    }
-
-    fn relayed(&self, relay: RelayedFrames) {
-        if let Some(hub) = self.0.upgrade() {
-            hub.hand_over(&relay.user, &relay.conn_id, relay.frames);
-        }
-    }
-}
-
-/// A session fed by HTTP requests (SSE): whose it is, and where its client frames go.
-#[derive(Clone)]
-pub struct InboundSession {
-    pub user: String,
-    pub frames: tokio::sync::mpsc::Sender<String>,
-}
-
 impl Hub {
-    /// Builds the hub and its broker; the broker gets the hub as its [`Deliver`] target.
-    pub fn new(
-        metrics: Arc<Metrics>,
-        pending_limit: usize,
-        make_broker: impl FnOnce(Arc<dyn Deliver>) -> Arc<dyn Broker>,
-    ) -> Arc<Hub> {
-        Arc::new_cyclic(|weak| Hub {
+    /// The hub of a node whose broker is `broker` (which delivers into it through the node).
+    pub fn new(metrics: Arc<Metrics>, pending_limit: usize, broker: Arc<dyn Broker>) -> Arc<Hub> {
+        Arc::new(Hub {
             channels: DashMap::new(),
             pending_limit: pending_limit.max(1),
             interest: (0..INTEREST_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             stripe_hasher: RandomState::new(),
-            broker: make_broker(Arc::new(WeakHub(weak.clone()))),
+            broker,
             metrics,
-            inbound: DashMap::new(),
         })
     }
 
     pub fn broker(&self) -> &Arc<dyn Broker> {
         &self.broker
-    }
-
-    /// Lists a local session that takes its client frames by HTTP request.
-    pub fn attach_inbound(&self, conn_id: &str, session: InboundSession) {
-        self.inbound.insert(conn_id.to_owned(), session);
-    }
-
-    pub fn detach_inbound(&self, conn_id: &str) {
-        self.inbound.remove(conn_id);
-    }
-
-    /// The local session with this public connection id, if it takes frames by HTTP.
-    pub fn inbound(&self, conn_id: &str) -> Option<InboundSession> {
-        self.inbound.get(conn_id).map(|e| e.value().clone())
-    }
-
-    /// Queues frames relayed from another node for a local session of `user`. Frames for a
-    /// session that ended, belongs to someone else, or has no room are dropped: the POST that
-    /// carried them was answered already, and a client without its stream reconnects anyway.
-    pub fn hand_over(&self, user: &str, conn_id: &str, frames: Vec<String>) {
-        let Some(session) = self.inbound(conn_id).filter(|s| s.user == user) else {
-            tracing::debug!(conn = %conn_id, "relayed frames for no local session; dropped");
-            return;
-        };
-        for frame in frames {
-            if session.frames.try_send(frame).is_err() {
-                tracing::debug!(conn = %conn_id, "relayed frame did not fit the session's queue; dropped");
-                return;
-            }
-        }
     }
 
     /// Subscribes a connection to `channels` (distinct, not yet subscribed by this connection)
@@ -435,19 +364,20 @@ impl Hub {
             return 0;
         };
         let position = publication.position.as_ref();
-        let (frame, timestamp_ms) = if publication.event {
+        let (frame, timestamp_ms) = match &publication.content {
             // Events are complete frames already.
-            (Frame::from_json(publication.payload.clone()), None)
-        } else {
-            let info = protocol::PayloadInfo::of(&publication.payload);
-            let frame = protocol::message_frame_with(
-                &publication.channel,
-                &publication.payload,
-                info.is_json,
-                position.map(|p| (p.offset, &p.epoch)),
-                publication.publisher.as_deref(),
-            );
-            (frame, info.timestamp_ms)
+            Content::Event { frame } => (Frame::from_json(frame.clone()), None),
+            Content::Message { payload, publisher } => {
+                let info = protocol::PayloadInfo::of(payload);
+                let frame = protocol::message_frame_with(
+                    &publication.channel,
+                    payload,
+                    info.is_json,
+                    position.map(|p| (p.offset, &p.epoch)),
+                    publisher.as_deref(),
+                );
+                (frame, info.timestamp_ms)
+            }
         };
         let mut queued = 0u64;
         let mut slow = 0u64;

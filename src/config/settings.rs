@@ -14,7 +14,6 @@ use std::path::PathBuf;
 use jsonwebtoken::Algorithm;
 
 use super::LogFormat;
-use super::sources::Sources;
 use super::values::FieldType;
 
 /// What is known about one setting, for the command line, messages and the README.
@@ -44,6 +43,21 @@ impl Setting {
     pub fn env(&self) -> String {
         format!("FANOUT_{}", self.key.to_ascii_uppercase())
     }
+}
+
+/// Where [`Settings::read`] gets each value from (the precedence of flags, environment, file
+/// and defaults is `sources.rs`'s), recording what is wrong instead of stopping at it.
+pub(super) trait SettingSource {
+    /// The typed value of a setting; `None` (and a recorded problem) when it is wrong.
+    fn read<T: FieldType>(&mut self, setting: &'static Setting) -> Option<T>;
+
+    /// `value` if it is at least `min`; otherwise `None` and a recorded problem.
+    fn at_least<T: PartialOrd + std::fmt::Display>(
+        &mut self,
+        setting: &'static Setting,
+        value: Option<T>,
+        min: T,
+    ) -> Option<T>;
 }
 
 /// The setting declared under `key`, if any.
@@ -111,7 +125,7 @@ macro_rules! settings {
 
         impl Settings {
             /// Reads every setting from its sources, recording every problem in `sources`.
-            pub(super) fn read(sources: &mut Sources) -> Settings {
+            pub(super) fn read(sources: &mut impl SettingSource) -> Settings {
                 Settings {
                     $($key: {
                         let value = sources.read::<$ty>(&meta::$key);
@@ -230,6 +244,7 @@ settings! {
 #[cfg(test)]
 mod tests {
     use super::super::SettingsArgs;
+    use super::super::sources::Sources;
     use super::*;
 
     #[test]

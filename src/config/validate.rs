@@ -14,7 +14,7 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 
 use super::settings::Settings;
-use super::sources::Sources;
+use super::sources::{SettingsArgs, Sources};
 use super::values::{FieldType, Scalar, algorithm_name, got_toml, quote};
 use super::{
     Config, HistoryConfig, JoinLeave, JwtConfig, Limits, MAX_HISTORY_SIZE, NamespaceConfig,
@@ -46,8 +46,15 @@ impl Display for Problems {
 
 impl std::error::Error for Problems {}
 
+impl SettingsArgs {
+    /// Resolves every setting; `Err` lists every problem found.
+    pub fn resolve(&self) -> Result<Config, Problems> {
+        resolve(Sources::load(self))
+    }
+}
+
 /// Reads every setting from `sources` and checks them together.
-pub(super) fn resolve(mut sources: Sources) -> Result<Config, Problems> {
+fn resolve(mut sources: Sources) -> Result<Config, Problems> {
     let settings = Settings::read(&mut sources);
     let mut v = Validator {
         problems: std::mem::take(&mut sources.problems),

@@ -114,7 +114,7 @@ impl Session {
             received_at_ms: unix_now_ms(),
             data,
         };
-        match self.node.broker().inbox_append(&stream, &entry).await {
+        match self.node.backchannel.inbox_append(&stream, &entry).await {
             Ok(stream_id) => self.reply(ServerFrame::Sent {
                 id,
                 channel: channel.as_str(),
