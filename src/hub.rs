@@ -39,8 +39,9 @@ use crate::metrics::Metrics;
 use crate::outbox::{Outbox, Pushed};
 use crate::protocol::{self, Frame, HistoryMark};
 
-/// Identifies a connection within this node.
-pub type ConnId = u64;
+/// A connection's key in this node's registries (the hub, the drain list). It never leaves
+/// the node; clients and other nodes know a connection by its public `conn_id`.
+pub type ConnKey = u64;
 
 const INTEREST_STRIPES: usize = 64;
 
@@ -70,7 +71,7 @@ pub struct Hub {
 /// The local subscribers of one channel.
 #[derive(Default)]
 struct Subscribers {
-    by_conn: Mutex<HashMap<ConnId, Subscriber>>,
+    by_conn: Mutex<HashMap<ConnKey, Subscriber>>,
 }
 
 struct Subscriber {
@@ -113,7 +114,7 @@ fn already_sent(mark: Option<&HistoryMark>, skip: Option<&StreamPosition>) -> bo
 }
 
 impl Subscribers {
-    fn lock(&self) -> MutexGuard<'_, HashMap<ConnId, Subscriber>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<ConnKey, Subscriber>> {
         // Updates are single inserts/removes; a poisoned map is still consistent.
         self.by_conn.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -144,7 +145,7 @@ impl Hub {
     /// Nothing is subscribed if the broker refuses a channel this node did not hold yet.
     pub async fn subscribe(
         &self,
-        conn: ConnId,
+        key: ConnKey,
         outbox: &Arc<Outbox>,
         channels: &[Channel],
         reply: Option<Frame>,
@@ -172,7 +173,7 @@ impl Hub {
         let mut guards: Vec<_> = entries.iter().map(|s| s.lock()).collect();
         for guard in &mut guards {
             guard.insert(
-                conn,
+                key,
                 Subscriber {
                     outbox: outbox.clone(),
                     state: SubscriberState::Live { skip: None },
@@ -193,7 +194,7 @@ impl Hub {
     /// existing subscription to it, for a recovery. [`Hub::activate`] ends it.
     pub async fn subscribe_pending(
         &self,
-        conn: ConnId,
+        key: ConnKey,
         outbox: &Arc<Outbox>,
         channel: &Channel,
     ) -> Result<(), BrokerError> {
@@ -207,7 +208,7 @@ impl Hub {
             buffered: Vec::new(),
             overflowed: false,
         };
-        match by_conn.get_mut(&conn) {
+        match by_conn.get_mut(&key) {
             Some(sub) => {
                 if matches!(sub.state, SubscriberState::Live { .. }) {
                     sub.state = pending;
@@ -215,7 +216,7 @@ impl Hub {
             }
             None => {
                 by_conn.insert(
-                    conn,
+                    key,
                     Subscriber {
                         outbox: outbox.clone(),
                         state: pending,
@@ -236,7 +237,7 @@ impl Hub {
     /// `replayed_up_to` first ([`Activation::FellBehind`]).
     pub fn activate(
         &self,
-        conn: ConnId,
+        key: ConnKey,
         channel: &Channel,
         replayed_up_to: Option<StreamPosition>,
     ) -> Activation {
@@ -244,7 +245,7 @@ impl Hub {
             return Activation::NotSubscribed;
         };
         let mut by_conn = subs.lock();
-        let Some(sub) = by_conn.get_mut(&conn) else {
+        let Some(sub) = by_conn.get_mut(&key) else {
             return Activation::NotSubscribed;
         };
         let buffered = match &mut sub.state {
@@ -271,12 +272,12 @@ impl Hub {
     /// Makes a pending subscriber live with whatever it buffered, skipping nothing (a
     /// recovery that could not be completed). False if the buffer had overflowed, so that
     /// messages are missing before what it held: the client must be told to `resync`.
-    pub fn go_live(&self, conn: ConnId, channel: &Channel) -> bool {
+    pub fn go_live(&self, key: ConnKey, channel: &Channel) -> bool {
         let Some(subs) = self.channels.get(channel).map(|e| e.clone()) else {
             return true;
         };
         let mut by_conn = subs.lock();
-        let Some(sub) = by_conn.get_mut(&conn) else {
+        let Some(sub) = by_conn.get_mut(&key) else {
             return true;
         };
         let SubscriberState::Pending {
@@ -317,7 +318,7 @@ impl Hub {
     /// those channels. Channels left without local subscribers are released at the broker.
     pub async fn unsubscribe(
         &self,
-        conn: ConnId,
+        key: ConnKey,
         outbox: &Outbox,
         channels: &[Channel],
         reply: Option<Frame>,
@@ -334,7 +335,7 @@ impl Hub {
                 continue;
             };
             let mut by_conn = subs.lock();
-            if by_conn.remove(&conn).is_some() {
+            if by_conn.remove(&key).is_some() {
                 removed += 1;
             }
             if by_conn.is_empty() {

@@ -30,7 +30,7 @@ use crate::broker::{
 };
 use crate::channel::Channel;
 use crate::config::Config;
-use crate::hub::{ConnId, Hub};
+use crate::hub::{ConnKey, Hub};
 use crate::limits::Admission;
 use crate::metrics::Metrics;
 use crate::outbox::{Ending, Outbox};
@@ -53,7 +53,7 @@ pub struct Node {
     pub started: Instant,
     /// Session tasks, awaited during drain.
     pub tasks: TaskTracker,
-    sessions: DashMap<ConnId, Arc<Outbox>>,
+    sessions: DashMap<ConnKey, Arc<Outbox>>,
     draining: AtomicBool,
     next_conn: AtomicU64,
 }
@@ -192,14 +192,17 @@ impl Node {
         self.draining.store(true, Ordering::Release);
     }
 
-    pub fn next_conn_id(&self) -> ConnId {
+    pub fn next_conn_key(&self) -> ConnKey {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Lists a session for drain until the returned guard is dropped.
-    pub fn register_session(&self, id: ConnId, outbox: &Arc<Outbox>) -> SessionEntry<'_> {
-        self.sessions.insert(id, outbox.clone());
-        SessionEntry { node: self, id }
+    pub fn register_session(self: &Arc<Node>, key: ConnKey, outbox: &Arc<Outbox>) -> SessionEntry {
+        self.sessions.insert(key, outbox.clone());
+        SessionEntry {
+            node: self.clone(),
+            key,
+        }
     }
 
     /// Lists a session that takes its client frames by HTTP request (SSE) until the returned
@@ -266,13 +269,13 @@ impl Drop for InboundEntry<'_> {
 }
 
 /// Keeps a session listed for drain while alive.
-pub struct SessionEntry<'a> {
-    node: &'a Node,
-    id: ConnId,
+pub struct SessionEntry {
+    node: Arc<Node>,
+    key: ConnKey,
 }
 
-impl Drop for SessionEntry<'_> {
+impl Drop for SessionEntry {
     fn drop(&mut self) {
-        self.node.sessions.remove(&self.id);
+        self.node.sessions.remove(&self.key);
     }
 }

@@ -27,7 +27,7 @@ use self::replay::Replays;
 use crate::auth::Identity;
 use crate::channel::Channel;
 use crate::clock::unix_now_ms;
-use crate::hub::ConnId;
+use crate::hub::ConnKey;
 use crate::limits::{FrameRate, FrameVerdict, NodeSlot, RateBudget, UserSlot};
 use crate::node::Node;
 use crate::outbox::{Ending, Outbox};
@@ -37,9 +37,10 @@ use crate::protocol::{
 
 /// What the session and the writer share about a connection.
 pub struct ConnState {
-    pub id: ConnId,
-    /// The id shown to clients and in logs; unique across nodes and restarts.
-    pub public_id: String,
+    /// Its key in this node's registries (see [`ConnKey`]).
+    pub key: ConnKey,
+    /// Its public id (`conn_id` on the wire and in logs); unique across nodes and restarts.
+    pub conn_id: String,
     clock: Instant,
     last_seen_ms: AtomicU64,
     /// Token expiry in Unix milliseconds (leeway included); `i64::MAX` before authentication.
@@ -49,8 +50,8 @@ pub struct ConnState {
 impl ConnState {
     pub fn new(node: &Node) -> ConnState {
         ConnState {
-            id: node.next_conn_id(),
-            public_id: format!("{:016x}", rand::random::<u64>()),
+            key: node.next_conn_key(),
+            conn_id: format!("{:016x}", rand::random::<u64>()),
             clock: node.started,
             last_seen_ms: AtomicU64::new(node.started.elapsed().as_millis() as u64),
             expires_at_ms: AtomicI64::new(i64::MAX),
@@ -61,13 +62,13 @@ impl ConnState {
     /// any node can route to it: SSE sessions, whose frames may arrive at another node.
     pub fn routable(node: &Node) -> ConnState {
         let mut conn = ConnState::new(node);
-        conn.public_id = format!("{}.{}", conn.public_id, node.config.node_id);
+        conn.conn_id = format!("{}.{}", conn.conn_id, node.config.node_id);
         conn
     }
 
     /// The node a routable public id names (`None` for plain ids).
-    pub fn node_of(public_id: &str) -> Option<&str> {
-        public_id.split_once('.').map(|(_, node)| node)
+    pub fn node_of(conn_id: &str) -> Option<&str> {
+        conn_id.split_once('.').map(|(_, node)| node)
     }
 
     /// Milliseconds on the node's monotonic clock.
@@ -178,7 +179,7 @@ impl Session {
         let channels = [Channel::broadcast(), user_channel];
         let ack = ServerFrame::ConnectionAck {
             id,
-            conn_id: &self.conn.public_id,
+            conn_id: &self.conn.conn_id,
             user: &identity.user,
             node: &self.node.config.node_id,
             heartbeat_s: self.node.config.heartbeat.as_secs(),
@@ -189,10 +190,10 @@ impl Session {
         if let Err(e) = self
             .node
             .hub
-            .subscribe(self.conn.id, &self.outbox, &channels, Some(ack))
+            .subscribe(self.conn.key, &self.outbox, &channels, Some(ack))
             .await
         {
-            tracing::warn!(conn = %self.conn.public_id, error = %e, "could not subscribe the session's own channels");
+            tracing::warn!(conn = %self.conn.conn_id, error = %e, "could not subscribe the session's own channels");
             self.outbox.end(Ending::close(
                 CloseCode::TryAgainLater,
                 "broker unavailable; reconnect later",
@@ -203,7 +204,7 @@ impl Session {
             .set_expiry(identity.expires_at, self.node.config.jwt.leeway_s);
         // The writer arms its expiry timer from this.
         self.outbox.wake_writer();
-        tracing::info!(conn = %self.conn.public_id, user = %identity.user, "session authenticated");
+        tracing::info!(conn = %self.conn.conn_id, user = %identity.user, "session authenticated");
         self.identity = Some(identity);
         self._user_slot = Some(user_slot);
         for channel in channels {
@@ -364,7 +365,7 @@ impl Session {
         if !channels.is_empty() {
             self.node
                 .hub
-                .unsubscribe(self.conn.id, &self.outbox, &channels, None)
+                .unsubscribe(self.conn.key, &self.outbox, &channels, None)
                 .await;
             for channel in &channels {
                 self.leave_presence(channel).await;
@@ -384,7 +385,7 @@ impl Drop for Session {
         let channels: Vec<Channel> = std::mem::take(&mut self.subscriptions)
             .into_iter()
             .collect();
-        let (hub, conn, outbox) = (self.node.hub.clone(), self.conn.id, self.outbox.clone());
+        let (hub, conn, outbox) = (self.node.hub.clone(), self.conn.key, self.outbox.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move { hub.unsubscribe(conn, &outbox, &channels, None).await });
         }

@@ -12,7 +12,7 @@ impl Session {
         let identity = self.identity.as_ref()?;
         Some(PresenceMember {
             user: identity.user.clone(),
-            conn_id: self.conn.public_id.clone(),
+            conn_id: self.conn.conn_id.clone(),
             node: self.node.config.node_id.clone(),
             info: identity.info.clone(),
             status: None,
@@ -35,7 +35,7 @@ impl Session {
         // or expires; `leave_presence` mirrors this.
         self.node.metrics.presence_members.inc();
         if let Err(e) = self.node.presence.join(channel, &member, lease).await {
-            tracing::warn!(conn = %self.conn.public_id, %channel, error = %e, "could not enter presence");
+            tracing::warn!(conn = %self.conn.conn_id, %channel, error = %e, "could not enter presence");
         }
     }
 
@@ -47,14 +47,9 @@ impl Session {
             return;
         }
         self.node.metrics.presence_members.dec();
-        if let Err(e) = self
-            .node
-            .presence
-            .leave(channel, &self.conn.public_id)
-            .await
-        {
+        if let Err(e) = self.node.presence.leave(channel, &self.conn.conn_id).await {
             // Its lease expires by itself.
-            tracing::warn!(conn = %self.conn.public_id, %channel, error = %e, "could not leave presence");
+            tracing::warn!(conn = %self.conn.conn_id, %channel, error = %e, "could not leave presence");
         }
     }
 
@@ -171,17 +166,14 @@ impl Session {
         }
         // Reply first, then tell the channel: the client sees its answer before the event.
         let presence = &self.node.presence;
-        match presence
-            .status(&channel, &self.conn.public_id, &status)
-            .await
-        {
+        match presence.status(&channel, &self.conn.conn_id, &status).await {
             Ok(Some(member)) => {
                 self.reply(ServerFrame::StatusUpdated {
                     id,
                     channel: channel.as_str(),
                 });
                 if let Err(e) = presence.announce_update(&channel, &member).await {
-                    tracing::warn!(conn = %self.conn.public_id, %channel, error = %e, "could not announce a status update");
+                    tracing::warn!(conn = %self.conn.conn_id, %channel, error = %e, "could not announce a status update");
                 }
             }
             Ok(None) => self.error(

@@ -109,7 +109,7 @@ impl Session {
         let entry = InboxEntry {
             channel: channel.clone(),
             user: identity.user.clone(),
-            conn_id: self.conn.public_id.clone(),
+            conn_id: self.conn.conn_id.clone(),
             node: self.node.config.node_id.clone(),
             received_at_ms: unix_now_ms(),
             data,

@@ -100,7 +100,7 @@ impl Replays {
         let id = state.next_id;
         state.next_id += 1;
         tracing::debug!(
-            conn = %self.0.conn.public_id,
+            conn = %self.0.conn.conn_id,
             %channel,
             frames = frames.len(),
             to = top.offset,
@@ -177,7 +177,7 @@ async fn run(shared: Arc<Shared>) {
                     behind.push((replay.id, replay.channel.clone(), replay.top.clone()));
                     return true;
                 }
-                match hub.activate(shared.conn.id, &replay.channel, Some(replay.top.clone())) {
+                match hub.activate(shared.conn.key, &replay.channel, Some(replay.top.clone())) {
                     Activation::FellBehind => {
                         // Activation reset the hub's mark: from here on, this replay is the
                         // only one that knows the buffer is incomplete.
@@ -187,7 +187,7 @@ async fn run(shared: Arc<Shared>) {
                     }
                     Activation::Live | Activation::NotSubscribed => {
                         tracing::debug!(
-                            conn = %shared.conn.public_id,
+                            conn = %shared.conn.conn_id,
                             channel = %replay.channel,
                             frames = replay.sent,
                             rounds = replay.rounds + 1,
@@ -202,7 +202,7 @@ async fn run(shared: Arc<Shared>) {
                 let (frames, bytes) = shared.outbox.backlog();
                 for r in &state.replays {
                     tracing::debug!(
-                        conn = %shared.conn.public_id,
+                        conn = %shared.conn.conn_id,
                         channel = %r.channel,
                         sent = r.sent,
                         left = r.frames.len(),
@@ -248,7 +248,7 @@ impl Shared {
         match history {
             Ok(h) if continues(&h, &top, limit) => {
                 tracing::debug!(
-                    conn = %self.conn.public_id,
+                    conn = %self.conn.conn_id,
                     %channel,
                     from = top.offset,
                     frames = h.messages.len(),
@@ -275,7 +275,7 @@ impl Shared {
             }
             outcome => {
                 tracing::debug!(
-                    conn = %self.conn.public_id,
+                    conn = %self.conn.conn_id,
                     %channel,
                     from = top.offset,
                     error = outcome.err().map(|e| e.to_string()),
@@ -290,7 +290,7 @@ impl Shared {
                     .encode(),
                 );
                 // Incomplete either way: the client was just told.
-                let _ = self.node.hub.go_live(self.conn.id, &channel);
+                let _ = self.node.hub.go_live(self.conn.key, &channel);
             }
         }
     }

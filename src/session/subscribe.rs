@@ -63,7 +63,7 @@ impl Session {
             .node
             .hub
             .subscribe(
-                self.conn.id,
+                self.conn.key,
                 &self.outbox,
                 std::slice::from_ref(&channel),
                 Some(reply),
@@ -71,7 +71,7 @@ impl Session {
             .await
         {
             Ok(()) => {
-                tracing::debug!(conn = %self.conn.public_id, %channel, "subscribed");
+                tracing::debug!(conn = %self.conn.conn_id, %channel, "subscribed");
                 self.join_presence(&channel).await;
                 self.subscriptions.insert(channel);
             }
@@ -93,7 +93,7 @@ impl Session {
     ) {
         let hub = &self.node.hub;
         if let Err(e) = hub
-            .subscribe_pending(self.conn.id, &self.outbox, &channel)
+            .subscribe_pending(self.conn.key, &self.outbox, &channel)
             .await
         {
             self.error(id, e.into());
@@ -115,14 +115,14 @@ impl Session {
                 if already {
                     // Back to live as it was, nothing skipped (or, if messages were let go
                     // meanwhile, told to resync).
-                    if !hub.go_live(self.conn.id, &channel) {
+                    if !hub.go_live(self.conn.key, &channel) {
                         self.reply(ServerFrame::Resync {
                             channel: channel.as_str(),
                         });
                     }
                 } else {
                     hub.unsubscribe(
-                        self.conn.id,
+                        self.conn.key,
                         &self.outbox,
                         std::slice::from_ref(&channel),
                         None,
@@ -148,7 +148,7 @@ impl Session {
                 .with_label_values(&[outcome])
                 .inc();
             tracing::debug!(
-                conn = %self.conn.public_id,
+                conn = %self.conn.conn_id,
                 %channel,
                 since = s.offset,
                 top = history.offset,
@@ -158,7 +158,7 @@ impl Session {
                 "recovery"
             );
         } else {
-            tracing::debug!(conn = %self.conn.public_id, %channel, top = history.offset, "subscribed with history");
+            tracing::debug!(conn = %self.conn.conn_id, %channel, top = history.offset, "subscribed with history");
         }
         let reply = ServerFrame::Subscribed {
             id,
@@ -191,7 +191,8 @@ impl Session {
             Some(frames) if !frames.is_empty() => self.replays.start(channel, frames, top),
             _ => {
                 let hub = &self.node.hub;
-                if hub.activate(self.conn.id, &channel, Some(top.clone())) == Activation::FellBehind
+                if hub.activate(self.conn.key, &channel, Some(top.clone()))
+                    == Activation::FellBehind
                 {
                     // Messages came faster than this node would buffer them while the
                     // history was read: replay them from history first.
@@ -318,7 +319,7 @@ impl Session {
         self.node
             .hub
             .unsubscribe(
-                self.conn.id,
+                self.conn.key,
                 &self.outbox,
                 std::slice::from_ref(channel),
                 Some(notice),

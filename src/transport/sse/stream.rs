@@ -17,11 +17,10 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 use super::resume::Positions;
-use crate::node::Node;
-use crate::outbox::{Ending, Outbox, Outgoing};
+use crate::outbox::{Ending, Outgoing};
 use crate::protocol::CloseCode;
-use crate::session::ConnState;
-use crate::transport::driver::{self, Progress, Wire};
+use crate::transport::connection::Connection;
+use crate::transport::driver::{Progress, Wire};
 
 /// An SSE response body, as the driver writes to it.
 struct SseWire<'a> {
@@ -64,15 +63,9 @@ impl Wire for SseWire<'_> {
 }
 
 /// Writes the stream's first event (the reconnect delay a browser should use), then drains
-/// the outbox into `body` until the stream ends; returns how it ended.
-pub async fn write_loop(
-    body: &mpsc::Sender<Bytes>,
-    outbox: &Outbox,
-    conn: &ConnState,
-    node: &Node,
-    retry_ms: u64,
-) -> Ending {
-    let write_timeout = node.config.write_timeout;
+/// the connection's outbox into `body` until the stream ends; returns how it ended.
+pub async fn run(body: &mpsc::Sender<Bytes>, connection: &Connection, retry_ms: u64) -> Ending {
+    let write_timeout = connection.node.config.write_timeout;
     let start = Bytes::from(format!("retry: {retry_ms}\n\n"));
     if let Err(ending) = send(body, start, write_timeout).await {
         return ending;
@@ -82,7 +75,7 @@ pub async fn write_loop(
         positions: Mutex::new(Positions::default()),
         write_timeout,
     };
-    driver::drive(&wire, outbox, conn, node).await
+    connection.drive(&wire).await
 }
 
 /// Hands a chunk to the response body, waiting at most `limit` for the client to take it.
