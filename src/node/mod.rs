@@ -2,12 +2,12 @@
 //!
 //! A [`Node`] holds the validated configuration, the token verifier, the hub (and through it
 //! the broker), presence, the backchannel, metrics and admission limits, the list of live
-//! sessions that a drain closes, and the directory of SSE sessions ([`inbound`]). Transports
+//! sessions that a drain closes, and the directory of SSE sessions (`inbound`). Transports
 //! and HTTP handlers get an `Arc<Node>`; they publish through [`Node::publish`] (one path,
 //! one metric) and reach the broker through [`Node::broker`].
 //!
 //! Building one starts the brokers first (fallibly: a configuration they cannot use is an
-//! error), then the hub on top, then plugs the hub into the brokers' delivery ([`inlet`]).
+//! error), then the hub on top, then plugs the hub into the brokers' delivery (`inlet`).
 
 mod inbound;
 mod inlet;

@@ -5,10 +5,10 @@
 //! never touches a socket and never names a transport, so the order of frames a client sees is
 //! the order in which they were pushed, whatever carries them.
 //!
-//! The requests are split by family: [`auth`](self::auth) (the `auth` frame, `refresh`,
-//! expiry), [`subscribe`](self::subscribe) (subscribe with recovery, unsubscribe, history),
-//! [`presence`](self::presence) (presence, status), [`publish`](self::publish) (publish and
-//! send); [`access`](self::access) decides what a token may do.
+//! The requests are split by family: `auth` (the `auth` frame, `refresh`,
+//! expiry), `subscribe` (subscribe with recovery, unsubscribe, history),
+//! `presence` (presence, status), `publish` (publish and
+//! send); `access` decides what a token may do.
 
 mod access;
 mod auth;
