@@ -93,6 +93,12 @@ pub async fn upgrade(
             return error.into_response();
         }
     };
+    if let Err(refused) = admitted.not_revoked(&node).await {
+        let reason = refused.reason;
+        let error = refused.counted(&node);
+        peer.refused("ws", reason, &error);
+        return error.into_response();
+    }
     let (response, fut) = match ws.upgrade() {
         Ok(pair) => pair,
         Err(_) => {
