@@ -35,14 +35,6 @@ pub fn text_header_into(len: usize, head: &mut [u8; MAX_HEADER]) -> usize {
     }
 }
 
-/// Wraps a text payload in an unmasked (server) WebSocket frame, in one buffer.
-pub fn text_frame(payload: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(MAX_HEADER + payload.len());
-    text_header(payload.len(), &mut out);
-    out.extend_from_slice(payload);
-    Bytes::from(out)
-}
-
 /// A close frame with a code and a short reason (truncated to fit the 125-byte control limit).
 pub fn close_frame(code: u16, reason: &str) -> Bytes {
     let mut end = reason.len().min(123);
@@ -80,7 +72,6 @@ mod tests {
             ours.extend_from_slice(&payload);
             let theirs = encode_frame(Frame::text(Payload::Borrowed(&payload)));
             assert_eq!(ours, theirs.to_vec(), "length {len}");
-            assert_eq!(text_frame(&payload), theirs);
         }
     }
 

@@ -42,7 +42,7 @@ use crate::node::Node;
 use crate::protocol::ClientError;
 use crate::session::ConnState;
 
-pub use self::framing::{close_frame, encode_frame, ping_frame, text_frame};
+pub use self::framing::{close_frame, encode_frame, ping_frame};
 pub use self::reader::{Inbound, ReadError};
 
 /// What the reader reads: bytes hyper had buffered, then the socket.
