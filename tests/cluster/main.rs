@@ -5,6 +5,7 @@
 mod support;
 
 mod balancer;
+mod control;
 mod deployment;
 mod interest;
 mod outage;
