@@ -7,6 +7,7 @@ mod support;
 mod balancer;
 mod control;
 mod deployment;
+mod docs;
 mod interest;
 mod outage;
 mod publishing;
