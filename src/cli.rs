@@ -361,6 +361,12 @@ fn token(
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Some(channel) = &request.channel
+        && let Err(e) = crate::channel::Channel::parse(channel)
+    {
+        eprintln!("--channel {channel:?}: {e}");
+        return ExitCode::from(2);
+    }
     if let Some(info) = info {
         match serde_json::from_str(&info) {
             Ok(v) => request.info = Some(v),
