@@ -14,5 +14,5 @@ pub mod request;
 
 pub use codes::{ClientError, CloseCode, ErrorCode};
 pub use message::{PayloadInfo, is_json, message_frame, message_frame_with};
-pub use reply::{Frame, HistoryEntry, HistoryMark, ServerFrame};
+pub use reply::{Frame, HistoryEntry, HistoryMark, ServerFrame, expires_in};
 pub use request::{FrameError, MAX_OFFSET, Request, RequestId, Since, parse_client_frame};
