@@ -96,6 +96,9 @@ impl Server {
     ) -> std::io::Result<()> {
         let node = self.node.clone();
         let app = router(node.clone());
+        if node.config.demo && node.config.demo_play {
+            tokio::spawn(crate::http::demo_play::run(node.clone()));
+        }
         let stop_http = CancellationToken::new();
         {
             let drainer = node.clone();

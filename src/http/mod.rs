@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod body;
 pub mod demo;
+pub mod demo_play;
 pub mod history;
 pub mod ops;
 pub mod presence;
