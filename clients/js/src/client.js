@@ -153,7 +153,7 @@ export class Fanout {
       connectTimeoutMs: options.connectTimeoutMs ?? 10000,
       requestTimeoutMs: options.requestTimeoutMs ?? 10000,
       pongTimeoutMs: options.pongTimeoutMs ?? 10000,
-      verifyTimeoutMs: options.verifyTimeoutMs ?? 1500,
+      verifyTimeoutMs: options.verifyTimeoutMs ?? 1000,
       refreshMarginMs: options.refreshMarginMs ?? 60000,
       webSocketFailuresBeforeSse: options.webSocketFailuresBeforeSse ?? 2,
       retryWebSocketAfterMs: options.retryWebSocketAfterMs ?? 300000,
@@ -220,6 +220,8 @@ export class Fanout {
     this._sendBytes = 0;
     /** How many sends may be in flight now: `sendWindow`, down to 1 after a retryable refusal. */
     this._sendWindowNow = this.options.sendWindow;
+    /** Counts retryable refusals: only sends made after the last one open the window again. */
+    this._sendRound = 0;
     this._sendRetryTimer = undefined;
     /**
      * The channels wanted, with their delivery state; `status` is the last status set on the
@@ -1266,6 +1268,7 @@ export class Fanout {
       if (entry.inflight || entry.settled) continue;
       const id = this._nextId++;
       entry.inflight = true;
+      entry.round = this._sendRound;
       inflight += 1;
       this._pending.set(id, { kind: "send", entry });
       this._conn.transport.send({ type: "send", channel: entry.channel, data: entry.data, id });
@@ -1283,7 +1286,7 @@ export class Fanout {
     }
     if (frame.type === "sent") {
       this._sendBackoff.reset();
-      this._sendWindowNow = Math.min(this.options.sendWindow, this._sendWindowNow + 1);
+      if (entry.round === this._sendRound) this._sendWindowNow = Math.min(this.options.sendWindow, this._sendWindowNow + 1);
       this._settleSend(entry, null, { channel: frame.channel, streamId: frame.stream_id, msgId: entry.msgId });
       this._pumpSends();
       return;
@@ -1292,6 +1295,7 @@ export class Fanout {
     if (error.retryable) {
       // Sent again after a backoff, first of those waiting; one at a time until one passes.
       this._sendWindowNow = 1;
+      this._sendRound += 1;
       if (this._sendRetryTimer === undefined) {
         this._sendRetryTimer = setTimeout(() => {
           this._sendRetryTimer = undefined;

@@ -125,7 +125,7 @@ export interface FanoutOptions {
   retryWebSocketAfterMs?: number;
   /** The field `send` writes its client message id into; null: none. Default "client_msg_id". */
   clientMsgIdField?: string | null;
-  /** After `online`, a visible page or a timer gap, a ping without answer within this means the connection is dead. Default 1500. */
+  /** After `online`, a visible page or a timer gap, a ping without answer within this means the connection is dead. Default 1000. */
   verifyTimeoutMs?: number;
   /** Where `online` and `offline` come from. Default: the global window in browsers; null: none. */
   networkEventTarget?: EventTargetLike | null;
