@@ -1,4 +1,5 @@
-//! The `fanout` command line: `serve`, `check-config`, `token`.
+//! The `fanout` command line: `serve`, `check-config`, `token` (and, hidden, the generated
+//! documentation: `config-reference`, `config-schema`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,7 +9,7 @@ use clap::{Parser, Subcommand};
 use jsonwebtoken::{Algorithm, EncodingKey};
 
 use crate::auth::{TokenRequest, mint};
-use crate::config::{Config, LogFormat, SettingsArgs, reference_table};
+use crate::config::{Config, LogFormat, SettingsArgs, reference_table, settings_schema};
 use crate::server::Server;
 
 #[derive(Debug, Parser)]
@@ -71,6 +72,10 @@ enum Command {
     /// Print the configuration reference as a Markdown table (used for the README).
     #[command(hide = true)]
     ConfigReference,
+    /// Print the JSON Schema of the TOML configuration file (used for the Helm chart's
+    /// values.schema.json).
+    #[command(hide = true)]
+    ConfigSchema,
 }
 
 /// Runs the command line; the process exit code.
@@ -104,6 +109,19 @@ pub fn main() -> ExitCode {
         Command::ConfigReference => {
             print!("{}", reference_table());
             ExitCode::SUCCESS
+        }
+        Command::ConfigSchema => {
+            use std::io::Write;
+            let printed = serde_json::to_string_pretty(&settings_schema())
+                .map_err(std::io::Error::other)
+                .and_then(|text| writeln!(std::io::stdout(), "{text}"));
+            match printed {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("cannot print the schema: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }
@@ -168,8 +186,14 @@ fn serve(settings: SettingsArgs) -> ExitCode {
         };
         let addr = server.local_addr().map_or(listen, |a| a);
         let node = server.node();
+        // The API and the operations endpoints, when not on `addr`.
+        let internal = server
+            .internal_addr()
+            .and_then(Result::ok)
+            .or(node.config.internal_listen);
         tracing::info!(
             %addr,
+            internal = internal.map(tracing::field::display),
             node = %node.config.node_id,
             broker = node.hub.broker().kind(),
             "listening"

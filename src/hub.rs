@@ -4,15 +4,18 @@
 //! when this node's interest in a channel starts and ends, and fans every publication out to
 //! the local subscribers: encoded once into a transport-neutral [`Frame`], then queued on each
 //! subscriber's [`Outbox`] without waiting (for a small channel, written to the socket at once
-//! where it takes it; see `WRITE_NOW_MAX_SUBSCRIBERS`). It is the broker's [`Deliver`] target, handed to
-//! the broker as a trait object so the broker never names the hub.
+//! where it takes it; see `WRITE_NOW_MAX_SUBSCRIBERS`). The broker delivers into it through
+//! the node's inlet (`node::Inlet`, a `broker::Deliver`), so the broker never names the hub.
 //!
 //! A subscriber is either *live* or *pending*. A pending subscriber is recovering a history
 //! channel: live messages are buffered while its session reads the history and queues the
 //! reply and the replay (at the client's reading pace), then [`Hub::activate`] queues the
-//! buffered ones that are newer than the replay, under the channel's lock, and makes it live. A live subscriber
-//! may skip messages up to an offset (those were replayed already). That merge is what makes
-//! recovery gap-free and duplicate-free while messages keep coming.
+//! buffered ones that are newer than the replay, under the channel's lock, and makes it
+//! live. A live subscriber may skip messages up to an offset (those were replayed already).
+//! That merge is what makes recovery gap-free and duplicate-free while messages keep coming.
+//! A replay that takes so long that the buffer would outgrow its limit does not cost the
+//! client its connection: the buffer is let go, and `activate` answers
+//! [`Activation::FellBehind`], so the session replays on from history first.
 //!
 //! Invariants:
 //! - A channel is in `channels` exactly while the broker is subscribed to it for this node.
@@ -25,19 +28,20 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use dashmap::DashMap;
 
-use crate::broker::{Broker, BrokerError, Deliver, Publication, RelayedFrames, StreamPosition};
+use crate::broker::{Broker, BrokerError, Content, Publication, StreamPosition};
 use crate::channel::Channel;
 use crate::clock::unix_now_ms;
 use crate::metrics::Metrics;
-use crate::outbox::{Ending, Outbox, Pushed};
-use crate::protocol::{self, CloseCode, Frame, HistoryMark};
+use crate::outbox::{Outbox, Pushed};
+use crate::protocol::{self, Frame, HistoryMark};
 
-/// Identifies a connection within this node.
-pub type ConnId = u64;
+/// A connection's key in this node's registries (the hub, the drain list). It never leaves
+/// the node; clients and other nodes know a connection by its public `conn_id`.
+pub type ConnKey = u64;
 
 const INTEREST_STRIPES: usize = 64;
 
@@ -62,14 +66,12 @@ pub struct Hub {
     stripe_hasher: RandomState,
     broker: Arc<dyn Broker>,
     metrics: Arc<Metrics>,
-    /// Local sessions whose client frames arrive by HTTP request, by public connection id.
-    inbound: DashMap<String, InboundSession>,
 }
 
 /// The local subscribers of one channel.
 #[derive(Default)]
 struct Subscribers {
-    by_conn: Mutex<HashMap<ConnId, Subscriber>>,
+    by_conn: Mutex<HashMap<ConnKey, Subscriber>>,
 }
 
 struct Subscriber {
@@ -81,10 +83,25 @@ enum SubscriberState {
     /// Receives messages as they come, except those at or before `skip` (already replayed).
     Live { skip: Option<StreamPosition> },
     /// Recovering: messages wait here (their frames carry their positions) until `activate`.
-    Pending { buffered: Vec<Frame> },
-    /// Cut loose while recovering (too many messages buffered): its connection is closing as
-    /// a slow consumer, and nothing more is queued or counted for it.
-    Cut,
+    /// `overflowed`: the buffer outgrew its limit and was let go; what it held is read from
+    /// history again before the subscriber goes live.
+    Pending {
+        buffered: Vec<Frame>,
+        overflowed: bool,
+    },
+}
+
+/// What [`Hub::activate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// The subscriber is live; the buffered messages newer than the replay are queued.
+    Live,
+    /// Messages buffered during the replay were let go (too many): the subscriber is still
+    /// pending, buffering anew. Replay from history after the position given, then activate
+    /// again.
+    FellBehind,
+    /// The connection is not subscribed to the channel (any more).
+    NotSubscribed,
 }
 
 /// Whether a message at `mark` was already sent to a subscriber whose replay ended at
@@ -97,98 +114,29 @@ fn already_sent(mark: Option<&HistoryMark>, skip: Option<&StreamPosition>) -> bo
 }
 
 impl Subscribers {
-    fn lock(&self) -> MutexGuard<'_, HashMap<ConnId, Subscriber>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<ConnKey, Subscriber>> {
         // Updates are single inserts/removes; a poisoned map is still consistent.
         self.by_conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// The broker's handle on the hub: where it delivers publications.
-///
-/// Weak, because the hub owns the broker; a publication arriving during shutdown, after the
-/// hub is gone, is simply dropped.
-struct WeakHub(Weak<Hub>);
-
-impl Deliver for WeakHub {
-    fn deliver(&self, publication: &Publication) -> usize {
-        match self.0.upgrade() {
-            Some(hub) => hub.deliver(publication),
-            None => 0,
-        }
-    }
-
-    fn resync(&self, channel: &Channel) {
-        if let Some(hub) = self.0.upgrade() {
-            hub.resync(channel);
-        }
-    }
-
-    fn relayed(&self, relay: RelayedFrames) {
-        if let Some(hub) = self.0.upgrade() {
-            hub.hand_over(&relay.user, &relay.conn_id, relay.frames);
-        }
-    }
-}
-
-/// A session fed by HTTP requests (SSE): whose it is, and where its client frames go.
-#[derive(Clone)]
-pub struct InboundSession {
-    pub user: String,
-    pub frames: tokio::sync::mpsc::Sender<String>,
-}
-
 impl Hub {
-    /// Builds the hub and its broker; the broker gets the hub as its [`Deliver`] target.
-    pub fn new(
-        metrics: Arc<Metrics>,
-        pending_limit: usize,
-        make_broker: impl FnOnce(Arc<dyn Deliver>) -> Arc<dyn Broker>,
-    ) -> Arc<Hub> {
-        Arc::new_cyclic(|weak| Hub {
+    /// The hub of a node whose broker is `broker` (which delivers into it through the node).
+    pub fn new(metrics: Arc<Metrics>, pending_limit: usize, broker: Arc<dyn Broker>) -> Arc<Hub> {
+        Arc::new(Hub {
             channels: DashMap::new(),
             pending_limit: pending_limit.max(1),
             interest: (0..INTEREST_STRIPES)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             stripe_hasher: RandomState::new(),
-            broker: make_broker(Arc::new(WeakHub(weak.clone()))),
+            broker,
             metrics,
-            inbound: DashMap::new(),
         })
     }
 
     pub fn broker(&self) -> &Arc<dyn Broker> {
         &self.broker
-    }
-
-    /// Lists a local session that takes its client frames by HTTP request.
-    pub fn attach_inbound(&self, conn_id: &str, session: InboundSession) {
-        self.inbound.insert(conn_id.to_owned(), session);
-    }
-
-    pub fn detach_inbound(&self, conn_id: &str) {
-        self.inbound.remove(conn_id);
-    }
-
-    /// The local session with this public connection id, if it takes frames by HTTP.
-    pub fn inbound(&self, conn_id: &str) -> Option<InboundSession> {
-        self.inbound.get(conn_id).map(|e| e.value().clone())
-    }
-
-    /// Queues frames relayed from another node for a local session of `user`. Frames for a
-    /// session that ended, belongs to someone else, or has no room are dropped: the POST that
-    /// carried them was answered already, and a client without its stream reconnects anyway.
-    pub fn hand_over(&self, user: &str, conn_id: &str, frames: Vec<String>) {
-        let Some(session) = self.inbound(conn_id).filter(|s| s.user == user) else {
-            tracing::debug!(conn = %conn_id, "relayed frames for no local session; dropped");
-            return;
-        };
-        for frame in frames {
-            if session.frames.try_send(frame).is_err() {
-                tracing::debug!(conn = %conn_id, "relayed frame did not fit the session's queue; dropped");
-                return;
-            }
-        }
     }
 
     /// Subscribes a connection to `channels` (distinct, not yet subscribed by this connection)
@@ -197,7 +145,7 @@ impl Hub {
     /// Nothing is subscribed if the broker refuses a channel this node did not hold yet.
     pub async fn subscribe(
         &self,
-        conn: ConnId,
+        key: ConnKey,
         outbox: &Arc<Outbox>,
         channels: &[Channel],
         reply: Option<Frame>,
@@ -225,7 +173,7 @@ impl Hub {
         let mut guards: Vec<_> = entries.iter().map(|s| s.lock()).collect();
         for guard in &mut guards {
             guard.insert(
-                conn,
+                key,
                 Subscriber {
                     outbox: outbox.clone(),
                     state: SubscriberState::Live { skip: None },
@@ -246,7 +194,7 @@ impl Hub {
     /// existing subscription to it, for a recovery. [`Hub::activate`] ends it.
     pub async fn subscribe_pending(
         &self,
-        conn: ConnId,
+        key: ConnKey,
         outbox: &Arc<Outbox>,
         channel: &Channel,
     ) -> Result<(), BrokerError> {
@@ -258,8 +206,9 @@ impl Hub {
         let mut by_conn = subs.lock();
         let pending = SubscriberState::Pending {
             buffered: Vec::new(),
+            overflowed: false,
         };
-        match by_conn.get_mut(&conn) {
+        match by_conn.get_mut(&key) {
             Some(sub) => {
                 if matches!(sub.state, SubscriberState::Live { .. }) {
                     sub.state = pending;
@@ -267,7 +216,7 @@ impl Hub {
             }
             None => {
                 by_conn.insert(
-                    conn,
+                    key,
                     Subscriber {
                         outbox: outbox.clone(),
                         state: pending,
@@ -283,25 +232,30 @@ impl Hub {
 
     /// Ends a recovery (the session queued the reply and the replay meanwhile): queues the
     /// buffered messages not already covered by `replayed_up_to` and makes the subscriber
-    /// live, skipping later messages up to that position too. False if the connection is no
-    /// longer subscribed to the channel.
+    /// live, skipping later messages up to that position too. If the buffer overflowed
+    /// meanwhile, nothing changes but the overflow mark: the session must replay on from
+    /// `replayed_up_to` first ([`Activation::FellBehind`]).
     pub fn activate(
         &self,
-        conn: ConnId,
+        key: ConnKey,
         channel: &Channel,
         replayed_up_to: Option<StreamPosition>,
-    ) -> bool {
+    ) -> Activation {
         let Some(subs) = self.channels.get(channel).map(|e| e.clone()) else {
-            return false;
+            return Activation::NotSubscribed;
         };
         let mut by_conn = subs.lock();
-        let Some(sub) = by_conn.get_mut(&conn) else {
-            return false;
+        let Some(sub) = by_conn.get_mut(&key) else {
+            return Activation::NotSubscribed;
         };
         let buffered = match &mut sub.state {
-            // Its connection is closing; the session finds out when it ends.
-            SubscriberState::Cut => return true,
-            SubscriberState::Pending { buffered } => std::mem::take(buffered),
+            SubscriberState::Pending { overflowed, .. }
+                if *overflowed && replayed_up_to.is_some() =>
+            {
+                *overflowed = false;
+                return Activation::FellBehind;
+            }
+            SubscriberState::Pending { buffered, .. } => std::mem::take(buffered),
             SubscriberState::Live { .. } => Vec::new(),
         };
         sub.state = SubscriberState::Live {
@@ -312,7 +266,34 @@ impl Hub {
                 let _ = sub.outbox.push(frame);
             }
         }
-        true
+        Activation::Live
+    }
+
+    /// Makes a pending subscriber live with whatever it buffered, skipping nothing (a
+    /// recovery that could not be completed). False if the buffer had overflowed, so that
+    /// messages are missing before what it held: the client must be told to `resync`.
+    pub fn go_live(&self, key: ConnKey, channel: &Channel) -> bool {
+        let Some(subs) = self.channels.get(channel).map(|e| e.clone()) else {
+            return true;
+        };
+        let mut by_conn = subs.lock();
+        let Some(sub) = by_conn.get_mut(&key) else {
+            return true;
+        };
+        let SubscriberState::Pending {
+            buffered,
+            overflowed,
+        } = &mut sub.state
+        else {
+            return true;
+        };
+        let complete = !*overflowed;
+        let buffered = std::mem::take(buffered);
+        sub.state = SubscriberState::Live { skip: None };
+        for frame in buffered {
+            let _ = sub.outbox.push(frame);
+        }
+        complete
     }
 
     /// Sends the `resync` notice to the live subscribers of a channel.
@@ -337,7 +318,7 @@ impl Hub {
     /// those channels. Channels left without local subscribers are released at the broker.
     pub async fn unsubscribe(
         &self,
-        conn: ConnId,
+        key: ConnKey,
         outbox: &Outbox,
         channels: &[Channel],
         reply: Option<Frame>,
@@ -354,7 +335,7 @@ impl Hub {
                 continue;
             };
             let mut by_conn = subs.lock();
-            if by_conn.remove(&conn).is_some() {
+            if by_conn.remove(&key).is_some() {
                 removed += 1;
             }
             if by_conn.is_empty() {
@@ -384,19 +365,20 @@ impl Hub {
             return 0;
         };
         let position = publication.position.as_ref();
-        let (frame, timestamp_ms) = if publication.event {
+        let (frame, timestamp_ms) = match &publication.content {
             // Events are complete frames already.
-            (Frame::from_json(publication.payload.clone()), None)
-        } else {
-            let info = protocol::PayloadInfo::of(&publication.payload);
-            let frame = protocol::message_frame_with(
-                &publication.channel,
-                &publication.payload,
-                info.is_json,
-                position.map(|p| (p.offset, &p.epoch)),
-                publication.publisher.as_deref(),
-            );
-            (frame, info.timestamp_ms)
+            Content::Event { frame } => (Frame::from_json(frame.clone()), None),
+            Content::Message { payload, publisher } => {
+                let info = protocol::PayloadInfo::of(payload);
+                let frame = protocol::message_frame_with(
+                    &publication.channel,
+                    payload,
+                    info.is_json,
+                    position.map(|p| (p.offset, &p.epoch)),
+                    publisher.as_deref(),
+                );
+                (frame, info.timestamp_ms)
+            }
         };
         let mut queued = 0u64;
         let mut slow = 0u64;
@@ -416,23 +398,26 @@ impl Hub {
                             }
                         }
                     }
-                    SubscriberState::Pending { buffered } => {
-                        if buffered.len() < self.pending_limit {
-                            buffered.push(frame.clone());
-                        } else {
-                            // Recovering too slowly to keep up: cut loose like any slow reader,
-                            // once.
-                            slow += 1;
-                            dropped += buffered.len() as u64 + 1;
-                            sub.state = SubscriberState::Cut;
-                            sub.outbox.end(Ending::close(
-                                CloseCode::SlowConsumer,
-                                "slow consumer: too many messages during recovery",
-                            ));
+                    SubscriberState::Pending {
+                        buffered,
+                        overflowed,
+                    } => {
+                        if buffered.len() >= self.pending_limit {
+                            // Recovering more slowly than messages come: let the buffer go
+                            // (history has them) rather than the connection; the replay goes
+                            // on from history before the subscriber turns live.
+                            let unrecoverable =
+                                buffered.iter().filter(|f| f.mark().is_none()).count();
+                            dropped += unrecoverable as u64;
+                            buffered.clear();
+                            if !*overflowed {
+                                *overflowed = true;
+                                tracing::debug!(channel = %publication.channel, limit = self.pending_limit, "recovering subscriber fell behind; its buffer is let go, the replay goes on from history");
+                            }
                         }
+                        buffered.push(frame.clone());
                         continue;
                     }
-                    SubscriberState::Cut => continue,
                 }
                 let pushed = if write_now {
                     sub.outbox.push(frame.clone())

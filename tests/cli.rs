@@ -943,6 +943,88 @@ fn the_readme_table_extraction_finds_exactly_the_marked_section() {
     );
 }
 
+#[test]
+fn check_config_explains_the_internal_listener() {
+    for (case, args, needles) in [
+        (
+            "not an address",
+            &["--internal-listen", "localhost"][..],
+            &["internal_listen", "\"localhost\"", "127.0.0.1:9090"][..],
+        ),
+        (
+            "the public port",
+            &[
+                "--listen",
+                "0.0.0.0:8080",
+                "--internal-listen",
+                "127.0.0.1:8080",
+            ][..],
+            &["internal_listen (127.0.0.1:8080)", "same port"][..],
+        ),
+    ] {
+        assert_one_problem(case, ("", false), args, &[], needles);
+    }
+    let file = TempFile::new("internal-listen", "internal_listen = \"0.0.0.0:9090\"\n");
+    let run = fanout(
+        &[
+            "check-config",
+            "--config",
+            file.path(),
+            "--jwt-secret",
+            LONG_SECRET,
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(0), "{run}");
+    assert_eq!(
+        summary_value(&run.stdout, "internal_listen").as_deref(),
+        Some("0.0.0.0:9090 (API and operations endpoints)"),
+        "{run}"
+    );
+    // Empty is off, as unset; api_on_public without it is a warning, not an error.
+    let run = fanout(
+        &[
+            "check-config",
+            "--jwt-secret",
+            LONG_SECRET,
+            "--api-on-public",
+        ],
+        &[("FANOUT_INTERNAL_LISTEN", "")],
+    );
+    assert_eq!(run.code, Some(0), "{run}");
+    assert!(
+        summary_value(&run.stdout, "internal_listen").is_some_and(|v| v.starts_with("off")),
+        "{run}"
+    );
+    assert!(
+        run.stdout
+            .contains("warning: api_on_public has no effect without internal_listen"),
+        "{run}"
+    );
+}
+
+#[test]
+fn config_schema_prints_every_setting_of_the_file() {
+    let run = fanout(&["config-schema"], &[]);
+    assert_eq!(run.code, Some(0), "{run}");
+    let schema: Value = serde_json::from_str(&run.stdout).expect("JSON");
+    assert_eq!(schema["additionalProperties"], false);
+    let reference = fanout(&["config-reference"], &[]).stdout;
+    // Every TOML key of the README table is a property, and no other.
+    let keys: Vec<&str> = reference
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split('`').nth(5))
+        .collect();
+    let properties = schema["properties"].as_object().expect("properties");
+    assert_eq!(properties.len(), keys.len(), "{keys:?}");
+    for key in keys {
+        assert!(properties.contains_key(key), "{key} missing");
+    }
+    assert_eq!(properties["internal_listen"]["type"], "string");
+    assert_eq!(properties["max_connections"]["minimum"], 1);
+}
+
 // ---------------------------------------------------------------------------------------------
 // config file
 

@@ -4,9 +4,10 @@
 //! bookkeeping and a publish is a direct hand-over to the hub in the publisher's task.
 //! Channels with history keep their recent messages here, with the same semantics as the
 //! Redis broker: offsets from 1, an epoch per history (a new one when it expired, and on
-//! every process start), exact size, TTL after the last publish. Presence is kept here too;
-//! members set through the HTTP API expire after their lease, with a leave event. There is
-//! no durable inbox without Redis: `send` answers `unavailable`.
+//! every process start), exact size, TTL after the last publish. Presence is kept here too
+//! (it is this node's [`PresenceStore`]); members set through the HTTP API expire after their
+//! lease, with a leave event. As a [`Backchannel`] it has no durable inbox without Redis
+//! (`send` answers `unsupported`) and no other node to relay to.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
@@ -16,10 +17,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use dashmap::DashMap;
 
-use super::{
-    Broker, BrokerError, ChannelRules, Deliver, Departure, History, HistoryMessage, HistoryQuery,
-    InboxEntry, Joined, Lease, PresenceMember, Publication, RelayedFrames, StreamPosition,
-    new_epoch,
+use super::error::BrokerError;
+use super::seam::{Backchannel, Broker, Deliver, PresenceStore};
+use super::types::{
+    ChannelRules, Departure, History, HistoryMessage, HistoryQuery, InboxEntry, Joined, Lease,
+    PresenceMember, Publication, RelayedFrames, StreamPosition, new_epoch,
 };
 use crate::channel::Channel;
 use crate::config::HistoryConfig;
@@ -251,7 +253,22 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn presence_join(
+    async fn history(
+        &self,
+        channel: &Channel,
+        query: HistoryQuery,
+    ) -> Result<History, BrokerError> {
+        self.read_history(channel, query)
+    }
+
+    fn is_ready(&self) -> bool {
+        true
+    }
+}
+
+#[async_trait]
+impl PresenceStore for MemoryBroker {
+    async fn join(
         &self,
         channel: &Channel,
         member: &PresenceMember,
@@ -276,7 +293,7 @@ impl Broker for MemoryBroker {
         Ok(Joined { new, first_of_user })
     }
 
-    async fn presence_leave(
+    async fn leave(
         &self,
         channel: &Channel,
         conn_id: &str,
@@ -295,7 +312,7 @@ impl Broker for MemoryBroker {
         Ok(departure)
     }
 
-    async fn presence_status(
+    async fn set_status(
         &self,
         channel: &Channel,
         conn_id: &str,
@@ -311,7 +328,7 @@ impl Broker for MemoryBroker {
             }))
     }
 
-    async fn presence(&self, channel: &Channel) -> Result<Vec<PresenceMember>, BrokerError> {
+    async fn members(&self, channel: &Channel) -> Result<Vec<PresenceMember>, BrokerError> {
         let now = Instant::now();
         let all = self.presence_lock();
         Ok(all
@@ -324,7 +341,10 @@ impl Broker for MemoryBroker {
             })
             .unwrap_or_default())
     }
+}
 
+#[async_trait]
+impl Backchannel for MemoryBroker {
     async fn inbox_append(
         &self,
         _stream: &str,
@@ -335,11 +355,14 @@ impl Broker for MemoryBroker {
         ))
     }
 
-    async fn history(
-        &self,
-        channel: &Channel,
-        query: HistoryQuery,
-    ) -> Result<History, BrokerError> {
+    async fn relay(&self, _node: &str, _frames: &RelayedFrames) -> Result<bool, BrokerError> {
+        // A single node: there is no other node to hold the session.
+        Ok(false)
+    }
+}
+
+impl MemoryBroker {
+    fn read_history(&self, channel: &Channel, query: HistoryQuery) -> Result<History, BrokerError> {
         let rule = self
             .rules
             .history(channel)
@@ -366,14 +389,5 @@ impl Broker for MemoryBroker {
             first: h.messages.front().map_or(h.offset + 1, |m| m.offset),
             messages,
         })
-    }
-
-    async fn relay(&self, _node: &str, _frames: &RelayedFrames) -> Result<bool, BrokerError> {
-        // A single node: there is no other node to hold the session.
-        Ok(false)
-    }
-
-    fn is_ready(&self) -> bool {
-        true
     }
 }

@@ -10,10 +10,12 @@
 //! - `validate.rs`: the settings checked together, and the `[namespaces.<name>]` sections;
 //! - `redis_tls.rs`: the CA and client certificate of `rediss://`, read and checked;
 //! - `reference.rs`: the README's table of settings;
+//! - `schema.rs`: the JSON Schema of the TOML file (`fanout config-schema`, for the chart);
 //! - this file: [`Config`] and its sections, as the server, the hub and the brokers see them.
 
 mod redis_tls;
 mod reference;
+mod schema;
 mod settings;
 mod sources;
 mod validate;
@@ -28,6 +30,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 
 pub use redis_tls::{PemFile, RedisTls};
 pub use reference::reference_table;
+pub use schema::settings_schema;
 pub use settings::{SETTINGS, Setting, Settings};
 pub use sources::{Origin, SettingsArgs};
 pub use validate::Problems;
@@ -275,7 +278,13 @@ impl FromStr for LogFormat {
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Clients' listener; also the API's and the operations endpoints' without
+    /// `internal_listen`.
     pub listen: SocketAddr,
+    /// The operations endpoints' and the API's listener, when set (`internal_listen`).
+    pub internal_listen: Option<SocketAddr>,
+    /// With `internal_listen`: the API is served on `listen` too.
+    pub api_on_public: bool,
     pub node_id: String,
     pub jwt: JwtConfig,
     pub allowed_origins: Vec<OriginRule>,
@@ -323,6 +332,16 @@ impl Config {
         let mut out = String::new();
         let mut line = |k: &str, v: String| out.push_str(&format!("  {k:<26} {v}\n"));
         line("listen", self.listen.to_string());
+        line(
+            "internal_listen",
+            match self.internal_listen {
+                None => "off (API and operations endpoints on listen)".to_owned(),
+                Some(addr) if self.api_on_public => {
+                    format!("{addr} (operations endpoints; API here and on listen)")
+                }
+                Some(addr) => format!("{addr} (API and operations endpoints)"),
+            },
+        );
         line("node_id", self.node_id.clone());
         let list = |items: &[String], empty: &str| {
             if items.is_empty() {

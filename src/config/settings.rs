@@ -14,7 +14,6 @@ use std::path::PathBuf;
 use jsonwebtoken::Algorithm;
 
 use super::LogFormat;
-use super::sources::Sources;
 use super::values::FieldType;
 
 /// What is known about one setting, for the command line, messages and the README.
@@ -30,6 +29,10 @@ pub struct Setting {
     pub list: bool,
     /// Never printed (secrets).
     pub secret: bool,
+    /// Smallest value accepted (integers), when more than 0.
+    pub min: Option<u64>,
+    /// The JSON Schema of its TOML value, without the bound and the docs (`schema.rs`).
+    pub schema: fn() -> serde_json::Value,
 }
 
 impl Setting {
@@ -40,6 +43,21 @@ impl Setting {
     pub fn env(&self) -> String {
         format!("FANOUT_{}", self.key.to_ascii_uppercase())
     }
+}
+
+/// Where [`Settings::read`] gets each value from (the precedence of flags, environment, file
+/// and defaults is `sources.rs`'s), recording what is wrong instead of stopping at it.
+pub(super) trait SettingSource {
+    /// The typed value of a setting; `None` (and a recorded problem) when it is wrong.
+    fn read<T: FieldType>(&mut self, setting: &'static Setting) -> Option<T>;
+
+    /// `value` if it is at least `min`; otherwise `None` and a recorded problem.
+    fn at_least<T: PartialOrd + std::fmt::Display>(
+        &mut self,
+        setting: &'static Setting,
+        value: Option<T>,
+        min: T,
+    ) -> Option<T>;
 }
 
 /// The setting declared under `key`, if any.
@@ -86,6 +104,8 @@ macro_rules! settings {
                     help: concat!($($doc),+).trim_ascii(),
                     list: <$ty as FieldType>::LIST,
                     secret: settings!(@secret $($secret)?),
+                    min: settings!(@min $($min)?),
+                    schema: <$ty as FieldType>::json_schema,
                 };
             )*
         }
@@ -105,7 +125,7 @@ macro_rules! settings {
 
         impl Settings {
             /// Reads every setting from its sources, recording every problem in `sources`.
-            pub(super) fn read(sources: &mut Sources) -> Settings {
+            pub(super) fn read(sources: &mut impl SettingSource) -> Settings {
                 Settings {
                     $($key: {
                         let value = sources.read::<$ty>(&meta::$key);
@@ -120,11 +140,17 @@ macro_rules! settings {
     (@default $default:literal) => { Some(unquote(stringify!($default))) };
     (@secret) => { false };
     (@secret secret) => { true };
+    (@min) => { None };
+    (@min $min:literal) => { Some($min) };
 }
 
 settings! {
-    /// Address and port for WebSocket and HTTP (`/ws`, `/api/*`, `/metrics`, `/healthz`, `/readyz`).
+    /// Address and port for clients (`/ws`, `/sse`, `/sse/frames`, `/demo`) and, unless `internal_listen` is set, the HTTP API and the operations endpoints (`/api/*`, `/metrics`, `/healthz`, `/readyz`).
     listen: SocketAddr = "0.0.0.0:8080", "ADDR";
+    /// Address and port of an internal listener (`127.0.0.1:9090`, `0.0.0.0:9090`): when set, `/metrics`, `/healthz`, `/readyz` and the HTTP API (`/api/*`) are served there and no longer on `listen`, which then serves only the client paths. Unset or empty: everything on `listen`.
+    internal_listen: Option<String>, "ADDR";
+    /// With `internal_listen`: serve the HTTP API (`/api/*`) on `listen` as well, for backends that publish through the public load balancer. The operations endpoints stay internal.
+    api_on_public: bool = false, "BOOL";
     /// Name of this node in logs, metrics and `connection_ack`. Default: the hostname.
     node_id: Option<String>, "ID";
     /// HS256 secret that connection tokens are signed with. Use at least 32 random bytes.
@@ -220,6 +246,7 @@ settings! {
 #[cfg(test)]
 mod tests {
     use super::super::SettingsArgs;
+    use super::super::sources::Sources;
     use super::*;
 
     #[test]

@@ -4,7 +4,9 @@
 //! a message written for people: `expected an integer number of seconds, got a string "25"`.
 //! In the TOML file types are exact (`heartbeat_s = "25"`, `api_key = 5` and
 //! `allowed_origins = "https://…"` are errors); flags and environment variables are text and
-//! are parsed. Messages never contain Rust debug output and never quote a secret.
+//! are parsed. Messages never contain Rust debug output and never quote a secret. Each type
+//! also says what it accepts as a JSON Schema (`schema.rs` assembles the file's schema from
+//! them), so that the schema and the parser are written side by side.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -12,6 +14,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use jsonwebtoken::Algorithm;
+use serde_json::{Value, json};
 
 use super::{JoinLeave, LogFormat};
 
@@ -26,6 +29,9 @@ pub trait Scalar: Sized {
     }
     fn from_text(text: &str) -> Option<Self>;
     fn from_toml(value: &toml::Value) -> Option<Self>;
+    /// The JSON Schema of a TOML value of this type (bounds beyond the type's own are the
+    /// setting's: see `schema.rs`).
+    fn json_schema() -> Value;
 }
 
 /// The type of a setting's field: a value (needs a default), `Option` of one or `Vec` of them.
@@ -39,6 +45,8 @@ pub trait FieldType: Sized {
     fn from_toml(value: &toml::Value, secret: bool) -> Result<Self, String>;
     /// The value of a setting that is not given and has no default (`None`: it must be given).
     fn unset() -> Option<Self>;
+    /// The JSON Schema of its TOML value: a list is an array (never a single value).
+    fn json_schema() -> Value;
 }
 
 impl<T: Scalar> FieldType for T {
@@ -58,6 +66,9 @@ impl<T: Scalar> FieldType for T {
     fn unset() -> Option<Self> {
         None
     }
+    fn json_schema() -> Value {
+        T::json_schema()
+    }
 }
 
 impl<T: Scalar> FieldType for Option<T> {
@@ -73,6 +84,9 @@ impl<T: Scalar> FieldType for Option<T> {
     }
     fn unset() -> Option<Self> {
         Some(None)
+    }
+    fn json_schema() -> Value {
+        T::json_schema()
     }
 }
 
@@ -110,6 +124,9 @@ impl<T: Scalar> FieldType for Vec<T> {
     }
     fn unset() -> Option<Self> {
         Some(Vec::new())
+    }
+    fn json_schema() -> Value {
+        json!({ "type": "array", "items": T::json_schema() })
     }
 }
 
@@ -169,6 +186,15 @@ fn integer(unit: &str) -> String {
 macro_rules! integers {
     ($($t:ty),*) => {$(
         impl Scalar for $t {
+            fn json_schema() -> Value {
+                // TOML integers are i64: a bound only for types smaller than that.
+                match u64::try_from(<$t>::MAX) {
+                    Ok(max) if max < i64::MAX as u64 => {
+                        json!({ "type": "integer", "minimum": 0, "maximum": max })
+                    }
+                    _ => json!({ "type": "integer", "minimum": 0 }),
+                }
+            }
             fn expected(unit: &str) -> String {
                 integer(unit)
             }
@@ -185,8 +211,11 @@ integers!(u32, u64, usize);
 
 /// Types written as a TOML string and parsed like the text of a flag.
 macro_rules! from_string {
-    ($($t:ty => $expected:expr, $list:expr, $parse:expr;)*) => {$(
+    ($($t:ty => $expected:expr, $list:expr, $schema:expr, $parse:expr;)*) => {$(
         impl Scalar for $t {
+            fn json_schema() -> Value {
+                $schema
+            }
             fn expected(_unit: &str) -> String {
                 $expected.into()
             }
@@ -204,22 +233,30 @@ macro_rules! from_string {
     )*};
 }
 from_string! {
-    String => "a string", "a list of strings", |s| Some(s.to_owned());
-    PathBuf => "a file path (a string)", "a list of file paths", |s| Some(PathBuf::from(s));
-    SocketAddr => "an address and port such as 0.0.0.0:8080", "a list of addresses", |s| s.parse().ok();
-    std::net::IpAddr => "an IP address such as 10.0.0.5", "a list of IP addresses", |s| s.parse().ok();
-    LogFormat => "`text` or `json`", "a list of log formats", |s| s.parse().ok();
-    JoinLeave => "`off`, `connection` or `user`", "a list of join_leave modes", |s| match s {
+    String => "a string", "a list of strings", json!({ "type": "string" }), |s| Some(s.to_owned());
+    PathBuf => "a file path (a string)", "a list of file paths", json!({ "type": "string" }),
+        |s| Some(PathBuf::from(s));
+    SocketAddr => "an address and port such as 0.0.0.0:8080", "a list of addresses",
+        json!({ "type": "string" }), |s| s.parse().ok();
+    std::net::IpAddr => "an IP address such as 10.0.0.5", "a list of IP addresses",
+        json!({ "type": "string" }), |s| s.parse().ok();
+    LogFormat => "`text` or `json`", "a list of log formats", json!({ "enum": ["text", "json"] }),
+        |s| s.parse().ok();
+    JoinLeave => "`off`, `connection` or `user`", "a list of join_leave modes",
+        json!({ "enum": ["off", "connection", "user"] }), |s| match s {
         "off" => Some(JoinLeave::Off),
         "connection" => Some(JoinLeave::Connection),
         "user" => Some(JoinLeave::User),
         _ => None,
     };
     Algorithm => "one of HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384",
-        "a list of algorithms", parse_algorithm;
+        "a list of algorithms", algorithms_schema(), parse_algorithm;
 }
 
 impl Scalar for bool {
+    fn json_schema() -> Value {
+        json!({ "type": "boolean" })
+    }
     fn expected(_unit: &str) -> String {
         "`true` or `false`".into()
     }
@@ -230,6 +267,31 @@ impl Scalar for bool {
         value.as_bool()
     }
 }
+
+/// The names [`parse_algorithm`] accepts, in capitals and in small letters.
+fn algorithms_schema() -> Value {
+    let names: Vec<String> = SUPPORTED_ALGORITHMS
+        .iter()
+        .filter_map(|a| algorithm_name(*a))
+        .flat_map(|n| [n.to_owned(), n.to_ascii_lowercase()])
+        .collect();
+    json!({ "enum": names })
+}
+
+/// Every algorithm [`algorithm_name`] names.
+const SUPPORTED_ALGORITHMS: [Algorithm; 11] = [
+    Algorithm::HS256,
+    Algorithm::HS384,
+    Algorithm::HS512,
+    Algorithm::RS256,
+    Algorithm::RS384,
+    Algorithm::RS512,
+    Algorithm::PS256,
+    Algorithm::PS384,
+    Algorithm::PS512,
+    Algorithm::ES256,
+    Algorithm::ES384,
+];
 
 /// The token algorithms fanout verifies (any case: `rs256` is RS256).
 fn parse_algorithm(s: &str) -> Option<Algorithm> {

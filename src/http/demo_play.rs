@@ -767,13 +767,17 @@ impl Player {
     /// Shows the agent in `room:demo`'s presence with this status, when `room` keeps
     /// presence (as with examples/simulator/demo.toml); nothing otherwise.
     async fn agent_status(&self, state: &str, detail: &str) {
-        let Some(namespace) = self.node.config.namespace("room").filter(|n| n.presence) else {
+        if !self
+            .node
+            .config
+            .namespace("room")
+            .is_some_and(|n| n.presence)
+        {
             return;
-        };
+        }
         let Ok(channel) = Channel::parse(PRESENCE_CHANNEL) else {
             return;
         };
-        let broker = self.node.broker();
         let member = PresenceMember {
             user: AGENT.to_owned(),
             conn_id: format!("api:{AGENT}"),
@@ -786,16 +790,12 @@ impl Player {
             renewed: false,
         };
         let status = json!({"state": state, "detail": detail});
+        let presence = &self.node.presence;
         let shown = async {
-            crate::broker::presence::join(
-                &**broker,
-                namespace.join_leave,
-                &channel,
-                &member,
-                lease,
-            )
-            .await?;
-            crate::broker::presence::set_status(&**broker, &channel, &member.conn_id, &status).await
+            presence.join(&channel, &member, lease).await?;
+            presence
+                .set_status(&channel, &member.conn_id, &status)
+                .await
         };
         if let Err(e) = shown.await {
             tracing::debug!(error = %e, "demo player: could not show the agent in presence");

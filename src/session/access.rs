@@ -66,7 +66,7 @@ impl Session {
             && let Some(suppressed) = FORBIDDEN_LOG.allow()
         {
             tracing::info!(
-                conn = %self.conn.public_id,
+                conn = %self.conn.conn_id,
                 user = self.identity.as_ref().map(|i| &*i.user),
                 %channel,
                 suppressed,

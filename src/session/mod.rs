@@ -14,6 +14,7 @@ mod access;
 mod auth;
 mod presence;
 mod publish;
+mod replay;
 mod subscribe;
 
 use std::collections::BTreeSet;
@@ -22,10 +23,11 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use tokio::time::Instant;
 
+use self::replay::Replays;
 use crate::auth::Identity;
 use crate::channel::Channel;
 use crate::clock::unix_now_ms;
-use crate::hub::ConnId;
+use crate::hub::ConnKey;
 use crate::limits::{FrameRate, FrameVerdict, NodeSlot, RateBudget, UserSlot};
 use crate::node::Node;
 use crate::outbox::{Ending, Outbox};
@@ -35,9 +37,10 @@ use crate::protocol::{
 
 /// What the session and the writer share about a connection.
 pub struct ConnState {
-    pub id: ConnId,
-    /// The id shown to clients and in logs; unique across nodes and restarts.
-    pub public_id: String,
+    /// Its key in this node's registries (see [`ConnKey`]).
+    pub key: ConnKey,
+    /// Its public id (`conn_id` on the wire and in logs); unique across nodes and restarts.
+    pub conn_id: String,
     clock: Instant,
     last_seen_ms: AtomicU64,
     /// Token expiry in Unix milliseconds (leeway included); `i64::MAX` before authentication.
@@ -47,8 +50,8 @@ pub struct ConnState {
 impl ConnState {
     pub fn new(node: &Node) -> ConnState {
         ConnState {
-            id: node.next_conn_id(),
-            public_id: format!("{:016x}", rand::random::<u64>()),
+            key: node.next_conn_key(),
+            conn_id: format!("{:016x}", rand::random::<u64>()),
             clock: node.started,
             last_seen_ms: AtomicU64::new(node.started.elapsed().as_millis() as u64),
             expires_at_ms: AtomicI64::new(i64::MAX),
@@ -59,13 +62,13 @@ impl ConnState {
     /// any node can route to it: SSE sessions, whose frames may arrive at another node.
     pub fn routable(node: &Node) -> ConnState {
         let mut conn = ConnState::new(node);
-        conn.public_id = format!("{}.{}", conn.public_id, node.config.node_id);
+        conn.conn_id = format!("{}.{}", conn.conn_id, node.config.node_id);
         conn
     }
 
     /// The node a routable public id names (`None` for plain ids).
-    pub fn node_of(public_id: &str) -> Option<&str> {
-        public_id.split_once('.').map(|(_, node)| node)
+    pub fn node_of(conn_id: &str) -> Option<&str> {
+        conn_id.split_once('.').map(|(_, node)| node)
     }
 
     /// Milliseconds on the node's monotonic clock.
@@ -109,7 +112,10 @@ pub struct Session {
     conn: Arc<ConnState>,
     outbox: Arc<Outbox>,
     identity: Option<Identity>,
+    /// Every channel subscribed, recovering ones included.
     subscriptions: BTreeSet<Channel>,
+    /// The history replays under way, queued at the client's pace by a task of their own.
+    replays: Replays,
     rate: FrameRate,
     publishes: RateBudget,
     auth_deadline: Instant,
@@ -128,6 +134,7 @@ impl Session {
             rate: FrameRate::new(node.config.limits.max_frames_per_s),
             publishes: RateBudget::new(node.config.limits.max_publishes_per_s),
             auth_deadline: Instant::now() + node.config.auth_timeout,
+            replays: Replays::new(node.clone(), conn.clone(), outbox.clone()),
             node,
             conn,
             outbox,
@@ -172,7 +179,7 @@ impl Session {
         let channels = [Channel::broadcast(), user_channel];
         let ack = ServerFrame::ConnectionAck {
             id,
-            conn_id: &self.conn.public_id,
+            conn_id: &self.conn.conn_id,
             user: &identity.user,
             node: &self.node.config.node_id,
             heartbeat_s: self.node.config.heartbeat.as_secs(),
@@ -184,10 +191,10 @@ impl Session {
         if let Err(e) = self
             .node
             .hub
-            .subscribe(self.conn.id, &self.outbox, &channels, Some(ack))
+            .subscribe(self.conn.key, &self.outbox, &channels, Some(ack))
             .await
         {
-            tracing::warn!(conn = %self.conn.public_id, error = %e, "could not subscribe the session's own channels");
+            tracing::warn!(conn = %self.conn.conn_id, error = %e, "could not subscribe the session's own channels");
             self.outbox.end(Ending::close(
                 CloseCode::TryAgainLater,
                 "broker unavailable; reconnect later",
@@ -198,7 +205,7 @@ impl Session {
             .set_expiry(identity.expires_at, self.node.config.jwt.leeway_s);
         // The writer arms its expiry timer from this.
         self.outbox.wake_writer();
-        tracing::info!(conn = %self.conn.public_id, user = %identity.user, "session authenticated");
+        tracing::info!(conn = %self.conn.conn_id, user = %identity.user, "session authenticated");
         self.identity = Some(identity);
         self._user_slot = Some(user_slot);
         for channel in channels {
@@ -284,7 +291,10 @@ impl Session {
                 limit,
             } => self.history(id, channel, since, limit).await,
             Request::Unsubscribe { channel } => self.unsubscribe(id, channel).await,
-            Request::Ping => self.reply(ServerFrame::Pong { id }),
+            // Ahead of any backlog: a client checking the link gets its answer at once.
+            Request::Ping => {
+                let _ = self.outbox.push_ahead(ServerFrame::Pong { id }.encode());
+            }
             Request::Presence { channel } => self.presence(id, channel, false).await,
             Request::PresenceStats { channel } => self.presence(id, channel, true).await,
             Request::Status { channel, status } => self.status(id, channel, status).await,
@@ -349,13 +359,14 @@ impl Session {
     /// Leaves every channel; called once the connection is over. (If a session is dropped
     /// without it, e.g. by a panic, `Drop` does the same in the background.)
     pub async fn finish(&mut self) {
+        self.replays.cancel_all();
         let channels: Vec<Channel> = std::mem::take(&mut self.subscriptions)
             .into_iter()
             .collect();
         if !channels.is_empty() {
             self.node
                 .hub
-                .unsubscribe(self.conn.id, &self.outbox, &channels, None)
+                .unsubscribe(self.conn.key, &self.outbox, &channels, None)
                 .await;
             for channel in &channels {
                 self.leave_presence(channel).await;
@@ -371,10 +382,11 @@ impl Drop for Session {
         }
         // Only reached when `finish` did not run (a panic unwinding the reader): leave the
         // hub consistent anyway.
+        self.replays.cancel_all();
         let channels: Vec<Channel> = std::mem::take(&mut self.subscriptions)
             .into_iter()
             .collect();
-        let (hub, conn, outbox) = (self.node.hub.clone(), self.conn.id, self.outbox.clone());
+        let (hub, conn, outbox) = (self.node.hub.clone(), self.conn.key, self.outbox.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move { hub.unsubscribe(conn, &outbox, &channels, None).await });
         }

@@ -12,7 +12,7 @@ impl Session {
         let identity = self.identity.as_ref()?;
         Some(PresenceMember {
             user: identity.user.clone(),
-            conn_id: self.conn.public_id.clone(),
+            conn_id: self.conn.conn_id.clone(),
             node: self.node.config.node_id.clone(),
             info: identity.info.clone(),
             status: None,
@@ -31,12 +31,11 @@ impl Session {
             duration: self.node.config.presence_lease,
             renewed: true,
         };
-        let broker = self.node.broker();
         // Counted whether or not Redis took it: a failed entry is retried by lease renewal
         // or expires; `leave_presence` mirrors this.
         self.node.metrics.presence_members.inc();
-        if let Err(e) = presence::join(&**broker, rules.join_leave, channel, &member, lease).await {
-            tracing::warn!(conn = %self.conn.public_id, %channel, error = %e, "could not enter presence");
+        if let Err(e) = self.node.presence.join(channel, &member, lease).await {
+            tracing::warn!(conn = %self.conn.conn_id, %channel, error = %e, "could not enter presence");
         }
     }
 
@@ -48,12 +47,9 @@ impl Session {
             return;
         }
         self.node.metrics.presence_members.dec();
-        let broker = self.node.broker();
-        if let Err(e) =
-            presence::leave(&**broker, rules.join_leave, channel, &self.conn.public_id).await
-        {
+        if let Err(e) = self.node.presence.leave(channel, &self.conn.conn_id).await {
             // Its lease expires by itself.
-            tracing::warn!(conn = %self.conn.public_id, %channel, error = %e, "could not leave presence");
+            tracing::warn!(conn = %self.conn.conn_id, %channel, error = %e, "could not leave presence");
         }
     }
 
@@ -86,7 +82,7 @@ impl Session {
             );
             return;
         }
-        let members = match self.node.broker().presence(&channel).await {
+        let members = match self.node.presence.members(&channel).await {
             Ok(m) => m,
             Err(e) => {
                 self.error(id, e.into());
@@ -169,21 +165,15 @@ impl Session {
             return;
         }
         // Reply first, then tell the channel: the client sees its answer before the event.
-        let broker = self.node.broker();
-        match broker
-            .presence_status(&channel, &self.conn.public_id, &status)
-            .await
-        {
+        let presence = &self.node.presence;
+        match presence.status(&channel, &self.conn.conn_id, &status).await {
             Ok(Some(member)) => {
                 self.reply(ServerFrame::StatusUpdated {
                     id,
                     channel: channel.as_str(),
                 });
-                if let Err(e) = broker
-                    .publish_event(&channel, presence::update_frame(&channel, &member))
-                    .await
-                {
-                    tracing::warn!(conn = %self.conn.public_id, %channel, error = %e, "could not announce a status update");
+                if let Err(e) = presence.announce_update(&channel, &member).await {
+                    tracing::warn!(conn = %self.conn.conn_id, %channel, error = %e, "could not announce a status update");
                 }
             }
             Ok(None) => self.error(

@@ -1,16 +1,17 @@
 //! Subscriptions: `subscribe` (with recovery from `since`), `unsubscribe`, and `history`.
 //!
 //! A channel with history is subscribed in two steps: the hub buffers live messages for the
-//! connection while the history is read and the reply and the replay are queued (at the
-//! client's reading pace), then the newer buffered messages follow and the subscription goes
-//! live. That merge is the exactly-once guarantee of recovery.
+//! connection while the history is read and the reply and the replay are queued (the replay
+//! at the client's reading pace, by [`replay`](super::replay), while the session reads on),
+//! then the newer buffered messages follow and the subscription goes live. That merge is the
+//! exactly-once guarantee of recovery.
 
 use super::Session;
 use crate::broker::{History, HistoryQuery, StreamPosition};
 use crate::channel::Channel;
-use crate::outbox::Ending;
+use crate::hub::Activation;
 use crate::protocol::{
-    self, ClientError, CloseCode, ErrorCode, Frame, HistoryMark, RequestId, ServerFrame, Since,
+    self, ClientError, ErrorCode, Frame, HistoryMark, RequestId, ServerFrame, Since,
 };
 
 impl Session {
@@ -62,7 +63,7 @@ impl Session {
             .node
             .hub
             .subscribe(
-                self.conn.id,
+                self.conn.key,
                 &self.outbox,
                 std::slice::from_ref(&channel),
                 Some(reply),
@@ -70,7 +71,7 @@ impl Session {
             .await
         {
             Ok(()) => {
-                tracing::debug!(conn = %self.conn.public_id, %channel, "subscribed");
+                tracing::debug!(conn = %self.conn.conn_id, %channel, "subscribed");
                 self.join_presence(&channel).await;
                 self.subscriptions.insert(channel);
             }
@@ -80,7 +81,9 @@ impl Session {
 
     /// Subscribes to (or recovers, in place, on) a channel with history: live messages are
     /// buffered while the history is read, then the reply, the replay and the newer buffered
-    /// messages are queued in that order, without gap or duplicate.
+    /// messages are queued in that order, without gap or duplicate. The replay is queued by
+    /// the connection's replay task, at the client's pace; this returns once it is handed
+    /// over.
     pub(super) async fn subscribe_with_history(
         &mut self,
         id: Option<&RequestId>,
@@ -90,12 +93,14 @@ impl Session {
     ) {
         let hub = &self.node.hub;
         if let Err(e) = hub
-            .subscribe_pending(self.conn.id, &self.outbox, &channel)
+            .subscribe_pending(self.conn.key, &self.outbox, &channel)
             .await
         {
             self.error(id, e.into());
             return;
         }
+        // Whatever was still being replayed of this channel is superseded by this request.
+        self.replays.cancel(&channel);
         let limits = &self.node.config.limits;
         let query = match &since {
             Some(s) => HistoryQuery::After {
@@ -108,11 +113,16 @@ impl Session {
             Ok(h) => h,
             Err(e) => {
                 if already {
-                    // Back to live as it was, nothing skipped.
-                    hub.activate(self.conn.id, &channel, None);
+                    // Back to live as it was, nothing skipped (or, if messages were let go
+                    // meanwhile, told to resync).
+                    if !hub.go_live(self.conn.key, &channel) {
+                        self.reply(ServerFrame::Resync {
+                            channel: channel.as_str(),
+                        });
+                    }
                 } else {
                     hub.unsubscribe(
-                        self.conn.id,
+                        self.conn.key,
                         &self.outbox,
                         std::slice::from_ref(&channel),
                         None,
@@ -138,7 +148,7 @@ impl Session {
                 .with_label_values(&[outcome])
                 .inc();
             tracing::debug!(
-                conn = %self.conn.public_id,
+                conn = %self.conn.conn_id,
                 %channel,
                 since = s.offset,
                 top = history.offset,
@@ -148,70 +158,48 @@ impl Session {
                 "recovery"
             );
         } else {
-            tracing::debug!(conn = %self.conn.public_id, %channel, top = history.offset, "subscribed with history");
+            tracing::debug!(conn = %self.conn.conn_id, %channel, top = history.offset, "subscribed with history");
         }
-        let mut frames = Vec::with_capacity(1 + replay.as_ref().map_or(0, Vec::len));
-        frames.push(
-            ServerFrame::Subscribed {
-                id,
-                channel: channel.as_str(),
-                offset: Some(history.offset),
-                epoch: Some(&history.epoch),
-                recovered: since.as_ref().map(|_| replay.is_some()),
-            }
-            .encode()
-            // Where the client stands once this frame is read: at `since` when the replay
-            // follows, at the top otherwise (transports that resume by themselves track it).
-            .marked(HistoryMark {
-                channel: channel.clone(),
-                offset: match (&since, &replay) {
-                    (Some(s), Some(_)) => s.offset,
-                    _ => history.offset,
-                },
-                epoch: history.epoch.clone(),
-            }),
-        );
-        frames.extend(replay.unwrap_or_default());
-        // The reply and the replay go out while the subscription is still pending (its live
-        // messages wait in the hub), at the pace the client reads them: a replay may be
-        // larger than the outbound queue takes at once, and must still leave room for the
-        // other channels' traffic.
-        let replayed = frames.len() - 1;
-        for frame in frames {
-            if !self
-                .outbox
-                .wait_for_room(self.node.config.write_timeout)
-                .await
-            {
-                self.replay_stalled(&channel, replayed);
-                return;
-            }
-            // Draining the queue is a sign of life: this task reads no pongs meanwhile.
-            self.conn.touch();
-            let _ = self.outbox.push(frame);
+        let reply = ServerFrame::Subscribed {
+            id,
+            channel: channel.as_str(),
+            offset: Some(history.offset),
+            epoch: Some(&history.epoch),
+            recovered: since.as_ref().map(|_| replay.is_some()),
         }
+        .encode()
+        // Where the client stands once this frame is read: at `since` when the replay
+        // follows, at the top otherwise (transports that resume by themselves track it).
+        .marked(HistoryMark {
+            channel: channel.clone(),
+            offset: match (&since, &replay) {
+                (Some(s), Some(_)) => s.offset,
+                _ => history.offset,
+            },
+            epoch: history.epoch.clone(),
+        });
+        let _ = self.outbox.push(reply);
         let top = StreamPosition {
             offset: history.offset,
             epoch: history.epoch.clone(),
         };
-        if hub.activate(self.conn.id, &channel, Some(top)) && !already {
+        if !already {
+            self.subscriptions.insert(channel.clone());
             self.join_presence(&channel).await;
-            self.subscriptions.insert(channel);
         }
-    }
-
-    /// A client that read nothing of its replay for the write timeout is a slow consumer.
-    /// (If its connection is closing already, whoever closed it counted it.)
-    fn replay_stalled(&self, channel: &Channel, replayed: usize) {
-        if self.outbox.is_ending() {
-            return;
+        match replay {
+            Some(frames) if !frames.is_empty() => self.replays.start(channel, frames, top),
+            _ => {
+                let hub = &self.node.hub;
+                if hub.activate(self.conn.key, &channel, Some(top.clone()))
+                    == Activation::FellBehind
+                {
+                    // Messages came faster than this node would buffer them while the
+                    // history was read: replay them from history first.
+                    self.replays.start_behind(channel, top);
+                }
+            }
         }
-        tracing::debug!(conn = %self.conn.public_id, %channel, replayed, "replay not read in time; closing as a slow consumer");
-        self.node.metrics.slow_consumers.inc();
-        self.outbox.end(Ending::close(
-            CloseCode::SlowConsumer,
-            "slow consumer: recovery not read in time",
-        ));
     }
 
     /// The message frames a client recovering from `since` missed, if every one of them is
@@ -326,10 +314,12 @@ impl Session {
         if !self.subscriptions.remove(channel) {
             return false;
         }
+        // Nothing of its replay may follow the notice.
+        self.replays.cancel(channel);
         self.node
             .hub
             .unsubscribe(
-                self.conn.id,
+                self.conn.key,
                 &self.outbox,
                 std::slice::from_ref(channel),
                 Some(notice),

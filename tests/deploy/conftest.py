@@ -93,28 +93,46 @@ def gateway(fanout_bin: Path, tmp_path: Path, *extra_args: str,
     answers 200. `settings` are its FANOUT_* environment variables (default: a test JWT
     secret and API key); none are inherited. Its log goes to a file in tmp_path, shown if it
     does not become ready."""
+    with _gateway(fanout_bin, tmp_path, extra_args, settings, internal=False) as (base, _):
+        yield base
+
+
+@contextmanager
+def gateway_with_internal(fanout_bin: Path, tmp_path: Path, *extra_args: str,
+                          settings: dict[str, str] | None = None) -> Iterator[tuple[str, str]]:
+    """As `gateway`, with the internal listener on a second free loopback port
+    (`--internal-listen`); yields (public base URL, internal base URL) once the internal
+    /readyz answers 200."""
+    with _gateway(fanout_bin, tmp_path, extra_args, settings, internal=True) as urls:
+        yield urls
+
+
+@contextmanager
+def _gateway(fanout_bin: Path, tmp_path: Path, extra_args, settings, internal: bool):
     port = free_port()
     log_path = tmp_path / f"fanout-{port}.log"
     if settings is None:
         settings = {"FANOUT_JWT_SECRET": TEST_JWT_SECRET, "FANOUT_API_KEY": "deploy-test-key"}
     env = {k: v for k, v in os.environ.items() if not k.startswith("FANOUT_")} | settings
+    args = [str(fanout_bin), "serve", "--listen", f"127.0.0.1:{port}"]
+    base = internal_base = f"http://127.0.0.1:{port}"
+    if internal:
+        internal_port = free_port()
+        args += ["--internal-listen", f"127.0.0.1:{internal_port}"]
+        internal_base = f"http://127.0.0.1:{internal_port}"
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [str(fanout_bin), "serve", "--listen", f"127.0.0.1:{port}", *extra_args],
-            stdout=log, stderr=subprocess.STDOUT, env=env,
-        )
-    base = f"http://127.0.0.1:{port}"
+        proc = subprocess.Popen([*args, *extra_args], stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 30
         while True:
             assert proc.poll() is None, f"gateway exited at start:\n{log_path.read_text()}"
             try:
-                if http_get(f"{base}/readyz")[0] == 200:
+                if http_get(f"{internal_base}/readyz")[0] == 200:
                     break
             except OSError:
                 pass
             assert time.monotonic() < deadline, f"gateway not ready in 30 s:\n{log_path.read_text()}"
             time.sleep(0.1)
-        yield base
+        yield base, internal_base
     finally:
         stop(proc)

@@ -1,5 +1,6 @@
 //! Liveness, operations endpoints and graceful shutdown.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -41,6 +42,124 @@ async fn a_silent_connection_is_closed_after_the_heartbeat_timeout() {
     gw.wait_metric(
         "fanout_disconnects_total{reason=\"heartbeat_timeout\"}",
         1.0,
+    )
+    .await;
+}
+
+/// Queues `count` numbered messages of about `size` bytes for user 1 (through the HTTP API,
+/// so that they pile up while the client does not read).
+async fn pile_up(gw: &Gateway, count: usize, size: usize) {
+    let client = reqwest::Client::new();
+    let pad = "x".repeat(size);
+    for n in 0..count {
+        let resp = client
+            .post(gw.http("/api/publish"))
+            .bearer_auth(API_KEY)
+            .json(&json!({"channel": "user:1", "data": {"n": n, "pad": pad}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+}
+
+/// A node whose heartbeat is much shorter than the time a slow client needs to read through
+/// its backlog, with room for that backlog.
+fn backlog_node() -> Gateway {
+    Gateway::start(&[
+        "--heartbeat-s",
+        "1",
+        "--pong-timeout-s",
+        "2",
+        "--queue-max-messages",
+        "4096",
+        "--queue-max-bytes",
+        "16777216",
+    ])
+}
+
+#[tokio::test]
+async fn a_client_reading_slowly_through_a_backlog_is_pinged_between_messages_and_stays() {
+    let gw = Arc::new(backlog_node());
+    let mut client = connect_small(gw.addr, &token("1", &[], 3600), 8 * 1024).await;
+    // 6 MB, published faster than the client reads: more than the kernel buffers, so part of
+    // it waits in the node's queue. (The client reads all along: one that stops reading for
+    // longer than the pong timeout is dead, as the next test shows.)
+    let count = 1500;
+    let publisher = tokio::spawn({
+        let gw = gw.clone();
+        async move { pile_up(&gw, count, 4000).await }
+    });
+
+    // Read at ~100 messages (400 KB) a second: 15 s for the backlog, seven times the pong
+    // timeout. After 300 messages, ask for a protocol pong.
+    let mut pace = Pace::new(100.0);
+    let mut next = 0u64;
+    let mut pings = 0;
+    let mut pong_at = None;
+    while next < count as u64 {
+        let msg = tokio::time::timeout(WAIT, client.ws.next())
+            .await
+            .expect("the backlog keeps coming")
+            .expect("the connection stays open")
+            .expect("no error");
+        match msg {
+            Message::Ping(_) => pings += 1,
+            Message::Text(text) => {
+                let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+                match v["type"].as_str() {
+                    Some("message") => {
+                        assert_eq!(v["data"]["n"], next, "in order, none lost");
+                        next += 1;
+                        if next == 300 {
+                            client.send(json!({"type": "ping", "id": "link"})).await;
+                        }
+                        pace.one().await;
+                    }
+                    Some("pong") => pong_at = Some(next),
+                    _ => panic!("unexpected {v}"),
+                }
+            }
+            Message::Close(close) => panic!("closed while reading: {close:?}"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    publisher.await.unwrap();
+    assert!(
+        pings >= 2,
+        "heartbeats go out between batches, not after the backlog ({pings} seen)"
+    );
+    let pong_at = pong_at.expect("the protocol ping was answered");
+    assert!(
+        pong_at < count as u64 - 100,
+        "the pong went ahead of the queued messages (after message {pong_at} of {count})"
+    );
+    assert_eq!(
+        client.request(json!({"type": "ping"})).await["type"],
+        "pong"
+    );
+    assert_eq!(
+        gw.metric("fanout_disconnects_total{reason=\"heartbeat_timeout\"}")
+            .await,
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_behind_a_backlog_is_closed_as_dead() {
+    let gw = backlog_node();
+    let _stalled = connect_small(gw.addr, &token("1", &[], 3600), 8 * 1024).await;
+    pile_up(&gw, 1500, 4000).await;
+    // It never reads again: nothing it was sent is acknowledged, so no answer is excused.
+    // Closed for the heartbeat, or, when the node was still waiting to write to it (no ping
+    // can go out in the middle of a frame), for the write timeout (10 s): whichever ran out.
+    gw.wait_metrics(
+        &[
+            "fanout_disconnects_total{reason=\"heartbeat_timeout\"}",
+            "fanout_disconnects_total{reason=\"write_timeout\"}",
+        ],
+        1.0,
+        Duration::from_secs(30),
     )
     .await;
 }

@@ -8,6 +8,7 @@ mod bad_input;
 mod channels;
 mod delivery;
 mod http_api;
+mod internal;
 mod lifecycle;
 mod limits;
 mod sse;

@@ -225,7 +225,17 @@ async fn a_stalled_sse_reader_is_cut_without_slowing_others() {
         assert_eq!(reader.recv().await["data"]["i"], i);
     }
     publisher.await.unwrap();
-    assert!(gw.wait_metric("fanout_slow_consumers_total", 1.0).await >= 1.0);
+    // Cut as slow when its queue overflowed, or, on a machine so busy that the publisher
+    // took longer than the write timeout to fill it, when its stream made no progress.
+    gw.wait_metrics(
+        &[
+            "fanout_slow_consumers_total",
+            "fanout_disconnects_total{reason=\"write_timeout\"}",
+        ],
+        1.0,
+        WAIT,
+    )
+    .await;
     drop(stalled);
 }
 

@@ -7,5 +7,7 @@ mod support;
 mod idempotency;
 mod on_memory;
 mod on_redis;
+mod pressure;
 mod property;
+mod replay;
 mod stall;

@@ -6,10 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::net::TcpSocket;
 use tokio::sync::Barrier;
-use tokio_tungstenite::MaybeTlsStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::support::*;
 
@@ -19,23 +16,8 @@ const PER_CHANNEL: usize = 600;
 
 /// Connects through a socket whose receive buffer is small, so that a client that stops
 /// reading backs up into the node quickly.
-async fn connect_small(node: SocketAddr, user: &str) -> Client {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(8 * 1024).unwrap();
-    let stream = socket.connect(node).await.unwrap();
-    let mut request = format!("ws://{node}/ws").into_client_request().unwrap();
-    request.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", token(user, &["dag:*"], 3600))
-            .parse()
-            .unwrap(),
-    );
-    let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
-        .await
-        .unwrap();
-    let mut client = Client { ws };
-    assert_eq!(client.recv().await["type"], "connection_ack");
-    client
+async fn connect_small_as(node: SocketAddr, user: &str) -> Client {
+    connect_small(node, &token(user, &["dag:*"], 3600), 8 * 1024).await
 }
 
 fn recovery(channel: &str, tracker: &Tracker) -> Value {
@@ -60,7 +42,7 @@ async fn run_client(
 ) -> Outcome {
     let mut trackers = vec![Tracker::default(); CHANNELS.len()];
     let mut node = user.len();
-    let mut client = connect_small(nodes[node % nodes.len()], &user).await;
+    let mut client = connect_small_as(nodes[node % nodes.len()], &user).await;
     for (channel, tracker) in CHANNELS.iter().zip(trackers.iter_mut()) {
         let reply = client
             .request(json!({"type": "subscribe", "channel": channel}))
@@ -101,7 +83,7 @@ async fn run_client(
                 }
                 cuts += 1;
                 node += 1;
-                client = connect_small(nodes[node % nodes.len()], &user).await;
+                client = connect_small_as(nodes[node % nodes.len()], &user).await;
                 for (channel, tracker) in CHANNELS.iter().zip(&trackers) {
                     client.send(recovery(channel, tracker)).await;
                 }

@@ -198,3 +198,57 @@ impl Client {
         }
     }
 }
+
+/// Connects to `/ws` at `node` with a bearer token through a socket whose receive buffer is
+/// `recv_buffer` bytes, so that a client that stops or slows reading backs up into the node
+/// quickly; returns the client after its `connection_ack`.
+pub async fn connect_small(node: SocketAddr, token: &str, recv_buffer: u32) -> Client {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(recv_buffer).unwrap();
+    let stream = socket.connect(node).await.unwrap();
+    let mut request = format!("ws://{node}/ws").into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (ws, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+        .await
+        .unwrap();
+    let mut client = Client { ws };
+    assert_eq!(client.recv().await["type"], "connection_ack");
+    client
+}
+
+/// Holds a reader to a number of messages per second (a client busy with other work).
+pub struct Pace {
+    per_second: f64,
+    since: tokio::time::Instant,
+    count: f64,
+}
+
+impl Pace {
+    pub fn new(per_second: f64) -> Pace {
+        Pace {
+            per_second,
+            since: tokio::time::Instant::now(),
+            count: 0.0,
+        }
+    }
+
+    /// Changes the rate from now on.
+    pub fn set(&mut self, per_second: f64) {
+        *self = Pace::new(per_second);
+    }
+
+    /// Counts one message, sleeping first if the reader is ahead of its pace.
+    pub async fn one(&mut self) {
+        self.count += 1.0;
+        if !self.per_second.is_finite() {
+            return;
+        }
+        let due = self.since + Duration::from_secs_f64(self.count / self.per_second);
+        // Sleep in steps of at least 5 ms: timers are coarse, and so are busy clients.
+        if due > tokio::time::Instant::now() + Duration::from_millis(5) {
+            tokio::time::sleep_until(due).await;
+        }
+    }
+}

@@ -26,6 +26,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 pub struct Gateway {
     child: Child,
     pub addr: SocketAddr,
+    /// The internal listener's address, when started with `--internal-listen`.
+    pub internal: Option<SocketAddr>,
     logs: Arc<Mutex<Vec<String>>>,
 }
 
@@ -89,14 +91,17 @@ impl Gateway {
                         && let Some(addr) = field(&line, "addr")
                         && let Some(tx) = tx.take()
                     {
-                        let _ = tx.send(addr);
+                        let _ = tx.send((addr, field(&line, "internal")));
                     }
                     logs.lock().unwrap().push(line);
                 }
             });
         }
-        let addr = match rx.recv_timeout(WAIT) {
-            Ok(a) => a.parse().expect("listening address"),
+        let (addr, internal) = match rx.recv_timeout(WAIT) {
+            Ok((a, internal)) => (
+                a.parse().expect("listening address"),
+                internal.map(|i| i.parse().expect("internal listening address")),
+            ),
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -106,7 +111,12 @@ impl Gateway {
                 );
             }
         };
-        Gateway { child, addr, logs }
+        Gateway {
+            child,
+            addr,
+            internal,
+            logs,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -123,6 +133,12 @@ impl Gateway {
 
     pub fn http(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// A URL on the internal listener (`--internal-listen`).
+    pub fn internal_http(&self, path: &str) -> String {
+        let addr = self.internal.expect("started with --internal-listen");
+        format!("http://{addr}{path}")
     }
 
     /// Connects with the token in `Authorization: Bearer` and returns the client and its ack.
@@ -250,6 +266,25 @@ impl Gateway {
                     .and_then(|v| v.trim().parse().ok())
             })
             .unwrap_or(0.0)
+    }
+
+    /// Polls several metrics until their sum reaches at least `min` within `within` (for an
+    /// outcome that may be counted under one of several reasons).
+    pub async fn wait_metrics(&self, series: &[&str], min: f64, within: Duration) -> f64 {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let mut sum = 0.0;
+            for s in series {
+                sum += self.metric(s).await;
+            }
+            if sum >= min {
+                return sum;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!("metrics {series:?} stayed at {sum} in all, wanted >= {min}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Polls a metric until it reaches at least `min`.

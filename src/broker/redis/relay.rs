@@ -5,21 +5,19 @@
 //! listens on its own with a dedicated pub/sub connection, reconnecting by itself.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
+use super::envelope::internal_channel;
+use super::timing::{Backoff, CONNECT_TIMEOUT};
+use super::tls::warn_failed;
 use crate::broker::{Deliver, RelayedFrames};
-
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// The relay channel of a node.
 pub fn channel(prefix: &str, node_id: &str) -> String {
-    super::envelope::internal_channel(prefix, &format!("node:{node_id}"))
+    internal_channel(prefix, &format!("node:{node_id}"))
 }
 
 /// Listens on this node's relay channel until cancelled, handing frames to `sink`.
@@ -29,7 +27,7 @@ pub async fn run(
     sink: Arc<dyn Deliver>,
     cancel: CancellationToken,
 ) {
-    let mut backoff = MIN_BACKOFF;
+    let mut backoff = Backoff::new();
     loop {
         let mut subscribed = false;
         let listened = async {
@@ -59,18 +57,17 @@ pub async fn run(
             _ = cancel.cancelled() => return,
             result = listened => {
                 if let Err(e) = result {
-                    super::warn_failed("redis relay listener", None, &e);
+                    warn_failed("redis relay listener", None, &e);
                 }
             }
         }
         // A connection that worked starts the next one's backoff afresh.
         if subscribed {
-            backoff = MIN_BACKOFF;
+            backoff.reset();
         }
         tokio::select! {
             _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(backoff.next_delay()) => {}
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }

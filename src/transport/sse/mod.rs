@@ -15,6 +15,7 @@ pub mod resume;
 mod stream;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -26,11 +27,11 @@ use tokio_util::sync::CancellationToken;
 
 use self::resume::Positions;
 use super::admission::{self, Peer, Refused};
+use super::connection::Connection;
 use crate::auth::Identity;
 use crate::channel::Channel;
 use crate::limits::{NodeSlot, UserSlot};
 use crate::node::{InboundSession, Node};
-use crate::outbox::Outbox;
 use crate::protocol::{ClientError, Since};
 use crate::session::{ConnState, Session};
 
@@ -169,60 +170,27 @@ async fn run(
     start: Vec<(Channel, Option<Since>)>,
     peer: Peer,
 ) {
-    let started = std::time::Instant::now();
     let user = identity.user.clone();
-    let limits = &node.config.limits;
-    let outbox = Arc::new(
-        Outbox::new(limits.queue_max_messages, limits.queue_max_bytes)
-            .with_write_delay(node.config.write_delay),
-    );
-    let conn = Arc::new(ConnState::routable(&node));
-    let _listed = node.register_session(conn.id, &outbox);
+    let connection = Connection::open(&node, "sse", ConnState::routable(&node), peer, Some(&user));
     let (frames_tx, frames_rx) = mpsc::channel::<String>(INBOUND_QUEUE);
     let _inbound = node.attach_inbound(
-        &conn.public_id,
+        &connection.conn.conn_id,
         InboundSession {
-            user: identity.user.clone(),
+            user,
             frames: frames_tx,
         },
     );
-    node.metrics.connections_open.inc();
-    let span = tracing::debug_span!("conn", id = %conn.public_id, transport = "sse");
-    peer.opened("sse", &conn.public_id, Some(&user));
-    let cancel = CancellationToken::new();
-    let session = Session::new(node.clone(), conn.clone(), outbox.clone(), node_slot);
-    let reader = tokio::spawn(tracing::Instrument::instrument(
-        read_loop(
-            session,
-            identity,
-            user_slot,
-            start,
-            frames_rx,
-            cancel.clone(),
-        ),
-        span.clone(),
-    ));
+    let session = connection.session(node_slot);
+    let reader = connection.spawn_reader(session, |session, cancel| {
+        read_loop(session, identity, user_slot, start, frames_rx, cancel)
+    });
     // Jittered, so that the streams of a node that went away do not all return at once.
     let retry_ms = 1000 + u64::from(rand::random::<u16>() % 2000);
-    let ending = tracing::Instrument::instrument(
-        stream::write_loop(&body, &outbox, &conn, &node, retry_ms),
-        span.clone(),
-    )
-    .await;
+    let ending = stream::run(&body, &connection, retry_ms).await;
     drop(body);
-    cancel.cancel();
-    match reader.await {
-        Ok(mut session) => session.finish().await,
-        Err(e) => {
-            tracing::error!(conn = %conn.public_id, error = %e, "SSE session failed");
-        }
-    }
-    node.metrics.connections_open.dec();
-    node.metrics
-        .disconnects
-        .with_label_values(&[ending.label()])
-        .inc();
-    peer.closed("sse", &conn.public_id, Some(&user), started, &ending);
+    // The stream is over: no frame POSTed for it can be answered any more.
+    let session = reader.stop(Duration::ZERO).await;
+    connection.close(session, ending).await;
 }
 
 /// Starts the session and hands it the client frames POSTed for it until the stream ends.

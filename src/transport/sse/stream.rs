@@ -1,103 +1,81 @@
-//! The writing side of an SSE stream: drains the session's outbox into the response body as
-//! `event:`/`id:`/`data:` blocks, sends heartbeat comments, and ends the stream with a
-//! `close` event carrying the same close code a WebSocket would get.
+//! The SSE [`Wire`]: a batch of frames becomes one chunk of the response body as
+//! `event:`/`id:`/`data:` blocks, heartbeats are comments, and the stream ends with a `close`
+//! event carrying the same close code a WebSocket would get.
 //!
 //! The body is fed through a small channel that hyper drains as the socket accepts bytes, so
 //! a client that stops reading makes `send` wait: after `write_timeout` without progress the
 //! stream ends, and meanwhile the outbox fills and cuts the client as a slow consumer, as on
-//! a WebSocket. A batch of frames becomes one body chunk; each frame's JSON (shared by every
-//! subscriber) is copied into it as is, never re-encoded.
+//! a WebSocket. Each frame's JSON (shared by every subscriber) is copied into the chunk as
+//! is, never re-encoded. An SSE client cannot answer heartbeats, so the write timeout is what
+//! finds a dead one.
 
-use std::pin::pin;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::mpsc;
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::timeout;
 
 use super::resume::Positions;
-use crate::clock::unix_now_ms;
-use crate::node::Node;
-use crate::outbox::{Ending, Outbox, Outgoing};
+use crate::outbox::{Ending, Outgoing};
 use crate::protocol::CloseCode;
-use crate::session::ConnState;
+use crate::transport::connection::Connection;
+use crate::transport::driver::{Progress, Wire};
 
-/// Frames taken from the outbox per body chunk.
-const WRITE_BATCH: usize = 256;
+/// An SSE response body, as the driver writes to it.
+struct SseWire<'a> {
+    body: &'a mpsc::Sender<Bytes>,
+    /// The stream's positions, for the `id:` of history messages (locked only while a
+    /// batch is encoded).
+    positions: Mutex<Positions>,
+    write_timeout: Duration,
+}
 
-/// Drains the outbox into `body` until the stream ends; returns how it ended.
-pub async fn write_loop(
-    body: &mpsc::Sender<Bytes>,
-    outbox: &Outbox,
-    conn: &ConnState,
-    node: &Node,
-    retry_ms: u64,
-) -> Ending {
-    let heartbeat = node.config.heartbeat;
-    let write_timeout = node.config.write_timeout;
-    let mut ping = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut expiry = pin!(sleep_until(Instant::now()));
-    let mut armed_expiry: Option<i64> = None;
-    let mut positions = Positions::default();
-    let mut batch: Vec<Outgoing> = Vec::new();
+impl Wire for SseWire<'_> {
+    async fn write(&self, batch: &[Outgoing]) -> Result<(), Ending> {
+        let chunk = {
+            let mut positions = self.positions.lock().unwrap_or_else(|e| e.into_inner());
+            encode_batch(batch, &mut positions)
+        };
+        send(self.body, chunk, self.write_timeout).await
+    }
 
+    async fn heartbeat(&self) -> Result<(), Ending> {
+        send(
+            self.body,
+            Bytes::from_static(b": ping\n\n"),
+            self.write_timeout,
+        )
+        .await
+    }
+
+    async fn close(&self, code: CloseCode, reason: &str) {
+        let _ = send(self.body, close_event(code, reason), self.write_timeout).await;
+    }
+
+    fn progress(&self) -> Option<Progress> {
+        None
+    }
+
+    async fn gone(&self) {
+        self.body.closed().await
+    }
+}
+
+/// Writes the stream's first event (the reconnect delay a browser should use), then drains
+/// the connection's outbox into `body` until the stream ends; returns how it ended.
+pub async fn run(body: &mpsc::Sender<Bytes>, connection: &Connection, retry_ms: u64) -> Ending {
+    let write_timeout = connection.node.config.write_timeout;
     let start = Bytes::from(format!("retry: {retry_ms}\n\n"));
     if let Err(ending) = send(body, start, write_timeout).await {
         return ending;
     }
-    loop {
-        let taken = outbox.take_batch(&mut batch, WRITE_BATCH);
-        if !batch.is_empty() {
-            let chunk = encode_batch(&batch, &mut positions);
-            batch.clear();
-            if let Err(ending) = send(body, chunk, write_timeout).await {
-                return ending;
-            }
-            // No direct writes here (the stream is a response body), but keep the outbox's
-            // account of who writes right.
-            outbox.written();
-            if taken.ending.is_none() {
-                continue;
-            }
-        }
-        if batch.capacity() > WRITE_BATCH {
-            batch = Vec::new();
-        }
-        if let Some(ending) = taken.ending {
-            if let Ending::Close { code, reason } = &ending {
-                let _ = send(body, close_event(*code, reason), write_timeout).await;
-            }
-            return ending;
-        }
-        let expires_at = conn.expires_at();
-        if expires_at != armed_expiry {
-            armed_expiry = expires_at;
-            if let Some(at) = expires_at {
-                let wait = u64::try_from(at.saturating_sub(unix_now_ms())).unwrap_or(0);
-                expiry
-                    .as_mut()
-                    .reset(Instant::now() + Duration::from_millis(wait.min(365 * 86_400_000)));
-            }
-        }
-        tokio::select! {
-            biased;
-            _ = outbox.wait() => {}
-            _ = body.closed() => return Ending::ConnectionLost,
-            _ = ping.tick() => {
-                if let Err(ending) = send(body, Bytes::from_static(b": ping\n\n"), write_timeout).await {
-                    return ending;
-                }
-            }
-            _ = &mut expiry, if armed_expiry.is_some() => {
-                if conn.token_expired() {
-                    outbox.end(Ending::close(CloseCode::Unauthorized, "token expired"));
-                } else {
-                    armed_expiry = None;
-                }
-            }
-        }
-    }
+    let wire = SseWire {
+        body,
+        positions: Mutex::new(Positions::default()),
+        write_timeout,
+    };
+    connection.drive(&wire).await
 }
 
 /// Hands a chunk to the response body, waiting at most `limit` for the client to take it.

@@ -22,9 +22,16 @@ pub async fn read_loop(
     let conn = session.conn().clone();
     let mut send_obligated = |frame: Frame<'_>| {
         // Pongs to client pings and the reply to a client close. A client ping also counts
-        // as a sign of life.
+        // as a sign of life. A pong goes ahead of any backlog: a client checking the link
+        // must not wait for the messages queued before its ping.
         conn.touch();
-        let pushed = outbox.push(Outgoing::Wire(encode_frame(frame)));
+        let pong = frame.opcode == OpCode::Pong;
+        let wire = Outgoing::Wire(encode_frame(frame));
+        let pushed = if pong {
+            outbox.push_ahead(wire)
+        } else {
+            outbox.push(wire)
+        };
         async move { pushed.map(|_| ()).map_err(|_| "outbound queue full") }
     };
     loop {

@@ -25,6 +25,10 @@ use tokio::sync::Notify;
 
 use crate::protocol::{CloseCode, Frame};
 
+mod direct;
+
+pub use self::direct::{SocketClaim, WriteNow, Written};
+
 /// One item of the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outgoing {
@@ -86,24 +90,6 @@ impl Ending {
     }
 }
 
-/// What [`WriteNow::write_now`] did with one item.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Written {
-    /// All of it is on the socket.
-    All,
-    /// Nothing was written (the socket is full, or failed: the writer finds out which).
-    Nothing,
-    /// The socket took the start; these are the remaining wire bytes, to be written next.
-    Part(Bytes),
-}
-
-/// A transport's socket, as the outbox uses it for writes that never wait.
-pub trait WriteNow: Send + Sync {
-    /// Writes `item` in the transport's framing as far as the socket takes it without
-    /// waiting. Called with the outbox locked, so never concurrently with another write.
-    fn write_now(&self, item: &Outgoing) -> Written;
-}
-
 /// A push that did not fit: the connection is now closing as a slow consumer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Overflow {
@@ -142,16 +128,22 @@ struct State {
     ending: Option<Ending>,
     /// The socket, when the transport lets producers write to it directly.
     socket: Option<Arc<dyn WriteNow>>,
-    /// The writer task owns the socket: from a [`Outbox::take_batch`] that took something
-    /// (or a [`Outbox::claim_socket`]) until [`Outbox::written`]. No direct write meanwhile,
-    /// or it could land inside the writer's bytes.
+    /// The writer task owns the socket while it holds a [`SocketClaim`] (from a
+    /// [`Outbox::take_batch`] that took something, or [`Outbox::claim_socket`]). No direct
+    /// write meanwhile, or it could land inside the writer's bytes.
     writer_busy: bool,
+    /// The first queued item is the rest of a frame a direct write started: it must go out
+    /// first, whatever is pushed ahead of the queue.
+    partial_front: bool,
 }
 
 /// What the writer learns from one [`Outbox::take_batch`].
-pub struct Batch {
+pub struct Batch<'a> {
     /// How to end, once the frames taken are written; set when the queue is ending and empty.
     pub ending: Option<Ending>,
+    /// Held while the frames taken are written (when it took any): no direct write gets
+    /// between them.
+    pub claim: Option<SocketClaim<'a>>,
 }
 
 impl Outbox {
@@ -189,6 +181,28 @@ impl Outbox {
         self.push_item(frame.into(), false)
     }
 
+    /// Like [`Outbox::push`], but ahead of whatever is queued: for replies that carry no
+    /// channel data (a pong), so that a client checking the link does not wait for a backlog
+    /// to drain. The rest of a partly written frame still goes first.
+    pub fn push_ahead(&self, frame: impl Into<Outgoing>) -> Result<Pushed, Overflow> {
+        let frame = frame.into();
+        {
+            let mut state = self.lock();
+            if state.ending.is_none()
+                && !state.frames.is_empty()
+                && state.frames.len() < self.max_frames
+                && state.bytes + frame.len() <= self.max_bytes
+            {
+                // The writer is awake already (the queue is not empty).
+                let at = usize::from(state.partial_front);
+                state.bytes += frame.len();
+                state.frames.insert(at, frame);
+                return Ok(Pushed::Queued);
+            }
+        }
+        self.push_item(frame, true)
+    }
+
     fn push_item(&self, frame: Outgoing, write_now: bool) -> Result<Pushed, Overflow> {
         let mut state = self.lock();
         if state.ending.is_some() {
@@ -208,6 +222,7 @@ impl Outbox {
                         // limits say (it is at most one frame, and the queue is empty).
                         state.bytes += rest.len();
                         state.frames.push_back(Outgoing::Wire(rest));
+                        state.partial_front = true;
                         drop(state);
                         self.wake_writer.notify_one();
                         return Ok(Pushed::Queued);
@@ -219,12 +234,14 @@ impl Outbox {
             let dropped = state.frames.len() + 1;
             state.frames = VecDeque::new();
             state.bytes = 0;
+            state.partial_front = false;
             state.ending = Some(Ending::close(
                 CloseCode::SlowConsumer,
                 "slow consumer: outbound queue full",
             ));
             drop(state);
             self.wake_writer.notify_one();
+            self.wake_room_waiter();
             return Err(Overflow { dropped });
         }
         let was_empty = state.frames.is_empty();
@@ -250,14 +267,16 @@ impl Outbox {
     }
 
     /// For the writer's own writes outside the queue (a heartbeat ping): keeps direct writes
-    /// off the socket until [`Outbox::written`].
-    pub fn claim_socket(&self) {
+    /// off the socket while the claim lives.
+    pub fn claim_socket(&self) -> SocketClaim<'_> {
         self.lock().writer_busy = true;
+        SocketClaim(self)
     }
 
-    /// The writer finished writing what it took: direct writes may go ahead again.
-    pub fn written(&self) {
-        self.lock().writer_busy = false;
+    /// Frames and bytes queued now (for logs that explain a slow connection).
+    pub fn backlog(&self) -> (usize, usize) {
+        let state = self.lock();
+        (state.frames.len(), state.bytes)
     }
 
     /// Asks the writer to end the connection after the frames already queued. The first
@@ -269,12 +288,20 @@ impl Outbox {
         }
         drop(state);
         self.wake_writer.notify_one();
+        self.wake_room_waiter();
+    }
+
+    /// A producer waiting in [`Outbox::wait_for_room`] looks again.
+    fn wake_room_waiter(&self) {
+        if self.room_wanted.load(Ordering::Acquire) {
+            self.drained.notify_waiters();
+        }
     }
 
     /// Moves up to `max_frames` frames into `out`. When the queue is closing and nothing is
     /// left, the returned batch carries the close to perform. When it took frames, the
-    /// writer owns the socket until it calls [`Outbox::written`].
-    pub fn take_batch(&self, out: &mut Vec<Outgoing>, max_frames: usize) -> Batch {
+    /// writer owns the socket while it holds the batch's claim.
+    pub fn take_batch(&self, out: &mut Vec<Outgoing>, max_frames: usize) -> Batch<'_> {
         let mut state = self.lock();
         let n = state.frames.len().min(max_frames);
         let mut taken = 0;
@@ -285,6 +312,7 @@ impl Outbox {
         state.bytes -= taken;
         if n > 0 {
             state.writer_busy = true;
+            state.partial_front = false;
         }
         if state.frames.is_empty() && state.frames.capacity() > 64 {
             // Give memory back after a burst; idle connections should stay small.
@@ -296,17 +324,21 @@ impl Outbox {
             None
         };
         drop(state);
-        if n > 0 && self.room_wanted.load(Ordering::Acquire) {
-            self.drained.notify_waiters();
+        if n > 0 {
+            self.wake_room_waiter();
         }
-        Batch { ending }
+        Batch {
+            ending,
+            claim: (n > 0).then_some(SocketClaim(self)),
+        }
     }
 
     /// For the one producer that may wait, a session queueing a replay larger than the
     /// queue could take at once: resolves once the queue is at most half full (frames and
-    /// bytes), leaving the other half for live traffic. False when the connection is ending,
-    /// or when the writer took nothing for `stall` (the client stopped reading).
-    pub async fn wait_for_room(&self, stall: Duration) -> bool {
+    /// bytes), leaving the other half for live traffic. False when the connection is ending.
+    /// A client that stopped reading is the writer's to close (write timeout, heartbeat),
+    /// which ends this wait too.
+    pub async fn wait_for_room(&self) -> bool {
         loop {
             let drained = self.drained.notified();
             let mut drained = std::pin::pin!(drained);
@@ -322,9 +354,7 @@ impl Outbox {
                     return self.stop_waiting(true);
                 }
             }
-            if tokio::time::timeout(stall, drained).await.is_err() {
-                return self.stop_waiting(false);
-            }
+            drained.await;
         }
     }
 
@@ -384,25 +414,30 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_waiting_producer_gets_room_as_the_writer_drains_or_gives_up_on_a_stall() {
+    async fn a_waiting_producer_gets_room_as_the_writer_drains_and_stops_when_it_ends() {
         let outbox = std::sync::Arc::new(Outbox::new(4, 1 << 20));
         for _ in 0..4 {
             outbox.push(frame(b"x")).unwrap();
         }
-        assert!(
-            !outbox.wait_for_room(Duration::from_millis(20)).await,
-            "nothing drained: the client stopped reading"
-        );
         let waiter = tokio::spawn({
             let outbox = outbox.clone();
-            async move { outbox.wait_for_room(Duration::from_secs(30)).await }
+            async move { outbox.wait_for_room().await }
         });
         tokio::task::yield_now().await;
+        assert!(!waiter.is_finished(), "the queue is full");
         let mut out = Vec::new();
-        outbox.take_batch(&mut out, 2);
+        drop(outbox.take_batch(&mut out, 2));
         assert!(waiter.await.unwrap(), "half the queue is free again");
+
+        outbox.push(frame(b"x")).unwrap();
+        outbox.push(frame(b"x")).unwrap();
+        let waiter = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.wait_for_room().await }
+        });
+        tokio::task::yield_now().await;
         outbox.end(Ending::close(CloseCode::Normal, "bye"));
-        assert!(!outbox.wait_for_room(Duration::from_secs(30)).await);
+        assert!(!waiter.await.unwrap(), "the connection ends");
     }
 
     /// A socket that takes up to `room` bytes in all, recording what it took.
@@ -448,30 +483,57 @@ mod tests {
             "behind a queued frame"
         );
         let mut out = Vec::new();
-        outbox.take_batch(&mut out, 16);
+        let batch = outbox.take_batch(&mut out, 16);
         assert_eq!(out, [frame(b"cd"), frame(b"ef")]);
         assert_eq!(
             outbox.push(frame(b"gh")),
             Ok(Pushed::Queued),
             "the writer owns the socket until it has written what it took"
         );
-        outbox.written();
+        drop(batch);
         out.clear();
-        outbox.take_batch(&mut out, 16);
-        outbox.written();
+        drop(outbox.take_batch(&mut out, 16));
         assert_eq!(out, [frame(b"gh")]);
 
-        // The socket has room for 6 more bytes: a frame of 8 leaves its last 2 queued, first.
+        // The socket has room for 6 more bytes: a frame of 8 leaves its last 2 queued, first,
+        // even ahead of a pong pushed ahead of the queue.
         assert_eq!(outbox.push(frame(b"12345678")), Ok(Pushed::Queued));
         assert_eq!(outbox.push(frame(b"9")), Ok(Pushed::Queued));
+        assert_eq!(outbox.push_ahead(frame(b"P")), Ok(Pushed::Queued));
         out.clear();
-        outbox.take_batch(&mut out, 16);
-        assert_eq!(out, [frame(b"78"), frame(b"9")]);
+        let batch = outbox.take_batch(&mut out, 16);
+        assert_eq!(out, [frame(b"78"), frame(b"P"), frame(b"9")]);
         assert_eq!(*socket.wire.lock().unwrap(), b"ab123456");
 
         outbox.detach_socket();
-        outbox.written();
+        drop(batch);
         assert_eq!(outbox.push(frame(b"x")), Ok(Pushed::Queued), "detached");
+    }
+
+    #[test]
+    fn a_pong_goes_ahead_of_a_backlog_and_a_ping_claim_keeps_pushes_off_the_socket() {
+        let outbox = Outbox::new(100, 1 << 20);
+        let socket = Arc::new(FakeSocket {
+            room: Mutex::new(100),
+            wire: Mutex::new(Vec::new()),
+        });
+        outbox.attach_socket(socket.clone());
+        let claim = outbox.claim_socket();
+        for m in [b"m1", b"m2", b"m3"] {
+            assert_eq!(outbox.push(frame(m)), Ok(Pushed::Queued));
+        }
+        assert_eq!(outbox.push_ahead(frame(b"pong")), Ok(Pushed::Queued));
+        assert_eq!(outbox.backlog(), (4, 10));
+        drop(claim);
+        let mut out = Vec::new();
+        drop(outbox.take_batch(&mut out, 16));
+        assert_eq!(
+            out,
+            [frame(b"pong"), frame(b"m1"), frame(b"m2"), frame(b"m3")]
+        );
+        assert!(socket.wire.lock().unwrap().is_empty());
+        // With nothing queued, it is written at once like any push.
+        assert_eq!(outbox.push_ahead(frame(b"pong")), Ok(Pushed::Written));
     }
 
     #[tokio::test]

@@ -1,9 +1,16 @@
 //! The node: what one gateway process shares between its connections and endpoints.
 //!
 //! A [`Node`] holds the validated configuration, the token verifier, the hub (and through it
-//! the broker), metrics and admission limits, and the list of live sessions that a drain
-//! closes. Transports and HTTP handlers get an `Arc<Node>`; they publish through
-//! [`Node::publish`] (one path, one metric) and reach the broker through [`Node::broker`].
+//! the broker), presence, the backchannel, metrics and admission limits, the list of live
+//! sessions that a drain closes, and the directory of SSE sessions ([`inbound`]). Transports
+//! and HTTP handlers get an `Arc<Node>`; they publish through [`Node::publish`] (one path,
+//! one metric) and reach the broker through [`Node::broker`].
+//!
+//! Building one starts the brokers first (fallibly: a configuration they cannot use is an
+//! error), then the hub on top, then plugs the hub into the brokers' delivery ([`inlet`]).
+
+mod inbound;
+mod inlet;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -14,14 +21,16 @@ use dashmap::DashMap;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
+pub use self::inbound::{InboundSession, InboundSessions};
+pub use self::inlet::Inlet;
 use crate::auth::Verifier;
 use crate::broker::{
-    Broker, BrokerError, ChannelRules, Deliver, MemoryBroker, RedisBroker, RedisClusterBroker,
+    self, Backchannel, Broker, BrokerError, BrokerOptions, Brokers, ChannelRules, Presence,
+    StartError,
 };
 use crate::channel::Channel;
 use crate::config::Config;
-pub use crate::hub::InboundSession;
-use crate::hub::{ConnId, Hub};
+use crate::hub::{ConnKey, Hub};
 use crate::limits::Admission;
 use crate::metrics::Metrics;
 use crate::outbox::{Ending, Outbox};
@@ -32,87 +41,63 @@ pub struct Node {
     pub config: Config,
     pub verifier: Verifier,
     pub hub: Arc<Hub>,
+    /// Who is on each channel, with joins and leaves announced.
+    pub presence: Presence,
+    /// The inbox and the relay to other nodes.
+    pub backchannel: Arc<dyn Backchannel>,
+    /// This node's SSE sessions, for the frames POSTed for them.
+    pub inbound: Arc<InboundSessions>,
     pub metrics: Arc<Metrics>,
     pub admission: Arc<Admission>,
     /// Origin of the node's monotonic clock (connection liveness is measured against it).
     pub started: Instant,
     /// Session tasks, awaited during drain.
     pub tasks: TaskTracker,
-    sessions: DashMap<ConnId, Arc<Outbox>>,
+    sessions: DashMap<ConnKey, Arc<Outbox>>,
     draining: AtomicBool,
     next_conn: AtomicU64,
 }
 
 impl Node {
-    /// A node on the broker its configuration names: Redis when `redis_url` is set, Redis
+    /// A node on the brokers its configuration names: Redis when `redis_url` is set, Redis
     /// Cluster when `redis_cluster_url` is, otherwise the in-process broker. Must be called
     /// within a Tokio runtime.
-    pub fn new(config: Config) -> Result<Arc<Node>, String> {
-        match config.redis.clone() {
-            None => {
-                let rules = ChannelRules::from_config(&config);
-                Ok(Node::with_broker(config, |sink, _| {
-                    Arc::new(MemoryBroker::new(sink, rules))
-                }))
-            }
-            Some(redis) => {
-                let mut failure = None;
-                let node_id = config.node_id.clone();
-                let max_payload = config.limits.max_payload_bytes;
-                let presence_lease = config.presence_lease;
-                let rules = ChannelRules::from_config(&config);
-                let node = Node::with_broker(config, |sink, metrics| {
-                    let started: Result<Arc<dyn Broker>, String> = if redis.cluster_seeds.is_empty()
-                    {
-                        RedisBroker::start(
-                            &redis,
-                            &node_id,
-                            max_payload,
-                            presence_lease,
-                            rules.clone(),
-                            sink.clone(),
-                            metrics,
-                        )
-                        .map(|b| b as Arc<dyn Broker>)
-                    } else {
-                        RedisClusterBroker::start(
-                            &redis,
-                            &node_id,
-                            max_payload,
-                            presence_lease,
-                            rules.clone(),
-                            sink.clone(),
-                            metrics,
-                        )
-                        .map(|b| b as Arc<dyn Broker>)
-                    };
-                    match started {
-                        Ok(b) => b,
-                        Err(e) => {
-                            failure = Some(e);
-                            Arc::new(MemoryBroker::new(sink, rules))
-                        }
-                    }
-                });
-                match failure {
-                    Some(e) => Err(e),
-                    None => Ok(node),
-                }
-            }
-        }
+    pub fn new(config: Config) -> Result<Arc<Node>, StartError> {
+        let metrics = Arc::new(Metrics::new());
+        let inlet = Arc::new(Inlet::default());
+        let brokers = broker::start(
+            &BrokerOptions::from_config(&config),
+            inlet.clone(),
+            &metrics,
+        )?;
+        Ok(Node::with_brokers(config, metrics, brokers, &inlet))
     }
 
-    /// A node on a broker of the caller's choosing.
-    pub fn with_broker(
+    /// A node on brokers of the caller's choosing, which deliver into `inlet`.
+    pub fn with_brokers(
         config: Config,
-        make_broker: impl FnOnce(Arc<dyn Deliver>, &Metrics) -> Arc<dyn Broker>,
+        metrics: Arc<Metrics>,
+        brokers: Brokers,
+        inlet: &Inlet,
     ) -> Arc<Node> {
-        let metrics = Arc::new(Metrics::new());
+        let hub = Hub::new(
+            metrics.clone(),
+            config.limits.queue_max_messages,
+            brokers.broker.clone(),
+        );
+        let inbound = Arc::new(InboundSessions::default());
+        inlet.connect(&hub, &inbound);
+        let presence = Presence::new(
+            brokers.presence,
+            brokers.broker,
+            ChannelRules::from_config(&config),
+        );
         Arc::new(Node {
             verifier: Verifier::new(&config.jwt),
-            hub: Hub::new(metrics.clone(), config.limits.queue_max_messages, |sink| {
-                make_broker(sink, &metrics)
-            }),
+            hub,
+            presence,
+            backchannel: brokers.backchannel,
+            inbound,
             admission: Admission::new(&config.limits),
             metrics,
             config,
@@ -207,29 +192,27 @@ impl Node {
         self.draining.store(true, Ordering::Release);
     }
 
-    pub fn next_conn_id(&self) -> ConnId {
+    pub fn next_conn_key(&self) -> ConnKey {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Lists a session for drain until the returned guard is dropped.
-    pub fn register_session(&self, id: ConnId, outbox: &Arc<Outbox>) -> SessionEntry<'_> {
-        self.sessions.insert(id, outbox.clone());
-        SessionEntry { node: self, id }
+    pub fn register_session(self: &Arc<Node>, key: ConnKey, outbox: &Arc<Outbox>) -> SessionEntry {
+        self.sessions.insert(key, outbox.clone());
+        SessionEntry {
+            node: self.clone(),
+            key,
+        }
     }
 
     /// Lists a session that takes its client frames by HTTP request (SSE) until the returned
     /// guard is dropped.
     pub fn attach_inbound(&self, conn_id: &str, session: InboundSession) -> InboundEntry<'_> {
-        self.hub.attach_inbound(conn_id, session);
+        self.inbound.attach(conn_id, session);
         InboundEntry {
             node: self,
             conn_id: conn_id.to_owned(),
         }
-    }
-
-    /// The session with this public connection id, if it takes frames by HTTP on this node.
-    pub fn inbound(&self, conn_id: &str) -> Option<InboundSession> {
-        self.hub.inbound(conn_id)
     }
 
     /// Closes every session with 1012, spread evenly over the drain window, then waits for
@@ -281,18 +264,18 @@ pub struct InboundEntry<'a> {
 
 impl Drop for InboundEntry<'_> {
     fn drop(&mut self) {
-        self.node.hub.detach_inbound(&self.conn_id);
+        self.node.inbound.detach(&self.conn_id);
     }
 }
 
 /// Keeps a session listed for drain while alive.
-pub struct SessionEntry<'a> {
-    node: &'a Node,
-    id: ConnId,
+pub struct SessionEntry {
+    node: Arc<Node>,
+    key: ConnKey,
 }
 
-impl Drop for SessionEntry<'_> {
+impl Drop for SessionEntry {
     fn drop(&mut self) {
-        self.node.sessions.remove(&self.id);
+        self.node.sessions.remove(&self.key);
     }
 }
