@@ -61,7 +61,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let m = Metrics {
-            connections_open: IntGauge::new("fanout_connections_open", "Open WebSocket sessions")
+            connections_open: IntGauge::new("fanout_connections_open", "Open client connections (WebSocket and SSE)")
                 .expect("valid metric"),
             connections_accepted: IntCounter::new(
                 "fanout_connections_accepted_total",

@@ -216,7 +216,7 @@ pub struct History {
     pub messages: Vec<HistoryMessage>,
 }
 
-/// Which messages [`Broker::history`] returns.
+/// Which messages `Broker::history` returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HistoryQuery {
     /// Those after this offset, at most `limit`.

@@ -2,12 +2,12 @@
 //!
 //! A [`Node`] holds the validated configuration, the token verifier, the hub (and through it
 //! the broker), presence, the backchannel, metrics and admission limits, the list of live
-//! sessions that a drain closes, and the directory of SSE sessions ([`inbound`]). Transports
+//! sessions that a drain closes, and the directory of SSE sessions (`inbound`). Transports
 //! and HTTP handlers get an `Arc<Node>`; they publish through [`Node::publish`] (one path,
 //! one metric) and reach the broker through [`Node::broker`].
 //!
 //! Building one starts the brokers first (fallibly: a configuration they cannot use is an
-//! error), then the hub on top, then plugs the hub into the brokers' delivery ([`inlet`]).
+//! error), then the hub on top, then plugs the hub into the brokers' delivery (`inlet`).
 
 mod inbound;
 mod inlet;
@@ -277,5 +277,115 @@ pub struct SessionEntry {
 impl Drop for SessionEntry {
     fn drop(&mut self) {
         self.node.sessions.remove(&self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::config::SettingsArgs;
+    use crate::outbox::Outgoing;
+
+    /// A node on the in-process broker.
+    fn node(extra: &[(&str, &str)]) -> Arc<Node> {
+        let mut pairs = vec![("jwt_secret", "0123456789abcdef0123456789abcdef")];
+        pairs.extend_from_slice(extra);
+        Node::new(SettingsArgs::from_pairs(pairs).resolve().unwrap()).unwrap()
+    }
+
+    fn taken(outbox: &Outbox) -> Vec<Outgoing> {
+        let mut out = Vec::new();
+        drop(outbox.take_batch(&mut out, usize::MAX));
+        out
+    }
+
+    #[tokio::test]
+    async fn a_publish_reaches_the_nodes_subscribers_through_its_broker_and_is_counted() {
+        let node = node(&[]);
+        let lobby = Channel::parse("room:lobby").unwrap();
+        let outbox = Arc::new(Outbox::new(16, 1 << 20));
+        node.hub
+            .subscribe(
+                node.next_conn_key(),
+                &outbox,
+                std::slice::from_ref(&lobby),
+                None,
+            )
+            .await
+            .unwrap();
+        let offset = node
+            .publish(&lobby, Bytes::from_static(b"{\"hi\":1}"), "http")
+            .await
+            .unwrap();
+        assert_eq!(offset, None, "room: keeps no history");
+        assert_eq!(taken(&outbox).len(), 1);
+        assert_eq!(
+            node.metrics
+                .messages_published
+                .with_label_values(&["http"])
+                .get(),
+            1
+        );
+        assert_eq!(node.broker().kind(), "memory");
+    }
+
+    #[tokio::test]
+    async fn frames_relayed_from_another_node_reach_the_users_own_sse_session_only() {
+        let node = node(&[]);
+        let inlet = Inlet::default();
+        // A second inlet plugged into the same directory, as the brokers' would be.
+        inlet.connect(&node.hub, &node.inbound);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(8);
+        let listed = node.attach_inbound(
+            "abc.n1",
+            InboundSession {
+                user: "ada".into(),
+                frames: tx,
+            },
+        );
+        let relay = |user: &str| crate::broker::RelayedFrames {
+            user: user.into(),
+            conn_id: "abc.n1".into(),
+            frames: vec![format!("{{\"from\":\"{user}\"}}")],
+        };
+        crate::broker::Deliver::relayed(&inlet, relay("mallory"));
+        crate::broker::Deliver::relayed(&inlet, relay("ada"));
+        assert_eq!(rx.recv().await.unwrap(), "{\"from\":\"ada\"}");
+        assert!(rx.try_recv().is_err(), "another user's frames were dropped");
+        drop(listed);
+        assert!(node.inbound.get("abc.n1").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_drain_closes_every_listed_session_with_service_restart() {
+        let node = node(&[("drain_s", "1")]);
+        let (a, b) = (
+            Arc::new(Outbox::new(16, 1 << 20)),
+            Arc::new(Outbox::new(16, 1 << 20)),
+        );
+        let _a = node.register_session(node.next_conn_key(), &a);
+        let _b = node.register_session(node.next_conn_key(), &b);
+        node.start_draining();
+        assert!(node.is_draining());
+        node.drain().await;
+        for outbox in [&a, &b] {
+            let mut out = Vec::new();
+            let ending = outbox.take_batch(&mut out, 16).ending.unwrap();
+            assert_eq!(ending.label(), "service_restart");
+        }
+    }
+
+    #[tokio::test]
+    async fn inbox_streams_follow_the_namespace_or_the_prefix() {
+        let node = node(&[]);
+        let room = Channel::parse("room:x").unwrap();
+        assert_eq!(node.inbox_stream(&room), "fanout:inbox");
+        assert!(node.check_namespace(&room).is_ok());
+        assert!(
+            node.check_namespace(&Channel::parse("nope:x").unwrap())
+                .is_err()
+        );
     }
 }

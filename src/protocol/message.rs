@@ -21,7 +21,7 @@ pub fn message_frame(channel: &Channel, payload: &[u8]) -> Frame {
     message_frame_with(channel, payload, is_json(payload), None, None)
 }
 
-/// [`message_frame`] for a payload already inspected ([`PayloadInfo`]), with the message's
+/// `message_frame` for a payload already inspected (`PayloadInfo`), with the message's
 /// place in history when it has one: `{"type":"message","channel":…,"offset":…,"epoch":…,"data":…}`.
 pub fn message_frame_with(
     channel: &Channel,

@@ -1,6 +1,6 @@
 //! Client frames: the JSON a client sends, parsed into a typed [`Request`].
 //!
-//! Parsing happens in two steps: first into a flat [`RawFrame`] (so a frame with a bad field
+//! Parsing happens in two steps: first into a flat `RawFrame` (so a frame with a bad field
 //! still yields its `id` for the error reply), then into a typed [`Request`]. Everything a
 //! later layer sees is validated here: channel names, offsets (integers a Redis stream id and
 //! a Lua number can both hold exactly), ids.

@@ -5,10 +5,10 @@
 //! never touches a socket and never names a transport, so the order of frames a client sees is
 //! the order in which they were pushed, whatever carries them.
 //!
-//! The requests are split by family: [`auth`](self::auth) (the `auth` frame, `refresh`,
-//! expiry), [`subscribe`](self::subscribe) (subscribe with recovery, unsubscribe, history),
-//! [`presence`](self::presence) (presence, status), [`publish`](self::publish) (publish and
-//! send); [`access`](self::access) decides what a token may do.
+//! The requests are split by family: `auth` (the `auth` frame, `refresh`,
+//! expiry), `subscribe` (subscribe with recovery, unsubscribe, history),
+//! `presence` (presence, status), `publish` (publish and
+//! send); `access` decides what a token may do.
 
 mod access;
 mod auth;
@@ -390,5 +390,146 @@ impl Drop for Session {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move { hub.unsubscribe(conn, &outbox, &channels, None).await });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::config::SettingsArgs;
+    use crate::outbox::Outgoing;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    /// A node on the in-process broker, and an authenticated session of `user` on it.
+    async fn session(user: &str) -> (Arc<Node>, Session) {
+        let config =
+            SettingsArgs::from_pairs([("jwt_secret", SECRET), ("queue_max_messages", "8")])
+                .resolve()
+                .unwrap();
+        let node = Node::new(config).unwrap();
+        let claims = json!({"sub": user, "exp": unix_now_ms() / 1000 + 3600, "channels": ["dag:*", "room:*"]});
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        let identity = node.verifier.verify(&token).unwrap();
+        let node_slot = node.admission.admit().unwrap();
+        let user_slot = node.admission.admit_user(user).unwrap();
+        let conn = Arc::new(ConnState::new(&node));
+        let outbox = Arc::new(Outbox::new(8, 1 << 20));
+        let mut session = Session::new(node.clone(), conn, outbox, node_slot);
+        assert!(session.start(identity, user_slot, None).await);
+        (node, session)
+    }
+
+    /// Reads what the session queued, as the client would: `n` frames, taking them as room
+    /// frees up (a replay is queued at the client's pace).
+    async fn read(session: &Session, n: usize) -> Vec<Value> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            let mut out = Vec::new();
+            drop(session.outbox().take_batch(&mut out, 1));
+            match out.pop() {
+                Some(Outgoing::Frame(f)) => got.push(serde_json::from_slice(f.json()).unwrap()),
+                Some(Outgoing::Wire(_)) => panic!("no wire bytes expected"),
+                None => {
+                    tokio::time::timeout(Duration::from_secs(5), session.outbox().wait())
+                        .await
+                        .expect("more frames in time");
+                }
+            }
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn the_ack_comes_first_then_a_recovery_replays_what_was_missed_then_live() {
+        let (node, mut session) = session("ada").await;
+        assert_eq!(read(&session, 1).await[0]["type"], "connection_ack");
+        let dag = Channel::parse("dag:7").unwrap();
+        for n in 1..=20 {
+            node.publish(&dag, Bytes::from(n.to_string()), "test")
+                .await
+                .unwrap();
+        }
+        let since = node
+            .broker()
+            .history(&dag, crate::broker::HistoryQuery::Latest { limit: 0 })
+            .await
+            .unwrap();
+        let frame = format!(
+            r#"{{"type":"subscribe","channel":"dag:7","since":{{"offset":5,"epoch":"{}"}}}}"#,
+            since.epoch
+        );
+        assert!(session.on_text(&frame).await);
+        // 15 frames of replay through a queue of 8: queued as they are read.
+        let got = read(&session, 16).await;
+        assert_eq!(got[0]["type"], "subscribed");
+        assert_eq!(got[0]["recovered"], true);
+        let offsets: Vec<u64> = got[1..]
+            .iter()
+            .map(|m| m["offset"].as_u64().unwrap())
+            .collect();
+        assert_eq!(offsets, (6..=20).collect::<Vec<_>>());
+        node.publish(&dag, Bytes::from_static(b"21"), "test")
+            .await
+            .unwrap();
+        assert_eq!(read(&session, 1).await[0]["offset"], 21);
+        session.finish().await;
+    }
+
+    #[tokio::test]
+    async fn nothing_of_a_replay_follows_an_unsubscribe_sent_during_it() {
+        let (node, mut session) = session("ada").await;
+        read(&session, 1).await;
+        let dag = Channel::parse("dag:8").unwrap();
+        for n in 1..=30 {
+            node.publish(&dag, Bytes::from(n.to_string()), "test")
+                .await
+                .unwrap();
+        }
+        let epoch = node
+            .broker()
+            .history(&dag, crate::broker::HistoryQuery::Latest { limit: 0 })
+            .await
+            .unwrap()
+            .epoch;
+        let subscribe = format!(
+            r#"{{"type":"subscribe","channel":"dag:8","since":{{"offset":0,"epoch":"{epoch}"}}}}"#
+        );
+        assert!(session.on_text(&subscribe).await);
+        // The client reads a few, then leaves the channel while the replay is under way.
+        let first = read(&session, 3).await;
+        assert_eq!(first[0]["type"], "subscribed");
+        assert!(
+            session
+                .on_text(r#"{"type":"unsubscribe","channel":"dag:8"}"#)
+                .await
+        );
+        let mut rest = Vec::new();
+        loop {
+            let frame = read(&session, 1).await.remove(0);
+            let last = frame["type"] == "unsubscribed";
+            rest.push(frame);
+            if last {
+                break;
+            }
+        }
+        node.publish(&dag, Bytes::from_static(b"31"), "test")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut after = Vec::new();
+        drop(session.outbox().take_batch(&mut after, 64));
+        assert!(after.is_empty(), "nothing after `unsubscribed`: {after:?}");
+        assert!(rest.len() < 30, "the replay stopped");
     }
 }

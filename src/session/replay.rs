@@ -306,3 +306,61 @@ fn continues(history: &History, top: &StreamPosition, limit: usize) -> bool {
         && missed <= limit as u64
         && history.messages.len() as u64 == missed
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::broker::HistoryMessage;
+
+    fn history(epoch: &str, first: u64, offsets: std::ops::RangeInclusive<u64>) -> History {
+        History {
+            epoch: Arc::from(epoch),
+            offset: *offsets.end(),
+            first,
+            messages: offsets
+                .map(|offset| HistoryMessage {
+                    offset,
+                    publisher: None,
+                    payload: Bytes::new(),
+                })
+                .collect(),
+        }
+    }
+
+    fn at(epoch: &str, offset: u64) -> StreamPosition {
+        StreamPosition {
+            offset,
+            epoch: Arc::from(epoch),
+        }
+    }
+
+    #[test]
+    fn a_read_continues_a_replay_only_from_right_after_it_in_the_same_epoch() {
+        assert!(continues(&history("e", 1, 11..=20), &at("e", 10), 100));
+        let nothing_new = History {
+            messages: Vec::new(),
+            ..history("e", 1, 1..=10)
+        };
+        assert!(continues(&nothing_new, &at("e", 10), 100), "nothing new");
+        assert!(
+            !continues(&history("f", 1, 11..=20), &at("e", 10), 100),
+            "new epoch"
+        );
+        assert!(
+            !continues(&history("e", 15, 15..=20), &at("e", 10), 100),
+            "trimmed"
+        );
+        assert!(
+            !continues(&history("e", 1, 11..=20), &at("e", 10), 5),
+            "over the limit"
+        );
+        assert!(
+            !continues(&history("e", 1, 12..=20), &at("e", 10), 100),
+            "a hole"
+        );
+    }
+}

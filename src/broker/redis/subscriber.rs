@@ -9,7 +9,9 @@
 //! `unavailable` instead of waiting.
 //!
 //! A reader task per connection turns incoming messages into publications and hands them to
-//! the dispatch workers; it never waits on anything.
+//! the dispatch: a channel without history is fanned out from the reader itself (which never
+//! waits: the hub only queues), a history channel goes to its dispatch worker's bounded
+//! queue.
 
 use std::collections::HashSet;
 use std::pin::pin;

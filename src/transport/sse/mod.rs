@@ -2,7 +2,7 @@
 //! that break WebSockets.
 //!
 //! `GET /sse` opens one session's stream: every server frame is one event whose `data` is
-//! the frame's JSON and whose `event` is its type ([`stream`]). The client's frames arrive as
+//! the frame's JSON and whose `event` is its type (`stream`). The client's frames arrive as
 //! `POST /sse/frames?conn_id=...` ([`frames`]) and go to the same session, so replies come back
 //! on the stream in order, as on a WebSocket. Messages of history channels carry an `id` with
 //! the stream's positions ([`resume`]): a browser reconnecting with `Last-Event-ID` recovers

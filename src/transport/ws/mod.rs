@@ -2,17 +2,17 @@
 //!
 //! Admission (shared with every transport: origin, rates, limits, a token given with the
 //! request) happens before the 101, so refused clients get a plain HTTP status and JSON body.
-//! After the upgrade, each connection runs:
-//! - a **reader** task ([`reader`]): reassembles messages with a total-size cap and hands
-//!   them to the [`Session`];
+//! After the upgrade, each connection (`transport::connection`) runs:
+//! - a **reader** task (`reader`): reassembles messages with a total-size cap and hands
+//!   them to the session;
 //! - the connection's own task runs the **driver** (`transport::driver`) over the WebSocket
-//!   [`writer`]: it drains the session's [`Outbox`] in batches, framing each shared protocol
+//!   `writer`: it drains the session's outbox in batches, framing each shared protocol
 //!   frame with a WebSocket header in front of its JSON (one vectored write per batch), sends
 //!   heartbeat pings, and closes a client that neither answers nor reads, or whose token
-//!   expired.
+//!   expired. The `socket` is shared with the outbox for direct writes.
 //!
 //! `read_frame` is not cancel-safe, so the reader is only ever cancelled when the connection
-//! is finished with; the writer selects only on cancel-safe futures (notify, timers).
+//! is finished with; the driver drops a write only to end the connection.
 
 mod framing;
 mod reader;

@@ -32,16 +32,18 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use dashmap::DashMap;
 
-use crate::broker::{Broker, BrokerError, Content, Publication, StreamPosition};
+use crate::broker::{Broker, BrokerError, StreamPosition};
 use crate::channel::Channel;
-use crate::clock::unix_now_ms;
 use crate::metrics::Metrics;
-use crate::outbox::{Outbox, Pushed};
-use crate::protocol::{self, Frame, HistoryMark};
+use crate::outbox::Outbox;
+use crate::protocol::{Frame, HistoryMark};
 
 /// A connection's key in this node's registries (the hub, the drain list). It never leaves
 /// the node; clients and other nodes know a connection by its public `conn_id`.
 pub type ConnKey = u64;
+
+mod fanout;
+mod recovery;
 
 const INTEREST_STRIPES: usize = 64;
 
@@ -190,130 +192,6 @@ impl Hub {
         Ok(())
     }
 
-    /// Subscribes a connection to a channel in the pending state (buffering), or switches an
-    /// existing subscription to it, for a recovery. [`Hub::activate`] ends it.
-    pub async fn subscribe_pending(
-        &self,
-        key: ConnKey,
-        outbox: &Arc<Outbox>,
-        channel: &Channel,
-    ) -> Result<(), BrokerError> {
-        let _interest = self.lock_interest(&[channel]).await;
-        if !self.channels.contains_key(channel) {
-            self.broker.subscribe(std::slice::from_ref(channel)).await?;
-        }
-        let subs = self.channels.entry(channel.clone()).or_default().clone();
-        let mut by_conn = subs.lock();
-        let pending = SubscriberState::Pending {
-            buffered: Vec::new(),
-            overflowed: false,
-        };
-        match by_conn.get_mut(&key) {
-            Some(sub) => {
-                if matches!(sub.state, SubscriberState::Live { .. }) {
-                    sub.state = pending;
-                }
-            }
-            None => {
-                by_conn.insert(
-                    key,
-                    Subscriber {
-                        outbox: outbox.clone(),
-                        state: pending,
-                    },
-                );
-                self.metrics.subscriptions.inc();
-            }
-        }
-        drop(by_conn);
-        self.metrics.channels.set(self.channels.len() as i64);
-        Ok(())
-    }
-
-    /// Ends a recovery (the session queued the reply and the replay meanwhile): queues the
-    /// buffered messages not already covered by `replayed_up_to` and makes the subscriber
-    /// live, skipping later messages up to that position too. If the buffer overflowed
-    /// meanwhile, nothing changes but the overflow mark: the session must replay on from
-    /// `replayed_up_to` first ([`Activation::FellBehind`]).
-    pub fn activate(
-        &self,
-        key: ConnKey,
-        channel: &Channel,
-        replayed_up_to: Option<StreamPosition>,
-    ) -> Activation {
-        let Some(subs) = self.channels.get(channel).map(|e| e.clone()) else {
-            return Activation::NotSubscribed;
-        };
-        let mut by_conn = subs.lock();
-        let Some(sub) = by_conn.get_mut(&key) else {
-            return Activation::NotSubscribed;
-        };
-        let buffered = match &mut sub.state {
-            SubscriberState::Pending { overflowed, .. }
-                if *overflowed && replayed_up_to.is_some() =>
-            {
-                *overflowed = false;
-                return Activation::FellBehind;
-            }
-            SubscriberState::Pending { buffered, .. } => std::mem::take(buffered),
-            SubscriberState::Live { .. } => Vec::new(),
-        };
-        sub.state = SubscriberState::Live {
-            skip: replayed_up_to.clone(),
-        };
-        for frame in buffered {
-            if !already_sent(frame.mark(), replayed_up_to.as_ref()) {
-                let _ = sub.outbox.push(frame);
-            }
-        }
-        Activation::Live
-    }
-
-    /// Makes a pending subscriber live with whatever it buffered, skipping nothing (a
-    /// recovery that could not be completed). False if the buffer had overflowed, so that
-    /// messages are missing before what it held: the client must be told to `resync`.
-    pub fn go_live(&self, key: ConnKey, channel: &Channel) -> bool {
-        let Some(subs) = self.channels.get(channel).map(|e| e.clone()) else {
-            return true;
-        };
-        let mut by_conn = subs.lock();
-        let Some(sub) = by_conn.get_mut(&key) else {
-            return true;
-        };
-        let SubscriberState::Pending {
-            buffered,
-            overflowed,
-        } = &mut sub.state
-        else {
-            return true;
-        };
-        let complete = !*overflowed;
-        let buffered = std::mem::take(buffered);
-        sub.state = SubscriberState::Live { skip: None };
-        for frame in buffered {
-            let _ = sub.outbox.push(frame);
-        }
-        complete
-    }
-
-    /// Sends the `resync` notice to the live subscribers of a channel.
-    pub fn resync(&self, channel: &Channel) {
-        let Some(subs) = self.channels.get(channel).map(|e| e.clone()) else {
-            return;
-        };
-        let notice = protocol::ServerFrame::Resync {
-            channel: channel.as_str(),
-        }
-        .encode();
-        let by_conn = subs.lock();
-        for sub in by_conn.values() {
-            if matches!(sub.state, SubscriberState::Live { .. }) {
-                let _ = sub.outbox.push(notice.clone());
-            }
-        }
-        tracing::warn!(%channel, subscribers = by_conn.len(), "messages lost on the way to this node; subscribers told to resync");
-    }
-
     /// Removes a connection from `channels`, then queues `reply` after the last message of
     /// those channels. Channels left without local subscribers are released at the broker.
     pub async fn unsubscribe(
@@ -358,107 +236,6 @@ impl Hub {
         }
     }
 
-    /// Fans a publication out to local subscribers; returns how many were queued.
-    pub fn deliver(&self, publication: &Publication) -> usize {
-        self.metrics.messages_received.inc();
-        let Some(subs) = self.channels.get(&publication.channel).map(|e| e.clone()) else {
-            return 0;
-        };
-        let position = publication.position.as_ref();
-        let (frame, timestamp_ms) = match &publication.content {
-            // Events are complete frames already.
-            Content::Event { frame } => (Frame::from_json(frame.clone()), None),
-            Content::Message { payload, publisher } => {
-                let info = protocol::PayloadInfo::of(payload);
-                let frame = protocol::message_frame_with(
-                    &publication.channel,
-                    payload,
-                    info.is_json,
-                    position.map(|p| (p.offset, &p.epoch)),
-                    publisher.as_deref(),
-                );
-                (frame, info.timestamp_ms)
-            }
-        };
-        let mut queued = 0u64;
-        let mut slow = 0u64;
-        let mut dropped = 0u64;
-        {
-            let mut by_conn = subs.lock();
-            let write_now = by_conn.len() <= WRITE_NOW_MAX_SUBSCRIBERS;
-            for sub in by_conn.values_mut() {
-                match &mut sub.state {
-                    SubscriberState::Live { skip } => {
-                        if let Some(s) = skip.as_ref() {
-                            match position {
-                                Some(p) if p.epoch == s.epoch && p.offset <= s.offset => continue,
-                                // Past the replay (or a new epoch): no more checks needed.
-                                Some(_) => *skip = None,
-                                None => {}
-                            }
-                        }
-                    }
-                    SubscriberState::Pending {
-                        buffered,
-                        overflowed,
-                    } => {
-                        if buffered.len() >= self.pending_limit {
-                            // Recovering more slowly than messages come: let the buffer go
-                            // (history has them) rather than the connection; the replay goes
-                            // on from history before the subscriber turns live.
-                            let unrecoverable =
-                                buffered.iter().filter(|f| f.mark().is_none()).count();
-                            dropped += unrecoverable as u64;
-                            buffered.clear();
-                            if !*overflowed {
-                                *overflowed = true;
-                                tracing::debug!(channel = %publication.channel, limit = self.pending_limit, "recovering subscriber fell behind; its buffer is let go, the replay goes on from history");
-                            }
-                        }
-                        buffered.push(frame.clone());
-                        continue;
-                    }
-                }
-                let pushed = if write_now {
-                    sub.outbox.push(frame.clone())
-                } else {
-                    sub.outbox.queue(frame.clone())
-                };
-                match pushed {
-                    Ok(Pushed::Queued | Pushed::Written) => queued += 1,
-                    Ok(Pushed::Discarded) => dropped += 1,
-                    Err(overflow) => {
-                        slow += 1;
-                        dropped += overflow.dropped as u64;
-                    }
-                }
-            }
-        }
-        self.metrics.deliveries.inc_by(queued);
-        if slow > 0 {
-            self.metrics.slow_consumers.inc_by(slow);
-        }
-        if dropped > 0 {
-            self.metrics
-                .messages_dropped
-                .with_label_values(&["slow_consumer"])
-                .inc_by(dropped);
-        }
-        self.metrics
-            .dispatch_latency
-            .observe(publication.received_at.elapsed().as_secs_f64());
-        if let Some(sent_ms) = timestamp_ms {
-            let lag_ms = unix_now_ms() as f64 - sent_ms;
-            // A publisher clock slightly ahead of ours gives a small negative lag: count it as
-            // zero. A timestamp far off (an example payload with a fixed date, a clock that is
-            // minutes wrong) says nothing about delivery: leave it out.
-            if (-MAX_CLOCK_SKEW_MS..=MAX_PLAUSIBLE_LAG_MS).contains(&lag_ms) {
-                self.metrics.publish_lag.observe(lag_ms.max(0.0) / 1000.0);
-            }
-        }
-        queued as usize
-    }
-
     /// Locks the interest stripes of `channels` in ascending stripe order (deadlock-free).
     async fn lock_interest(&self, channels: &[&Channel]) -> Vec<tokio::sync::MutexGuard<'_, ()>> {
         let mut stripes: Vec<usize> = channels
@@ -474,3 +251,6 @@ impl Hub {
         guards
     }
 }
+
+#[cfg(test)]
+mod tests;
