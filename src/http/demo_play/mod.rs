@@ -323,7 +323,7 @@ impl Player {
             .await?;
             self.publish(
                 "output",
-                json!({"content": format!("@{user} asked: {text} — "), "message_id": message_id}),
+                json!({"content": format!("@{user} asked: {text} \u{2014} "), "message_id": message_id}),
             )
             .await?;
             self.publish(
