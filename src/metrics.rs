@@ -51,6 +51,8 @@ const REJECT_REASONS: &[&str] = &[
     "node_full",
     "user_full",
     "unauthorized",
+    "revoked",
+    "broker_unavailable",
 ];
 const END_REASONS: &[&str] = &["client_closed", "connection_lost", "write_timeout"];
 const PUBLISH_SOURCES: &[&str] = &["http", "client", "embedded"];

@@ -29,16 +29,12 @@ const MAX_LINES: usize = 600;
 
 type Module = Vec<String>;
 
-/// Every module file under `src/` (the load generator under `src/bin/` excepted), by module
-/// path.
+/// Every module file under `src/`, by module path.
 fn modules(root: &Path) -> BTreeMap<Module, PathBuf> {
     fn walk(dir: &Path, root: &Path, out: &mut BTreeMap<Module, PathBuf>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             if path.is_dir() {
-                if path.file_name().is_some_and(|n| n == "bin") {
-                    continue;
-                }
                 walk(&path, root, out);
             } else if path.extension().is_some_and(|e| e == "rs") {
                 let rel = path.strip_prefix(root).unwrap().with_extension("");

@@ -9,8 +9,10 @@
 //! a Redis Cluster for many. [`presence`] is the policy every caller shares on top of a
 //! store: when joins and leaves are announced, and their event frames.
 //!
-//! The values that cross the seam live in [`types`]; what can go wrong, in [`error`].
+//! The values that cross the seam live in [`types`] (and, for the control of sessions, in
+//! [`control`]); what can go wrong, in [`error`].
 
+pub mod control;
 pub mod error;
 mod memory;
 pub mod presence;
@@ -21,11 +23,14 @@ pub mod types;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use self::control::{
+    ControlCommand, ControlMessage, HEARTBEAT, HEARTBEAT_TTL, NodeInfo, Revocation, SurveyReply,
+};
 pub use self::error::BrokerError;
 pub use self::memory::MemoryBroker;
 pub use self::presence::Presence;
 pub use self::redis::{ProbeReport, decode_message as decode_redis_message, probe as probe_redis};
-pub use self::seam::{Backchannel, Broker, Deliver, PresenceStore};
+pub use self::seam::{Backchannel, Broker, Control, Deliver, PresenceStore};
 pub use self::types::{
     ChannelRules, Content, Departure, History, HistoryMessage, HistoryQuery, IdempotencyWindow,
     InboxEntry, Joined, Lease, MAX_IDEMPOTENCY_KEY, PresenceMember, Publication, RelayedFrames,
@@ -68,6 +73,7 @@ pub struct Brokers {
     pub broker: Arc<dyn Broker>,
     pub presence: Arc<dyn PresenceStore>,
     pub backchannel: Arc<dyn Backchannel>,
+    pub control: Arc<dyn Control>,
 }
 
 /// A broker that could not be started: its configuration is unusable (connecting happens in
@@ -89,7 +95,8 @@ pub fn start(
             Ok(Brokers {
                 broker: memory.clone(),
                 presence: memory.clone(),
-                backchannel: memory,
+                backchannel: memory.clone(),
+                control: memory,
             })
         }
         Some(redis) => self::redis::start(redis, options, deliver, metrics),

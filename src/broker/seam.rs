@@ -1,8 +1,10 @@
 //! The broker seam, split by job: [`Broker`] moves publications between nodes and keeps
 //! history, [`PresenceStore`] keeps who is on a channel, [`Backchannel`] carries what flows
 //! back (clients' `send`s to the durable inbox, client frames relayed to the node that holds
-//! their session). [`Deliver`] is the other direction: where a broker hands what arrives for
-//! this node, implemented above the broker (by the node), so the broker never names the hub.
+//! their session), [`Control`] carries the backend's control of sessions cluster-wide
+//! (commands for every node, revocations, the node registry). [`Deliver`] is the other
+//! direction: where a broker hands what arrives for this node, implemented above the broker
+//! (by the node), so the broker never names the hub.
 //!
 //! centrifuge keeps `Broker` and `PresenceManager` apart the same way: a deployment can have
 //! them in different places, and each stays small enough to implement twice.
@@ -10,6 +12,9 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 
+use std::time::Duration;
+
+use super::control::{ControlCommand, ControlMessage, NodeInfo, Revocation, SurveyReply};
 use super::error::BrokerError;
 use super::types::{
     Departure, History, HistoryQuery, InboxEntry, Joined, Lease, PresenceMember, Publication,
@@ -28,6 +33,9 @@ pub trait Deliver: Send + Sync + 'static {
     /// Hands client frames that another node received (an SSE POST that reached the wrong
     /// node behind a balancer) to the local session `conn_id`, if it belongs to `user`.
     fn relayed(&self, relay: RelayedFrames);
+
+    /// A control command for this node's sessions, or a reply to a survey this node sent.
+    fn control(&self, message: ControlMessage);
 }
 
 /// Moves publications between nodes, tracks which channels this node wants, and keeps the
@@ -123,4 +131,36 @@ pub trait Backchannel: Send + Sync + 'static {
     /// Sends client frames to the node `node`, which holds their session. False when that
     /// node is not there (or this broker connects no other node).
     async fn relay(&self, node: &str, frames: &RelayedFrames) -> Result<bool, BrokerError>;
+}
+
+/// The backend's control of sessions, cluster-wide: commands every node applies to its own
+/// sessions, revocations every node checks, and the registry of live nodes.
+#[async_trait]
+pub trait Control: Send + Sync + 'static {
+    /// Sends a command to every node, this one included.
+    async fn broadcast(&self, command: &ControlCommand) -> Result<(), BrokerError>;
+
+    /// Sends a survey's reply to the node that asked.
+    async fn reply(&self, node: &str, reply: &SurveyReply) -> Result<(), BrokerError>;
+
+    /// Stores a revocation, so that every node refuses what it names at connect, refresh and
+    /// channel-token use, and tells every node (its command), so that live sessions holding
+    /// what it names end.
+    async fn revoke(&self, revocation: &Revocation) -> Result<(), BrokerError>;
+
+    /// Whether a token of `user`, issued at `issued_at` (Unix seconds) with id `jti`, is
+    /// revoked.
+    async fn is_revoked(
+        &self,
+        user: &str,
+        issued_at: i64,
+        jti: Option<&str>,
+    ) -> Result<bool, BrokerError>;
+
+    /// Says this node is alive, as `info` describes it; it drops out of [`Control::nodes`]
+    /// after `ttl` without another heartbeat.
+    async fn heartbeat(&self, info: &NodeInfo, ttl: Duration) -> Result<(), BrokerError>;
+
+    /// The nodes whose last heartbeat is within its ttl.
+    async fn nodes(&self) -> Result<Vec<NodeInfo>, BrokerError>;
 }

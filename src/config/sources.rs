@@ -113,11 +113,6 @@ impl SettingsArgs {
             config_file: None,
         }
     }
-
-    pub fn with_config_file(mut self, path: impl Into<PathBuf>) -> SettingsArgs {
-        self.config_file = Some(path.into());
-        self
-    }
 }
 
 /// The three sources of one run, read setting by setting; collects problems.

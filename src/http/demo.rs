@@ -112,6 +112,8 @@ pub async fn token(
         info: Some(serde_json::json!({ "name": name })),
         audience: None,
         issuer: None,
+        channel: None,
+        jti: None,
     };
     let token = mint(&node.config.jwt, key, &request)
         .map_err(|_| ClientError::new(ErrorCode::Internal, "could not sign the demo token"))?;

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use dashmap::DashMap;
 
 use crate::broker::{Broker, BrokerError, StreamPosition};
-use crate::channel::Channel;
+use crate::channel::{Channel, ChannelPattern};
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::protocol::{Frame, HistoryMark};
@@ -139,6 +139,16 @@ impl Hub {
 
     pub fn broker(&self) -> &Arc<dyn Broker> {
         &self.broker
+    }
+
+    /// The channels this node has local subscribers of that match `pattern`, with how many.
+    pub fn channel_counts(&self, pattern: &ChannelPattern) -> Vec<(String, usize)> {
+        self.channels
+            .iter()
+            .filter(|e| pattern.matches(e.key()))
+            .map(|e| (e.key().as_str().to_owned(), e.value().lock().len()))
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     /// Subscribes a connection to `channels` (distinct, not yet subscribed by this connection)

@@ -16,6 +16,7 @@ impl Deliver for Nowhere {
     }
     fn resync(&self, _: &Channel) {}
     fn relayed(&self, _: RelayedFrames) {}
+    fn control(&self, _: crate::broker::ControlMessage) {}
 }
 
 /// A hub on the in-process broker (which only answers its subscribes here).

@@ -1,50 +1,54 @@
 //! Where the brokers deliver into this node ([`Inlet`]): publications and resyncs go to the
-//! hub, relayed client frames to the directory of SSE sessions.
+//! hub, relayed client frames to the directory of SSE sessions, control commands and survey
+//! replies to the node itself.
 //!
-//! The brokers are started before the hub exists (the hub needs a broker to subscribe
-//! through), so the inlet is handed to them first and the hub plugged in once it is built.
-//! It holds the hub weakly: the hub owns the broker, which owns the inlet.
+//! The brokers are started before the node exists (its hub needs a broker to subscribe
+//! through), so the inlet is handed to them first and the node plugged in once it is built.
+//! It holds the node weakly: the node owns the brokers, which own the inlet.
 
 use std::sync::{Arc, OnceLock, Weak};
 
-use super::inbound::InboundSessions;
-use crate::broker::{Deliver, Publication, RelayedFrames};
+use super::Node;
+use crate::broker::{ControlMessage, Deliver, Publication, RelayedFrames};
 use crate::channel::Channel;
-use crate::hub::Hub;
 
 #[derive(Default)]
 pub struct Inlet {
-    hub: OnceLock<Weak<Hub>>,
-    inbound: OnceLock<Weak<InboundSessions>>,
+    node: OnceLock<Weak<Node>>,
 }
 
 impl Inlet {
-    /// Plugs in the hub and the SSE directory; what arrived before is dropped (nothing was
-    /// subscribed yet).
-    pub fn connect(&self, hub: &Arc<Hub>, inbound: &Arc<InboundSessions>) {
-        let _ = self.hub.set(Arc::downgrade(hub));
-        let _ = self.inbound.set(Arc::downgrade(inbound));
+    /// Plugs in the node; what arrived before is dropped (nothing was subscribed yet).
+    pub fn connect(&self, node: &Arc<Node>) {
+        let _ = self.node.set(Arc::downgrade(node));
     }
 
-    fn hub(&self) -> Option<Arc<Hub>> {
-        self.hub.get().and_then(Weak::upgrade)
+    fn node(&self) -> Option<Arc<Node>> {
+        self.node.get().and_then(Weak::upgrade)
     }
 }
 
 impl Deliver for Inlet {
     fn deliver(&self, publication: &Publication) -> usize {
-        self.hub().map_or(0, |hub| hub.deliver(publication))
+        self.node().map_or(0, |node| node.hub.deliver(publication))
     }
 
     fn resync(&self, channel: &Channel) {
-        if let Some(hub) = self.hub() {
-            hub.resync(channel);
+        if let Some(node) = self.node() {
+            node.hub.resync(channel);
         }
     }
 
     fn relayed(&self, relay: RelayedFrames) {
-        if let Some(inbound) = self.inbound.get().and_then(Weak::upgrade) {
-            inbound.hand_over(&relay.user, &relay.conn_id, relay.frames);
+        if let Some(node) = self.node() {
+            node.inbound
+                .hand_over(&relay.user, &relay.conn_id, relay.frames);
+        }
+    }
+
+    fn control(&self, message: ControlMessage) {
+        if let Some(node) = self.node() {
+            node.on_control(message);
         }
     }
 }

@@ -9,8 +9,10 @@
 //! Building one starts the brokers first (fallibly: a configuration they cannot use is an
 //! error), then the hub on top, then plugs the hub into the brokers' delivery (`inlet`).
 
+mod control;
 mod inbound;
 mod inlet;
+mod sessions;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -23,10 +25,12 @@ use tokio_util::task::TaskTracker;
 
 pub use self::inbound::{InboundSession, InboundSessions};
 pub use self::inlet::Inlet;
+use self::sessions::Listed;
+pub use self::sessions::{SessionCommand, SessionInbox};
 use crate::auth::Verifier;
 use crate::broker::{
-    self, Backchannel, Broker, BrokerError, BrokerOptions, Brokers, ChannelRules, Presence,
-    StartError,
+    self, Backchannel, Broker, BrokerError, BrokerOptions, Brokers, ChannelRules, Control,
+    Presence, StartError, SurveyReply,
 };
 use crate::channel::Channel;
 use crate::config::Config;
@@ -47,13 +51,18 @@ pub struct Node {
     pub backchannel: Arc<dyn Backchannel>,
     /// This node's SSE sessions, for the frames POSTed for them.
     pub inbound: Arc<InboundSessions>,
+    /// The backend's control of sessions, cluster-wide.
+    pub control: Arc<dyn Control>,
     pub metrics: Arc<Metrics>,
     pub admission: Arc<Admission>,
     /// Origin of the node's monotonic clock (connection liveness is measured against it).
     pub started: Instant,
     /// Session tasks, awaited during drain.
     pub tasks: TaskTracker,
-    sessions: DashMap<ConnKey, Arc<Outbox>>,
+    /// Every session of this node, to drain and to control.
+    sessions: DashMap<ConnKey, Listed>,
+    /// Surveys this node sent, waiting for the other nodes' replies.
+    surveys: DashMap<String, tokio::sync::mpsc::UnboundedSender<SurveyReply>>,
     draining: AtomicBool,
     next_conn: AtomicU64,
 }
@@ -70,7 +79,9 @@ impl Node {
             inlet.clone(),
             &metrics,
         )?;
-        Ok(Node::with_brokers(config, metrics, brokers, &inlet))
+        let node = Node::with_brokers(config, metrics, brokers, &inlet);
+        tokio::spawn(control::heartbeat_loop(Arc::downgrade(&node)));
+        Ok(node)
     }
 
     /// A node on brokers of the caller's choosing, which deliver into `inlet`.
@@ -85,19 +96,19 @@ impl Node {
             config.limits.queue_max_messages,
             brokers.broker.clone(),
         );
-        let inbound = Arc::new(InboundSessions::default());
-        inlet.connect(&hub, &inbound);
         let presence = Presence::new(
             brokers.presence,
             brokers.broker,
             ChannelRules::from_config(&config),
         );
-        Arc::new(Node {
+        let node = Arc::new(Node {
             verifier: Verifier::new(&config.jwt),
             hub,
             presence,
             backchannel: brokers.backchannel,
-            inbound,
+            inbound: Arc::new(InboundSessions::default()),
+            control: brokers.control,
+            surveys: DashMap::new(),
             admission: Admission::new(&config.limits),
             metrics,
             config,
@@ -106,7 +117,9 @@ impl Node {
             sessions: DashMap::new(),
             draining: AtomicBool::new(false),
             next_conn: AtomicU64::new(1),
-        })
+        });
+        inlet.connect(&node);
+        node
     }
 
     /// Publishes a payload to a channel on every node; returns its offset when the channel
@@ -196,12 +209,36 @@ impl Node {
         self.next_conn.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Lists a session for drain until the returned guard is dropped.
-    pub fn register_session(self: &Arc<Node>, key: ConnKey, outbox: &Arc<Outbox>) -> SessionEntry {
-        self.sessions.insert(key, outbox.clone());
+    /// Lists a session (for drain, and for the backend's control commands) until the
+    /// returned guard is dropped.
+    pub fn register_session(
+        self: &Arc<Node>,
+        key: ConnKey,
+        conn_id: &str,
+        outbox: &Arc<Outbox>,
+    ) -> SessionEntry {
+        let inbox = Arc::new(SessionInbox::default());
+        self.sessions.insert(
+            key,
+            Listed {
+                outbox: outbox.clone(),
+                conn_id: conn_id.to_owned(),
+                user: std::sync::OnceLock::new(),
+                inbox: inbox.clone(),
+            },
+        );
         SessionEntry {
             node: self.clone(),
             key,
+            inbox,
+        }
+    }
+
+    /// Records who a listed session's user is, once authenticated (the control commands find
+    /// sessions by user).
+    pub fn identify(&self, key: ConnKey, user: &str) {
+        if let Some(listed) = self.sessions.get(&key) {
+            let _ = listed.user.set(user.to_owned());
         }
     }
 
@@ -218,7 +255,11 @@ impl Node {
     /// Closes every session with 1012, spread evenly over the drain window, then waits for
     /// the session tasks to finish (bounded).
     pub async fn drain(&self) {
-        let outboxes: Vec<Arc<Outbox>> = self.sessions.iter().map(|e| e.value().clone()).collect();
+        let outboxes: Vec<Arc<Outbox>> = self
+            .sessions
+            .iter()
+            .map(|e| e.value().outbox.clone())
+            .collect();
         let window = self.config.drain;
         tracing::info!(
             connections = outboxes.len(),
@@ -233,7 +274,7 @@ impl Node {
         }
         // Sessions that were mid-upgrade when the drain began.
         for entry in self.sessions.iter() {
-            entry.value().end(restart_ending());
+            entry.value().outbox.end(restart_ending());
         }
         self.tasks.close();
         let grace = Duration::from_secs(5);
@@ -272,6 +313,14 @@ impl Drop for InboundEntry<'_> {
 pub struct SessionEntry {
     node: Arc<Node>,
     key: ConnKey,
+    inbox: Arc<SessionInbox>,
+}
+
+impl SessionEntry {
+    /// Where the node sends the session its commands.
+    pub fn inbox(&self) -> &Arc<SessionInbox> {
+        &self.inbox
+    }
 }
 
 impl Drop for SessionEntry {
@@ -335,8 +384,8 @@ mod tests {
     async fn frames_relayed_from_another_node_reach_the_users_own_sse_session_only() {
         let node = node(&[]);
         let inlet = Inlet::default();
-        // A second inlet plugged into the same directory, as the brokers' would be.
-        inlet.connect(&node.hub, &node.inbound);
+        // A second inlet plugged into the same node, as the brokers' is.
+        inlet.connect(&node);
         let (tx, mut rx) = tokio::sync::mpsc::channel(8);
         let listed = node.attach_inbound(
             "abc.n1",
@@ -365,8 +414,8 @@ mod tests {
             Arc::new(Outbox::new(16, 1 << 20)),
             Arc::new(Outbox::new(16, 1 << 20)),
         );
-        let _a = node.register_session(node.next_conn_key(), &a);
-        let _b = node.register_session(node.next_conn_key(), &b);
+        let _a = node.register_session(node.next_conn_key(), "a", &a);
+        let _b = node.register_session(node.next_conn_key(), "b", &b);
         node.start_draining();
         assert!(node.is_draining());
         node.drain().await;

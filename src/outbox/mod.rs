@@ -68,6 +68,13 @@ pub enum Ending {
     ConnectionLost,
     /// A socket write made no progress within the write timeout.
     WriteTimeout,
+    /// The backend ended the connection (`disconnect`): close with `code` (4004, 4005, or an
+    /// application code from 4100 to 4499) and `reason`.
+    Disconnected {
+        code: u16,
+        reason: String,
+        reconnect: bool,
+    },
 }
 
 impl Ending {
@@ -86,6 +93,19 @@ impl Ending {
             Ending::CloseQueued(code) => code.label(),
             Ending::ConnectionLost => "connection_lost",
             Ending::WriteTimeout => "write_timeout",
+            Ending::Disconnected {
+                reconnect: true, ..
+            } => CloseCode::Disconnected.label(),
+            Ending::Disconnected { .. } => CloseCode::DisconnectedForGood.label(),
+        }
+    }
+
+    /// The close frame (or event) to send: its code and reason, when the server closes.
+    pub fn closing(&self) -> Option<(u16, &str)> {
+        match self {
+            Ending::Close { code, reason } => Some((code.code(), reason)),
+            Ending::Disconnected { code, reason, .. } => Some((*code, reason)),
+            _ => None,
         }
     }
 }

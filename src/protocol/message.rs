@@ -8,21 +8,18 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::frame::{Frame, HistoryMark, single_line};
-use super::payload::{is_json, push_data};
+use super::payload::push_data;
 use crate::channel::Channel;
 
-/// Encodes `{"type":"message","channel":...,"data":...}` into a [`Frame`].
+/// Encodes `{"type":"message","channel":...,"data":...}` into a [`Frame`], for a payload
+/// already inspected (`PayloadInfo`, `is_json`), with the message's place in history when it
+/// has one (`{"type":"message","channel":…,"offset":…,"epoch":…,"data":…}`) and its
+/// publisher's user.
 ///
 /// A payload that is valid JSON is embedded as the `data` value as it is (line breaks, which
 /// JSON allows only as whitespace, become spaces); any other payload becomes a JSON string
 /// (invalid UTF-8 replaced by U+FFFD). This is the publish contract of `docs/publishing.md`,
 /// so it must not change shape.
-pub fn message_frame(channel: &Channel, payload: &[u8]) -> Frame {
-    message_frame_with(channel, payload, is_json(payload), None, None)
-}
-
-/// `message_frame` for a payload already inspected (`PayloadInfo`), with the message's
-/// place in history when it has one: `{"type":"message","channel":…,"offset":…,"epoch":…,"data":…}`.
 pub fn message_frame_with(
     channel: &Channel,
     payload: &[u8],
@@ -60,10 +57,15 @@ pub fn message_frame_with(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::PayloadInfo;
+    use crate::protocol::{PayloadInfo, is_json};
 
     fn parse(frame: &Frame) -> serde_json::Value {
         serde_json::from_slice(frame.json()).unwrap()
+    }
+
+    /// The frame of a live message outside history, as the hub builds it.
+    fn message_frame(channel: &Channel, payload: &[u8]) -> Frame {
+        message_frame_with(channel, payload, is_json(payload), None, None)
     }
 
     #[test]

@@ -18,7 +18,7 @@ pub mod request;
 
 pub use codes::{ClientError, CloseCode, ErrorCode};
 pub use frame::{Frame, HistoryMark};
-pub use message::{message_frame, message_frame_with};
+pub use message::message_frame_with;
 pub use payload::{PayloadInfo, is_json};
 pub use reply::{HistoryEntry, ServerFrame, expires_in};
 pub use request::{FrameError, MAX_OFFSET, Request, RequestId, Since, parse_client_frame};

@@ -43,14 +43,30 @@ pub enum ServerFrame<'a> {
         /// missed follows, or it must reload its state.
         #[serde(skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
+        /// The backend subscribed the connection (`subscribe` of the server API), not the
+        /// client.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        server: bool,
     },
     Unsubscribed {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a RequestId>,
         channel: &'a str,
-        /// Set when the server ended the subscription (e.g. a refreshed token no longer grants it).
+        /// Set when the server ended the subscription because of the client's credentials (a
+        /// refreshed token no longer grants it, its channel token expired or was revoked).
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<ErrorCode>,
+        /// The backend ended the subscription (`unsubscribe` of the server API).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        server: bool,
+    },
+    /// The backend is ending the connection (`disconnect` of the server API): the close that
+    /// follows has this code and reason; `reconnect` says whether the client should come
+    /// back by itself.
+    Disconnect {
+        code: u16,
+        reason: &'a str,
+        reconnect: bool,
     },
     /// Messages of a history channel were lost on the way to this connection and could not
     /// be filled in: recover by subscribing again with `since`.

@@ -32,6 +32,26 @@ impl Session {
                 return false;
             }
         };
+        match self
+            .node
+            .is_revoked(&identity.user, &identity.credential)
+            .await
+        {
+            Ok(false) => {}
+            Ok(true) => {
+                self.outbox
+                    .end(Ending::close(CloseCode::Revoked, "token revoked"));
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(conn = %self.conn.conn_id, error = %e, "could not check the token against revocations");
+                self.outbox.end(Ending::close(
+                    CloseCode::TryAgainLater,
+                    "broker unavailable; reconnect later",
+                ));
+                return false;
+            }
+        }
         let slot = match self.node.admission.admit_user(&identity.user) {
             Ok(s) => s,
             Err(_) => {
@@ -53,6 +73,24 @@ impl Session {
                 return;
             }
         };
+        match self
+            .node
+            .is_revoked(&identity.user, &identity.credential)
+            .await
+        {
+            Ok(false) => {}
+            Ok(true) => {
+                self.error(
+                    id,
+                    ClientError::new(ErrorCode::Unauthorized, "token revoked"),
+                );
+                return;
+            }
+            Err(e) => {
+                self.error(id, e.into());
+                return;
+            }
+        }
         let Some(current) = &self.identity else {
             return;
         };
@@ -84,6 +122,7 @@ impl Session {
                 id: None,
                 channel: channel.as_str(),
                 reason: Some(ErrorCode::Forbidden),
+                server: false,
             }
             .encode();
             self.leave(&channel, notice).await;

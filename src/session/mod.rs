@@ -12,6 +12,7 @@
 
 mod access;
 mod auth;
+mod control;
 mod presence;
 mod publish;
 mod replay;
@@ -23,13 +24,14 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use tokio::time::Instant;
 
+use self::control::Grant;
 use self::replay::Replays;
 use crate::auth::Identity;
 use crate::channel::Channel;
 use crate::clock::unix_now_ms;
 use crate::hub::ConnKey;
 use crate::limits::{FrameRate, FrameVerdict, NodeSlot, RateBudget, UserSlot};
-use crate::node::Node;
+use crate::node::{Node, SessionInbox};
 use crate::outbox::{Ending, Outbox};
 use crate::protocol::{
     ClientError, CloseCode, ErrorCode, Request, RequestId, ServerFrame, Since, parse_client_frame,
@@ -116,6 +118,11 @@ pub struct Session {
     subscriptions: BTreeSet<Channel>,
     /// The history replays under way, queued at the client's pace by a task of their own.
     replays: Replays,
+    /// Where the node sends this session the backend's commands.
+    inbox: Arc<SessionInbox>,
+    /// Channels held by a channel token or because the backend subscribed the connection,
+    /// beyond what the connection token grants.
+    grants: std::collections::BTreeMap<Channel, Grant>,
     rate: FrameRate,
     publishes: RateBudget,
     auth_deadline: Instant,
@@ -128,6 +135,7 @@ impl Session {
         node: Arc<Node>,
         conn: Arc<ConnState>,
         outbox: Arc<Outbox>,
+        inbox: Arc<SessionInbox>,
         node_slot: NodeSlot,
     ) -> Session {
         Session {
@@ -140,6 +148,8 @@ impl Session {
             outbox,
             identity: None,
             subscriptions: BTreeSet::new(),
+            inbox,
+            grants: std::collections::BTreeMap::new(),
             _node_slot: node_slot,
             _user_slot: None,
         }
@@ -206,6 +216,7 @@ impl Session {
         // The writer arms its expiry timer from this.
         self.outbox.wake_writer();
         tracing::info!(conn = %self.conn.conn_id, user = %identity.user, "session authenticated");
+        self.node.identify(self.conn.key, &identity.user);
         self.identity = Some(identity);
         self._user_slot = Some(user_slot);
         for channel in channels {
@@ -284,7 +295,11 @@ impl Session {
                     ClientError::new(ErrorCode::BadRequest, "already authenticated"),
                 );
             }
-            Request::Subscribe { channel, since } => self.subscribe(id, channel, since).await,
+            Request::Subscribe {
+                channel,
+                since,
+                token,
+            } => self.subscribe(id, channel, since, token).await,
             Request::History {
                 channel,
                 since,
@@ -309,7 +324,7 @@ impl Session {
     /// `channel=` and `Last-Event-ID`): answered like a `subscribe` frame without an id, but
     /// not counted against the frame rate.
     pub async fn subscribe_at_start(&mut self, channel: Channel, since: Option<Since>) {
-        self.subscribe(None, channel, since).await;
+        self.subscribe(None, channel, since, None).await;
     }
 
     /// The user this session is authenticated as.
@@ -406,6 +421,10 @@ mod tests {
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
+    /// The tests' session listings, kept until the test process ends.
+    static LISTED: std::sync::Mutex<Vec<crate::node::SessionEntry>> =
+        std::sync::Mutex::new(Vec::new());
+
     /// A node on the in-process broker, and an authenticated session of `user` on it.
     async fn session(user: &str) -> (Arc<Node>, Session) {
         let config =
@@ -425,7 +444,11 @@ mod tests {
         let user_slot = node.admission.admit_user(user).unwrap();
         let conn = Arc::new(ConnState::new(&node));
         let outbox = Arc::new(Outbox::new(8, 1 << 20));
-        let mut session = Session::new(node.clone(), conn, outbox, node_slot);
+        // Listed for as long as the node lives, as a transport's connection would be.
+        let listed = node.register_session(conn.key, &conn.conn_id, &outbox);
+        let inbox = listed.inbox().clone();
+        LISTED.lock().unwrap().push(listed);
+        let mut session = Session::new(node.clone(), conn, outbox, inbox, node_slot);
         assert!(session.start(identity, user_slot, None).await);
         (node, session)
     }

@@ -7,14 +7,20 @@ use crate::channel::Channel;
 use crate::protocol::{ClientError, ErrorCode, RequestId, ServerFrame};
 
 impl Session {
-    /// This connection as a presence member.
-    pub(super) fn member(&self) -> Option<PresenceMember> {
+    /// This connection as a presence member of `channel` (with the `info` of its channel
+    /// token there, if it holds the channel by one that has some).
+    pub(super) fn member(&self, channel: &Channel) -> Option<PresenceMember> {
         let identity = self.identity.as_ref()?;
+        let info = self
+            .grants
+            .get(channel)
+            .and_then(|g| g.info.clone())
+            .or_else(|| identity.info.clone());
         Some(PresenceMember {
             user: identity.user.clone(),
             conn_id: self.conn.conn_id.clone(),
             node: self.node.config.node_id.clone(),
-            info: identity.info.clone(),
+            info,
             status: None,
         })
     }
@@ -24,7 +30,7 @@ impl Session {
         let Some(rules) = self.node.config.namespace(channel.namespace()) else {
             return;
         };
-        let Some(member) = self.member().filter(|_| rules.presence) else {
+        let Some(member) = self.member(channel).filter(|_| rules.presence) else {
             return;
         };
         let lease = Lease {

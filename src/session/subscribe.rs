@@ -15,11 +15,36 @@ use crate::protocol::{
 };
 
 impl Session {
+    /// `subscribe`, with a channel token for a channel the connection token does not grant
+    /// (sent again, with a later token, it renews the subscription's right).
     pub(super) async fn subscribe(
         &mut self,
         id: Option<&RequestId>,
         channel: Channel,
         since: Option<Since>,
+        token: Option<String>,
+    ) {
+        if let Some(token) = token {
+            match self.channel_grant(&channel, &token).await {
+                Ok(grant) => {
+                    self.grants.insert(channel.clone(), grant);
+                }
+                Err(e) => {
+                    self.error(id, e);
+                    return;
+                }
+            }
+        }
+        self.subscribe_as(id, channel, since, false).await;
+    }
+
+    /// Subscribes, for the client (`server` false) or because the backend said so.
+    pub(super) async fn subscribe_as(
+        &mut self,
+        id: Option<&RequestId>,
+        channel: Channel,
+        since: Option<Since>,
+        server: bool,
     ) {
         let already = self.subscriptions.contains(&channel);
         if !already {
@@ -41,7 +66,7 @@ impl Session {
         }
         let has_history = self.node.config.history(&channel).is_some();
         if has_history && (since.is_some() || !already) {
-            self.subscribe_with_history(id, channel, since, already)
+            self.subscribe_with_history(id, channel, since, already, server)
                 .await;
             return;
         }
@@ -52,6 +77,7 @@ impl Session {
             epoch: None,
             // Nothing to recover from on a channel without history.
             recovered: since.as_ref().map(|_| false),
+            server,
         }
         .encode();
         if already {
@@ -90,6 +116,7 @@ impl Session {
         channel: Channel,
         since: Option<Since>,
         already: bool,
+        server: bool,
     ) {
         let hub = &self.node.hub;
         if let Err(e) = hub
@@ -166,6 +193,7 @@ impl Session {
             offset: Some(history.offset),
             epoch: Some(&history.epoch),
             recovered: since.as_ref().map(|_| replay.is_some()),
+            server,
         }
         .encode()
         // Where the client stands once this frame is read: at `since` when the replay
@@ -300,6 +328,7 @@ impl Session {
             id,
             channel: channel.as_str(),
             reason: None,
+            server: false,
         }
         .encode();
         if !self.leave(&channel, reply.clone()).await {
@@ -314,6 +343,7 @@ impl Session {
         if !self.subscriptions.remove(channel) {
             return false;
         }
+        self.grants.remove(channel);
         // Nothing of its replay may follow the notice.
         self.replays.cancel(channel);
         self.node

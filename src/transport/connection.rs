@@ -34,7 +34,7 @@ pub struct Connection {
     /// Debug level: at the default log level the span is disabled and costs nothing per
     /// poll; warnings and errors name the connection themselves.
     span: tracing::Span,
-    _listed: SessionEntry,
+    listed: SessionEntry,
 }
 
 /// The task reading a connection's client frames into its session.
@@ -59,7 +59,7 @@ impl Connection {
                 .with_write_delay(node.config.write_delay),
         );
         let conn = Arc::new(conn);
-        let listed = node.register_session(conn.key, &outbox);
+        let listed = node.register_session(conn.key, &conn.conn_id, &outbox);
         node.metrics.connections_open.inc();
         peer.opened(transport, &conn.conn_id, user);
         let span = tracing::debug_span!("conn", id = %conn.conn_id, transport);
@@ -71,7 +71,7 @@ impl Connection {
             peer,
             opened: Instant::now(),
             span,
-            _listed: listed,
+            listed,
         }
     }
 
@@ -81,6 +81,7 @@ impl Connection {
             self.node.clone(),
             self.conn.clone(),
             self.outbox.clone(),
+            self.listed.inbox().clone(),
             node_slot,
         )
     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::commands::Commands;
-use super::relay;
+use super::envelope::node_channel;
 use crate::broker::{Backchannel, BrokerError, InboxEntry, RelayedFrames};
 
 pub struct RedisBackchannel<C: Commands> {
@@ -52,7 +52,7 @@ impl<C: Commands> Backchannel for RedisBackchannel<C> {
         let receivers = self
             .commands
             .publish_to(
-                &relay::channel(&self.prefix, node),
+                &node_channel(&self.prefix, node),
                 frames.encode().as_bytes(),
             )
             .await?;

@@ -370,6 +370,7 @@ mod tests {
         fn resync(&self, _: &Channel) {
             self.0.lock().unwrap().push("resync".into());
         }
+        fn control(&self, _: crate::broker::ControlMessage) {}
         fn relayed(&self, _: RelayedFrames) {}
     }
 

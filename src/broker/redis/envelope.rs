@@ -27,6 +27,17 @@ use crate::channel::Channel;
 /// First byte of a PUBLISH payload that carries an envelope.
 const ENVELOPE: u8 = 0;
 
+/// A node's own channel (relayed client frames, survey replies): `!<prefix>node:<id>`.
+pub fn node_channel(prefix: &str, node_id: &str) -> String {
+    internal_channel(prefix, &format!("node:{node_id}"))
+}
+
+/// The channel of control commands for every node: `!<prefix>{control}` (the hash tag
+/// puts it in the control slot with the revocations and the node registry).
+pub fn control_channel(prefix: &str) -> String {
+    internal_channel(prefix, "{control}")
+}
+
 /// The Redis channel plain publishers use for `channel`: `<prefix><channel>`.
 pub fn public_channel(prefix: &str, channel: &Channel) -> String {
     format!("{prefix}{channel}")

@@ -6,7 +6,8 @@
 //! to one server, [`commands::Pooled`]; a connection that routes by slot,
 //! `cluster::routed::Routed`). Everything above that is written once, over the
 //! [`commands::Commands`] trait: [`presence`] (the presence store, its leases and sweeps),
-//! [`backchannel`] (the inbox and the relay), [`history`] (a client's history read), the
+//! [`backchannel`] (the inbox and the relay), [`control`] (commands for every node,
+//! revocations, the node registry), [`history`] (a client's history read), the
 //! function [`library`], the [`dispatch`] of history channels with gap filling, and the
 //! [`envelope`] that the nodes' own messages travel in (on Redis channels plain publishers
 //! cannot reach, so nobody can forge one). [`timing`] holds every timeout and the backoff,
@@ -15,6 +16,7 @@
 mod backchannel;
 mod cluster;
 mod commands;
+mod control;
 mod diagnostics;
 mod dispatch;
 mod envelope;
@@ -34,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::backchannel::RedisBackchannel;
 use self::cluster::RedisClusterBroker;
+use self::control::RedisControl;
 pub use self::diagnostics::{ProbeReport, probe};
 pub use self::envelope::decode_message;
 use self::metrics::RedisMetrics;
@@ -68,7 +71,8 @@ pub fn start(
                 options.presence_lease,
                 cancel,
             ),
-            backchannel: Arc::new(RedisBackchannel::new(commands, &redis.prefix)),
+            backchannel: Arc::new(RedisBackchannel::new(commands.clone(), &redis.prefix)),
+            control: Arc::new(RedisControl::new(commands, &redis.prefix)),
             broker,
         })
     } else {
@@ -83,7 +87,8 @@ pub fn start(
                 options.presence_lease,
                 cancel,
             ),
-            backchannel: Arc::new(RedisBackchannel::new(commands, &redis.prefix)),
+            backchannel: Arc::new(RedisBackchannel::new(commands.clone(), &redis.prefix)),
+            control: Arc::new(RedisControl::new(commands, &redis.prefix)),
             broker,
         })
     }

@@ -127,7 +127,8 @@ impl RedisBroker {
         ));
         tokio::spawn(super::relay::run(
             client,
-            super::relay::channel(&config.prefix, &options.node_id),
+            envelope::node_channel(&config.prefix, &options.node_id),
+            envelope::control_channel(&config.prefix),
             deliver,
             cancel,
         ));

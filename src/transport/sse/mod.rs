@@ -84,6 +84,12 @@ pub async fn open(
             return refuse(error);
         }
     };
+    if let Err(refused) = admitted.not_revoked(&node).await {
+        let reason = refused.reason;
+        let error = refused.counted(&node);
+        peer.refused("sse", reason, &error);
+        return refuse(error);
+    }
     let Some((identity, user_slot)) = admitted.user else {
         let refused = Refused {
             reason: "unauthorized",
@@ -211,6 +217,12 @@ async fn read_loop(
     loop {
         let text = tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = session.woken() => {
+                if !Box::pin(session.on_wake()).await {
+                    break;
+                }
+                continue;
+            }
             text = frames.recv() => text,
         };
         let Some(text) = text else { break };

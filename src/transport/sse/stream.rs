@@ -18,7 +18,6 @@ use tokio::time::timeout;
 
 use super::resume::Positions;
 use crate::outbox::{Ending, Outgoing};
-use crate::protocol::CloseCode;
 use crate::transport::connection::Connection;
 use crate::transport::driver::{Progress, Wire};
 
@@ -49,7 +48,7 @@ impl Wire for SseWire<'_> {
         .await
     }
 
-    async fn close(&self, code: CloseCode, reason: &str) {
+    async fn close(&self, code: u16, reason: &str) {
         let _ = send(self.body, close_event(code, reason), self.write_timeout).await;
     }
 
@@ -144,7 +143,7 @@ fn unsubscribed_channel(json: &[u8]) -> Option<String> {
 }
 
 /// The `close` event that ends a stream: the close code and reason a WebSocket would get.
-pub fn close_event(code: CloseCode, reason: &str) -> Bytes {
+pub fn close_event(code: u16, reason: &str) -> Bytes {
     #[derive(serde::Serialize)]
     struct Close<'a> {
         #[serde(rename = "type")]
@@ -154,7 +153,7 @@ pub fn close_event(code: CloseCode, reason: &str) -> Bytes {
     }
     let data = serde_json::to_string(&Close {
         kind: "close",
-        code: code.code(),
+        code,
         reason,
     })
     .unwrap_or_default();
@@ -188,8 +187,10 @@ mod tests {
             text,
             "event: pong\ndata: {\"type\":\"pong\"}\n\nevent: message\nid: dag:7=5:e1\ndata: {\"type\":\"message\",\"channel\":\"dag:7\",\"offset\":5,\"epoch\":\"e1\",\"data\":{\"a\":1}}\n\n"
         );
-        let close =
-            String::from_utf8(close_event(CloseCode::SlowConsumer, "slow").to_vec()).unwrap();
+        let close = String::from_utf8(
+            close_event(crate::protocol::CloseCode::SlowConsumer.code(), "slow").to_vec(),
+        )
+        .unwrap();
         assert_eq!(
             close,
             "event: close\ndata: {\"type\":\"close\",\"code\":4008,\"reason\":\"slow\"}\n\n"

@@ -42,7 +42,7 @@ use crate::node::Node;
 use crate::protocol::ClientError;
 use crate::session::ConnState;
 
-pub use self::framing::{close_frame, encode_frame, ping_frame, text_frame};
+pub use self::framing::{close_frame, encode_frame, ping_frame};
 pub use self::reader::{Inbound, ReadError};
 
 /// What the reader reads: bytes hyper had buffered, then the socket.
@@ -93,6 +93,12 @@ pub async fn upgrade(
             return error.into_response();
         }
     };
+    if let Err(refused) = admitted.not_revoked(&node).await {
+        let reason = refused.reason;
+        let error = refused.counted(&node);
+        peer.refused("ws", reason, &error);
+        return error.into_response();
+    }
     let (response, fut) = match ws.upgrade() {
         Ok(pair) => pair,
         Err(_) => {

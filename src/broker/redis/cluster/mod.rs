@@ -53,14 +53,15 @@ use self::routed::Routed;
 use self::shards::{Health, probe_loop, slot_of};
 use super::commands::Commands;
 use super::dispatch::{Dispatch, HistoryReader, Work};
-use super::envelope::{self, decode_message, envelope_channel, public_channel};
+use super::envelope::{
+    self, control_channel, decode_message, envelope_channel, node_channel, public_channel,
+};
 use super::metrics::RedisMetrics;
 use super::timing::COMMAND_TIMEOUT;
 use super::tls::install_tls_provider;
-use super::{history, library, relay};
+use super::{control, history, library, relay};
 use crate::broker::{
-    Broker, BrokerError, BrokerOptions, ChannelRules, Deliver, History, HistoryQuery,
-    RelayedFrames, StartError,
+    Broker, BrokerError, BrokerOptions, ChannelRules, Deliver, History, HistoryQuery, StartError,
 };
 use crate::channel::Channel;
 use crate::config::RedisConfig;
@@ -80,8 +81,10 @@ pub struct RedisClusterBroker {
     deliver: Arc<dyn Deliver>,
     /// The channels this node holds sharded subscriptions for.
     desired: Mutex<HashSet<Channel>>,
-    /// This node's relay channel (SSUBSCRIBEd by this node only).
+    /// This node's own channel (SSUBSCRIBEd by this node only).
     relay_channel: String,
+    /// The control channel (SSUBSCRIBEd by every node).
+    control_channel: String,
     /// Start of this node's probe channel names; a hash tag per shard follows.
     probe_prefix: String,
     health: Mutex<Health>,
@@ -201,7 +204,8 @@ impl RedisClusterBroker {
             metrics,
             deliver,
             desired: Mutex::new(HashSet::new()),
-            relay_channel: relay::channel(&config.prefix, &options.node_id),
+            relay_channel: node_channel(&config.prefix, &options.node_id),
+            control_channel: control_channel(&config.prefix),
             probe_prefix: envelope::internal_channel(
                 &config.prefix,
                 &format!("probe:{}:{incarnation:08x}:", options.node_id),
@@ -289,10 +293,10 @@ impl RedisClusterBroker {
         futures_util::future::join_all(calls).await;
     }
 
-    /// Whether this node wants the sharded subscription `name` (its channels, its relay
-    /// channel; the probe loop keeps its probe channels itself).
+    /// Whether this node wants the sharded subscription `name` (its channels, its own and
+    /// the control channel; the probe loop keeps its probe channels itself).
     fn wants(&self, name: &str) -> bool {
-        if name == self.relay_channel {
+        if name == self.relay_channel || name == self.control_channel {
             return true;
         }
         let desired = self.desired.lock().unwrap_or_else(|e| e.into_inner());
@@ -392,12 +396,12 @@ impl RedisClusterBroker {
             return;
         }
         if name == self.relay_channel {
-            match std::str::from_utf8(payload)
-                .ok()
-                .and_then(RelayedFrames::decode)
-            {
-                Some(relayed) => self.deliver.relayed(relayed),
-                None => tracing::debug!("ignored a malformed relay message"),
+            relay::on_node_message(payload, &*self.deliver);
+            return;
+        }
+        if name == self.control_channel {
+            if let Some(command) = control::decode_command(payload) {
+                self.deliver.control(command);
             }
             return;
         }

@@ -147,6 +147,7 @@ impl RedisClusterBroker {
         self.metrics.resubscribed.inc_by(names.len() as u64 / 2);
         let mut names = names;
         names.push(self.relay_channel.clone());
+        names.push(self.control_channel.clone());
         self.ssubscribe(&names).await
     }
 
