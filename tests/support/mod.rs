@@ -4,12 +4,14 @@
 #![allow(dead_code, unused_imports)]
 
 mod client;
+mod control;
 mod gateway;
 mod proxy;
 mod redis_server;
 mod sse;
 
 pub use client::*;
+pub use control::*;
 pub use gateway::*;
 pub use proxy::*;
 pub use redis_server::*;
