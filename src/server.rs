@@ -147,6 +147,9 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let node = self.node.clone();
+        if node.config.demo && node.config.demo_play {
+            tokio::spawn(crate::http::demo_play::run(node.clone()));
+        }
         let stop_http = CancellationToken::new();
         {
             let drainer = node.clone();

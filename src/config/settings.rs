@@ -213,6 +213,8 @@ settings! {
     drain_s: u64 = 10, "SECONDS";
     /// Serve the live demo dashboard at `/demo`, with `/demo/token` minting tokens for anyone: development only.
     demo: bool = false, "BOOL";
+    /// With `demo`: the gateway itself plays a sample run on `dag:demo` (the graph, the human gate, the agent console, a notification to whoever decides) whenever nothing else has published there for a while. Default: on with the embedded broker, off with Redis (where `examples/simulator` plays).
+    demo_play: Option<bool>, "BOOL";
     /// A socket write that makes no progress for this long drops the connection.
     write_timeout_s: u64 = 10, "SECONDS", min 1;
     /// Hold each connection's writes up to this long, so what arrives meanwhile goes out in one write: fewer system calls per message when connections get many messages a second, at up to this much added latency. 0 writes at once (and lets small fan-outs write from the fan-out itself).

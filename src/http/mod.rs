@@ -8,6 +8,7 @@ pub mod auth;
 pub mod body;
 pub mod control;
 pub mod demo;
+pub mod demo_play;
 pub mod history;
 pub mod ops;
 pub mod presence;

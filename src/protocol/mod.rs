@@ -20,5 +20,5 @@ pub use codes::{ClientError, CloseCode, ErrorCode};
 pub use frame::{Frame, HistoryMark};
 pub use message::message_frame_with;
 pub use payload::{PayloadInfo, is_json};
-pub use reply::{HistoryEntry, ServerFrame};
+pub use reply::{HistoryEntry, ServerFrame, expires_in};
 pub use request::{FrameError, MAX_OFFSET, Request, RequestId, Since, parse_client_frame};

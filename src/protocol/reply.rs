@@ -26,6 +26,9 @@ pub enum ServerFrame<'a> {
         channels: Vec<&'a str>,
         /// Token expiry, seconds since the Unix epoch.
         expires_at: i64,
+        /// Seconds the token has left by this node's clock ([`expires_in`]): what a client
+        /// whose clock is wrong schedules its refresh from.
+        expires_in: u64,
     },
     Subscribed {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,6 +145,8 @@ pub enum ServerFrame<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a RequestId>,
         expires_at: i64,
+        /// As in `connection_ack`: the new token's remaining lifetime, in seconds.
+        expires_in: u64,
     },
     Error {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -149,6 +154,16 @@ pub enum ServerFrame<'a> {
         code: ErrorCode,
         message: &'a str,
     },
+}
+
+/// The seconds left until `expires_at` (Unix seconds) by this node's clock, rounded down;
+/// 0 once it has passed. Clients time their token refresh from this rather than from their
+/// own clock, which may be minutes off.
+pub fn expires_in(expires_at: i64) -> u64 {
+    let left_ms = expires_at
+        .saturating_mul(1000)
+        .saturating_sub(crate::clock::unix_now_ms());
+    u64::try_from(left_ms / 1000).unwrap_or(0)
 }
 
 impl ServerFrame<'_> {

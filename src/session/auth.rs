@@ -6,7 +6,7 @@ use tokio::time::Instant;
 use super::Session;
 use crate::channel::Channel;
 use crate::outbox::Ending;
-use crate::protocol::{ClientError, CloseCode, ErrorCode, RequestId, ServerFrame};
+use crate::protocol::{ClientError, CloseCode, ErrorCode, RequestId, ServerFrame, expires_in};
 
 impl Session {
     /// While unauthenticated: when the `auth` frame must have arrived.
@@ -127,6 +127,10 @@ impl Session {
             .encode();
             self.leave(&channel, notice).await;
         }
-        self.reply(ServerFrame::Refreshed { id, expires_at });
+        self.reply(ServerFrame::Refreshed {
+            id,
+            expires_at,
+            expires_in: expires_in(expires_at),
+        });
     }
 }

@@ -195,6 +195,7 @@ impl Session {
             heartbeat_s: self.node.config.heartbeat.as_secs(),
             channels: channels.iter().map(Channel::as_str).collect(),
             expires_at: identity.expires_at,
+            expires_in: crate::protocol::expires_in(identity.expires_at),
         }
         .encode();
         if let Err(e) = self

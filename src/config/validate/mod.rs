@@ -146,6 +146,7 @@ impl Validator {
             auth_timeout_s,
             drain_s,
             demo,
+            demo_play,
             write_timeout_s,
             write_delay_ms,
             max_message_bytes,
@@ -227,6 +228,7 @@ impl Validator {
             ));
         }
         let secs = |s: Option<u64>| s.map(Duration::from_secs);
+        let embedded_broker = matches!(redis, Some(None));
         Some(Config {
             listen: listen?,
             internal_listen: internal_listen?,
@@ -249,6 +251,7 @@ impl Validator {
             presence_lease: secs(presence_lease_s)?,
             idempotency_window: secs(idempotency_window_s)?,
             demo: demo?,
+            demo_play: demo_play?.unwrap_or(embedded_broker),
             limits,
             warnings: Vec::new(),
         })

@@ -1,5 +1,5 @@
 /**
- * The plugin's browser modules with the real JS client (`@fanout/client`, as build.sh copies
+ * The plugin's browser modules with the real JS client (`fanout-client`, as build.sh copies
  * it into the plugin), run in Node 20 (`--experimental-websocket`) the way two browser tabs
  * run them: tokens from the WordPress REST route with each user's logged-in cookie and
  * nonce, "who is here" on a post's room, the bell's notifications.
