@@ -82,15 +82,16 @@ fn imports(module: &Module, code: &str, modules: &BTreeMap<Module, PathBuf>) -> 
     while i < bytes.len() {
         let starts = ["crate::", "super::", "self::"]
             .iter()
-            .find(|p| code[i..].starts_with(**p) && (i == 0 || !is_ident(bytes[i - 1])));
+            .find(|p| bytes[i..].starts_with(p.as_bytes()) && (i == 0 || !is_ident(bytes[i - 1])));
         let Some(_) = starts else {
             i += 1;
             continue;
         };
         // The path: segments joined by `::`, possibly ending in a `{a, b::c}` group.
         let mut end = i;
-        while end < bytes.len() && (is_ident(bytes[end]) || code[end..].starts_with("::")) {
-            end += if code[end..].starts_with("::") { 2 } else { 1 };
+        // Byte comparisons: `i` may sit inside a character of a string literal.
+        while end < bytes.len() && (is_ident(bytes[end]) || bytes[end..].starts_with(b"::")) {
+            end += if bytes[end..].starts_with(b"::") { 2 } else { 1 };
         }
         let path = code[i..end].trim_end_matches("::");
         let mut heads: Vec<String> = vec![path.to_owned()];
