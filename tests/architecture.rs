@@ -91,7 +91,11 @@ fn imports(module: &Module, code: &str, modules: &BTreeMap<Module, PathBuf>) -> 
         let mut end = i;
         // Byte comparisons: `i` may sit inside a character of a string literal.
         while end < bytes.len() && (is_ident(bytes[end]) || bytes[end..].starts_with(b"::")) {
-            end += if bytes[end..].starts_with(b"::") { 2 } else { 1 };
+            end += if bytes[end..].starts_with(b"::") {
+                2
+            } else {
+                1
+            };
         }
         let path = code[i..end].trim_end_matches("::");
         let mut heads: Vec<String> = vec![path.to_owned()];
