@@ -3,11 +3,12 @@
 //! ([`Node::on_control`]); revocations checked at connect, refresh and channel-token use; the
 //! node registry this node heartbeats into; and the survey that sums every node's channels.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use super::{Node, SessionCommand};
+use crate::auth::Credential;
 use crate::broker::{
     BrokerError, ControlCommand, ControlMessage, HEARTBEAT, HEARTBEAT_TTL, NodeInfo, Revocation,
     SurveyReply,
@@ -18,6 +19,50 @@ use crate::protocol::ServerFrame;
 
 /// How long a survey waits for the nodes that have not replied yet.
 const SURVEY_WAIT: Duration = Duration::from_secs(1);
+/// How long a node remembers the revocations it heard of, for the sessions being admitted
+/// meanwhile; far longer than admission takes (its broker calls time out within seconds).
+const RECENT_REVOCATIONS_KEPT: Duration = Duration::from_secs(60);
+/// At most this many are remembered (a flood of revocations must not grow the node).
+const RECENT_REVOCATIONS_MAX: usize = 10_000;
+
+/// The revocations this node heard of lately. A session checks the broker's store at
+/// admission and is told of revocations once it is listed under its user; one published in
+/// between would reach neither, so the session also looks here once listed
+/// ([`Node::revoked_lately`]).
+#[derive(Default)]
+pub(super) struct RecentRevocations(Mutex<VecDeque<(Instant, Revoked)>>);
+
+enum Revoked {
+    User { user: String, before: i64 },
+    Token { jti: String },
+}
+
+impl RecentRevocations {
+    fn remember(&self, revoked: Revoked) {
+        let now = Instant::now();
+        let mut recent = self.lock();
+        while recent
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) > RECENT_REVOCATIONS_KEPT)
+            || recent.len() >= RECENT_REVOCATIONS_MAX
+        {
+            recent.pop_front();
+        }
+        recent.push_back((now, revoked));
+    }
+
+    fn covers(&self, user: &str, credential: &Credential) -> bool {
+        self.lock().iter().any(|(_, revoked)| match revoked {
+            Revoked::User { user: u, before } => u == user && credential.issued_at < *before,
+            Revoked::Token { jti } => credential.jti.as_deref() == Some(jti.as_str()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(Instant, Revoked)>> {
+        // One push or scan at a time: a poisoned list is still consistent.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 impl Node {
     /// A control command or a survey reply that arrived for this node.
@@ -73,9 +118,16 @@ impl Node {
                 }
             }
             ControlCommand::RevokeUser { user, before } => {
+                // Remembered before the sessions are told: see RecentRevocations.
+                self.recent_revocations.remember(Revoked::User {
+                    user: user.clone(),
+                    before,
+                });
                 self.tell(&user, SessionCommand::RevokeUser { before });
             }
             ControlCommand::RevokeToken { jti, .. } => {
+                self.recent_revocations
+                    .remember(Revoked::Token { jti: jti.clone() });
                 // Any session may hold it (as its connection token or a channel token).
                 for listed in self.sessions.iter() {
                     if listed.user.get().is_some() {
@@ -158,11 +210,18 @@ impl Node {
         self.control.revoke(revocation).await
     }
 
+    /// Whether this node heard lately that a token of `user` with this credential was
+    /// revoked: checked by a session once it is listed under its user, after admission
+    /// asked the broker ([`RecentRevocations`]).
+    pub fn revoked_lately(&self, user: &str, credential: &Credential) -> bool {
+        self.recent_revocations.covers(user, credential)
+    }
+
     /// Whether a token of `user` with this credential was revoked.
     pub async fn is_revoked(
         &self,
         user: &str,
-        credential: &crate::auth::Credential,
+        credential: &Credential,
     ) -> Result<bool, BrokerError> {
         self.control
             .is_revoked(user, credential.issued_at, credential.jti.as_deref())

@@ -63,6 +63,8 @@ pub struct Node {
     sessions: DashMap<ConnKey, Listed>,
     /// Surveys this node sent, waiting for the other nodes' replies.
     surveys: DashMap<String, tokio::sync::mpsc::UnboundedSender<SurveyReply>>,
+    /// Revocations heard lately, for sessions admitted meanwhile.
+    recent_revocations: control::RecentRevocations,
     draining: AtomicBool,
     next_conn: AtomicU64,
 }
@@ -109,6 +111,7 @@ impl Node {
             inbound: Arc::new(InboundSessions::default()),
             control: brokers.control,
             surveys: DashMap::new(),
+            recent_revocations: Default::default(),
             admission: Admission::new(&config.limits),
             metrics,
             config,
@@ -334,6 +337,7 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use crate::broker::{ControlCommand, ControlMessage};
     use crate::config::SettingsArgs;
     use crate::outbox::Outgoing;
 
@@ -424,6 +428,34 @@ mod tests {
             let ending = outbox.take_batch(&mut out, 16).ending.unwrap();
             assert_eq!(ending.label(), "service_restart");
         }
+    }
+
+    #[tokio::test]
+    async fn a_revocation_heard_before_a_session_is_listed_is_remembered_for_it() {
+        let node = node(&[]);
+        let credential = |issued_at: i64, jti: Option<&str>| crate::auth::Credential {
+            issued_at,
+            jti: jti.map(str::to_owned),
+        };
+        node.on_control(ControlMessage::Command(ControlCommand::RevokeUser {
+            user: "ada".into(),
+            before: 1_000,
+        }));
+        node.on_control(ControlMessage::Command(ControlCommand::RevokeToken {
+            jti: "stolen".into(),
+            expires_at: i64::MAX,
+        }));
+        assert!(node.revoked_lately("ada", &credential(999, None)));
+        assert!(
+            !node.revoked_lately("ada", &credential(1_000, None)),
+            "issued at the cut-off"
+        );
+        assert!(
+            !node.revoked_lately("bob", &credential(999, None)),
+            "another user"
+        );
+        assert!(node.revoked_lately("bob", &credential(5_000, Some("stolen"))));
+        assert!(!node.revoked_lately("bob", &credential(5_000, Some("other"))));
     }
 
     #[tokio::test]

@@ -186,6 +186,19 @@ impl Session {
                 return false;
             }
         };
+        // Listed under its user before anything else, so that the backend's commands from
+        // now on reach it (a logout right after a login); a revocation published since
+        // admission asked the broker is among those the node heard of lately.
+        self.node.identify(self.conn.key, &identity.user);
+        if self
+            .node
+            .revoked_lately(&identity.user, &identity.credential)
+        {
+            tracing::info!(conn = %self.conn.conn_id, user = %identity.user, "token revoked while the connection was admitted; closing it");
+            self.outbox
+                .end(Ending::close(CloseCode::Revoked, "token revoked"));
+            return false;
+        }
         let channels = [Channel::broadcast(), user_channel];
         let ack = ServerFrame::ConnectionAck {
             id,
@@ -216,7 +229,6 @@ impl Session {
         // The writer arms its expiry timer from this.
         self.outbox.wake_writer();
         tracing::info!(conn = %self.conn.conn_id, user = %identity.user, "session authenticated");
-        self.node.identify(self.conn.key, &identity.user);
         self.identity = Some(identity);
         self._user_slot = Some(user_slot);
         for channel in channels {

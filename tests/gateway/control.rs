@@ -349,3 +349,34 @@ async fn bad_control_requests_get_clear_errors() {
     let (status, _) = gw.post("/api/disconnect", &json!({"user": "nobody"})).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn a_logout_right_after_a_login_reaches_the_new_connection() {
+    // The backend acts the moment the client is acknowledged (a login then a logout, a
+    // session cut off as it opens): the connection is already the user's, on a busy
+    // machine too (a gateway thread preempted between the acknowledgement and the rest).
+    let redis = RedisServer::start();
+    let gw = Gateway::start_on_redis("login-logout", &redis, &[]).await;
+    let mut backend = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _hogs: Vec<CpuHog> = (0..3).map(|_| CpuHog::start(0)).collect();
+    for round in 0..40 {
+        let user = format!("quick{round}");
+        let mut client = gw.connect_as(&user, &[]).await;
+        let accepted: u64 = redis::cmd("FCALL")
+            .arg(&["fanout_disconnect", "1", "control", &user, "", "logged out"][..])
+            .query_async(&mut backend)
+            .await
+            .unwrap();
+        assert_eq!(accepted, 1);
+        let (before, code, reason) = until_close(&mut client).await;
+        assert_eq!(
+            (code, reason.as_str()),
+            (4004, "logged out"),
+            "round {round}: {before:?}"
+        );
+    }
+}
