@@ -96,7 +96,10 @@ impl Connection {
         Fut: Future<Output = Session> + Send + 'static,
     {
         let cancel = CancellationToken::new();
-        let reading = std::panic::AssertUnwindSafe(read(session, cancel.clone()));
+        // Boxed where it is made: a future moved into the task's block would be held twice
+        // there (as the block's capture and as what it awaits), and every connection holds
+        // this one for its whole life.
+        let reading = Box::pin(std::panic::AssertUnwindSafe(read(session, cancel.clone())));
         let outbox = self.outbox.clone();
         let conn_id = self.conn.conn_id.clone();
         let task = tokio::spawn(

@@ -90,7 +90,10 @@ pub async fn drive<W: Wire>(wire: &W, outbox: &Outbox, conn: &ConnState, node: &
         if !batch.is_empty() {
             let started = Instant::now();
             let written = {
-                let mut write = std::pin::pin!(wire.write(&batch));
+                // Boxed, as are the heartbeat and the close: the driver's future is what
+                // every idle connection holds, and a write's state (its deadline, the
+                // vectored write) is most of it. One allocation per batch written.
+                let mut write = Box::pin(wire.write(&batch));
                 loop {
                     tokio::select! {
                         biased;
@@ -137,7 +140,7 @@ pub async fn drive<W: Wire>(wire: &W, outbox: &Outbox, conn: &ConnState, node: &
         }
         if let Some(ending) = ending {
             if let Some((code, reason)) = ending.closing() {
-                wire.close(code, reason).await;
+                Box::pin(wire.close(code, reason)).await;
             }
             log_ending(outbox, wire, &ending, &timers);
             return ending;
@@ -383,7 +386,7 @@ impl Timers {
             );
         }
         let claim = outbox.claim_socket();
-        if let Err(ending) = wire.heartbeat().await {
+        if let Err(ending) = Box::pin(wire.heartbeat()).await {
             outbox.end(ending.clone());
             drop(claim);
             return Err(ending);
