@@ -203,6 +203,7 @@ export class Control {
     const t = entry._tokens;
     const live = () => client._conn === conn && client._channels.get(entry.channel) === entry && t._gen === gen && entry.subscribed;
     if (!live()) return;
+    const before = tokenExpiry(t._token);
     t._token = undefined;
     let token;
     try {
@@ -212,6 +213,11 @@ export class Control {
       return;
     }
     if (!live()) return;
+    if (tokenExpiry(token) <= before) {
+      // No later token yet (one the application keeps, say): ask again after a backoff.
+      this._renewLater(conn, entry, entry.retryBackoff.next());
+      return;
+    }
     const id = client._nextId++;
     client._pending.set(id, { kind: "renew", entry, gen });
     client._debug(`${entry.channel}: renewing its channel token`);

@@ -340,6 +340,30 @@ async function fakeConnected(options = {}) {
 const sends = (ws) => ws.sent.filter((f) => f.type === "send");
 const settled = (promise) => promise.then((value) => ({ value }), (error) => ({ error }));
 
+describe("channel tokens (fake transport)", () => {
+  test("a renewal goes out only with a later token: the same one again is asked again after a backoff; the later one is sent without since", async () => {
+    const { client, ws } = await fakeConnected();
+    const shortLived = signToken({ sub: "42", channel: "dag:7", ttlS: 2 });
+    const later = signToken({ sub: "42", channel: "dag:7", ttlS: 60 });
+    const handed = [shortLived, shortLived, shortLived];
+    let asked = 0;
+    client.subscribe("dag:7", { getToken: async () => handed[asked++] ?? later });
+    await waitFor(() => ws.last("subscribe"));
+    const first = ws.last("subscribe");
+    assert.equal(first.token, shortLived);
+    assert.ok(first.since, "the first subscribe carries since");
+    ws.frame({ type: "subscribed", id: first.id, channel: "dag:7", offset: 0, epoch: "e" });
+    // Renewed a third of its lifetime (1-2 s) before the end.
+    for (let i = 0; i < 400 && ws.sent.filter((f) => f.type === "subscribe").length < 2; i++) await tick();
+    const subscribes = ws.sent.filter((f) => f.type === "subscribe");
+    assert.equal(subscribes.length, 2, "one renewal");
+    assert.ok(asked >= 4, `the same token was not sent again; asked ${asked} times`);
+    assert.equal(subscribes[1].token, later);
+    assert.equal(subscribes[1].since, undefined, "renewed in place, nothing replayed");
+    client.close();
+  });
+});
+
 describe("send (fake transport)", () => {
   test("several frames in flight, up to the window; replies matched in order; the next go as replies come", async () => {
     const { client, ws } = await fakeConnected({ sendWindow: 3 });
