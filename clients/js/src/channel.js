@@ -32,6 +32,21 @@
  * @property {(since: Position) => void} recover send a `subscribe` with this `since`; answer with `onSubscribed`
  */
 
+/**
+ * What comes with a message to the application: its channel, and its position and
+ * publisher when it has them.
+ * @returns {MessageMeta}
+ */
+export function messageMeta(frame) {
+  const meta = { channel: frame.channel };
+  if (typeof frame.offset === "number") {
+    meta.offset = frame.offset;
+    meta.epoch = frame.epoch;
+  }
+  if (frame.user !== undefined) meta.user = frame.user;
+  return meta;
+}
+
 /** A position that matches no epoch: asks a `subscribe` for the channel's current position. */
 const NO_POSITION = Object.freeze({ offset: 0, epoch: "" });
 
@@ -180,13 +195,7 @@ export class ChannelSync {
   }
 
   _deliver(frame) {
-    const meta = { channel: this.channel };
-    if (typeof frame.offset === "number") {
-      meta.offset = frame.offset;
-      meta.epoch = frame.epoch;
-    }
-    if (frame.user !== undefined) meta.user = frame.user;
-    this.hooks.deliver(frame.data, meta);
+    this.hooks.deliver(frame.data, messageMeta(frame));
   }
 
   /** Delivers held messages that now follow the position; forgets those it passed. */

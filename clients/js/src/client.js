@@ -15,16 +15,13 @@
 
 import { Backoff } from "./backoff.js";
 import { ChannelSync } from "./channel.js";
+import { channelTokens, Control, disconnectInfo, PENALTY_CLOSE_CODES, REVOKED_CLOSE_CODE, TOKEN_CLOSE_CODE } from "./control.js";
 import { root } from "./env.js";
 import { FanoutError } from "./errors.js";
 import { Subscription } from "./subscription.js";
 import { tokenExpiry } from "./token.js";
 import { SseTransport, WebSocketTransport } from "./transports.js";
 
-/** Close codes after which the protocol asks for a long backoff: limits and client bugs. */
-const PENALTY_CLOSE_CODES = new Set([4010, 4029, 1002, 1007, 1009, 4003]);
-/** Close code of a token problem (expired, refused). */
-const TOKEN_CLOSE_CODE = 4001;
 /** Close code of a draining node: reconnect soon, the balancer routes elsewhere. */
 const DRAIN_CLOSE_CODE = 1012;
 /** Close code this client uses when it gives up on a silent connection. */
@@ -53,6 +50,8 @@ const MAX_CATCH_UP_BUFFER = 10000;
  *   every `subscribed` reply (after each reconnect too): ask `presence` here
  * @property {(error: FanoutError) => void} [onError] the subscription was refused or ended by the server
  * @property {Position} [since] the position the application already has (e.g. from sessionStorage)
+ * @property {(channel: string) => any} [getToken] a channel token for this channel (async; null: none):
+ *   the channel is always subscribed with one, renewed before it expires
  */
 
 /** Whether `value` is a plain JSON object (not an array, not null). */
@@ -147,6 +146,7 @@ export class Fanout {
       WebSocket: options.WebSocket ?? root.WebSocket,
       fetch: options.fetch ?? (typeof root.fetch === "function" ? root.fetch.bind(root) : undefined),
       getToken: options.getToken,
+      getChannelToken: options.getChannelToken,
       stableAfterMs: options.stableAfterMs ?? 10000,
       drainRetryMs: options.drainRetryMs ?? 1000,
       penaltyMs: options.penaltyMs ?? 30000,
@@ -200,6 +200,10 @@ export class Fanout {
     this._token = typeof options.token === "string" ? options.token : undefined;
     /** The gateway refused the current token: get another before connecting again. */
     this._tokenRefused = false;
+    /** Tokens the gateway revoked (4003), never used again; the last few. */
+    this._revokedTokens = new Set();
+    /** The backend's control: close codes, its subscriptions, channel tokens (control.js). */
+    this._control = new Control(this);
     /** WebSocket attempts in a row that ended without a connection_ack ("auto" transport). */
     this._webSocketFailures = 0;
     /** Until when "auto" keeps to SSE after WebSockets failed and SSE worked (0: not). */
@@ -256,7 +260,11 @@ export class Fanout {
 
   /**
    * Listens to an event: `state` (fn(state)), `error` (fn(FanoutError)), `connected`
-   * (fn(connection)), `transport` (fn("websocket" | "sse"), when "auto" switches).
+   * (fn(connection)), `transport` (fn("websocket" | "sse"), when "auto" switches), and the
+   * backend's control: `disconnect` (fn({ code, reason, reconnect })), `serverSubscribed`
+   * (fn({ channel, epoch?, offset? })), `serverUnsubscribed` (fn({ channel, reason? })),
+   * `publication` (fn(data, meta): a message of a channel the backend subscribed this
+   * connection to, when no Subscription takes it).
    * @returns {() => void} a function that removes the listener
    */
   on(event, fn) {
@@ -488,10 +496,12 @@ export class Fanout {
     const expiring = exp !== undefined && exp * 1000 - this._serverNow() < 5000;
     if (this._token !== undefined && !this._tokenRefused && !expiring) return this._token;
     if (!getToken) {
-      throw new FanoutError("unauthorized", this._tokenRefused ? "the token was refused and there is no getToken to get another" : "the token has expired and there is no getToken", { retryable: false });
+      throw new FanoutError(this._revokedTokens.has(this._token) ? "revoked" : "unauthorized", this._tokenRefused ? "the token was refused and there is no getToken to get another" : "the token has expired and there is no getToken", { retryable: false });
     }
     const token = await getToken();
     if (typeof token !== "string" || token === "") throw new FanoutError("unauthorized", "getToken() did not return a token", { retryable: true });
+    // Never the revoked one again: ask again after a backoff.
+    if (this._revokedTokens.has(token)) throw new FanoutError("revoked", "getToken() returned a token that was revoked", { retryable: true });
     this._token = token;
     this._tokenRefused = false;
     return token;
@@ -518,7 +528,8 @@ export class Fanout {
     this._awaitingNetwork = false;
     if (!this._wanted || this._conn) return;
     this._setState("connecting");
-    const conn = { transport: null, ack: null, openedAt: 0, timers: new Set(), lastActivity: 0, verifying: false, expiresAt: undefined, deadline: undefined };
+    // _serverChannels: those the backend subscribed this connection to; _disconnect: its `disconnect` frame.
+    const conn = { transport: null, ack: null, openedAt: 0, timers: new Set(), lastActivity: 0, verifying: false, expiresAt: undefined, deadline: undefined, _serverChannels: new Set(), _disconnect: undefined };
     this._conn = conn;
     let token;
     try {
@@ -721,20 +732,37 @@ export class Fanout {
     }
     if (connectedFor >= this.options.stableAfterMs) this._backoff.reset();
 
+    const revoked = code === REVOKED_CLOSE_CODE;
+    // Ended by the backend: the `disconnect` event, once, and its `reconnect` is followed.
+    const ended = disconnectInfo(code, reason, conn._disconnect);
     const closeError = new FanoutError(
-      code === TOKEN_CLOSE_CODE ? "unauthorized" : code === 4003 ? "forbidden" : "disconnected",
+      code === TOKEN_CLOSE_CODE ? "unauthorized" : revoked ? "revoked" : "disconnected",
       `connection closed (${code}${reason ? `: ${reason}` : ""})`,
-      { closeCode: code, status, retryable: code !== 4003 },
+      { closeCode: code, status, retryable: !revoked && !(ended && !ended.reconnect) },
     );
     let delay;
-    if (code === TOKEN_CLOSE_CODE) {
+    if (code === TOKEN_CLOSE_CODE || revoked) {
+      // A new token first (after 4003, never the revoked one), or stop without getToken.
       this._tokenRefused = true;
+      if (revoked) {
+        this._revokedTokens.add(conn.token);
+        if (this._revokedTokens.size > 8) this._revokedTokens.delete(this._revokedTokens.values().next().value);
+      }
       this._emit("error", closeError);
       if (!this.options.getToken) {
         this._stop(closeError);
         this._setState("disconnected");
         return;
       }
+      delay = () => this._backoff.next();
+    } else if (ended && !ended.reconnect) {
+      // Not by ourselves: a later connect() asks getToken for a token first.
+      this._tokenRefused = Boolean(this.options.getToken);
+      this._stop(closeError);
+      this._setState("disconnected");
+      this._emit("disconnect", ended);
+      return;
+    } else if (ended) {
       delay = () => this._backoff.next();
     } else if (immediate) {
       delay = () => 0;
@@ -750,6 +778,7 @@ export class Fanout {
       delay = () => this._backoff.next();
     }
     this._scheduleReconnect(delay);
+    if (ended) this._emit("disconnect", ended);
   }
 
   /** Reconnects after `delay()` ms; while offline, once the network is back instead. */
@@ -810,6 +839,7 @@ export class Fanout {
       case "message": {
         const entry = this._channels.get(frame.channel);
         if (entry) entry.sync.onMessage(frame);
+        else this._control._strayMessage(conn, frame);
         return;
       }
       case "resync": {
@@ -822,8 +852,18 @@ export class Fanout {
       case "presence_update":
         this._onPresenceEvent(frame);
         return;
+      case "disconnect":
+        // The backend ends the connection; the close follows.
+        this._debug("disconnected by the backend", { code: frame.code, reconnect: frame.reconnect });
+        conn._disconnect = frame;
+        return;
+      case "subscribed":
+        if (frame.server === true && frame.id === undefined) this._control._serverSubscribed(conn, frame);
+        else this._onReply(conn, frame);
+        return;
       case "unsubscribed":
-        if (frame.reason !== undefined && frame.id === undefined) this._onServerUnsubscribed(frame);
+        // A notice (no id): the server ended a subscription.
+        if (frame.id === undefined && (frame.server === true || frame.reason !== undefined)) this._control._serverUnsubscribed(conn, frame);
         else this._onReply(conn, frame);
         return;
       default:
@@ -849,6 +889,9 @@ export class Fanout {
       }
       case "refresh":
         this._onRefreshReply(conn, pending, frame);
+        return;
+      case "renew":
+        this._control._renewed(conn, pending, frame);
         return;
       case "send":
         this._onSendReply(pending, frame);
@@ -878,6 +921,7 @@ export class Fanout {
     const sub = new Subscription(this, channel, handlers);
     let entry = this._channels.get(channel);
     if (entry) {
+      if (!entry._tokens && typeof handlers.getToken === "function") entry._tokens = channelTokens(handlers.getToken);
       entry.subs.add(sub);
       sub._state = entry.state;
       // The channel runs already: this subscription joins where it stands (once it stands
@@ -896,6 +940,8 @@ export class Fanout {
       retryTimer: undefined,
       retryBackoff: new Backoff(this._retryBackoffOptions),
       sync: null,
+      // The channel's channel token (control.js), when it needs one.
+      _tokens: typeof handlers.getToken === "function" ? channelTokens(handlers.getToken) : null,
     };
     entry.sync = new ChannelSync(
       channel,
@@ -1042,18 +1088,30 @@ export class Fanout {
   }
 
   _sendSubscribe(channel, entry) {
-    const id = this._nextId++;
     entry.sync.subscribing();
-    this._pending.set(id, { kind: "subscribe", channel, entry });
-    const since = entry.sync.since();
-    this._debug(`${channel}: subscribe`, { since });
-    this._conn.transport.send({ type: "subscribe", channel, since, id });
+    const send = (token) => {
+      const id = this._nextId++;
+      this._pending.set(id, { kind: "subscribe", channel, entry, token });
+      const since = entry.sync.since();
+      this._debug(`${channel}: subscribe`, { since, channelToken: token !== undefined });
+      this._conn.transport.send(token === undefined ? { type: "subscribe", channel, since, id } : { type: "subscribe", channel, since, token, id });
+    };
+    if (entry._tokens) this._control._subscribe(channel, entry, send);
+    else send(undefined);
   }
 
   _onSubscribeReply(pending, frame) {
     const { channel, entry } = pending;
-    if (this._channels.get(channel) !== entry) return; // unsubscribed meanwhile
+    if (this._channels.get(channel) !== entry) {
+      // Ended meanwhile (by the server): leave it, if the gateway subscribed it after all.
+      const conn = this._conn;
+      if (frame.type === "subscribed" && !this._channels.has(channel) && conn && !conn._serverChannels.has(channel)) {
+        conn.transport.send({ type: "unsubscribe", channel, id: this._nextId++ });
+      }
+      return;
+    }
     if (frame.type === "subscribed") {
+      if (pending.token !== undefined) this._control._renewLater(this._conn, entry);
       entry.subscribed = true;
       entry.retryBackoff.reset();
       this._debug(`${channel}: subscribed`, { offset: frame.offset, recovered: frame.recovered });
@@ -1070,6 +1128,7 @@ export class Fanout {
     }
     entry.sync.recovering = false;
     const error = FanoutError.fromFrame(frame, channel);
+    if (this._control._refused(entry, pending, error)) return;
     if (RETRYABLE_SUBSCRIBE_CODES.has(error.code)) {
       for (const sub of entry.subs) sub._error = error;
       entry.retryTimer = setTimeout(() => {
@@ -1082,14 +1141,8 @@ export class Fanout {
     this._endChannel(channel, entry, error);
   }
 
-  _onServerUnsubscribed(frame) {
-    const entry = this._channels.get(frame.channel);
-    if (!entry) return;
-    const error = new FanoutError(frame.reason, `the server ended the subscription to ${frame.channel} (${frame.reason})`, { channel: frame.channel, retryable: false });
-    this._endChannel(frame.channel, entry, error);
-  }
-
-  _endChannel(channel, entry, error) {
+  /** Ends a channel's subscriptions for good, with `onError` (and an `error` event if `report`). */
+  _endChannel(channel, entry, error, report = true) {
     this._channels.delete(channel);
     clearTimeout(entry.retryTimer);
     this._debug(`${channel}: ended`, { error: error.code });
@@ -1097,7 +1150,7 @@ export class Fanout {
       this._call(s, "onError", error);
       s._move("unsubscribed", error);
     }
-    this._emit("error", error);
+    if (report) this._emit("error", error);
   }
 
   _unsubscribe(sub) {
@@ -1111,6 +1164,8 @@ export class Fanout {
     this._channels.delete(sub.channel);
     clearTimeout(entry.retryTimer);
     this._debug(`${sub.channel}: unsubscribe`);
+    // The gateway leaves the channel, whoever subscribed it (the backend too).
+    if (this._conn) this._conn._serverChannels.delete(sub.channel);
     if (this._conn && this._conn.ack) this._conn.transport.send({ type: "unsubscribe", channel: sub.channel, id: this._nextId++ });
   }
 

@@ -82,11 +82,19 @@ export interface SubscriptionHandlers<T = any> {
   onStatus?(member: PresenceMember): void;
   /** Every `subscribed` reply, after each reconnect too: the place to ask `presence`. */
   onSubscribed?(info: SubscribedInfo): void;
-  /** The subscription was refused (forbidden, invalid channel, limit) or ended by the server. */
+  /** The subscription was refused (forbidden, invalid channel, limit) or ended by the server (`unsubscribed_by_server`, `forbidden`, `unauthorized`). */
   onError?(error: FanoutError): void;
   /** The position the application already has (e.g. kept in sessionStorage): recover from it. */
   since?: Position;
+  /**
+   * A channel token for this channel, from your backend: the channel is then always
+   * subscribed with one, renewed before it expires. null (or throwing) ends the subscription.
+   */
+  getToken?: ChannelTokenGetter;
 }
+
+/** Returns a channel token (a JWT with the `channel` claim) for a channel; null or undefined: none. */
+export type ChannelTokenGetter = (channel: string) => Promise<string | null | undefined> | string | null | undefined;
 
 export interface FanoutOptions {
   /** The gateway's WebSocket endpoint, `wss://host/ws` (http(s) and, in browsers, relative URLs work too). */
@@ -95,8 +103,14 @@ export interface FanoutOptions {
   sseUrl?: string;
   /** A token (JWT). Without getToken it cannot be refreshed. */
   token?: string;
-  /** Returns a fresh token; called before the current one expires (refresh) and after a refusal. */
+  /** Returns a fresh token; called before the current one expires (refresh), after a refusal or a revocation (4003), and by connect() after the backend disconnected for good. */
   getToken?: () => Promise<string> | string;
+  /**
+   * Returns a channel token for a channel the connection token does not grant: asked when the
+   * gateway refuses a subscribe with `forbidden` (then subscribed again with it), and again
+   * before it expires and when it is revoked. null: no token, the refusal stands.
+   */
+  getChannelToken?: ChannelTokenGetter;
   /** Default "auto": WebSocket, falling back to SSE when WebSockets cannot connect. */
   transport?: "auto" | TransportKind;
   /** A WebSocket constructor (e.g. from the `ws` package); default: the global one. */
@@ -109,7 +123,7 @@ export interface FanoutOptions {
   stableAfterMs?: number;
   /** After a drain close (1012), the first retry comes within this. Default 1000. */
   drainRetryMs?: number;
-  /** Backoff after limit and client-bug closes (4010, 4029, 1002, 1007, 1009). Default 30000. */
+  /** Backoff after limit and client-bug closes (4010, 4029, 1002, 1007, 1009) and SSE 403s. Default 30000. */
   penaltyMs?: number;
   /** A connection attempt without connection_ack within this fails. Default 10000. */
   connectTimeoutMs?: number;
@@ -117,7 +131,7 @@ export interface FanoutOptions {
   requestTimeoutMs?: number;
   /** After a ping sent because of silence, nothing within this means the connection is dead. Default 10000. */
   pongTimeoutMs?: number;
-  /** Refresh the token this long before it expires (at most a third of its remaining life). Default 60000. */
+  /** Refresh the token (and renew channel tokens) this long before it expires (at most a third of its remaining life). Default 60000. */
   refreshMarginMs?: number;
   /** "auto": WebSocket attempts in a row without connection_ack before trying SSE. Default 2. */
   webSocketFailuresBeforeSse?: number;
@@ -154,7 +168,7 @@ export interface ConnectionInfo {
   channels: string[];
 }
 
-/** Error codes: the protocol's, and the client's own (disconnected, timeout, closed, transport, callback_failed, queue_full, aborted, unsubscribed). */
+/** Error codes: the protocol's, and the client's own (revoked, unsubscribed_by_server, disconnected, timeout, closed, transport, callback_failed, queue_full, aborted, unsubscribed). */
 export type FanoutErrorCode =
   | "bad_request"
   | "unauthorized"
@@ -166,6 +180,8 @@ export type FanoutErrorCode =
   | "unavailable"
   | "unsupported"
   | "internal"
+  | "revoked"
+  | "unsubscribed_by_server"
   | "disconnected"
   | "timeout"
   | "closed"
@@ -230,11 +246,41 @@ export interface HistoryMessage<T = any> {
   user?: string;
 }
 
+/** The backend ended the connection: the `disconnect` frame (or, without it, the close code). */
+export interface DisconnectInfo {
+  /** 4004 (disconnected), 4005 (disconnected for good) or the backend's own code, 4100-4499. */
+  code: number;
+  reason: string;
+  /** Whether the client reconnects by itself; false: it stays disconnected until connect(). */
+  reconnect: boolean;
+}
+
+export interface ServerSubscribedInfo {
+  channel: string;
+  /** Channels with history: where the channel stands. */
+  epoch?: string;
+  offset?: number;
+}
+
+export interface ServerUnsubscribedInfo {
+  channel: string;
+  /** `forbidden` (a refreshed token no longer grants it) or `unauthorized` (its channel token); absent when the backend took it away. */
+  reason?: string;
+}
+
 export interface FanoutEvents {
   state: (state: ConnectionState) => void;
   error: (error: FanoutError) => void;
   connected: (connection: ConnectionInfo) => void;
   transport: (kind: TransportKind) => void;
+  /** The backend ended the connection (4004, 4005, 4100-4499), once per end. */
+  disconnect: (info: DisconnectInfo) => void;
+  /** The backend subscribed this connection to a channel (until the connection ends). */
+  serverSubscribed: (info: ServerSubscribedInfo) => void;
+  /** The server ended a subscription, and the client does not take it back by itself. */
+  serverUnsubscribed: (info: ServerUnsubscribedInfo) => void;
+  /** A message of a channel the backend subscribed this connection to, which no Subscription takes. */
+  publication: (data: any, meta: MessageMeta) => void;
 }
 
 export class Fanout {

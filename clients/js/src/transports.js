@@ -125,16 +125,17 @@ export class WebSocketTransport {
  * The close code that means what an HTTP refusal of `GET /sse` or `POST /sse/frames` means,
  * so that the client handles both transports alike.
  */
-function closeCodeForStatus(status) {
+function closeCodeForStatus(status, message) {
   switch (status) {
     case 401:
-      return 4001; // token refused: get a new one
+      // A revoked token (as after an `auth` frame: 4003), or refused: get a new one.
+      return message === "token revoked" ? 4003 : 4001;
     case 429:
       return 4010; // this user has too many connections: back off long
     case 503:
       return 1013; // draining or at a limit: try again (elsewhere)
     case 403:
-      return 4003; // origin or user not allowed: not a protocol close code, handled as permanent
+      return 1008; // origin or user not allowed (policy violation): retried after a long backoff
     default:
       return 1006; // no SSE here (404), or a proxy problem: like a dropped connection
   }
@@ -224,7 +225,7 @@ export class SseTransport {
     }
     if (!response.ok) {
       const message = await refusalMessage(response);
-      return this._finish(closeCodeForStatus(response.status), message, response.status);
+      return this._finish(closeCodeForStatus(response.status, message), message, response.status);
     }
     if (!(response.headers.get("content-type") ?? "").startsWith("text/event-stream") || !response.body) {
       response.body?.cancel().catch(() => {});
@@ -306,7 +307,7 @@ export class SseTransport {
           // above the size limit (a WebSocket would close with 1009). Either way this
           // connection cannot carry these frames: end it and let the client reconnect.
           const message = await refusalMessage(response);
-          const code = response.status === 413 ? 1009 : closeCodeForStatus(response.status);
+          const code = response.status === 413 ? 1009 : closeCodeForStatus(response.status, message);
           return this._finish(code, message, response.status);
         }
         await response.body?.cancel().catch(() => {});

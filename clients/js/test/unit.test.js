@@ -269,6 +269,35 @@ describe("reconnect delays by close code (fake transport)", () => {
     client.close();
   });
 
+  test("a backend close whose disconnect frame was lost still makes one disconnect event: 4005 stops, an application code reconnects", async () => {
+    const { client, errors } = await connectWith({ backoff: { baseMs: 10, capMs: 20 } });
+    const ends = [];
+    client.on("disconnect", (info) => ends.push(info));
+    FakeWebSocket.instances[0].drop(4321);
+    await waitForInstance(2);
+    assert.deepEqual(ends, [{ code: 4321, reason: "connection lost", reconnect: true }]);
+    FakeWebSocket.instances[1].frame({ type: "connection_ack", conn_id: "c2", user: "42", node: "n", heartbeat_s: 25, channels: [], expires_at: Math.floor(Date.now() / 1000) + 3600 });
+    FakeWebSocket.instances[1].drop(4005);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.equal(FakeWebSocket.instances.length, 2, "no reconnect after 4005");
+    assert.deepEqual(ends[1], { code: 4005, reason: "connection lost", reconnect: false });
+    assert.equal(client.state, "disconnected");
+    assert.deepEqual(errors, []);
+    client.close();
+  });
+
+  test("the disconnect frame decides, whatever close follows it: reconnect false is followed after a dropped connection (1006)", async () => {
+    const { client } = await connectWith({ backoff: { baseMs: 10, capMs: 20 } });
+    const ends = [];
+    client.on("disconnect", (info) => ends.push(info));
+    FakeWebSocket.instances[0].frame({ type: "disconnect", code: 4100, reason: "suspended", reconnect: false });
+    FakeWebSocket.instances[0].drop(1006);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    assert.deepEqual(ends, [{ code: 4100, reason: "suspended", reconnect: false }]);
+    assert.equal(FakeWebSocket.instances.length, 1);
+    client.close();
+  });
+
   test("closes that ask for a long backoff (4029) wait for it, and are reported", async () => {
     const { client, errors } = await connectWith({ backoff: { baseMs: 10, capMs: 20 }, penaltyMs: 60000 });
     FakeWebSocket.instances[0].drop(4029);
@@ -310,6 +339,30 @@ async function fakeConnected(options = {}) {
 
 const sends = (ws) => ws.sent.filter((f) => f.type === "send");
 const settled = (promise) => promise.then((value) => ({ value }), (error) => ({ error }));
+
+describe("channel tokens (fake transport)", () => {
+  test("a renewal goes out only with a later token: the same one again is asked again after a backoff; the later one is sent without since", async () => {
+    const { client, ws } = await fakeConnected();
+    const shortLived = signToken({ sub: "42", channel: "dag:7", ttlS: 2 });
+    const later = signToken({ sub: "42", channel: "dag:7", ttlS: 60 });
+    const handed = [shortLived, shortLived, shortLived];
+    let asked = 0;
+    client.subscribe("dag:7", { getToken: async () => handed[asked++] ?? later });
+    await waitFor(() => ws.last("subscribe"));
+    const first = ws.last("subscribe");
+    assert.equal(first.token, shortLived);
+    assert.ok(first.since, "the first subscribe carries since");
+    ws.frame({ type: "subscribed", id: first.id, channel: "dag:7", offset: 0, epoch: "e" });
+    // Renewed a third of its lifetime (1-2 s) before the end.
+    for (let i = 0; i < 400 && ws.sent.filter((f) => f.type === "subscribe").length < 2; i++) await tick();
+    const subscribes = ws.sent.filter((f) => f.type === "subscribe");
+    assert.equal(subscribes.length, 2, "one renewal");
+    assert.ok(asked >= 4, `the same token was not sent again; asked ${asked} times`);
+    assert.equal(subscribes[1].token, later);
+    assert.equal(subscribes[1].since, undefined, "renewed in place, nothing replayed");
+    client.close();
+  });
+});
 
 describe("send (fake transport)", () => {
   test("several frames in flight, up to the window; replies matched in order; the next go as replies come", async () => {

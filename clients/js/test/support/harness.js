@@ -116,12 +116,15 @@ export function freePort() {
 const base64url = (value) => Buffer.from(typeof value === "string" ? value : JSON.stringify(value)).toString("base64url");
 
 /**
- * An HS256 JWT signed with the test secret.
- * @param {{ sub: string, channels?: string[], publish?: string[], ttlS?: number, info?: any, secret?: string }} claims
+ * An HS256 JWT signed with the test secret; with `channel`, a channel token for that one
+ * channel. `jti` names it for a revocation.
+ * @param {{ sub: string, channels?: string[], publish?: string[], channel?: string, jti?: string, ttlS?: number, info?: any, secret?: string }} claims
  */
-export function signToken({ sub, channels, publish, ttlS = 3600, info, secret = SECRET }) {
+export function signToken({ sub, channels, publish, channel, jti, ttlS = 3600, info, secret = SECRET }) {
   const now = Math.floor(realDateNow() / 1000);
   const payload = { sub, exp: now + ttlS, iat: now };
+  if (channel) payload.channel = channel;
+  if (jti) payload.jti = jti;
   if (channels) payload.channels = channels;
   if (publish) payload.publish = publish;
   if (info !== undefined) payload.info = info;

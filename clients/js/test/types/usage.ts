@@ -18,6 +18,23 @@ client.on("error", (error) => {
   void retryable;
 });
 stop();
+client.on("disconnect", ({ code, reason, reconnect }) => {
+  const again: boolean = reconnect;
+  void [code + 1, reason.length, again];
+});
+client.on("serverSubscribed", (info) => void (info.channel + (info.offset ?? 0)));
+client.on("serverUnsubscribed", (info) => void (info.reason ?? info.channel));
+client.on("publication", (data, meta) => void [data, meta.channel, meta.offset]);
+client.on("error", (error) => {
+  if (error.code === "revoked" || error.code === "unsubscribed_by_server") void error.closeCode;
+});
+const withChannelTokens = new Fanout({
+  url: "/ws",
+  token: "t",
+  getChannelToken: async (channel: string) => (channel.startsWith("room:") ? "channel token" : null),
+});
+withChannelTokens.subscribe("dag:9", { getToken: () => "channel token", onError: (error) => void error.code });
+withChannelTokens.close();
 client.connect();
 
 const sub = client.subscribe<ServerEvent>("dag:7", {
