@@ -138,14 +138,20 @@ async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted, peer: Peer) {
     let socket = Arc::new(Socket::new(write_half));
     connection.outbox.attach_socket(socket.clone());
     let session = connection.session(admitted.node_slot);
-    let authenticated = admitted.user;
+    // Boxed, and the reader taken by reference: every connection holds the reading future
+    // for its whole life, and what it captures stays in it after being moved out.
+    let authenticated = admitted.user.map(Box::new);
+    let mut messages = MessageReader::new(ws_read, max);
     let reader = connection.spawn_reader(session, move |mut session, cancel| async move {
         let started = match authenticated {
-            Some((identity, slot)) => Box::pin(session.start(identity, slot, None)).await,
+            Some(user) => {
+                let (identity, slot) = *user;
+                Box::pin(session.start(identity, slot, None)).await
+            }
             None => true,
         };
         if started {
-            read_loop(MessageReader::new(ws_read, max), &mut session, &cancel).await;
+            read_loop(&mut messages, &mut session, &cancel).await;
         }
         session
     });

@@ -14,7 +14,7 @@ use crate::session::Session;
 
 /// Reads messages and hands them to the session until the connection is done.
 pub async fn read_loop(
-    mut reader: MessageReader<ReadStream>,
+    reader: &mut MessageReader<ReadStream>,
     session: &mut Session,
     cancel: &CancellationToken,
 ) {
