@@ -16,11 +16,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::cors;
-use crate::auth::bearer_token;
 use crate::broker::RelayedFrames;
 use crate::node::Node;
 use crate::protocol::{ClientError, ErrorCode};
 use crate::session::ConnState;
+use crate::transport::admission;
 
 /// Most frames one POST may carry.
 pub const MAX_FRAMES_PER_POST: usize = 32;
@@ -61,11 +61,11 @@ async fn accept(
     let conn_id = params.conn_id.ok_or_else(|| {
         ClientError::bad_request("`conn_id` is required: the stream's connection_ack names it")
     })?;
-    let token = bearer_token(headers).or(params.token).ok_or_else(|| {
-        ClientError::unauthorized(
-            "a token is required: Authorization: Bearer <jwt> or ?token=<jwt>",
-        )
-    })?;
+    let token = admission::request_token(node, headers, params.token)
+        .map_err(|refused| refused.error)?
+        .ok_or_else(|| {
+            ClientError::unauthorized("a token is required: Authorization: Bearer <jwt>")
+        })?;
     let identity = node
         .verifier
         .verify(&token)

@@ -84,7 +84,9 @@ pub async fn upgrade(
         );
     };
     let query_token = params.ok().and_then(|q| q.0.token);
-    let admitted = match admission::admit(&node, &headers, query_token) {
+    let admitted = match admission::request_token(&node, &headers, query_token)
+        .and_then(|token| admission::admit(&node, &headers, peer.ip, token))
+    {
         Ok(admitted) => admitted,
         Err(refused) => {
             let reason = refused.reason;
