@@ -13,6 +13,11 @@
 //!
 //! `read_frame` is not cancel-safe, so the reader is only ever cancelled when the connection
 //! is finished with; the driver drops a write only to end the connection.
+//!
+//! Closes linger: once the server has written its close frame it shuts its write side down
+//! and keeps reading (discarding what the session no longer takes) until the client's close
+//! frame or end of stream, for at most `CLOSE_GRACE`. Closing with unread input would make the
+//! kernel reset the connection and could destroy the close frame before the client reads it.
 
 mod framing;
 mod reader;
@@ -33,7 +38,7 @@ use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use self::reader::{MessageReader, read_loop};
+use self::reader::{MessageReader, linger, read_loop};
 use self::socket::Socket;
 use self::writer::WsWire;
 use super::admission::{self, Admitted, Peer};
@@ -51,7 +56,8 @@ type ReadStream = tokio::io::Chain<std::io::Cursor<Bytes>, tokio::net::tcp::Owne
 /// Initial capacity of a connection's read buffer.
 const READ_BUFFER_BYTES: usize = 512;
 
-/// After the server sends its close frame, how long it waits for the client's.
+/// After the server sends its close frame, how long it waits for the client's (reading and
+/// discarding what the client sends meanwhile: the lingering close).
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Deserialize)]
@@ -146,8 +152,11 @@ async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted, peer: Peer) {
             Some((identity, slot)) => Box::pin(session.start(identity, slot, None)).await,
             None => true,
         };
-        if started {
-            read_loop(MessageReader::new(ws_read, max), &mut session, &cancel).await;
+        let mut reader = MessageReader::new(ws_read, max);
+        let client_closed = started && read_loop(&mut reader, &mut session, &cancel).await;
+        if !client_closed {
+            // The server is closing: drain the client until it has our close frame.
+            linger(reader, &cancel).await;
         }
         session
     });
@@ -156,10 +165,13 @@ async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted, peer: Peer) {
         .drive(&WsWire::new(&socket, node.config.write_timeout))
         .await;
 
+    // The close frame (if any) is out: end the stream right behind it, so that the client
+    // reads the close and then the end, while the reader goes on taking (and, once the
+    // session is over, discarding) what the client still sends.
+    connection.outbox.detach_socket();
+    socket.shutdown_write();
     // Give the client a moment to answer our close frame, then stop reading.
     let session = Box::pin(reader.stop(CLOSE_GRACE)).await;
-    // The last reference to the socket shuts its write side (the outbox held the other).
-    connection.outbox.detach_socket();
     drop(socket);
     Box::pin(connection.close(session, ending)).await;
 }
