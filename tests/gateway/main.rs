@@ -8,6 +8,7 @@ mod bad_input;
 mod channels;
 mod control;
 mod delivery;
+mod edge;
 mod http_api;
 mod internal;
 mod lifecycle;

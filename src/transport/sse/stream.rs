@@ -176,15 +176,17 @@ async fn send(body: &mpsc::Sender<Bytes>, chunk: Bytes, limit: Duration) -> Resu
 /// stream's positions after each history message, and `data: <json>`; as many frames as fit
 /// `max` bytes (at least one). Returns the chunk and how many frames it holds.
 fn encode_batch(batch: &[Outgoing], positions: &mut Positions, max: usize) -> (Bytes, usize) {
-    let mut out = BytesMut::with_capacity(max.min(
-        batch
-            .iter()
-            .map(|o| match o {
-                Outgoing::Frame(f) => f.len() + 32,
-                Outgoing::Wire(b) => b.len(),
-            })
-            .sum(),
-    ));
+    let mut out = BytesMut::with_capacity(
+        max.min(
+            batch
+                .iter()
+                .map(|o| match o {
+                    Outgoing::Frame(f) => f.len() + 32,
+                    Outgoing::Wire(b) => b.len(),
+                })
+                .sum(),
+        ),
+    );
     let mut used = 0;
     for item in batch {
         if used > 0 && out.len() >= max {
