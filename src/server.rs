@@ -29,6 +29,7 @@ use crate::limits::RemoteAddr;
 use crate::node::Node;
 use crate::protocol::{ClientError, ErrorCode};
 use crate::transport::admission::{self, Peer};
+use crate::transport::write_deadline::WriteDeadline;
 use crate::transport::{sse, ws};
 
 /// The HTTP surface of a node on one listener (everything, without an internal listener).
@@ -233,6 +234,7 @@ async fn accept_loop(
         // Every request knows the peer it came from (logs, and trusted forwarders).
         let app = app.clone();
         let header_timeout = node.config.body_timeout;
+        let write_timeout = node.config.write_timeout;
         let node = node.clone();
         let service = hyper::service::service_fn(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
@@ -246,7 +248,10 @@ async fn accept_loop(
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(header_timeout)
-                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                .serve_connection(
+                    hyper_util::rt::TokioIo::new(WriteDeadline::new(tcp, write_timeout)),
+                    service,
+                )
                 .with_upgrades();
             let mut connection = std::pin::pin!(connection);
             tokio::select! {

@@ -14,3 +14,4 @@ mod internal;
 mod lifecycle;
 mod limits;
 mod sse;
+mod sse_bounds;

@@ -254,8 +254,154 @@ pub fn close_event(code: u16, reason: &str) -> Bytes {
 mod tests {
     use super::*;
     use crate::channel::Channel;
-    use crate::protocol::{ServerFrame, message_frame_with};
+    use crate::protocol::{HistoryEntry, ServerFrame, is_json, message_frame, message_frame_with};
     use std::sync::Arc;
+
+    /// The events of a complete stream, read as the SSE specification says: UTF-8, lines
+    /// ending at CRLF, LF or CR, `data` lines joined with LF, dispatched at a blank line.
+    fn strict_events(stream: &[u8]) -> Vec<(String, String)> {
+        let text = std::str::from_utf8(stream).expect("an SSE stream is UTF-8");
+        let mut events = Vec::new();
+        let (mut event, mut data) = (String::new(), Vec::<&str>::new());
+        let mut rest = text;
+        while let Some(end) = rest.find(['\r', '\n']) {
+            let line = &rest[..end];
+            let skip = if rest[end..].starts_with("\r\n") {
+                2
+            } else {
+                1
+            };
+            rest = &rest[end + skip..];
+            if line.is_empty() {
+                if !data.is_empty() {
+                    events.push((std::mem::take(&mut event), data.join("\n")));
+                }
+                data.clear();
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "event" => event = value.to_owned(),
+                "data" => data.push(value),
+                "id" => assert!(!value.contains('\0')),
+                "" | "retry" => {}
+                other => panic!("not a field of ours: {other:?} in {text:?}"),
+            }
+        }
+        assert!(rest.is_empty(), "the stream ends with a complete event");
+        events
+    }
+
+    /// Payload bytes: arbitrary, or JSON with line breaks and other traps between tokens.
+    fn payload(rng: &mut u64) -> Vec<u8> {
+        let mut next = || {
+            *rng ^= *rng << 13;
+            *rng ^= *rng >> 7;
+            *rng ^= *rng << 17;
+            *rng
+        };
+        const ANY: &[&[u8]] = &[
+            b"\r",
+            b"\n",
+            b"\r\n",
+            b"\0",
+            b"\xff",
+            b"\xe2\x80\xa8",
+            b"\xc3",
+            b"\xa9",
+            b"\"",
+            b"{",
+            b"}",
+            b"[",
+            b"]",
+            b":",
+            b",",
+            b" ",
+            b"a",
+            b"1",
+            b"\\",
+            b"data: x",
+        ];
+        const JSON: &[&[u8]] = &[
+            b"{\"a\":\r\n1}",
+            b"[\n1,\r2\r\n]",
+            b"\"x\\ny\"",
+            b"\"\xe2\x80\xa8\"",
+            b"\"\\u0000\"",
+            b"\n{\"b\" :\r[ ]\n}\r\n",
+            b"\"\xff\"",
+            b"{\"c\":\"\r\"}",
+        ];
+        let n = (next() % 12) as usize;
+        let pieces = if next() % 2 == 0 { ANY } else { JSON };
+        let mut out = Vec::new();
+        for _ in 0..n.max(1) {
+            out.extend_from_slice(pieces[(next() % pieces.len() as u64) as usize]);
+        }
+        if pieces == JSON && next() % 2 == 0 {
+            // One whole JSON value, more often than chance makes one.
+            out = pieces[(next() % pieces.len() as u64) as usize].to_vec();
+        }
+        out
+    }
+
+    #[test]
+    fn any_payload_makes_valid_events_in_every_frame_that_carries_it() {
+        let dag = Channel::parse("dag:7").unwrap();
+        let room = Channel::parse("room:a").unwrap();
+        let epoch: Arc<str> = "e1".into();
+        let mut rng = 0x9e37_79b9_7f4a_7c15u64;
+        let mut positions = Positions::default();
+        for round in 0..3000u64 {
+            let p = payload(&mut rng);
+            let history = ServerFrame::History {
+                id: None,
+                channel: "dag:7",
+                offset: round,
+                epoch: "e1",
+                messages: vec![
+                    HistoryEntry::new(1, None, &p),
+                    HistoryEntry::new(2, Some("u".into()), &p),
+                ],
+            };
+            let batch = vec![
+                Outgoing::Frame(message_frame(&room, &p)),
+                Outgoing::Frame(message_frame_with(
+                    &dag,
+                    &p,
+                    is_json(&p),
+                    Some((round + 1, &epoch)),
+                    Some("u\r\n"),
+                )),
+                Outgoing::Frame(history.encode()),
+                Outgoing::Frame(
+                    ServerFrame::Error {
+                        id: None,
+                        code: crate::protocol::ErrorCode::BadRequest,
+                        message: &String::from_utf8_lossy(&p),
+                    }
+                    .encode(),
+                ),
+            ];
+            let (chunk, used) = encode_batch(&batch, &mut positions, PIECE);
+            assert_eq!(used, batch.len());
+            let events = strict_events(&chunk);
+            assert_eq!(events.len(), 4, "payload {p:?}");
+            for ((event, data), kind) in events
+                .iter()
+                .zip(["message", "message", "history", "error"])
+            {
+                let value: serde_json::Value = serde_json::from_str(data).unwrap_or_else(|e| {
+                    panic!("payload {p:?}: {event} is not JSON ({e}): {data:?}")
+                });
+                assert_eq!(
+                    (event.as_str(), &value["type"]),
+                    (kind, &serde_json::json!(kind))
+                );
+            }
+        }
+    }
 
     #[test]
     fn frames_become_events_with_ids_on_history_messages() {

@@ -43,6 +43,7 @@ use self::socket::Socket;
 use self::writer::WsWire;
 use super::admission::{self, Admitted, Peer};
 use super::connection::Connection;
+use super::write_deadline::WriteDeadline;
 use crate::node::Node;
 use crate::protocol::ClientError;
 use crate::session::ConnState;
@@ -193,7 +194,7 @@ async fn finish_upgrade(
     let parts = match ws
         .into_inner()
         .into_inner()
-        .downcast::<TokioIo<TcpStream>>()
+        .downcast::<TokioIo<WriteDeadline<TcpStream>>>()
     {
         Ok(parts) => parts,
         Err(_) => {
@@ -201,7 +202,8 @@ async fn finish_upgrade(
             return None;
         }
     };
-    let (read_half, write_half) = parts.io.into_inner().into_split();
+    // The WebSocket's writes have timeouts of their own (see `writer`).
+    let (read_half, write_half) = parts.io.into_inner().into_inner().into_split();
     // `read_buf` is a view into hyper's read buffer; copying what it holds (usually nothing)
     // lets that buffer go instead of keeping it alive for the whole connection.
     let early = Bytes::copy_from_slice(&parts.read_buf);
