@@ -122,13 +122,8 @@ impl Wire for SseWire<'_> {
         self.send(Bytes::from_static(b": ping\n\n")).await
     }
 
-<<<<<<< HEAD
     async fn close(&self, code: u16, reason: &str) {
-        let _ = send(self.body, close_event(code, reason), self.write_timeout).await;
-=======
-    async fn close(&self, code: CloseCode, reason: &str) {
         let _ = self.send(close_event(code, reason)).await;
->>>>>>> 9e73ef1 (Lingering close on WebSockets (write side shut after the close frame, input drained until the client's close or CLOSE_GRACE; fastwebsockets fork: WebSocketRead::into_inner); SSE streams bounded by queue_max_bytes of unsent bytes, ids included (pieces of 64 KiB, chunks counted until the socket takes them), ids capped at 32 KiB; payloads that are not UTF-8 are never embedded as JSON)
     }
 
     fn progress(&self) -> Option<Progress> {
@@ -254,7 +249,7 @@ pub fn close_event(code: u16, reason: &str) -> Bytes {
 mod tests {
     use super::*;
     use crate::channel::Channel;
-    use crate::protocol::{HistoryEntry, ServerFrame, is_json, message_frame, message_frame_with};
+    use crate::protocol::{HistoryEntry, ServerFrame, is_json, message_frame_with};
     use std::sync::Arc;
 
     /// The events of a complete stream, read as the SSE specification says: UTF-8, lines
@@ -366,7 +361,7 @@ mod tests {
                 ],
             };
             let batch = vec![
-                Outgoing::Frame(message_frame(&room, &p)),
+                Outgoing::Frame(message_frame_with(&room, &p, is_json(&p), None, None)),
                 Outgoing::Frame(message_frame_with(
                     &dag,
                     &p,
@@ -425,18 +420,13 @@ mod tests {
             text,
             "event: pong\ndata: {\"type\":\"pong\"}\n\nevent: message\nid: dag:7=5:e1\ndata: {\"type\":\"message\",\"channel\":\"dag:7\",\"offset\":5,\"epoch\":\"e1\",\"data\":{\"a\":1}}\n\n"
         );
-<<<<<<< HEAD
+        // A small piece holds one frame: the rest goes in the next.
+        let (_, used) = encode_batch(&batch, &mut positions, 1);
+        assert_eq!(used, 1);
         let close = String::from_utf8(
             close_event(crate::protocol::CloseCode::SlowConsumer.code(), "slow").to_vec(),
         )
         .unwrap();
-=======
-        // A small piece holds one frame: the rest goes in the next.
-        let (_, used) = encode_batch(&batch, &mut positions, 1);
-        assert_eq!(used, 1);
-        let close =
-            String::from_utf8(close_event(CloseCode::SlowConsumer, "slow").to_vec()).unwrap();
->>>>>>> 9e73ef1 (Lingering close on WebSockets (write side shut after the close frame, input drained until the client's close or CLOSE_GRACE; fastwebsockets fork: WebSocketRead::into_inner); SSE streams bounded by queue_max_bytes of unsent bytes, ids included (pieces of 64 KiB, chunks counted until the socket takes them), ids capped at 32 KiB; payloads that are not UTF-8 are never embedded as JSON)
         assert_eq!(
             close,
             "event: close\ndata: {\"type\":\"close\",\"code\":4008,\"reason\":\"slow\"}\n\n"
