@@ -87,7 +87,7 @@ pub async fn open(
             .map(Some)
             .map_err(|error| Refused {
                 reason: if error.code == ErrorCode::Unavailable {
-                    "unavailable"
+                    "broker_unavailable"
                 } else {
                     "unauthorized"
                 },
