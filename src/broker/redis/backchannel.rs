@@ -1,7 +1,7 @@
 //! What flows back through Redis, for one server or a cluster alike ([`RedisBackchannel`]):
 //! clients' `send` frames appended to the namespace's inbox stream (`XADD`), client frames
 //! relayed to the node that holds their session (published on that node's relay channel;
-//! see `relay`), and the single-use secrets of SSE connect tickets (`SET … EX`, `GETDEL`, on
+//! see `relay`), and the single-use secrets of SSE connect tickets (`SET ... EX`, `GETDEL`, on
 //! `!<prefix>once:<key>`, out of reach of names built from the prefix).
 
 use std::sync::Arc;

@@ -80,18 +80,18 @@ impl Validator {
     }
 
     /// Checks the prefix of Redis channel names. The nodes' own channels (envelopes, relays,
-    /// probes) are `!<prefix>…`: a publisher building `<prefix>` + a name cannot reach them
+    /// probes) are `!<prefix>...`: a publisher building `<prefix>` + a name cannot reach them
     /// only while the prefix is not empty and does not itself start with `!`. Checked with
     /// or without Redis, so that a configuration is refused before Redis is ever added.
     pub(super) fn redis_prefix(&mut self, prefix: Option<String>) -> Option<String> {
         let prefix = prefix?;
         let why = if prefix.is_empty() {
             Some(
-                "must not be empty: fanout's own Redis channels are `!<prefix>…`, and with an empty prefix a backend that publishes to `<prefix>` + a name taken from user input could be made to publish on them (forging a publisher or injecting frames); use the default `fanout:` or another non-empty prefix",
+                "must not be empty: fanout's own Redis channels are `!<prefix>...`, and with an empty prefix a backend that publishes to `<prefix>` + a name taken from user input could be made to publish on them (forging a publisher or injecting frames); use the default `fanout:` or another non-empty prefix",
             )
         } else if prefix.starts_with('!') {
             Some(
-                "must not start with `!`: fanout's own Redis channels are `!<prefix>…`, and a prefix starting with `!` lets channel names built from it reach them (forging a publisher or injecting frames)",
+                "must not start with `!`: fanout's own Redis channels are `!<prefix>...`, and a prefix starting with `!` lets channel names built from it reach them (forging a publisher or injecting frames)",
             )
         } else if prefix.len() > 64 {
             Some("must be at most 64 characters")

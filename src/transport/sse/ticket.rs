@@ -3,7 +3,7 @@
 //! `EventSource` cannot set headers, so before tickets the token went in the query string,
 //! where proxies, CDNs and APM tools log it. Instead, `POST /sse/ticket` with the token in
 //! `Authorization: Bearer` answers a ticket: a random name for that token, valid for
-//! [`TICKET_TTL`] and good for one `GET /sse?ticket=…`. A ticket that ends up in a log is
+//! [`TICKET_TTL`] and good for one `GET /sse?ticket=...`. A ticket that ends up in a log is
 //! useless: it was used, or expires within seconds. A token past a ticket is verified again
 //! when the stream opens, exactly as if it had come with the request.
 //!
