@@ -150,6 +150,10 @@ async fn slow_headers_and_stalled_bodies_are_cut_at_their_deadline() {
         .unwrap();
     let answer = read_to_close(&mut slow, Duration::from_secs(6)).await;
     assert!(answer.is_some(), "a slow-header connection is closed");
+    // So is one that sends nothing at all.
+    let mut silent = raw(&gw).await;
+    let answer = read_to_close(&mut silent, Duration::from_secs(6)).await;
+    assert_eq!(answer.as_deref(), Some(""), "a silent connection is closed");
     // A body that stops halfway, on the API and on the SSE frames endpoint: 408, closed.
     for (path, headers) in [
         (
