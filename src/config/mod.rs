@@ -57,6 +57,11 @@ pub const DEMO_AUDIENCE: &str = "fanout-demo";
 /// How long a token minted by `/demo/token` is valid.
 pub const DEMO_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
+/// What a token minted by `/demo/token` may subscribe to, and publish to (said in the
+/// warning `demo` gives at start).
+pub const DEMO_CHANNELS: &[&str] = &["room:*", "dag:*"];
+pub const DEMO_PUBLISH: &[&str] = &["room:*", "dag:*"];
+
 impl std::fmt::Debug for JwtConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JwtConfig")

@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use crate::auth::{TokenRequest, mint};
 use crate::channel::Channel;
-use crate::config::{DEMO_AUDIENCE, DEMO_TOKEN_TTL};
+use crate::config::{DEMO_AUDIENCE, DEMO_CHANNELS, DEMO_PUBLISH, DEMO_TOKEN_TTL};
 use crate::node::Node;
 use crate::protocol::{ClientError, ErrorCode};
 
@@ -103,10 +103,10 @@ pub async fn token(
     let name = params.name.unwrap_or_else(|| user.clone());
     let request = TokenRequest {
         sub: user.clone(),
-        channels: vec!["room:*".into(), "dag:*".into()],
+        channels: DEMO_CHANNELS.iter().map(|c| (*c).to_owned()).collect(),
         // `dag:*`: the page answers the runs of the demo player by publishing on their
         // channel (the player has no inbox to read on the embedded broker).
-        publish: vec!["room:*".into(), "dag:*".into()],
+        publish: DEMO_PUBLISH.iter().map(|c| (*c).to_owned()).collect(),
         ttl: DEMO_TOKEN_TTL,
         info: Some(serde_json::json!({ "name": name })),
         // Accepted only by nodes started with `demo` (see `JwtConfig::accept_demo`).

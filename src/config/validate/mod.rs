@@ -23,7 +23,10 @@ use jsonwebtoken::Algorithm;
 use super::settings::Settings;
 use super::sources::{SettingsArgs, Sources};
 use super::values::{algorithm_name, quote};
-use super::{Config, DEMO_AUDIENCE, DEMO_TOKEN_TTL, JoinLeave, Limits, OriginRule};
+use super::{
+    Config, DEMO_AUDIENCE, DEMO_CHANNELS, DEMO_PUBLISH, DEMO_TOKEN_TTL, JoinLeave, Limits,
+    OriginRule,
+};
 
 /// Everything wrong with a configuration.
 #[derive(Debug, Clone, Default)]
@@ -178,8 +181,10 @@ impl Validator {
         });
         if demo == Some(true) {
             self.warnings.push(format!(
-                "demo is on: /demo serves the demo dashboard, and /demo/token hands anyone who asks a token for any user id they name (valid {} min, subscribing room:* and dag:*, publishing to room:*), so anyone who reaches this node can read and write those channels as anyone. Those tokens carry the audience {DEMO_AUDIENCE:?}, which only nodes started with demo accept. Development only: never run a node reachable from an untrusted network with demo",
-                DEMO_TOKEN_TTL.as_secs() / 60
+                "demo is on: /demo serves the demo dashboard, and /demo/token hands anyone who asks a token for any user id they name (valid {} min, subscribing {}, publishing to {}), so anyone who reaches this node can read and write those channels as anyone. Those tokens carry the audience {DEMO_AUDIENCE:?}, which only nodes started with demo accept. Development only: never run a node reachable from an untrusted network with demo",
+                DEMO_TOKEN_TTL.as_secs() / 60,
+                DEMO_CHANNELS.join(" and "),
+                DEMO_PUBLISH.join(" and "),
             ));
         }
         let allowed_origins = self.origins(allowed_origins.unwrap_or_default());
