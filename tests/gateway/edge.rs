@@ -194,6 +194,7 @@ async fn partial_bodies_count_against_the_node_and_address_limits() {
         held.push(s);
     }
     // The node's slots are taken by bodies that never come.
+    held_slots(&gw, 3).await;
     eventually_refused(&gw, &tok, 503).await;
     drop(held);
     eventually_connects(&gw, &tok).await;
@@ -207,6 +208,7 @@ async fn partial_bodies_count_against_the_node_and_address_limits() {
             .unwrap();
         held.push(s);
     }
+    held_slots(&gw, 2).await;
     let refused = eventually_refused(&gw, &tok, 429).await;
     assert!(refused.body.contains("from this address"), "{refused}");
     // Another body from the same address is refused before it is read.
@@ -221,6 +223,23 @@ async fn partial_bodies_count_against_the_node_and_address_limits() {
     assert!(answer.starts_with("HTTP/1.1 429"), "{answer}");
     drop(held);
     eventually_connects(&gw, &tok).await;
+}
+
+/// Waits until the node counts `n` open connections (`/readyz`): the stalled bodies are in.
+async fn held_slots(gw: &Gateway, n: u64) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, body) = gw.get("/readyz").await;
+        let ready: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        if ready["connections"] == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "wanted {n} connections: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn eventually_refused(gw: &Gateway, tok: &str, status: u16) -> Refused {
