@@ -145,7 +145,7 @@ macro_rules! settings {
 }
 
 settings! {
-    /// Address and port for clients (`/ws`, `/sse`, `/sse/frames`, `/demo`) and, unless `internal_listen` is set, the HTTP API and the operations endpoints (`/api/*`, `/metrics`, `/healthz`, `/readyz`).
+    /// Address and port for clients (`/ws`, `/sse`, `/sse/ticket`, `/sse/frames`, `/demo`) and, unless `internal_listen` is set, the HTTP API and the operations endpoints (`/api/*`, `/metrics`, `/healthz`, `/readyz`).
     listen: SocketAddr = "0.0.0.0:8080", "ADDR";
     /// Address and port of an internal listener (`127.0.0.1:9090`, `0.0.0.0:9090`): when set, `/metrics`, `/healthz`, `/readyz` and the HTTP API (`/api/*`) are served there and no longer on `listen`, which then serves only the client paths. Unset or empty: everything on `listen`.
     internal_listen: Option<String>, "ADDR";
