@@ -17,7 +17,7 @@ use jsonwebtoken::{EncodingKey, Header, Validation};
 use serde::{Deserialize, Deserializer};
 
 use crate::channel::{Channel, ChannelPattern, parse_patterns};
-use crate::config::JwtConfig;
+use crate::config::{DEMO_AUDIENCE, JwtConfig};
 
 /// The claims fanout reads from a token. Others are ignored; `aud`, `iss` and `nbf` are
 /// checked by the JWT library from the raw claims (strings or arrays alike).
@@ -48,6 +48,10 @@ struct Claims {
     /// Set on channel tokens only: the one channel it grants.
     #[serde(default)]
     channel: Option<String>,
+    /// Read here only to refuse the demo's audience on nodes without `demo` (the configured
+    /// audiences are checked by the JWT library).
+    #[serde(default)]
+    aud: Option<serde_json::Value>,
 }
 
 /// Who a verified token says the client is, and what it may do.
@@ -120,7 +124,11 @@ impl Verifier {
         if jwt.audience.is_empty() {
             validation.validate_aud = false;
         } else {
-            validation.set_audience(&jwt.audience);
+            let mut audience = jwt.audience.clone();
+            if jwt.accept_demo {
+                audience.push(DEMO_AUDIENCE.to_owned());
+            }
+            validation.set_audience(&audience);
             required.push("aud");
         }
         if !jwt.issuer.is_empty() {
@@ -210,7 +218,17 @@ impl Verifier {
         }
         let data = jsonwebtoken::decode::<Claims>(token, &self.jwt.decoding_key, &self.validation)
             .map_err(|e| AuthError(describe(e.kind())))?;
-        Ok(data.claims)
+        let claims = data.claims;
+        // A token `/demo/token` minted for whoever asked works on demo nodes only.
+        let demo_audience = match &claims.aud {
+            Some(serde_json::Value::String(a)) => a == DEMO_AUDIENCE,
+            Some(serde_json::Value::Array(all)) => all.iter().any(|a| a == DEMO_AUDIENCE),
+            _ => false,
+        };
+        if !self.jwt.accept_demo && demo_audience {
+            return Err(AuthError("token audience (aud) not accepted"));
+        }
+        Ok(claims)
     }
 }
 

@@ -2,8 +2,12 @@
 //! may send.
 //!
 //! Connection counts are held by RAII slots ([`NodeSlot`], [`UserSlot`]) so that every exit
-//! path of a session, including panics and early upgrade failures, gives its slot back.
+//! path of a session, including panics and early upgrade failures, gives its slot back. A
+//! node slot may also hold one of its client address's slots (`max_connections_per_ip`), and
+//! request bodies being read hold one too ([`Admission::hold`]): a client that sends part of a
+//! body and goes quiet counts against the same limits as an open session until its deadline.
 
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,6 +27,8 @@ pub enum Refusal {
     NodeFull,
     /// `max_connections_per_user` reached for this user on this node.
     UserFull,
+    /// `max_connections_per_ip` reached for this client address on this node.
+    IpFull,
 }
 
 impl Refusal {
@@ -31,6 +37,7 @@ impl Refusal {
             Refusal::RateLimited => "rate_limited",
             Refusal::NodeFull => "node_full",
             Refusal::UserFull => "user_full",
+            Refusal::IpFull => "ip_full",
         }
     }
 }
@@ -39,8 +46,11 @@ impl Refusal {
 pub struct Admission {
     max_connections: usize,
     max_per_user: usize,
+    /// 0: no limit.
+    max_per_ip: usize,
     open: AtomicUsize,
     per_user: DashMap<String, usize>,
+    per_ip: DashMap<IpAddr, usize>,
     new_connections: DefaultDirectRateLimiter,
 }
 
@@ -49,8 +59,10 @@ impl Admission {
         Arc::new(Admission {
             max_connections: limits.max_connections,
             max_per_user: limits.max_connections_per_user,
+            max_per_ip: limits.max_connections_per_ip,
             open: AtomicUsize::new(0),
             per_user: DashMap::new(),
+            per_ip: DashMap::new(),
             new_connections: RateLimiter::direct(Quota::per_second(nonzero(
                 limits.max_new_connections_per_s,
             ))),
@@ -62,12 +74,21 @@ impl Admission {
         if self.new_connections.check().is_err() {
             return Err(Refusal::RateLimited);
         }
+        self.hold()
+    }
+
+    /// Takes one of the node's connection slots if the node limit allows, whatever the rate
+    /// of new sessions: for a request body while it is read.
+    pub fn hold(self: &Arc<Self>) -> Result<NodeSlot, Refusal> {
         let prev = self.open.fetch_add(1, Ordering::AcqRel);
         if prev >= self.max_connections {
             self.open.fetch_sub(1, Ordering::AcqRel);
             return Err(Refusal::NodeFull);
         }
-        Ok(NodeSlot(self.clone()))
+        Ok(NodeSlot {
+            admission: self.clone(),
+            ip: None,
+        })
     }
 
     /// Takes one of the user's connection slots.
@@ -89,12 +110,42 @@ impl Admission {
     }
 }
 
-/// One open connection on this node; released on drop.
-pub struct NodeSlot(Arc<Admission>);
+/// One open connection on this node (and of its client address, once
+/// [`NodeSlot::with_ip`] took one); released on drop.
+pub struct NodeSlot {
+    admission: Arc<Admission>,
+    ip: Option<IpAddr>,
+}
+
+impl NodeSlot {
+    /// Also takes one of the client address's slots; refused (and this slot given back) when
+    /// that address is at `max_connections_per_ip`.
+    pub fn with_ip(mut self, ip: IpAddr) -> Result<NodeSlot, Refusal> {
+        let max = self.admission.max_per_ip;
+        if max == 0 || self.ip.is_some() {
+            return Ok(self);
+        }
+        let mut count = self.admission.per_ip.entry(ip).or_insert(0);
+        if *count >= max {
+            return Err(Refusal::IpFull);
+        }
+        *count += 1;
+        drop(count);
+        self.ip = Some(ip);
+        Ok(self)
+    }
+}
 
 impl Drop for NodeSlot {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.admission.open.fetch_sub(1, Ordering::AcqRel);
+        if let Some(ip) = self.ip {
+            // Remove the entry at zero so the map holds only addresses with open connections.
+            self.admission.per_ip.remove_if_mut(&ip, |_, count| {
+                *count = count.saturating_sub(1);
+                *count == 0
+            });
+        }
     }
 }
 
@@ -186,6 +237,7 @@ mod tests {
             max_frames_per_s: 10,
             max_connections,
             max_connections_per_user: per_user,
+            max_connections_per_ip: 0,
             max_new_connections_per_s: 1000,
             queue_max_messages: 16,
             queue_max_bytes: 1 << 20,
@@ -210,6 +262,33 @@ mod tests {
             a.per_user.get("7").is_none(),
             "released users leave the map"
         );
+    }
+
+    #[test]
+    fn address_slots_are_counted_given_back_and_give_the_node_slot_back_when_refused() {
+        let mut l = limits(10, 10);
+        l.max_connections_per_ip = 2;
+        let a = Admission::new(&l);
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let s1 = a.hold().unwrap().with_ip(ip).unwrap();
+        let _s2 = a.hold().unwrap().with_ip(ip).unwrap();
+        assert_eq!(a.hold().unwrap().with_ip(ip).err(), Some(Refusal::IpFull));
+        assert_eq!(
+            a.open_connections(),
+            2,
+            "a refused address slot frees its node slot"
+        );
+        assert!(a.hold().unwrap().with_ip(other).is_ok());
+        drop(s1);
+        let _s3 = a.hold().unwrap().with_ip(ip).unwrap();
+        // 0 means no limit.
+        let unlimited = Admission::new(&limits(10, 10));
+        let held: Vec<_> = (0..5)
+            .map(|_| unlimited.hold().unwrap().with_ip(ip).unwrap())
+            .collect();
+        assert_eq!(held.len(), 5);
+        assert!(unlimited.per_ip.is_empty());
     }
 
     #[test]

@@ -50,6 +50,7 @@ const REJECT_REASONS: &[&str] = &[
     "rate_limited",
     "node_full",
     "user_full",
+    "ip_full",
     "unauthorized",
     "revoked",
     "broker_unavailable",

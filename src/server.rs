@@ -18,14 +18,19 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::http::StatusCode;
+
 use crate::config::Config;
+use crate::http::body::Deadline;
 use crate::http::{control, demo, history, ops, presence, publish};
 use crate::limits::RemoteAddr;
 use crate::node::Node;
+use crate::protocol::{ClientError, ErrorCode};
+use crate::transport::admission::{self, Peer};
+use crate::transport::write_deadline::WriteDeadline;
 use crate::transport::{sse, ws};
-
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The HTTP surface of a node on one listener (everything, without an internal listener).
 pub fn router(node: Arc<Node>) -> Router {
@@ -59,6 +64,10 @@ fn client_routes(node: &Node) -> Router<Arc<Node>> {
     router
         .route("/ws", get(ws::upgrade))
         .route("/sse", get(sse::open).options(sse::cors::preflight))
+        .route(
+            "/sse/ticket",
+            post(sse::ticket::issue).options(sse::cors::preflight),
+        )
         .route(
             "/sse/frames",
             post(sse::frames::post).options(sse::cors::preflight),
@@ -164,6 +173,7 @@ impl Server {
         }
         let connections = TaskTracker::new();
         let public = accept_loop(
+            node.clone(),
             self.listener,
             router(node.clone()),
             stop_http.clone(),
@@ -172,7 +182,14 @@ impl Server {
         let internal = async {
             if let Some(listener) = self.internal {
                 let app = internal_router(node.clone());
-                accept_loop(listener, app, stop_http.clone(), connections.clone()).await;
+                accept_loop(
+                    node.clone(),
+                    listener,
+                    app,
+                    stop_http.clone(),
+                    connections.clone(),
+                )
+                .await;
             }
         };
         tokio::join!(public, internal);
@@ -191,6 +208,7 @@ impl Server {
 /// Accepts connections on `listener` and serves `app` on each until `stop_http` is
 /// cancelled; then asks open HTTP connections to finish and closes the listener.
 async fn accept_loop(
+    node: Arc<Node>,
     listener: TcpListener,
     app: Router,
     stop_http: CancellationToken,
@@ -215,18 +233,25 @@ async fn accept_loop(
         let _ = tcp.set_nodelay(true);
         // Every request knows the peer it came from (logs, and trusted forwarders).
         let app = app.clone();
+        let header_timeout = node.config.body_timeout;
+        let write_timeout = node.config.write_timeout;
+        let node = node.clone();
         let service = hyper::service::service_fn(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(RemoteAddr(peer));
-                tower::ServiceExt::oneshot(app.clone(), request)
+                serve_request(node.clone(), app.clone(), request)
             },
         );
         let stop = stop_http.clone();
         connections.spawn(async move {
+            // A client that does not finish its headers in time is closed (no response).
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                .header_read_timeout(header_timeout)
+                .serve_connection(
+                    hyper_util::rt::TokioIo::new(WriteDeadline::new(tcp, write_timeout)),
+                    service,
+                )
                 .with_upgrades();
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
@@ -238,4 +263,66 @@ async fn accept_loop(
             }
         });
     }
+}
+
+/// One request: one that carries a body reads it under [`Deadline`] (a deadline, and a
+/// connection slot of the node and of the client's address while it is read); a body that
+/// misses its deadline is answered 408 and its connection closed.
+async fn serve_request(
+    node: Arc<Node>,
+    app: Router,
+    request: hyper::Request<hyper::body::Incoming>,
+) -> Result<axum::response::Response, std::convert::Infallible> {
+    use axum::response::IntoResponse;
+    use hyper::body::Body as _;
+
+    if request.body().is_end_stream() {
+        return tower::ServiceExt::oneshot(app, request.map(axum::body::Body::new)).await;
+    }
+    let remote = request.extensions().get::<RemoteAddr>().copied();
+    let peer = Peer::of(request.headers(), remote, &node.config.trusted_proxies);
+    let slot = match node.admission.hold() {
+        Ok(slot) => slot,
+        Err(_) => {
+            return Ok(with_close(
+                ClientError::unavailable("this node is at its connection limit; retry shortly")
+                    .retry_after(1)
+                    .into_response(),
+            ));
+        }
+    };
+    let slot = match peer.ip.map(|ip| slot.with_ip(ip)) {
+        None => None,
+        Some(Ok(slot)) => Some(slot),
+        Some(Err(_)) => return Ok(with_close(admission::ip_full().error.into_response())),
+    };
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let within = node.config.body_timeout;
+    let request = request.map(|body| match slot {
+        Some(slot) => axum::body::Body::new(Deadline::new(body, within, slot, timed_out.clone())),
+        None => axum::body::Body::new(body),
+    });
+    let response = tower::ServiceExt::oneshot(app, request).await?;
+    if timed_out.load(Ordering::Relaxed) {
+        return Ok(with_close(
+            (
+                StatusCode::REQUEST_TIMEOUT,
+                axum::Json(serde_json::json!({"error": {
+                    "code": ErrorCode::BadRequest,
+                    "message": format!("request body not received within {} s", within.as_secs()),
+                }})),
+            )
+                .into_response(),
+        ));
+    }
+    Ok(response)
+}
+
+/// The response, with the connection closed after it.
+fn with_close(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(
+        axum::http::header::CONNECTION,
+        axum::http::HeaderValue::from_static("close"),
+    );
+    response
 }

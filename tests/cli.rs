@@ -1188,3 +1188,70 @@ async fn check_config_probe_reaches_redis_or_says_why_not() {
     assert!(run.stdout.contains("answers over TLS"), "{run}");
     assert!(!run.all().contains("s3cret"), "{run}");
 }
+
+// redis_prefix (issue 23): the nodes' own Redis channels are `!<prefix>…`; an empty prefix
+// or one starting with `!` would let names built from user text reach them.
+
+#[test]
+fn an_empty_or_bang_redis_prefix_is_refused_with_the_reason_with_or_without_redis() {
+    for (args, env) in [
+        (vec!["--redis-prefix", ""], vec![]),
+        (vec![], vec![("FANOUT_REDIS_PREFIX", "")]),
+        (
+            vec!["--redis-url", "redis://127.0.0.1:1/0", "--redis-prefix", ""],
+            vec![],
+        ),
+        (vec!["--redis-prefix", "!fanout:"], vec![]),
+        (
+            vec!["--redis-url", "redis://127.0.0.1:1/0"],
+            vec![("FANOUT_REDIS_PREFIX", "!x")],
+        ),
+    ] {
+        let mut all = vec!["check-config", "--jwt-secret", LONG_SECRET];
+        all.extend(&args);
+        let run = fanout(&all, &env);
+        assert_eq!(run.code, Some(1), "{args:?} {env:?}: {run}");
+        assert!(
+            run.stdout.contains("redis_prefix")
+                && run.stdout.contains("fanout's own Redis channels"),
+            "check-config says why: {run}"
+        );
+        let bang = args
+            .iter()
+            .chain(env.iter().map(|(_, v)| v))
+            .any(|a| a.starts_with('!'));
+        let why = if bang {
+            "must not start with `!`"
+        } else {
+            "must not be empty"
+        };
+        assert!(run.stdout.contains(why), "{why}: {run}");
+    }
+    // `serve` refuses it too, before listening.
+    let run = fanout(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            LONG_SECRET,
+            "--redis-prefix",
+            "",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(run.all().contains("must not be empty"), "{run}");
+    // A prefix with `!` later on is fine.
+    let run = fanout(
+        &[
+            "check-config",
+            "--jwt-secret",
+            LONG_SECRET,
+            "--redis-prefix",
+            "app!:",
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(0), "{run}");
+}

@@ -131,6 +131,24 @@ pub trait Backchannel: Send + Sync + 'static {
     /// Sends client frames to the node `node`, which holds their session. False when that
     /// node is not there (or this broker connects no other node).
     async fn relay(&self, node: &str, frames: &RelayedFrames) -> Result<bool, BrokerError>;
+
+    /// Keeps a short-lived secret `value` (an SSE connect ticket's token) under `key` for
+    /// `ttl`, for any node to take once. `false` when this broker shares nothing between
+    /// nodes (one node): the caller then keeps it itself.
+    async fn put_once(
+        &self,
+        _key: &str,
+        _value: &str,
+        _ttl: std::time::Duration,
+    ) -> Result<bool, BrokerError> {
+        Ok(false)
+    }
+
+    /// Takes (reads and deletes, atomically) what [`Backchannel::put_once`] kept under `key`;
+    /// `None` when it is not there (never put, expired, or taken already).
+    async fn take_once(&self, _key: &str) -> Result<Option<String>, BrokerError> {
+        Ok(None)
+    }
 }
 
 /// The backend's control of sessions, cluster-wide: commands every node applies to its own

@@ -45,7 +45,22 @@ pub struct JwtConfig {
     pub audience: Vec<String>,
     pub issuer: Vec<String>,
     pub leeway_s: u64,
+    /// Whether tokens of the demo's audience ([`DEMO_AUDIENCE`]) are accepted: only on
+    /// nodes started with `demo`, so that a token `/demo/token` minted for anyone works
+    /// nowhere else, even where nodes share the key.
+    pub accept_demo: bool,
 }
+
+/// The audience of the tokens `/demo/token` mints.
+pub const DEMO_AUDIENCE: &str = "fanout-demo";
+
+/// How long a token minted by `/demo/token` is valid.
+pub const DEMO_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+/// What a token minted by `/demo/token` may subscribe to, and publish to (said in the
+/// warning `demo` gives at start).
+pub const DEMO_CHANNELS: &[&str] = &["room:*", "dag:*"];
+pub const DEMO_PUBLISH: &[&str] = &["room:*", "dag:*"];
 
 impl std::fmt::Debug for JwtConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -54,6 +69,7 @@ impl std::fmt::Debug for JwtConfig {
             .field("audience", &self.audience)
             .field("issuer", &self.issuer)
             .field("leeway_s", &self.leeway_s)
+            .field("accept_demo", &self.accept_demo)
             .finish_non_exhaustive()
     }
 }
@@ -253,6 +269,8 @@ pub struct Limits {
     pub max_frames_per_s: u32,
     pub max_connections: usize,
     pub max_connections_per_user: usize,
+    /// 0: no limit.
+    pub max_connections_per_ip: usize,
     pub max_new_connections_per_s: u32,
     pub queue_max_messages: usize,
     pub queue_max_bytes: usize,
@@ -290,6 +308,8 @@ pub struct Config {
     pub allowed_origins: Vec<OriginRule>,
     /// Peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Whether a token is accepted in a URL (`?token=`).
+    pub allow_query_token: bool,
     /// Accepted API keys; never logged.
     pub api_keys: Vec<String>,
     pub namespaces: BTreeMap<String, NamespaceConfig>,
@@ -300,6 +320,8 @@ pub struct Config {
     pub heartbeat: Duration,
     pub pong_timeout: Duration,
     pub auth_timeout: Duration,
+    /// Deadline of a request's headers, and of its body once the headers are in.
+    pub body_timeout: Duration,
     pub drain: Duration,
     pub write_timeout: Duration,
     /// How long a connection's writer waits for more before writing (`write_delay_ms`).

@@ -145,7 +145,7 @@ macro_rules! settings {
 }
 
 settings! {
-    /// Address and port for clients (`/ws`, `/sse`, `/sse/frames`, `/demo`) and, unless `internal_listen` is set, the HTTP API and the operations endpoints (`/api/*`, `/metrics`, `/healthz`, `/readyz`).
+    /// Address and port for clients (`/ws`, `/sse`, `/sse/ticket`, `/sse/frames`, `/demo`) and, unless `internal_listen` is set, the HTTP API and the operations endpoints (`/api/*`, `/metrics`, `/healthz`, `/readyz`).
     listen: SocketAddr = "0.0.0.0:8080", "ADDR";
     /// Address and port of an internal listener (`127.0.0.1:9090`, `0.0.0.0:9090`): when set, `/metrics`, `/healthz`, `/readyz` and the HTTP API (`/api/*`) are served there and no longer on `listen`, which then serves only the client paths. Unset or empty: everything on `listen`.
     internal_listen: Option<String>, "ADDR";
@@ -167,8 +167,10 @@ settings! {
     jwt_leeway_s: u64 = 0, "SECONDS";
     /// Browser origins allowed to open `/ws` (`https://app.example.com`, `https://*.example.com`). Empty: any.
     allowed_origins: Vec<String>, "ORIGIN";
-    /// Proxies (IP addresses) whose `X-Forwarded-For` is believed: behind them, logs show the client's address from that header instead of the proxy's.
+    /// Proxies (IP addresses) whose `X-Forwarded-For` is believed: behind them, logs and `max_connections_per_ip` use the client's address from that header instead of the proxy's.
     trusted_proxies: Vec<std::net::IpAddr>, "IP";
+    /// Accept a token in the URL (`?token=` on `/ws`, `/sse` and `/sse/frames`), for clients older than the `auth` frame and SSE tickets. Proxies, CDNs and APM tools log URLs, token included: set false once your clients send no token in a URL (such requests are then refused with 401).
+    allow_query_token: bool = true, "BOOL";
     /// API keys accepted by `POST /api/*` as `Authorization: Bearer <key>`. Several allowed; none: API disabled.
     api_key: Vec<String>, "KEY", [secret];
     /// Extra channel namespaces besides `user`, `room` and `dag` (e.g. `agent`).
@@ -209,9 +211,11 @@ settings! {
     pong_timeout_s: u64 = 10, "SECONDS", min 1;
     /// How long a connection without a token may take to send its `auth` frame (then 4001).
     auth_timeout_s: u64 = 10, "SECONDS", min 1;
+    /// How long a client may take to send a request's headers (then the connection is closed) and, once they are in, its whole body (then 408 and the connection is closed).
+    body_timeout_s: u64 = 10, "SECONDS", min 1;
     /// On SIGTERM/SIGINT, window over which connections are closed with 1012.
     drain_s: u64 = 10, "SECONDS";
-    /// Serve the live demo dashboard at `/demo`, with `/demo/token` minting tokens for anyone: development only.
+    /// Serve the live demo dashboard at `/demo`, with `/demo/token` minting tokens for anyone (audience `fanout-demo`, accepted only by nodes started with `demo`): development only.
     demo: bool = false, "BOOL";
     /// With `demo`: the gateway itself plays a sample run on `dag:demo` (the graph, the human gate, the agent console, a notification to whoever decides) whenever nothing else has published there for a while. Default: on with the embedded broker, off with Redis (where `examples/simulator` plays).
     demo_play: Option<bool>, "BOOL";
@@ -235,6 +239,8 @@ settings! {
     max_connections: usize = 100000, "N", min 1;
     /// Open connections per user on this node (HTTP 429 or close 4010 beyond).
     max_connections_per_user: usize = 100, "N", min 1;
+    /// Open connections per client IP address on this node, request bodies being read included (HTTP 429 beyond); the address is the one `trusted_proxies` forward. 0: no limit.
+    max_connections_per_ip: usize = 0, "N";
     /// New connections accepted per second per node (HTTP 503 beyond).
     max_new_connections_per_s: u32 = 1000, "N", min 1;
     /// Outbound queue of a connection, in frames; overflow closes it as slow (4008).

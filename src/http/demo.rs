@@ -5,10 +5,11 @@
 //!
 //! The files are embedded in the binary at build time, so a release binary serves the demo
 //! with nothing else installed. `/demo/token` hands a token to anyone: it exists only so that
-//! the demo runs without a backend, and is why the demo is off unless asked for.
+//! the demo runs without a backend, and is why the demo is off unless asked for, warned about
+//! at start, and why its tokens carry an audience (`fanout-demo`) that only nodes started
+//! with `demo` accept.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -19,6 +20,7 @@ use serde::Deserialize;
 
 use crate::auth::{TokenRequest, mint};
 use crate::channel::Channel;
+use crate::config::{DEMO_AUDIENCE, DEMO_CHANNELS, DEMO_PUBLISH, DEMO_TOKEN_TTL};
 use crate::node::Node;
 use crate::protocol::{ClientError, ErrorCode};
 
@@ -29,9 +31,6 @@ struct Page;
 #[derive(RustEmbed)]
 #[folder = "clients/js/src/"]
 struct Client;
-
-/// How long a demo token is valid.
-const DEMO_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
 /// `GET /demo`: to the page, so that its relative imports resolve under `/demo/`.
 pub async fn root() -> Redirect {
@@ -104,13 +103,14 @@ pub async fn token(
     let name = params.name.unwrap_or_else(|| user.clone());
     let request = TokenRequest {
         sub: user.clone(),
-        channels: vec!["room:*".into(), "dag:*".into()],
+        channels: DEMO_CHANNELS.iter().map(|c| (*c).to_owned()).collect(),
         // `dag:*`: the page answers the runs of the demo player by publishing on their
         // channel (the player has no inbox to read on the embedded broker).
-        publish: vec!["room:*".into(), "dag:*".into()],
+        publish: DEMO_PUBLISH.iter().map(|c| (*c).to_owned()).collect(),
         ttl: DEMO_TOKEN_TTL,
         info: Some(serde_json::json!({ "name": name })),
-        audience: None,
+        // Accepted only by nodes started with `demo` (see `JwtConfig::accept_demo`).
+        audience: Some(DEMO_AUDIENCE.to_owned()),
         issuer: None,
         channel: None,
         jti: None,

@@ -26,11 +26,18 @@ impl PayloadInfo {
             Number(f64),
             Text(String),
         }
+        // JSON text is UTF-8: a payload that is not is carried as a string (see `is_json`).
+        let Ok(text) = std::str::from_utf8(payload) else {
+            return PayloadInfo {
+                is_json: false,
+                timestamp_ms: None,
+            };
+        };
         let is_object = payload
             .iter()
             .find(|b| !b.is_ascii_whitespace())
             .is_some_and(|b| *b == b'{');
-        if is_object && let Ok(envelope) = serde_json::from_slice::<Envelope>(payload) {
+        if is_object && let Ok(envelope) = serde_json::from_str::<Envelope>(text) {
             let timestamp_ms = match envelope.timestamp {
                 Some(Timestamp::Number(n)) if n > 1e11 => Some(n),
                 Some(Timestamp::Number(n)) => Some(n * 1000.0),
@@ -63,7 +70,29 @@ pub fn push_data(out: &mut Vec<u8>, payload: &[u8], payload_is_json: bool) {
     }
 }
 
-/// True when the bytes are one complete JSON value.
+/// True when the bytes are one complete JSON value, in UTF-8. (serde_json does not check
+/// the bytes of strings it skips: without the UTF-8 check, `{"a":"<invalid bytes>"}` would be
+/// embedded as is, and a frame that is not UTF-8 is no WebSocket text message nor SSE event.)
 pub fn is_json(payload: &[u8]) -> bool {
-    serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok()
+    std::str::from_utf8(payload)
+        .is_ok_and(|text| serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_with_bytes_that_are_not_utf8_is_not_json() {
+        let payload = b"{\"a\":\"\xff\xfe\"}";
+        assert!(!is_json(payload));
+        assert!(!PayloadInfo::of(payload).is_json);
+        let mut out = Vec::new();
+        push_data(&mut out, payload, is_json(payload));
+        let text = std::str::from_utf8(&out).expect("embedded as UTF-8");
+        assert_eq!(
+            serde_json::from_str::<String>(text).unwrap(),
+            "{\"a\":\"\u{fffd}\u{fffd}\"}"
+        );
+    }
 }

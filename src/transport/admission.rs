@@ -1,6 +1,6 @@
 //! Admission: the checks every transport makes before a session starts, in the order
-//! `docs/protocol.md` gives (draining, origin, new-connection rate, node limit, token, user
-//! limit). Refusals are [`ClientError`]s, answered as HTTP statuses with JSON bodies, and
+//! `docs/protocol.md` gives (draining, origin, new-connection rate, node limit, address
+//! limit, token, user limit). Refusals are [`ClientError`]s, answered as HTTP statuses with JSON bodies, and
 //! counted by reason.
 
 use axum::http::{HeaderMap, header};
@@ -44,7 +44,7 @@ pub struct Refused {
 }
 
 impl Refused {
-    fn new(reason: &'static str, error: ClientError) -> Refused {
+    pub fn new(reason: &'static str, error: ClientError) -> Refused {
         Refused { reason, error }
     }
 
@@ -58,12 +58,35 @@ impl Refused {
     }
 }
 
-/// Runs the admission checks for a new session. The token is taken from the
-/// `Authorization: Bearer` header if present, else from `query_token`.
-pub fn admit(
+/// The message of a token refused because it came in a URL.
+pub const QUERY_TOKEN_REFUSED: &str = "a token in the URL (?token=) is refused by this node (allow_query_token is off): send it in the auth frame (WebSocket), an Authorization header, or exchange it for a ticket with POST /sse/ticket (SSE)";
+
+/// The token a request carries: its `Authorization: Bearer` header if present (`?token=` is
+/// then ignored), else `?token=` where the node still accepts tokens in URLs.
+pub fn request_token(
     node: &Node,
     headers: &HeaderMap,
     query_token: Option<String>,
+) -> Result<Option<String>, Refused> {
+    if let Some(token) = bearer_token(headers) {
+        return Ok(Some(token));
+    }
+    match query_token {
+        Some(_) if !node.config.allow_query_token => Err(Refused::new(
+            "unauthorized",
+            ClientError::unauthorized(QUERY_TOKEN_REFUSED),
+        )),
+        token => Ok(token),
+    }
+}
+
+/// Runs the admission checks for a new session from the client at `ip` (see [`Peer`]), with
+/// the token that came with the request, if any (see [`request_token`]).
+pub fn admit(
+    node: &Node,
+    headers: &HeaderMap,
+    ip: Option<std::net::IpAddr>,
+    token: Option<String>,
 ) -> Result<Admitted, Refused> {
     if node.is_draining() {
         return Err(Refused::new(
@@ -94,7 +117,11 @@ pub fn admit(
             ClientError::unavailable(msg).retry_after(1),
         )
     })?;
-    let user = match bearer_token(headers).or(query_token) {
+    let node_slot = match ip {
+        Some(ip) => node_slot.with_ip(ip).map_err(|_| ip_full())?,
+        None => node_slot,
+    };
+    let user = match token {
         None => None,
         Some(token) => {
             let identity = node
@@ -116,11 +143,25 @@ pub fn admit(
     Ok(Admitted { node_slot, user })
 }
 
+/// The refusal of a client address at `max_connections_per_ip`.
+pub fn ip_full() -> Refused {
+    Refused::new(
+        Refusal::IpFull.label(),
+        ClientError::new(
+            ErrorCode::LimitExceeded,
+            "too many open connections from this address",
+        )
+        .retry_after(1),
+    )
+}
+
 /// Who is at the other end of a session, for the log lines an operator reads.
 #[derive(Debug, Clone, Default)]
 pub struct Peer {
     /// `ip:port` of a direct peer, or the client's IP as a trusted proxy forwarded it.
     pub remote: Option<String>,
+    /// The client's address: the direct peer's, or the one a trusted proxy forwarded.
+    pub ip: Option<std::net::IpAddr>,
     pub origin: Option<String>,
 }
 
@@ -135,6 +176,7 @@ impl Peer {
     ) -> Peer {
         let peer = remote.map(|r| r.0);
         let mut remote = peer.map(|a| a.to_string());
+        let mut ip = peer.map(|a| a.ip());
         if let Some(proxy) = peer
             && trusted_proxies.contains(&proxy.ip())
             && let Some(client) = headers
@@ -146,13 +188,14 @@ impl Peer {
                 .next_back()
         {
             remote = Some(client.to_string());
+            ip = Some(client);
         }
         let origin = headers
             .get(header::ORIGIN)
             .and_then(|o| o.to_str().ok())
             // A header is client-controlled: bound what reaches the logs.
             .map(|o| o.chars().take(200).collect());
-        Peer { remote, origin }
+        Peer { remote, ip, origin }
     }
 
     fn remote(&self) -> &str {

@@ -11,9 +11,12 @@
 //!   session's reader in a task of its own, its writing side driven, closed, counted, logged.
 //! - [`driver`]: the writing side every transport shares (batches, heartbeats, liveness,
 //!   token expiry, the close), over a transport's [`driver::Wire`].
+//! - [`write_deadline`]: the write timeout of an HTTP connection's socket (what hyper writes,
+//!   an SSE stream's body included), until a WebSocket upgrade takes the socket over.
 
 pub mod admission;
 pub mod connection;
 pub mod driver;
 pub mod sse;
+pub mod write_deadline;
 pub mod ws;

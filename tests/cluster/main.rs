@@ -8,6 +8,7 @@ mod balancer;
 mod control;
 mod deployment;
 mod docs;
+mod edge;
 mod interest;
 mod outage;
 mod publishing;

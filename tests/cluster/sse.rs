@@ -139,7 +139,10 @@ async fn frames_posted_to_another_node_reach_the_stream_through_redis() {
     ]
     .join("\n");
     let (status, answer) = post_frames(&n2.http(""), &sse.conn_id, &tok, body).await;
-    assert_eq!((status, answer), (202, json!({"accepted": 2})));
+    assert_eq!(
+        (status, answer),
+        (202, json!({"accepted": 2, "relayed": true}))
+    );
     assert_eq!(sse.recv().await, json!({"type": "pong", "id": 1}));
     assert_eq!(sse.recv().await["type"], "subscribed");
 

@@ -238,3 +238,68 @@ def test_client_address_is_forwarded_and_spoofing_dropped(certificate, tmp_path)
     (request,) = _HeaderRecorder.seen
     assert request["x-forwarded-for"] == "127.0.0.1"
     assert request["x-forwarded-proto"] == "https"
+
+
+def tls_websocket_ack(port: int, ca: Path, path: str) -> dict:
+    """Opens a WebSocket through TLS on `path` and returns its first frame (connection_ack)."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            tls_context(ca).wrap_socket(raw, server_hostname="localhost") as ws:
+        ws.sendall((f"GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                    f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head and len(head) < 8192:
+            head += ws.recv(1)
+        assert head.split()[1] == b"101", head
+        first, length = ws.recv(2)
+        assert first == 0x81
+        if length == 126:
+            length = int.from_bytes(ws.recv(2), "big")
+        payload = b""
+        while len(payload) < length:
+            payload += ws.recv(length - len(payload))
+        return json.loads(payload)
+
+
+def test_the_access_log_keeps_no_token_or_ticket(certificate, fanout_bin, tmp_path):
+    """Old clients put their token in the URL (`/ws?token=`, `/sse?token=`,
+    `/sse/frames?token=`), new ones a single-use ticket (`/sse?ticket=`): HAProxy with the
+    shipped configuration logs every one of those requests, and none of those credentials."""
+    bundle, ca = certificate
+    token = mint_token(fanout_bin)
+    # Heartbeats every second: HAProxy notices a closed stream when it next writes to it.
+    with gateway(fanout_bin, tmp_path, "--heartbeat-s", "1") as base, \
+            haproxy(tmp_path, bundle, [int(base.rsplit(":", 1)[1])]) as (https_port, _):
+        assert tls_websocket_ack(https_port, ca, f"/ws?token={token}")["type"] == "connection_ack"
+
+        conn = http.client.HTTPSConnection("localhost", https_port, context=tls_context(ca), timeout=10)
+        conn.request("POST", "/sse/ticket", headers={"authorization": f"Bearer {token}"})
+        answer = conn.getresponse()
+        assert answer.status == 200
+        ticket = json.loads(answer.read())["ticket"]
+        conn.close()
+
+        streams = []
+        for query in (f"ticket={ticket}", f"token={token}"):
+            stream = http.client.HTTPSConnection("localhost", https_port, context=tls_context(ca), timeout=10)
+            stream.request("GET", f"/sse?{query}&channel=room:lobby")
+            response = stream.getresponse()
+            assert response.status == 200, response.read()
+            streams.append((stream, response, read_sse_event(response, "connection_ack")["conn_id"]))
+        frames = http.client.HTTPSConnection("localhost", https_port, context=tls_context(ca), timeout=10)
+        frames.request("POST", f"/sse/frames?conn_id={streams[1][2]}&token={token}", body='{"type":"ping"}')
+        assert frames.getresponse().status == 202
+        frames.close()
+        for stream, response, _ in streams:
+            response.close()
+            stream.close()
+        # A stream is logged when it ends: give HAProxy the moment it takes to see it end.
+        deadline = time.monotonic() + 15
+        while (tmp_path / "haproxy.log").read_text().count("GET /sse") < 2:
+            assert time.monotonic() < deadline, (tmp_path / "haproxy.log").read_text()
+            time.sleep(0.1)
+    log = (tmp_path / "haproxy.log").read_text()
+    for secret in (token, ticket, "token=", "ticket="):
+        assert secret not in log, f"the access log holds {secret[:12]!r}…:\n{log}"
+    for path in ("GET /ws ", "POST /sse/ticket ", "GET /sse ", "POST /sse/frames "):
+        assert path in log, f"{path!r} is not logged:\n{log}"

@@ -35,7 +35,7 @@ KUBE_VERSIONS = ["1.27.0", "1.34.0"]
 CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"),
              ("monitoring.coreos.com/v1", "PrometheusRule"),
              ("gateway.networking.k8s.io/v1", "HTTPRoute")}
-CLIENT_PATHS = ["/ws", "/sse", "/sse/frames"]
+CLIENT_PATHS = ["/ws", "/sse", "/sse/frames", "/sse/ticket"]
 
 JWT_SECRET = "chart-test-secret-0123456789abcdefghij"
 KEY = {"secrets": {"jwtSecret": JWT_SECRET}}
@@ -417,6 +417,11 @@ def test_ingress_routes_only_the_client_paths_and_is_websocket_friendly():
     assert annotations["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "3600"
     assert annotations["nginx.ingress.kubernetes.io/proxy-send-timeout"] == "3600"
     assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+    # Its access log would record query strings, where older clients carry their token.
+    assert annotations["nginx.ingress.kubernetes.io/enable-access-log"] == "false"
+    logged = render({**MATRIX["ingress"], "ingress": {**MATRIX["ingress"]["ingress"], "accessLog": True}})
+    assert "nginx.ingress.kubernetes.io/enable-access-log" not in \
+        logged[f"Ingress/{FULLNAME}"]["metadata"]["annotations"]
     assert not any("affinity" in k or "upstream-hash-by" in k for k in annotations)
     (rule,) = ingress["spec"]["rules"]
     paths = rule["http"]["paths"]

@@ -291,7 +291,10 @@ async fn sse_frames_posted_to_another_gateway_are_relayed_by_sharded_pub_sub() {
     ]
     .join("\n");
     let (status, answer) = post_frames(&g2.http(""), &sse.conn_id, &tok, body).await;
-    assert_eq!((status, answer), (202, json!({"accepted": 2})));
+    assert_eq!(
+        (status, answer),
+        (202, json!({"accepted": 2, "relayed": true}))
+    );
     assert_eq!(sse.recv().await, json!({"type": "pong", "id": 1}));
     assert_eq!(sse.recv().await["type"], "subscribed");
     let ping = json!({"type": "ping", "id": 9}).to_string();

@@ -35,14 +35,50 @@ pub struct SseClient {
 }
 
 impl SseClient {
-    /// Opens `GET <base>/sse?<query>` with `token` in the query; reads up to `connection_ack`.
+    /// Opens `GET <base>/sse?<query>` as a browser does: the token exchanged for a ticket
+    /// (`POST /sse/ticket` with the token in a header), the ticket in the URL; reads up to
+    /// `connection_ack`.
     pub async fn open(
         base: &str,
         token: &str,
         query: &str,
         last_event_id: Option<&str>,
     ) -> Result<SseClient, Refused> {
-        let url = format!("{base}/sse?token={token}&{query}");
+        let ticket = sse_ticket(base, token).await?;
+        SseClient::open_url(
+            base,
+            token,
+            &format!("ticket={ticket}&{query}"),
+            last_event_id,
+        )
+        .await
+    }
+
+    /// Opens the stream the way older clients do, with the token itself in the URL.
+    pub async fn open_with_query_token(
+        base: &str,
+        token: &str,
+        query: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<SseClient, Refused> {
+        SseClient::open_url(
+            base,
+            token,
+            &format!("token={token}&{query}"),
+            last_event_id,
+        )
+        .await
+    }
+
+    /// Opens `GET <base>/sse?<query>` (with its credential in `query`); `token` is what
+    /// the client POSTs frames with.
+    pub async fn open_url(
+        base: &str,
+        token: &str,
+        query: &str,
+        last_event_id: Option<&str>,
+    ) -> Result<SseClient, Refused> {
+        let url = format!("{base}/sse?{query}");
         let mut request = reqwest::Client::new().get(url);
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
@@ -173,4 +209,22 @@ pub async fn post_frames(base: &str, conn_id: &str, token: &str, body: String) -
     let status = response.status().as_u16();
     let body = response.json().await.unwrap_or(Value::Null);
     (status, body)
+}
+
+/// `POST <base>/sse/ticket` with `token` as a bearer header: the ticket, or the refusal.
+pub async fn sse_ticket(base: &str, token: &str) -> Result<String, Refused> {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/sse/ticket"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("POST /sse/ticket");
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap_or_default();
+    if status != 200 {
+        return Err(Refused { status, body });
+    }
+    let answer: Value = serde_json::from_str(&body).expect("ticket answer is JSON");
+    assert_eq!(answer["expires_in_s"], 30, "{answer}");
+    Ok(answer["ticket"].as_str().expect("a ticket").to_owned())
 }

@@ -158,8 +158,10 @@ const MAX_POST_CHARS = 60000;
  * one, and which cannot be told to stop reconnecting by itself), and client frames POSTed
  * to `/sse/frames?conn_id=...` in order, one request at a time, batched as NDJSON (to any
  * node: behind a balancer without stickiness, the node that gets a POST relays it).
- * The token travels as `?token=` (like `EventSource` must), so that neither request needs
- * a CORS preflight; POST bodies are `text/plain` for the same reason.
+ * The token never travels in a URL, where proxies and access logs would record it: it is
+ * exchanged for a single-use ticket (`POST /sse/ticket`, token in `Authorization`) that
+ * opens the stream (`?ticket=`), and frame POSTs carry it in `Authorization`. Cross-origin,
+ * the header costs a CORS preflight, which the gateway answers and browsers cache.
  */
 export class SseTransport {
   /**
@@ -172,6 +174,7 @@ export class SseTransport {
     this.fetch = fetchImpl;
     this.streamUrl = url;
     this.framesUrl = `${url.replace(/\/+$/, "")}/frames`;
+    this.ticketUrl = `${url.replace(/\/+$/, "")}/ticket`;
     this.token = token;
     this.closed = false;
     this.connId = undefined;
@@ -212,9 +215,20 @@ export class SseTransport {
 
   async _readStream() {
     const url = new URL(this.streamUrl);
-    url.searchParams.set("token", this.token);
     let response;
     try {
+      // The token buys a single-use ticket; only the ticket goes in the stream's URL.
+      const ticket = await this.fetch(this.ticketUrl, {
+        method: "POST",
+        headers: { authorization: `Bearer ${this.token}` },
+        cache: "no-store",
+        signal: this.abort.signal,
+      });
+      if (!ticket.ok) {
+        const message = await refusalMessage(ticket);
+        return this._finish(closeCodeForStatus(ticket.status), message, ticket.status);
+      }
+      url.searchParams.set("ticket", String((await ticket.json()).ticket));
       response = await this.fetch(url.href, {
         headers: { accept: "text/event-stream" },
         cache: "no-store",
@@ -283,12 +297,11 @@ export class SseTransport {
         // holds the stream (the connection id names it).
         const url = new URL(this.framesUrl);
         url.searchParams.set("conn_id", this.connId);
-        url.searchParams.set("token", this.token);
         let response;
         try {
           response = await this.fetch(url.href, {
             method: "POST",
-            headers: { "content-type": "text/plain" },
+            headers: { "content-type": "text/plain", authorization: `Bearer ${this.token}` },
             body,
             signal: this.abort.signal,
           });
@@ -310,6 +323,9 @@ export class SseTransport {
           const code = response.status === 413 ? 1009 : closeCodeForStatus(response.status, message);
           return this._finish(code, message, response.status);
         }
+        // 202, or 202 with `relayed: true` from a node that does not hold the stream: the
+        // frames went on to the node that does, which drops them if this session has ended
+        // meanwhile; its stream then ends too, and the client reconnects (protocol.md).
         await response.body?.cancel().catch(() => {});
       }
     } finally {

@@ -114,7 +114,8 @@ dicts {path, ingressType, routeType}, as JSON.
 {{- $paths := list
   (dict "path" "/ws" "ingressType" "Exact" "routeType" "Exact")
   (dict "path" "/sse" "ingressType" "Exact" "routeType" "Exact")
-  (dict "path" "/sse/frames" "ingressType" "Exact" "routeType" "Exact") }}
+  (dict "path" "/sse/frames" "ingressType" "Exact" "routeType" "Exact")
+  (dict "path" "/sse/ticket" "ingressType" "Exact" "routeType" "Exact") }}
 {{- if .root.Values.config.demo }}
 {{- $paths = append $paths (dict "path" "/demo" "ingressType" "Prefix" "routeType" "PathPrefix") }}
 {{- end }}

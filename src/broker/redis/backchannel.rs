@@ -1,14 +1,15 @@
 //! What flows back through Redis, for one server or a cluster alike ([`RedisBackchannel`]):
-//! clients' `send` frames appended to the namespace's inbox stream (`XADD`), and client
-//! frames relayed to the node that holds their session (published on that node's relay
-//! channel; see `relay`).
+//! clients' `send` frames appended to the namespace's inbox stream (`XADD`), client frames
+//! relayed to the node that holds their session (published on that node's relay channel;
+//! see `relay`), and the single-use secrets of SSE connect tickets (`SET ... EX`, `GETDEL`, on
+//! `!<prefix>once:<key>`, out of reach of names built from the prefix).
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
 use super::commands::Commands;
-use super::envelope::node_channel;
+use super::envelope::{internal_channel, node_channel};
 use crate::broker::{Backchannel, BrokerError, InboxEntry, RelayedFrames};
 
 pub struct RedisBackchannel<C: Commands> {
@@ -57,5 +58,29 @@ impl<C: Commands> Backchannel for RedisBackchannel<C> {
             )
             .await?;
         Ok(receivers > 0)
+    }
+
+    async fn put_once(
+        &self,
+        key: &str,
+        value: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, BrokerError> {
+        let mut command = ::redis::cmd("SET");
+        command
+            .arg(internal_channel(&self.prefix, &format!("once:{key}")))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64);
+        self.commands.call::<()>(&command, "SET").await?;
+        Ok(true)
+    }
+
+    async fn take_once(&self, key: &str) -> Result<Option<String>, BrokerError> {
+        let mut command = ::redis::cmd("GETDEL");
+        command.arg(internal_channel(&self.prefix, &format!("once:{key}")));
+        self.commands
+            .call::<Option<String>>(&command, "GETDEL")
+            .await
     }
 }

@@ -68,6 +68,8 @@ impl Validator {
             audience: audience?,
             issuer: issuer?,
             leeway_s: leeway_s?,
+            // Set from `demo` by the caller.
+            accept_demo: false,
         })
     }
 

@@ -23,7 +23,10 @@ use jsonwebtoken::Algorithm;
 use super::settings::Settings;
 use super::sources::{SettingsArgs, Sources};
 use super::values::{algorithm_name, quote};
-use super::{Config, JoinLeave, Limits, OriginRule};
+use super::{
+    Config, DEMO_AUDIENCE, DEMO_CHANNELS, DEMO_PUBLISH, DEMO_TOKEN_TTL, JoinLeave, Limits,
+    OriginRule,
+};
 
 /// Everything wrong with a configuration.
 #[derive(Debug, Clone, Default)]
@@ -124,6 +127,7 @@ impl Validator {
             jwt_leeway_s,
             allowed_origins,
             trusted_proxies,
+            allow_query_token,
             api_key,
             namespaces,
             public_namespaces,
@@ -144,6 +148,7 @@ impl Validator {
             heartbeat_s,
             pong_timeout_s,
             auth_timeout_s,
+            body_timeout_s,
             drain_s,
             demo,
             demo_play,
@@ -157,6 +162,7 @@ impl Validator {
             max_frames_per_s,
             max_connections,
             max_connections_per_user,
+            max_connections_per_ip,
             max_new_connections_per_s,
             queue_max_messages,
             queue_max_bytes,
@@ -169,12 +175,26 @@ impl Validator {
             jwt_algorithm,
             (jwt_audience, jwt_issuer, jwt_leeway_s),
         );
+        let jwt = jwt.map(|mut jwt| {
+            jwt.accept_demo = demo == Some(true);
+            jwt
+        });
+        if demo == Some(true) {
+            self.warnings.push(format!(
+                "demo is on: /demo serves the demo dashboard, and /demo/token hands anyone who asks a token for any user id they name (valid {} min, subscribing {}, publishing to {}), so anyone who reaches this node can read and write those channels as anyone. Those tokens carry the audience {DEMO_AUDIENCE:?}, which only nodes started with demo accept. Development only: never run a node reachable from an untrusted network with demo",
+                DEMO_TOKEN_TTL.as_secs() / 60,
+                DEMO_CHANNELS.join(" and "),
+                DEMO_PUBLISH.join(" and "),
+            ));
+        }
         let allowed_origins = self.origins(allowed_origins.unwrap_or_default());
         let namespaces = self.namespaces(
             sections,
             namespaces.unwrap_or_default(),
             public_namespaces.unwrap_or_default(),
         );
+        // Checked whether Redis is configured or not (see `redis_prefix`).
+        let redis_prefix = self.redis_prefix(redis_prefix);
         let tls_files = (redis_tls_ca_file, redis_tls_cert_file, redis_tls_key_file);
         let redis = match redis_cluster_url {
             Some(seeds) if !seeds.is_empty() => self.redis_cluster(
@@ -209,6 +229,7 @@ impl Validator {
             max_frames_per_s: max_frames_per_s?,
             max_connections: max_connections?,
             max_connections_per_user: max_connections_per_user?,
+            max_connections_per_ip: max_connections_per_ip?,
             max_new_connections_per_s: max_new_connections_per_s?,
             queue_max_messages: queue_max_messages?,
             queue_max_bytes: queue_max_bytes?,
@@ -237,6 +258,7 @@ impl Validator {
             jwt: jwt?,
             allowed_origins,
             trusted_proxies: trusted_proxies.unwrap_or_default(),
+            allow_query_token: allow_query_token?,
             api_keys: api_key?,
             namespaces,
             redis: redis?,
@@ -245,6 +267,7 @@ impl Validator {
             heartbeat: secs(heartbeat_s)?,
             pong_timeout: secs(pong_timeout_s)?,
             auth_timeout: secs(auth_timeout_s)?,
+            body_timeout: secs(body_timeout_s)?,
             drain: secs(drain_s)?,
             write_timeout: secs(write_timeout_s)?,
             write_delay: write_delay_ms.map(Duration::from_millis)?,

@@ -65,18 +65,8 @@ impl Validator {
         } else {
             None
         };
+        // Already checked by `redis_prefix`: `None` here when it was wrong.
         let prefix = prefix?;
-        // A leading `!` is what keeps the nodes' own Redis channels apart from the prefix's.
-        if prefix.len() > 64
-            || prefix.starts_with('!')
-            || prefix.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
-            self.problems.push(format!(
-                "redis_prefix {}: at most 64 characters, no whitespace, not starting with `!`",
-                quote(&prefix)
-            ));
-            return None;
-        }
         Some(Some(RedisConfig {
             url,
             tls,
@@ -87,6 +77,35 @@ impl Validator {
             probe_interval: Duration::from_secs(probe_interval_s?),
             cluster_seeds: Vec::new(),
         }))
+    }
+
+    /// Checks the prefix of Redis channel names. The nodes' own channels (envelopes, relays,
+    /// probes) are `!<prefix>...`: a publisher building `<prefix>` + a name cannot reach them
+    /// only while the prefix is not empty and does not itself start with `!`. Checked with
+    /// or without Redis, so that a configuration is refused before Redis is ever added.
+    pub(super) fn redis_prefix(&mut self, prefix: Option<String>) -> Option<String> {
+        let prefix = prefix?;
+        let why = if prefix.is_empty() {
+            Some(
+                "must not be empty: fanout's own Redis channels are `!<prefix>...`, and with an empty prefix a backend that publishes to `<prefix>` + a name taken from user input could be made to publish on them (forging a publisher or injecting frames); use the default `fanout:` or another non-empty prefix",
+            )
+        } else if prefix.starts_with('!') {
+            Some(
+                "must not start with `!`: fanout's own Redis channels are `!<prefix>...`, and a prefix starting with `!` lets channel names built from it reach them (forging a publisher or injecting frames)",
+            )
+        } else if prefix.len() > 64 {
+            Some("must be at most 64 characters")
+        } else if prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            Some("must not contain whitespace or control characters")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            self.problems
+                .push(format!("redis_prefix {}: {why}", quote(&prefix)));
+            return None;
+        }
+        Some(prefix)
     }
 
     /// Reads and checks the CA and client certificate files of a `rediss://` URL.

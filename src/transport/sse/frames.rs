@@ -4,7 +4,9 @@
 //! sizes) and queued for the session as a whole or not at all; the session handles them as it
 //! would WebSocket messages, and its replies come back on the stream. A POST that reaches a
 //! node other than the stream's (a balancer without stickiness) is relayed to that node
-//! through the broker; the connection id names the node.
+//! through the broker; the connection id names the node. That node checks again, and drops
+//! what fails its checks without an answer, so a relayed POST's 202 says `"relayed": true`:
+//! the frames went on their way, nothing more (docs/protocol.md defines it).
 
 use std::sync::Arc;
 
@@ -16,11 +18,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use super::cors;
-use crate::auth::bearer_token;
 use crate::broker::RelayedFrames;
 use crate::node::Node;
 use crate::protocol::{ClientError, ErrorCode};
 use crate::session::ConnState;
+use crate::transport::admission;
 
 /// Most frames one POST may carry.
 pub const MAX_FRAMES_PER_POST: usize = 32;
@@ -40,9 +42,14 @@ pub async fn post(
 ) -> Response {
     let origin = cors::allow(&node, &headers);
     let answer = match accept(&node, &headers, params, body).await {
-        Ok(accepted) => (
+        Ok(Accepted::Here(accepted)) => (
             StatusCode::ACCEPTED,
             Json(serde_json::json!({ "accepted": accepted })),
+        )
+            .into_response(),
+        Ok(Accepted::Relayed(accepted)) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "accepted": accepted, "relayed": true })),
         )
             .into_response(),
         Err(e) => e.into_response(),
@@ -50,22 +57,32 @@ pub async fn post(
     cors::with(origin, answer)
 }
 
+/// What became of the frames of an accepted POST.
+enum Accepted {
+    /// Queued for the session, on this node.
+    Here(usize),
+    /// Handed to the node that holds the session, which checks the session's owner and
+    /// existence itself and drops frames that fail them, without telling this node (see
+    /// docs/protocol.md: a relayed POST's 202 says only that the frames went on their way).
+    Relayed(usize),
+}
+
 async fn accept(
     node: &Node,
     headers: &HeaderMap,
     params: Result<Query<FrameParams>, axum::extract::rejection::QueryRejection>,
     body: Body,
-) -> Result<usize, ClientError> {
+) -> Result<Accepted, ClientError> {
     let Query(params) = params
         .map_err(|e| ClientError::bad_request(format!("invalid query: {}", e.body_text())))?;
     let conn_id = params.conn_id.ok_or_else(|| {
         ClientError::bad_request("`conn_id` is required: the stream's connection_ack names it")
     })?;
-    let token = bearer_token(headers).or(params.token).ok_or_else(|| {
-        ClientError::unauthorized(
-            "a token is required: Authorization: Bearer <jwt> or ?token=<jwt>",
-        )
-    })?;
+    let token = admission::request_token(node, headers, params.token)
+        .map_err(|refused| refused.error)?
+        .ok_or_else(|| {
+            ClientError::unauthorized("a token is required: Authorization: Bearer <jwt>")
+        })?;
     let identity = node
         .verifier
         .verify(&token)
@@ -99,7 +116,9 @@ async fn accept(
     }
     let frames: Vec<String> = frames.into_iter().map(str::to_owned).collect();
     let Some(session) = node.inbound.get(&conn_id) else {
-        return relay(node, &identity.user, &conn_id, frames).await;
+        return relay(node, &identity.user, &conn_id, frames)
+            .await
+            .map(Accepted::Relayed);
     };
     if session.user != identity.user {
         return Err(ClientError::forbidden(
@@ -120,7 +139,7 @@ async fn accept(
             return Err(gone());
         }
     }
-    Ok(count)
+    Ok(Accepted::Here(count))
 }
 
 /// The session lives on another node (a balancer sent the POST here): hand the frames to it

@@ -1,7 +1,8 @@
 //! SSE transport: protocol v1 over Server-Sent Events, for clients behind proxies or hosts
 //! that break WebSockets.
 //!
-//! `GET /sse` opens one session's stream: every server frame is one event whose `data` is
+//! `POST /sse/ticket` exchanges a token (in a header) for a single-use ticket ([`ticket`]), so
+//! that the token never travels in the stream's URL. `GET /sse` opens one session's stream: every server frame is one event whose `data` is
 //! the frame's JSON and whose `event` is its type (`stream`). The client's frames arrive as
 //! `POST /sse/frames?conn_id=...` ([`frames`]) and go to the same session, so replies come back
 //! on the stream in order, as on a WebSocket. Messages of history channels carry an `id` with
@@ -13,6 +14,7 @@ pub mod cors;
 pub mod frames;
 pub mod resume;
 mod stream;
+pub mod ticket;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,11 +30,11 @@ use tokio_util::sync::CancellationToken;
 use self::resume::Positions;
 use super::admission::{self, Peer, Refused};
 use super::connection::Connection;
-use crate::auth::Identity;
+use crate::auth::{Identity, bearer_token};
 use crate::channel::Channel;
 use crate::limits::{NodeSlot, UserSlot};
 use crate::node::{InboundSession, Node};
-use crate::protocol::{ClientError, Since};
+use crate::protocol::{ClientError, ErrorCode, Since};
 use crate::session::{ConnState, Session};
 
 /// Client frames that may wait for one session before POSTs are refused (429).
@@ -44,6 +46,8 @@ const BODY_CHUNKS: usize = 4;
 #[derive(Debug, Default)]
 struct StreamParams {
     token: Option<String>,
+    /// A connect ticket (`POST /sse/ticket`), in place of a token.
+    ticket: Option<String>,
     channels: Vec<String>,
     /// `lastEventId` in the query: for EventSource polyfills that cannot set the header.
     last_event_id: Option<String>,
@@ -55,6 +59,7 @@ impl StreamParams {
         for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
             match &*key {
                 "token" => params.token = Some(value.into_owned()),
+                "ticket" => params.ticket = Some(value.into_owned()),
                 "channel" => params.channels.push(value.into_owned()),
                 "lastEventId" => params.last_event_id = Some(value.into_owned()),
                 _ => {}
@@ -64,7 +69,7 @@ impl StreamParams {
     }
 }
 
-/// `GET /sse?token=...&channel=dag:7&channel=room:lobby`: admission, then the event stream.
+/// `GET /sse?ticket=...&channel=dag:7&channel=room:lobby`: admission, then the event stream.
 pub async fn open(
     State(node): State<Arc<Node>>,
     headers: HeaderMap,
@@ -75,7 +80,22 @@ pub async fn open(
     let params = StreamParams::parse(query.as_deref());
     let cors = cors::allow(&node, &headers);
     let refuse = |error: ClientError| cors::with(cors.clone(), error.into_response());
-    let admitted = match admission::admit(&node, &headers, params.token) {
+    // The token: the `Authorization` header's, else a ticket's, else `?token=` (old clients).
+    let token = match (bearer_token(&headers), &params.ticket) {
+        (None, Some(ticket)) => ticket::redeem(&node, ticket)
+            .await
+            .map(Some)
+            .map_err(|error| Refused {
+                reason: if error.code == ErrorCode::Unavailable {
+                    "broker_unavailable"
+                } else {
+                    "unauthorized"
+                },
+                error,
+            }),
+        _ => admission::request_token(&node, &headers, params.token),
+    };
+    let admitted = match token.and_then(|token| admission::admit(&node, &headers, peer.ip, token)) {
         Ok(admitted) => admitted,
         Err(refused) => {
             let reason = refused.reason;
@@ -94,7 +114,7 @@ pub async fn open(
         let refused = Refused {
             reason: "unauthorized",
             error: ClientError::unauthorized(
-                "a token is required: ?token=<jwt> or Authorization: Bearer <jwt>",
+                "a token is required: ?ticket=<ticket from POST /sse/ticket> or Authorization: Bearer <jwt>",
             ),
         };
         let error = refused.counted(&node);
@@ -131,7 +151,7 @@ pub async fn open(
     }
     if start.len() > max {
         return refuse(ClientError::new(
-            crate::protocol::ErrorCode::LimitExceeded,
+            ErrorCode::LimitExceeded,
             format!("at most {max} subscriptions per connection"),
         ));
     }

@@ -12,8 +12,11 @@ use std::sync::Arc;
 use crate::channel::Channel;
 use crate::protocol::{HistoryMark, MAX_OFFSET, Since};
 
-/// Longest `Last-Event-ID` read (a browser sends back what we sent; this bounds a forged one).
-pub const MAX_ID_LEN: usize = 16 * 1024;
+/// Longest id written, and longest `Last-Event-ID` read (a browser sends back what we sent;
+/// this bounds a forged one). Positions that would make an id longer are left out of it
+/// (those channels are subscribed afresh on a resume, as if the stream had carried none of
+/// their messages): 128 channels of the longest names fit.
+pub const MAX_ID_LEN: usize = 32 * 1024;
 
 /// `n` in decimal, in the tail of `buf`.
 fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
@@ -62,7 +65,14 @@ impl Positions {
     /// so straight into the chunk being built, without a string of its own.
     pub fn write_to(&self, out: &mut impl bytes::BufMut) {
         let mut first = true;
+        let mut written = 0;
         for (channel, (offset, epoch)) in &self.0 {
+            // `,` + `=` + `:` + 20 digits at most.
+            let entry = channel.as_str().len() + epoch.len() + 23;
+            if written + entry > MAX_ID_LEN {
+                break;
+            }
+            written += entry;
             if !first {
                 out.put_u8(b',');
             }

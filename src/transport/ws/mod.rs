@@ -13,6 +13,11 @@
 //!
 //! `read_frame` is not cancel-safe, so the reader is only ever cancelled when the connection
 //! is finished with; the driver drops a write only to end the connection.
+//!
+//! Closes linger: once the server has written its close frame it shuts its write side down
+//! and keeps reading (discarding what the session no longer takes) until the client's close
+//! frame or end of stream, for at most `CLOSE_GRACE`. Closing with unread input would make the
+//! kernel reset the connection and could destroy the close frame before the client reads it.
 
 mod framing;
 mod reader;
@@ -33,11 +38,12 @@ use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
-use self::reader::{MessageReader, read_loop};
+use self::reader::{MessageReader, linger, read_loop};
 use self::socket::Socket;
 use self::writer::WsWire;
 use super::admission::{self, Admitted, Peer};
 use super::connection::Connection;
+use super::write_deadline::WriteDeadline;
 use crate::node::Node;
 use crate::protocol::ClientError;
 use crate::session::ConnState;
@@ -51,7 +57,8 @@ type ReadStream = tokio::io::Chain<std::io::Cursor<Bytes>, tokio::net::tcp::Owne
 /// Initial capacity of a connection's read buffer.
 const READ_BUFFER_BYTES: usize = 512;
 
-/// After the server sends its close frame, how long it waits for the client's.
+/// After the server sends its close frame, how long it waits for the client's (reading and
+/// discarding what the client sends meanwhile: the lingering close).
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Deserialize)]
@@ -84,7 +91,9 @@ pub async fn upgrade(
         );
     };
     let query_token = params.ok().and_then(|q| q.0.token);
-    let admitted = match admission::admit(&node, &headers, query_token) {
+    let admitted = match admission::request_token(&node, &headers, query_token)
+        .and_then(|token| admission::admit(&node, &headers, peer.ip, token))
+    {
         Ok(admitted) => admitted,
         Err(refused) => {
             let reason = refused.reason;
@@ -150,8 +159,10 @@ async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted, peer: Peer) {
             }
             None => true,
         };
-        if started {
-            read_loop(&mut messages, &mut session, &cancel).await;
+        let client_closed = started && read_loop(&mut messages, &mut session, &cancel).await;
+        if !client_closed {
+            // The server is closing: drain the client until it has our close frame.
+            Box::pin(linger(messages, &cancel)).await;
         }
         session
     });
@@ -160,10 +171,13 @@ async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted, peer: Peer) {
         .drive(&WsWire::new(&socket, node.config.write_timeout))
         .await;
 
+    // The close frame (if any) is out: end the stream right behind it, so that the client
+    // reads the close and then the end, while the reader goes on taking (and, once the
+    // session is over, discarding) what the client still sends.
+    connection.outbox.detach_socket();
+    socket.shutdown_write();
     // Give the client a moment to answer our close frame, then stop reading.
     let session = Box::pin(reader.stop(CLOSE_GRACE)).await;
-    // The last reference to the socket shuts its write side (the outbox held the other).
-    connection.outbox.detach_socket();
     drop(socket);
     Box::pin(connection.close(session, ending)).await;
 }
@@ -185,7 +199,7 @@ async fn finish_upgrade(
     let parts = match ws
         .into_inner()
         .into_inner()
-        .downcast::<TokioIo<TcpStream>>()
+        .downcast::<TokioIo<WriteDeadline<TcpStream>>>()
     {
         Ok(parts) => parts,
         Err(_) => {
@@ -193,7 +207,8 @@ async fn finish_upgrade(
             return None;
         }
     };
-    let (read_half, write_half) = parts.io.into_inner().into_split();
+    // The WebSocket's writes have timeouts of their own (see `writer`).
+    let (read_half, write_half) = parts.io.into_inner().into_inner().into_split();
     // `read_buf` is a view into hyper's read buffer; copying what it holds (usually nothing)
     // lets that buffer go instead of keeping it alive for the whole connection.
     let early = Bytes::copy_from_slice(&parts.read_buf);

@@ -12,12 +12,14 @@ use crate::outbox::{Ending, Outgoing};
 use crate::protocol::CloseCode;
 use crate::session::Session;
 
-/// Reads messages and hands them to the session until the connection is done.
+/// Reads messages and hands them to the session until the connection is done. Returns
+/// whether the client closed (its close frame arrived): otherwise the connection ends by the
+/// server's decision, and [`linger`] should drain what the client still sends.
 pub async fn read_loop(
     reader: &mut MessageReader<ReadStream>,
     session: &mut Session,
     cancel: &CancellationToken,
-) {
+) -> bool {
     let outbox = session.outbox().clone();
     let conn = session.conn().clone();
     let mut send_obligated = |frame: Frame<'_>| {
@@ -44,14 +46,14 @@ pub async fn read_loop(
         let inbound = loop {
             tokio::select! {
                 biased;
-                _ = cancel.cancelled() => return,
+                _ = cancel.cancelled() => return false,
                 _ = sleep_until(auth_deadline.unwrap_or_else(Instant::now)), if auth_deadline.is_some() => {
                     session.auth_timed_out();
-                    return;
+                    return false;
                 }
                 _ = session.woken() => {
                     if !Box::pin(session.on_wake()).await {
-                        return;
+                        return false;
                     }
                 }
                 // Safe to drop on the branches that return: the connection is then finished
@@ -65,18 +67,18 @@ pub async fn read_loop(
                 // Boxed: handling a request needs a large future (subscribe with history,
                 // presence...) that idle connections should not carry around.
                 if !Box::pin(session.on_text(&text)).await {
-                    return;
+                    return false;
                 }
             }
             Ok(Inbound::Binary) => {
                 if !session.on_binary() {
-                    return;
+                    return false;
                 }
             }
             Ok(Inbound::Pong) => {}
             Ok(Inbound::Close) => {
                 session.outbox().end(Ending::ClientClosed);
-                return;
+                return true;
             }
             Err(e) => {
                 let ending = match e {
@@ -94,9 +96,49 @@ pub async fn read_loop(
                     ReadError::ProtocolAnswered => Ending::CloseQueued(CloseCode::ProtocolError),
                     ReadError::Lost => Ending::ConnectionLost,
                 };
+                let lost = matches!(ending, Ending::ConnectionLost);
                 session.outbox().end(ending);
-                return;
+                return lost;
             }
+        }
+    }
+}
+
+/// How much a lingering close reads at a time.
+const LINGER_READ: usize = 16 * 1024;
+
+/// The lingering close: once the server decided to close, reads and discards whatever the
+/// client still sends, until its close frame or the end of its stream (or `cancel`, which the
+/// connection fires a bounded time after the close frame went out). Closing a socket with
+/// unread bytes makes the kernel answer with a reset, which can destroy the close frame
+/// before the client reads it: a client cut for flooding (4029) would see a dropped
+/// connection instead of why.
+pub async fn linger(reader: MessageReader<ReadStream>, cancel: &CancellationToken) {
+    let mut reader = reader;
+    let mut ignore = |_: Frame<'_>| async { Ok::<(), std::convert::Infallible>(()) };
+    // Whole frames while they parse: the client's close frame ends the wait at once.
+    loop {
+        let next = tokio::select! {
+            _ = cancel.cancelled() => return,
+            // Dropped only when cancelled, when the connection is finished with.
+            next = reader.next(&mut ignore) => next,
+        };
+        match next {
+            Ok(Inbound::Close) | Err(ReadError::Lost) => return,
+            Ok(_) => {}
+            // No longer frames (after an oversized or malformed one): plain bytes, below.
+            Err(_) => break,
+        }
+    }
+    let mut stream = reader.into_stream();
+    let mut buf = vec![0u8; LINGER_READ];
+    loop {
+        let read = tokio::select! {
+            _ = cancel.cancelled() => return,
+            read = tokio::io::AsyncReadExt::read(&mut stream, &mut buf) => read,
+        };
+        if !matches!(read, Ok(n) if n > 0) {
+            return;
         }
     }
 }
@@ -151,6 +193,11 @@ impl<R: tokio::io::AsyncRead + Unpin> MessageReader<R> {
             max,
             partial: None,
         }
+    }
+
+    /// The stream underneath, for [`linger`].
+    pub fn into_stream(self) -> R {
+        self.ws.into_inner()
     }
 
     pub async fn next<'f, F, E>(

@@ -51,6 +51,21 @@ impl Socket {
         self.written.fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    /// Ends the stream the peer reads (a FIN after what was written), leaving the read side
+    /// open: the lingering close (see the module `ws`). Dropping the last reference does
+    /// the same where this cannot.
+    pub fn shutdown_write(&self) {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: shutdown(2) on a descriptor that is open while `self` is borrowed; it
+            // touches no memory. A failure (the peer already gone) leaves nothing to do.
+            unsafe {
+                libc::shutdown(self.stream().as_raw_fd(), libc::SHUT_WR);
+            }
+        }
+    }
+
     /// What the socket accepted so far, and how much of it the peer has not acknowledged.
     pub fn progress(&self) -> Progress {
         Progress {

@@ -306,8 +306,10 @@ async fn open(
     let _ = tcp.set_nodelay(true);
     let request = Request::builder()
         .method("GET")
-        .uri(format!("http://{target}/ws?token={token}"))
+        .uri(format!("http://{target}/ws"))
         .header("Host", target.to_string())
+        // A header, never the URL: nodes may refuse tokens in URLs (allow_query_token).
+        .header("Authorization", format!("Bearer {token}"))
         .header(UPGRADE, "websocket")
         .header(CONNECTION, "upgrade")
         .header(

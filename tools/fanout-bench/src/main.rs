@@ -46,7 +46,7 @@ enum Distribution {
 enum Transport {
     /// WebSocket: `GET /ws` upgraded, then a `subscribe` frame.
     Ws,
-    /// Server-Sent Events: one HTTP/1.1 `GET /sse?token=..&channel=..` per connection.
+    /// Server-Sent Events: one HTTP/1.1 `GET /sse?channel=..` per connection (token in a header).
     Sse,
 }
 

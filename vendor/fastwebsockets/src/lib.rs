@@ -253,6 +253,13 @@ impl<'f, S> WebSocketRead<S> {
     (self.stream, self.read_half)
   }
 
+  /// Consumes the `WebSocketRead` and returns the underlying stream. Bytes already read
+  /// into the read buffer and not yet parsed are dropped: for a server that has decided to
+  /// close and only drains what the peer still sends (a lingering close).
+  pub fn into_inner(self) -> S {
+    self.stream
+  }
+
   pub fn set_writev_threshold(&mut self, threshold: usize) {
     self.read_half.writev_threshold = threshold;
   }

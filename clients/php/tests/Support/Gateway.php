@@ -24,7 +24,9 @@ final class Gateway
     {
         $dir = Process::tempDir('fanout-php-gateway');
         $command = [self::binary(), 'serve', '--listen', '127.0.0.1:0', '--node-id', $nodeId,
-            '--api-key', self::API_KEY, '--drain-s', '1', '--log-level', 'info'];
+            '--api-key', self::API_KEY, '--drain-s', '1', '--log-level', 'info',
+            // As production should run: tokens are never taken from URLs.
+            '--allow-query-token', 'false'];
         if ($withSecret) {
             array_push($command, '--jwt-secret', self::SECRET);
         }
@@ -80,10 +82,13 @@ final class Gateway
         return "http://127.0.0.1:{$this->port}";
     }
 
-    /** Opens a WebSocket with the token in the URL; throws HandshakeRefused if the gateway refuses it. */
+    /**
+     * Opens a WebSocket with the token in an `Authorization` header (never in the URL, where
+     * proxies log it); throws HandshakeRefused if the gateway refuses it.
+     */
     public function connect(string $token): WebSocketClient
     {
-        return WebSocketClient::connect('127.0.0.1', $this->port, '/ws?token=' . rawurlencode($token));
+        return WebSocketClient::connect('127.0.0.1', $this->port, '/ws', ['Authorization' => "Bearer $token"]);
     }
 
     /** @return array{int, string} status and body of a plain GET. */
