@@ -28,11 +28,20 @@ final class RawRedis
      * `rediss://...` (TLS) or `unix:///path/to/redis.sock[?db=N]` (with `password` and
      * `user` query parameters for authentication).
      *
-     * @throws InvalidArgumentException for a URL of another form.
+     * `$timeout` bounds connecting; `$readTimeout` bounds waiting for each reply (AUTH and
+     * SELECT included). Without a read timeout phpredis would wait PHP's
+     * `default_socket_timeout` (60 s by default) for a server that accepts connections and
+     * never answers.
+     *
+     * @throws InvalidArgumentException for a URL of another form, or a timeout that is not positive.
      * @throws RedisCommandException when Redis cannot be reached or refuses the password.
      */
-    public static function connect(string $url, float $timeout): \Redis
+    public static function connect(string $url, float $timeout, ?float $readTimeout = null): \Redis
     {
+        $readTimeout ??= $timeout;
+        if ($timeout <= 0 || $readTimeout <= 0) {
+            throw new InvalidArgumentException('Redis timeouts must be positive numbers of seconds');
+        }
         if (!extension_loaded('redis')) {
             throw new RedisCommandException('the PHP redis extension (phpredis, Debian package php-redis) is not loaded');
         }
@@ -55,7 +64,7 @@ final class RawRedis
         $password = isset($parts['pass']) ? rawurldecode($parts['pass']) : ($query['password'] ?? null);
         $redis = new \Redis();
         try {
-            if (!$redis->connect($host, $port, $timeout)) {
+            if (!$redis->connect($host, $port, $timeout, null, 0, $readTimeout)) {
                 throw new RedisCommandException("cannot connect to Redis at $host" . ($port ? ":$port" : ''));
             }
             if ($password !== null && $password !== '') {
