@@ -148,16 +148,17 @@ $tests['the token route mints a short-lived token the gateway accepts for the lo
     $admin = $ctx['admin']['answer'];
     $headers = $ctx['admin']['browser']->rest('POST', '/fanout/v1/token', null, $ctx['admin']['nonce'])['headers'];
     check(str_contains(strtolower($headers), 'cache-control: no-store'), 'no Cache-Control: no-store: ' . $headers);
-    check($admin['url'] === "ws://127.0.0.1:$stack->gatewayPort/ws" && $admin['user'] === (string) $users['admin'], 'answer: ' . json_encode($admin));
+    check($admin['url'] === "ws://127.0.0.1:$stack->gatewayPort/ws" && $admin['user'] === "wp1.{$users['admin']}" && $admin['site'] === 'wp1', 'answer: ' . json_encode($admin));
     $claims = claims($admin['token']);
-    check($claims['sub'] === (string) $users['admin'], 'sub: ' . $claims['sub']);
+    check($claims['sub'] === "wp1.{$users['admin']}", 'sub: ' . $claims['sub']);
+    check($claims['iss'] === "$stack->siteUrl/" && $claims['aud'] === 'fanout', 'iss/aud: ' . json_encode([$claims['iss'] ?? null, $claims['aud'] ?? null]));
     check($claims['exp'] - $claims['iat'] === 600, 'lifetime: ' . ($claims['exp'] - $claims['iat']));
-    check(in_array('room:wp-post-*', $claims['channels'], true) && in_array("user:{$users['admin']}", $claims['channels'], true), 'channels: ' . json_encode($claims['channels']));
+    check(in_array('room:wp1.post-*', $claims['channels'], true) && in_array("user:wp1.{$users['admin']}", $claims['channels'], true) && in_array('user:wp1', $claims['channels'], true), 'channels: ' . json_encode($claims['channels']));
     check(($claims['info']['name'] ?? '') === 'Ada Admin' && str_starts_with($claims['info']['avatar'] ?? '', 'http'), 'info: ' . json_encode($claims['info'] ?? null));
-    check(!in_array('room:wp-post-*', claims($ctx['reader']['token'])['channels'], true), 'a subscriber got the post rooms');
+    check(!in_array('room:wp1.post-*', claims($ctx['reader']['token'])['channels'], true), 'a subscriber got the post rooms');
     // The site's fanout_token_channels filter (fixtures/fanout-test-hooks.php) adds to an editor's.
     $editorChannels = claims($ctx['editor']['token'])['channels'];
-    check(in_array('room:editors', $editorChannels, true) && in_array('room:wp-post-*', $editorChannels, true), 'editor channels: ' . json_encode($editorChannels));
+    check(in_array('room:editors', $editorChannels, true) && in_array('room:wp1.post-*', $editorChannels, true), 'editor channels: ' . json_encode($editorChannels));
     check(!in_array('room:editors', $claims['channels'], true), 'the filter granted room:editors to the admin');
     // GET works as well.
     check($ctx['admin']['browser']->rest('GET', '/fanout/v1/token', null, $ctx['admin']['nonce'])['status'] === 200, 'GET refused');
@@ -165,8 +166,12 @@ $tests['the token route mints a short-lived token the gateway accepts for the lo
     foreach (['admin', 'editor', 'reader'] as $role) {
         $socket = WebSocket::open($ws . '?token=' . rawurlencode($ctx[$role]['token']));
         $ack = $socket->waitFor(fn (array $f) => $f['type'] === 'connection_ack');
-        check($ack['user'] === (string) $users[$role], "$role: ack for user " . $ack['user']);
-        check(in_array("user:{$users[$role]}", $ack['channels'], true), "$role: channels " . json_encode($ack['channels']));
+        check($ack['user'] === "wp1.{$users[$role]}", "$role: ack for user " . $ack['user']);
+        check(in_array("user:wp1.{$users[$role]}", $ack['channels'], true), "$role: channels " . json_encode($ack['channels']));
+        // The site's broadcast channel (the gateway's broadcast is subscribed by itself).
+        $socket->send(['type' => 'subscribe', 'channel' => 'user:wp1', 'id' => "b-$role"]);
+        $reply = $socket->waitFor(fn (array $f) => ($f['id'] ?? null) === "b-$role");
+        check($reply['type'] === 'subscribed', "$role: site broadcast: " . json_encode($reply));
         $ctx[$role]['ws'] = $socket;
     }
     // And refuses a token signed with another secret: the route signs with the gateway's.
@@ -182,7 +187,7 @@ $tests['the token route mints a short-lived token the gateway accepts for the lo
 
 $tests['a subscriber may not join post rooms nor read other users'] = function () use ($users, &$ctx) {
     $reader = $ctx['reader']['ws'];
-    foreach (['room:wp-post-1', "user:{$users['admin']}"] as $i => $channel) {
+    foreach (['room:wp1.post-1', "user:wp1.{$users['admin']}", 'room:wp2.post-1'] as $i => $channel) {
         $reader->send(['type' => 'subscribe', 'channel' => $channel, 'id' => "r$i"]);
         $reply = $reader->waitFor(fn (array $f) => ($f['id'] ?? null) === "r$i");
         check($reply['type'] === 'error' && $reply['code'] === 'forbidden', "$channel: " . json_encode($reply));
@@ -195,18 +200,18 @@ $tests['publishing a post notifies its author and broadcasts to everyone'] = fun
     $post = $response['json'];
     $ctx['post'] = $post['id'];
 
-    $author = $ctx['admin']['ws']->waitFor(fn (array $f) => $f['type'] === 'message' && $f['channel'] === "user:{$users['admin']}");
+    $author = $ctx['admin']['ws']->waitFor(fn (array $f) => $f['type'] === 'message' && $f['channel'] === "user:wp1.{$users['admin']}");
     $data = $author['data'];
     check($data['type'] === 'notification', 'type: ' . json_encode($author));
     // The catalogue's envelope (docs/events.md): nothing else at the top level.
     check(array_keys($data) === ['type', 'data', 'timestamp'], 'envelope: ' . json_encode($data));
     check($data['data']['title'] === 'Your post “Hello realtime” is published', 'title: ' . $data['data']['title']);
     check($data['data']['url'] === $post['link'] && $data['data']['level'] === 'success', 'data: ' . json_encode($data));
-    check($data['data']['id'] === "wp-post-{$post['id']}-published" && is_int($data['timestamp']), 'id/timestamp: ' . json_encode($data));
+    check($data['data']['id'] === "wp1-post-{$post['id']}-published" && is_int($data['timestamp']), 'id/timestamp: ' . json_encode($data));
     check(($author['offset'] ?? 0) >= 1, 'not published with history: ' . json_encode($author));
 
     foreach (['editor', 'admin'] as $role) {
-        $everyone = $ctx[$role]['ws']->waitFor(fn (array $f) => $f['type'] === 'message' && $f['channel'] === 'broadcast');
+        $everyone = $ctx[$role]['ws']->waitFor(fn (array $f) => $f['type'] === 'message' && $f['channel'] === 'user:wp1');
         check($everyone['data']['type'] === 'notification' && $everyone['data']['data']['title'] === 'New: Hello realtime', "$role: broadcast: " . json_encode($everyone));
     }
 
@@ -221,14 +226,14 @@ $tests['a comment notifies the author of the post'] = function () use ($users, &
     $response = $ctx['editor']['browser']->rest('POST', '/wp/v2/comments', ['post' => $ctx['post'], 'content' => 'Great post, well done'], $ctx['editor']['nonce']);
     check($response['status'] === 201, 'comment: HTTP ' . $response['status'] . ' ' . json_encode($response['json']));
     check($response['json']['status'] === 'approved', 'comment status: ' . $response['json']['status']);
-    $message = $ctx['admin']['ws']->waitFor(fn (array $f) => $f['type'] === 'message' && $f['channel'] === "user:{$users['admin']}");
+    $message = $ctx['admin']['ws']->waitFor(fn (array $f) => $f['type'] === 'message' && $f['channel'] === "user:wp1.{$users['admin']}");
     $data = $message['data']['data'];
     check($message['data']['type'] === 'notification' && $data['title'] === 'Eddie Editor commented on “Hello realtime, edited”', 'notification: ' . json_encode($message));
     check($data['message'] === 'Great post, well done' && str_contains($data['url'], '#comment-' . $response['json']['id']), 'data: ' . json_encode($data));
 };
 
 $tests['two users editing the same post see each other'] = function () use ($users, &$ctx) {
-    $room = 'room:wp-post-' . $ctx['post'];
+    $room = 'room:wp1.post-' . $ctx['post'];
     $admin = $ctx['admin']['ws'];
     $editor = $ctx['editor']['ws'];
     $admin->send(['type' => 'subscribe', 'channel' => $room, 'id' => 'p1']);
@@ -236,7 +241,7 @@ $tests['two users editing the same post see each other'] = function () use ($use
     $editor->send(['type' => 'subscribe', 'channel' => $room, 'id' => 'p2']);
     $editor->waitFor(fn (array $f) => $f['type'] === 'subscribed' && ($f['id'] ?? null) === 'p2');
 
-    $join = $admin->waitFor(fn (array $f) => $f['type'] === 'join' && $f['user'] === (string) $users['editor']);
+    $join = $admin->waitFor(fn (array $f) => $f['type'] === 'join' && $f['user'] === "wp1.{$users['editor']}");
     check(($join['info']['name'] ?? '') === 'Eddie Editor', 'join: ' . json_encode($join));
     $editor->send(['type' => 'presence', 'channel' => $room, 'id' => 'p3']);
     $presence = $editor->waitFor(fn (array $f) => ($f['id'] ?? null) === 'p3');
@@ -247,14 +252,14 @@ $tests['two users editing the same post see each other'] = function () use ($use
     // The editor closes the post: the admin sees the leave.
     $editor->send(['type' => 'unsubscribe', 'channel' => $room, 'id' => 'p4']);
     $editor->waitFor(fn (array $f) => $f['type'] === 'unsubscribed' && ($f['id'] ?? null) === 'p4');
-    $leave = $admin->waitFor(fn (array $f) => $f['type'] === 'leave' && $f['user'] === (string) $users['editor']);
+    $leave = $admin->waitFor(fn (array $f) => $f['type'] === 'leave' && $f['user'] === "wp1.{$users['editor']}");
     check($leave['channel'] === $room, 'leave: ' . json_encode($leave));
     $admin->send(['type' => 'unsubscribe', 'channel' => $room, 'id' => 'p5']);
     $admin->waitFor(fn (array $f) => $f['type'] === 'unsubscribed' && ($f['id'] ?? null) === 'p5');
 };
 
 $tests['the plugin\'s scripts with the JS client: who is here, and the bell'] = function () use ($stack, $users, &$ctx) {
-    $room = 'room:wp-post-' . $ctx['post'];
+    $room = 'room:wp1.post-' . $ctx['post'];
     $scenario = [
         'siteUrl' => $stack->siteUrl,
         'url' => "ws://127.0.0.1:$stack->gatewayPort/ws",
@@ -263,7 +268,7 @@ $tests['the plugin\'s scripts with the JS client: who is here, and the bell'] = 
         'users' => [],
     ];
     foreach (['admin' => 'Ada Admin', 'editor' => 'Eddie Editor'] as $role => $name) {
-        $scenario['users'][$role] = ['id' => (string) $users[$role], 'name' => $name, 'cookie' => $ctx[$role]['browser']->cookieHeader(), 'nonce' => $ctx[$role]['nonce']];
+        $scenario['users'][$role] = ['id' => "wp1.{$users[$role]}", 'channel' => "user:wp1.{$users[$role]}", 'name' => $name, 'cookie' => $ctx[$role]['browser']->cookieHeader(), 'nonce' => $ctx[$role]['nonce']];
     }
     $proc = proc_open(['node', '--experimental-websocket', '--no-warnings', __DIR__ . '/js/plugin-scripts.mjs'], [1 => ['pipe', 'w'], 2 => ['redirect', 1]], $pipes, null, [
         'FANOUT_WP_PLUGIN_JS' => "$stack->dir/build/fanout/assets/js",
@@ -301,34 +306,44 @@ $tests['the settings page never shows secrets and saves through the Settings API
     $form = [
         'option_page' => 'fanout', 'action' => 'update', '_wpnonce' => $nonce[1],
         '_wp_http_referer' => '/wp-admin/options-general.php?page=fanout',
-        'fanout_settings' => ['publish_mode' => 'http', 'api_url' => "http://127.0.0.1:$stack->gatewayPort/", 'api_key' => $stack->apiKey, 'token_ttl' => '900'],
+        'fanout_settings' => ['publish_mode' => 'http', 'api_url' => "http://127.0.0.1:$stack->gatewayPort/", 'token_ttl' => '900', 'timeout_ms' => '5000', 'breaker_seconds' => '30'],
+        'fanout_secrets' => ['api_key' => $stack->apiKey],
     ];
     $saved = $admin->request('POST', '/wp-admin/options.php', $form);
     check($saved['status'] === 302, 'save: HTTP ' . $saved['status']);
-    $settings = $stack->wp('get-settings');
-    check($settings['api_key'] === $stack->apiKey && $settings['publish_mode'] === 'http', 'stored: ' . json_encode(array_keys($settings)));
+    $stored = $stack->wp('get-settings');
+    $settings = $stored['settings'];
+    check($stored['secrets']['api_key'] === $stack->apiKey && $settings['publish_mode'] === 'http', 'stored: ' . json_encode(array_keys($settings)));
+    check(!array_key_exists('api_key', $settings), 'the API key was stored with the autoloaded settings');
     check($settings['api_url'] === "http://127.0.0.1:$stack->gatewayPort" && $settings['token_ttl'] === 900, 'sanitised: ' . json_encode([$settings['api_url'], $settings['token_ttl']]));
-    check(!array_key_exists('jwt_secret', $settings), 'a value set in wp-config.php was stored');
+    check($settings['timeout_ms'] === 500 && $settings['breaker_seconds'] === 30, 'timeout above 1 s kept: ' . json_encode([$settings['timeout_ms'], $settings['breaker_seconds']]));
+    check(!array_key_exists('jwt_secret', $stored['secrets']), 'a value set in wp-config.php was stored');
+    // Secrets are not autoloaded: not in the options every request reads.
+    check($stored['autoload'] === ['fanout_secrets' => 'no', 'fanout_settings' => 'yes'], 'autoload: ' . json_encode($stored['autoload']));
+    check(!str_contains(json_encode($stored['alloptions']), $stack->apiKey), 'the API key is in wp_load_alloptions()');
 
     $page = $admin->request('GET', '/wp-admin/options-general.php?page=fanout');
     check(!str_contains($page['body'], $stack->apiKey), 'the stored API key is in the page');
     check(str_contains($page['body'], 'stored; leave blank to keep it'), 'the stored API key is not shown as stored');
+    // Shown masked: its last four characters only (and the secret from wp-config.php too).
+    check(str_contains($page['body'], '<code class="fanout-value">••••••••' . substr($stack->apiKey, -4) . '</code>'), 'the API key is not shown masked');
+    check(str_contains($page['body'], '>••••••••' . substr($stack->secret, -4) . '</code>'), 'the JWT secret is not shown masked');
 
     // A blank secret keeps the stored one; a form without the nonce is refused.
-    $form['fanout_settings']['api_key'] = '';
+    $form['fanout_secrets']['api_key'] = '';
     check($admin->request('POST', '/wp-admin/options.php', $form)['status'] === 302, 'second save refused');
-    check($stack->wp('get-settings')['api_key'] === $stack->apiKey, 'a blank API key replaced the stored one');
+    check($stack->wp('get-settings')['secrets']['api_key'] === $stack->apiKey, 'a blank API key replaced the stored one');
     unset($form['_wpnonce']);
-    $form['fanout_settings']['api_key'] = 'stolen';
+    $form['fanout_secrets']['api_key'] = 'stolen';
     check($admin->request('POST', '/wp-admin/options.php', $form)['status'] !== 302, 'a save without nonce was accepted');
-    check($stack->wp('get-settings')['api_key'] === $stack->apiKey, 'a save without nonce changed the key');
+    check($stack->wp('get-settings')['secrets']['api_key'] === $stack->apiKey, 'a save without nonce changed the key');
 
     // "Send me a test notification" reaches the admin's own channel (over HTTP now).
     check(preg_match('/name="fanout_test_nonce" value="([^"]+)"/', $page['body'], $testNonce) === 1, 'no test notification form');
     $sent = $admin->request('POST', '/wp-admin/admin-post.php', ['action' => 'fanout_test_notification', 'fanout_test_nonce' => $testNonce[1], '_wp_http_referer' => '/wp-admin/options-general.php?page=fanout']);
     check($sent['status'] === 302 && str_contains($sent['headers'], 'fanout_test=sent'), 'test notification: HTTP ' . $sent['status'] . ' ' . $sent['headers']);
     $message = $ctx['admin']['ws']->waitFor(fn (array $f) => $f['type'] === 'message' && ($f['data']['data']['title'] ?? '') === 'fanout works');
-    check($message['channel'] === "user:{$stack->users['admin']}", 'test notification on ' . $message['channel']);
+    check($message['channel'] === "user:wp1.{$stack->users['admin']}", 'test notification on ' . $message['channel']);
 
     // The new token lifetime applies.
     $claims = claims($admin->rest('POST', '/fanout/v1/token', null, $ctx['admin']['nonce'])['json']['token']);
@@ -341,19 +356,27 @@ $tests['the settings page never shows secrets and saves through the Settings API
 
 $tests['fanout_notify_user publishes over the HTTP API, and failures are logged without the key'] = function () use ($stack, $users, &$ctx) {
     // The settings saved by the previous test select HTTP publishing.
-    check($stack->wp('notify', (string) $users['editor'], 'Sent over HTTP') === true, 'notify failed');
-    $message = $ctx['editor']['ws']->waitFor(fn (array $f) => $f['type'] === 'message' && $f['channel'] === "user:{$users['editor']}");
+    check($stack->wp('notify', (string) $users['editor'], 'Sent over HTTP') === ['result' => true, 'pending' => 1], 'notify was not queued');
+    $message = $ctx['editor']['ws']->waitFor(fn (array $f) => $f['type'] === 'message' && $f['channel'] === "user:wp1.{$users['editor']}");
     check($message['data']['data']['title'] === 'Sent over HTTP' && ($message['offset'] ?? 0) >= 1, 'message: ' . json_encode($message));
 
-    $stack->wp('set-settings', json_encode(['publish_mode' => 'http', 'api_url' => "http://127.0.0.1:$stack->gatewayPort", 'api_key' => 'wrong-key-0123456789']));
-    $result = $stack->wp('notify', (string) $users['editor'], 'Never arrives');
-    check(($result['error'] ?? '') === 'fanout_publish_failed', 'result: ' . json_encode($result));
+    $stack->wp('set-settings', json_encode(['publish_mode' => 'http', 'api_url' => "http://127.0.0.1:$stack->gatewayPort"]), json_encode(['api_key' => 'wrong-key-0123456789']));
+    // Queued in the request; published (and failed) after it.
+    check($stack->wp('notify', (string) $users['editor'], 'Never arrives')['result'] === true, 'not queued');
     $log = is_file("$stack->dir/debug.log") ? file_get_contents("$stack->dir/debug.log") : '';
-    check(str_contains($log, "fanout: publish to user:{$users['editor']} failed"), 'nothing logged: ' . $log);
+    check(str_contains($log, "fanout: publish to user:wp1.{$users['editor']} failed"), 'nothing logged: ' . $log);
     check(!str_contains($log, 'wrong-key-0123456789') && !str_contains($log, $stack->secret), 'a secret was logged');
-    $stack->wp('set-settings', json_encode([])); // back to Redis
-    check($stack->wp('notify', (string) $users['editor'], 'Back on Redis') === true, 'notify over Redis failed');
-    $message = $ctx['editor']['ws']->waitFor(fn (array $f) => $f['type'] === 'message' && $f['channel'] === "user:{$users['editor']}");
+    // The breaker opened: the next message is skipped at once, and counted.
+    $status = $stack->wp('publish-status');
+    check($status['paused'] && $status['failures'] === 1 && $status['skipped'] === 1, 'status after a failure: ' . json_encode($status));
+    $skipped = $stack->wp('notify', (string) $users['editor'], 'Skipped');
+    check(($skipped['result']['error'] ?? '') === 'fanout_publish_paused' && $skipped['pending'] === 0, 'while paused: ' . json_encode($skipped));
+    check($stack->wp('publish-status')['skipped'] === 2, 'the skipped message was not counted');
+
+    $stack->wp('set-settings', json_encode([]), json_encode([])); // back to Redis
+    $stack->wp('reset-publish-status');
+    check($stack->wp('notify', (string) $users['editor'], 'Back on Redis')['result'] === true, 'notify over Redis failed');
+    $message = $ctx['editor']['ws']->waitFor(fn (array $f) => $f['type'] === 'message' && $f['channel'] === "user:wp1.{$users['editor']}");
     check($message['data']['data']['title'] === 'Back on Redis', 'got: ' . json_encode($message));
 };
 
@@ -362,7 +385,7 @@ $tests['the inbox worker runs fanout_inbox_<type> once per message, as the sende
     $inboxLog = "$stack->dir/inbox.log";
     $lines = fn (): array => is_file($inboxLog) ? array_map(fn ($l) => json_decode($l, true), file($inboxLog, FILE_IGNORE_NEW_LINES)) : [];
     $send = function (int $n) use ($users, &$ctx): void {
-        $ctx['admin']['ws']->send(['type' => 'send', 'channel' => "user:{$users['admin']}", 'data' => ['type' => 'test_ping', 'data' => ['n' => $n]], 'id' => "s$n"]);
+        $ctx['admin']['ws']->send(['type' => 'send', 'channel' => "user:wp1.{$users['admin']}", 'data' => ['type' => 'test_ping', 'data' => ['n' => $n]], 'id' => "s$n"]);
         $reply = $ctx['admin']['ws']->waitFor(fn (array $f) => ($f['id'] ?? null) === "s$n");
         check($reply['type'] === 'sent', 'send: ' . json_encode($reply));
     };
@@ -374,7 +397,7 @@ $tests['the inbox worker runs fanout_inbox_<type> once per message, as the sende
     $first = $lines()[0];
     check($first['event'] === ['type' => 'test_ping', 'data' => ['n' => 1]], 'event: ' . json_encode($first));
     check($first['user'] === $users['admin'] && $first['current_user'] === $users['admin'], 'user: ' . json_encode($first));
-    check($first['channel'] === "user:{$users['admin']}", 'channel: ' . $first['channel']);
+    check($first['channel'] === "user:wp1.{$users['admin']}", 'channel: ' . $first['channel']);
     check($stack->stop('inbox-worker') === 0, 'SIGTERM: exit code not 0: ' . $stack->log('inbox-worker'));
     check(str_contains($stack->log('inbox-worker'), 'stopped; messages handled: 1'), 'log: ' . $stack->log('inbox-worker'));
 

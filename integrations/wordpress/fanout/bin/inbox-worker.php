@@ -7,12 +7,18 @@
  *     do_action('fanout_inbox_' . $type, $event, $user, $message); e.g. fanout_inbox_human_decision
  *
  * `$event` is what the client sent (decoded JSON; `$type` is its `type`), `$user` the sender's
- * WP_User (null when the token's user id is no WordPress user), `$message` the
+ * WP_User (null when the user no longer exists), `$message` the
  * Fanout\InboxMessage (channel, connId, receivedAt, redelivered, ...). While an action runs,
  * the sender is the current user, so capability checks (`current_user_can`) apply to them.
  *
+ * Only messages sent with a token this site minted are handled: the sender's identity must be
+ * one of this site's (`wp1.42`, see FanoutWP\Channels). Anything else (another site of the
+ * network, a token minted by another application with the same secret) is refused:
+ * acknowledged without running an action, logged, and announced with `fanout_inbox_refused`.
+ * Each site reads the shared stream in a consumer group of its own (`wordpress-wp1`).
+ *
  * A message is acknowledged when its actions return; an action that throws leaves it pending,
- * and it is handled again a minute later. Runs without WP-Cron and without WP-CLI:
+ * and it is handled again a minute later. What the actions publish is sent after each message. Runs without WP-Cron and without WP-CLI:
  *
  *     php bin/inbox-worker.php --wp-load=/usr/share/wordpress/wp-load.php [--host=example.com]
  *         [--consumer=NAME] [--max-messages=N] [--max-seconds=S]
@@ -109,7 +115,26 @@ try {
  * action, so that a client cannot reach arbitrary hooks (`fanout_inbox_` is always the prefix).
  */
 $dispatch = static function (\Fanout\InboxMessage $message): void {
-    $user = ctype_digit($message->user) ? get_user_by('id', (int) $message->user) : false;
+    $userId = \FanoutWP\Channels::userIdFromSub($message->user);
+    if ($userId === null) {
+        // Not minted by this site: never run an action for it. Logged without the data.
+        error_log(sprintf(
+            'fanout inbox: refused entry %s (channel %s, user %s): not sent with a token of this site (%s)',
+            $message->id,
+            $message->channel,
+            $message->user,
+            \FanoutWP\Channels::siteKey()
+        ));
+        /**
+         * Fires for an inbox message that was not sent with a token of this site, which is
+         * acknowledged without any other action.
+         *
+         * @param \Fanout\InboxMessage $message
+         */
+        do_action('fanout_inbox_refused', $message);
+        return;
+    }
+    $user = get_user_by('id', $userId);
     $user = $user instanceof \WP_User ? $user : null;
     wp_set_current_user($user?->ID ?? 0);
     try {
@@ -119,6 +144,8 @@ $dispatch = static function (\Fanout\InboxMessage $message): void {
             do_action('fanout_inbox_' . $type, $message->data, $user, $message);
         }
     } finally {
+        // What the actions published goes out now, not when the worker exits.
+        \FanoutWP\Publishing::flush();
         wp_set_current_user(0);
         // A long-running process: drop what this message cached in memory, so that the next
         // one reads fresh options and posts (a persistent object cache stays as it is).

@@ -6,7 +6,7 @@
  *
  * Run by tests/run.php with, in the environment:
  *   FANOUT_WP_PLUGIN_JS  the built plugin's assets/js folder
- *   FANOUT_WP_TEST       JSON: {siteUrl, tokenUrl, room, users: {admin|editor: {id, name, cookie, nonce}}}
+ *   FANOUT_WP_TEST       JSON: {siteUrl, tokenUrl, room, users: {admin|editor: {id (the fanout identity, wp1.7), channel, name, cookie, nonce}}}
  * Prints progress lines; exits 0 when every step passed, 1 with the reason otherwise.
  */
 import { pathToFileURL } from 'node:url';
@@ -65,7 +65,7 @@ function tab(user, storage = memoryStorage()) {
   const store = new NotificationStore(storage, `fanout-wp-notifications-${user.id}`);
   const changes = waiter();
   watchPresence(client, test.room, roster, changes.changed);
-  watchNotifications(client, user.id, store, changes.changed);
+  watchNotifications(client, { userChannel: user.channel, broadcastChannels: ['user:wp1', 'broadcast'] }, store, changes.changed);
   client.connect();
   return { client, roster, store, changes, storage };
 }
@@ -99,6 +99,8 @@ async function publishPost(title) {
 await publishPost('From the browser');
 await admin.changes.until(() => admin.store.items.some((item) => item.title === 'Your post “From the browser” is published'));
 await editor.changes.until(() => editor.store.items.some((item) => item.title === 'New: From the browser'));
+// The site's broadcast and the author's channel are two channels: either may arrive first.
+await admin.changes.until(() => admin.store.items.some((item) => item.title === 'New: From the browser'));
 if (admin.store.unread !== 2 || admin.store.items.length !== 2) {
   console.log('FAIL: the admin bell has', JSON.stringify(admin.store), '(expected the own and the broadcast notification)');
   process.exit(1);

@@ -6,8 +6,11 @@
  *     php wp.php install <site url> <admin password>   wp_install() plus two more users
  *     php wp.php activate                              activate_plugin('fanout/fanout.php')
  *     php wp.php notify <user id> <title>              fanout_notify_user() with the current settings
- *     php wp.php set-settings <json>                   replaces the fanout_settings option
- *     php wp.php get-settings                          prints the fanout_settings option
+ *                                                      (queued, published when this process ends)
+ *     php wp.php set-settings <json> [<secrets json>]  replaces the fanout_settings (and fanout_secrets) option
+ *     php wp.php get-settings                          both options, their autoload flags, wp_load_alloptions()
+ *     php wp.php publish-status                        the breaker: paused, failures, skipped
+ *     php wp.php reset-publish-status                  closes the breaker
  *
  * The site is chosen the Debian way: FANOUT_TEST_WP_HOST is the host name that selects
  * /etc/wordpress/config-<host>.php. Prints one JSON value on stdout.
@@ -58,12 +61,29 @@ switch ($command) {
         out(get_option('active_plugins'));
     case 'notify':
         $result = fanout_notify_user((int) $argv[2], ['title' => $argv[3], 'level' => 'info']);
-        out(is_wp_error($result) ? ['error' => $result->get_error_code(), 'message' => $result->get_error_message()] : $result);
+        out([
+            'result' => is_wp_error($result) ? ['error' => $result->get_error_code(), 'message' => $result->get_error_message()] : $result,
+            'pending' => \FanoutWP\Publishing::pending(),
+        ]);
     case 'set-settings':
         update_option('fanout_settings', json_decode($argv[2], true));
+        if (isset($argv[3])) {
+            update_option('fanout_secrets', json_decode($argv[3], true));
+        }
         out(true);
     case 'get-settings':
-        out(get_option('fanout_settings'));
+        global $wpdb;
+        $autoload = [];
+        foreach ($wpdb->get_results("SELECT option_name, autoload FROM $wpdb->options WHERE option_name IN ('fanout_settings', 'fanout_secrets') ORDER BY option_name") as $row) {
+            $autoload[$row->option_name] = $row->autoload;
+        }
+        wp_cache_flush();
+        out(['settings' => get_option('fanout_settings'), 'secrets' => get_option('fanout_secrets'), 'autoload' => $autoload, 'alloptions' => wp_load_alloptions()]);
+    case 'publish-status':
+        out(\FanoutWP\Publishing::status() + ['paused' => \FanoutWP\Publishing::paused()]);
+    case 'reset-publish-status':
+        delete_option(\FanoutWP\Publishing::STATUS_OPTION);
+        out(true);
 }
 fwrite(STDERR, "unknown command $command\n");
 exit(2);

@@ -53,16 +53,23 @@ export class PresenceRoster {
  * each change.
  *
  * @param {import('./fanout/index.js').Fanout} client
- * @param {string} channel e.g. `room:wp-post-42`
+ * @param {string} channel e.g. `room:wp1.post-42`
  * @param {PresenceRoster} roster
  * @param {() => void} onChange
  * @returns {import('./fanout/index.js').Subscription}
  */
 export function watchPresence(client, channel, roster, onChange) {
+  // Join and leave events that arrive while a `presence` request is answered may or may not
+  // be in its snapshot: they are applied again on top of it (both are idempotent), so that a
+  // snapshot taken just before someone joined does not hide them until their next event.
+  let during = null;
   async function reload() {
+    const events = [];
+    during = events;
     try {
       const { members } = await client.presence(channel);
       roster.reset(members);
+      for (const [kind, member] of events) roster[kind](member);
       onChange();
     } catch (error) {
       // A connection that ended before the reply is no problem: the next `subscribed`, after
@@ -70,16 +77,20 @@ export function watchPresence(client, channel, roster, onChange) {
       if (error?.code !== 'disconnected' && error?.code !== 'closed') {
         console.warn('fanout: presence of', channel, 'unavailable:', error);
       }
+    } finally {
+      if (during === events) during = null;
     }
   }
   return client.subscribe(channel, {
     onSubscribed: reload,
     onJoin(member) {
       roster.join(member);
+      during?.push(['join', member]);
       onChange();
     },
     onLeave(member) {
       roster.leave(member);
+      during?.push(['leave', member]);
       onChange();
     },
   });
