@@ -314,8 +314,8 @@ final class Publishing
             if ($url === '' || $key === '') {
                 throw new \RuntimeException('HTTP publishing needs the gateway API URL and an API key (Settings > fanout, or FANOUT_API_URL and FANOUT_API_KEY)');
             }
-            // Connecting, then the answer: each within the timeout.
-            return new HttpPublisher($url, apiKey: $key, timeout: 2 * $timeout, connectTimeout: $timeout);
+            // The whole request, connecting included, within the timeout.
+            return new HttpPublisher($url, apiKey: $key, timeout: $timeout, connectTimeout: $timeout);
         }
         return Publisher::connect(Settings::redisUrl(), (string) Settings::get('redis_prefix'), $timeout, $timeout);
     }

@@ -32,7 +32,11 @@ final class Stack
 
     /** @var array<string, array{proc: resource, log: string}> */
     private array $processes = [];
-    private ?string $etcConfig = null;
+    /** @var list<string> the site configuration files written to /etc/wordpress, removed at the end */
+    private array $etcConfigs = [];
+    /** Port of nginx in front of PHP-FPM (startFpm), 0 when not started. */
+    public int $fpmPort = 0;
+    public string $fpmUrl = '';
 
     public function __construct(public readonly string $repo, public readonly string $fanoutBin)
     {
@@ -51,6 +55,7 @@ final class Stack
         $this->startGateway();
         $this->installWordPress();
         $this->startWebServer();
+        $this->startFpm();
     }
 
     /** A free TCP port on 127.0.0.1 (the OS picks it; closed again at once). */
@@ -143,10 +148,12 @@ final class Stack
         foreach (array_reverse(array_keys($this->processes)) as $name) {
             $this->stop($name, 5.0);
         }
-        if ($this->etcConfig !== null && is_file($this->etcConfig)) {
-            unlink($this->etcConfig);
+        foreach ($this->etcConfigs as $file) {
+            if (is_file($file)) {
+                unlink($file);
+            }
         }
-        $this->etcConfig = null;
+        $this->etcConfigs = [];
         if (getenv('FANOUT_WP_TEST_KEEP') === false && is_dir($this->dir)) {
             exec('rm -rf ' . escapeshellarg($this->dir));
         }
@@ -280,11 +287,7 @@ final class Stack
             . sprintf("define('FANOUT_REDIS_URL', 'redis://127.0.0.1:%d');\n", $this->redisPort)
             . sprintf("define('FANOUT_GATEWAY_URL', 'ws://127.0.0.1:%d');\n", $this->gatewayPort)
             . sprintf("define('FANOUT_TEST_INBOX_LOG', '%s/inbox.log');\n", $this->dir);
-        $this->etcConfig = "/etc/wordpress/config-$this->host.php";
-        if (!is_dir('/etc/wordpress') || file_put_contents($this->etcConfig, $config) === false) {
-            $this->etcConfig = null;
-            throw new \RuntimeException("cannot write /etc/wordpress/config-$this->host.php (run as root, with Debian's wordpress package)");
-        }
+        $this->writeConfig($this->host, $config);
 
         $this->users = $this->wp('install', $this->siteUrl, $this->password);
         $this->wp('activate');
@@ -300,6 +303,120 @@ final class Stack
             'PHP_CLI_SERVER_WORKERS' => '4',
         ]);
         self::waitUntil(fn (): bool => self::httpStatus("$this->siteUrl/wp-login.php") === 200, 30, 'php -S to serve WordPress');
+    }
+
+    /** Writes /etc/wordpress/config-<name>.php (removed at shutdown). */
+    private function writeConfig(string $name, string $config): void
+    {
+        $file = "/etc/wordpress/config-$name.php";
+        if (!is_dir('/etc/wordpress') || file_put_contents($file, $config) === false) {
+            throw new \RuntimeException("cannot write $file (run as root, with Debian's wordpress package)");
+        }
+        if (!in_array($file, $this->etcConfigs, true)) {
+            $this->etcConfigs[] = $file;
+        }
+    }
+
+    /**
+     * Sets a constant of a site's configuration file, as its owner would edit wp-config.php:
+     * read again by every later request (the file is included per request).
+     */
+    public function setConstant(string $name, string|int|bool $value, ?string $site = null): void
+    {
+        $file = '/etc/wordpress/config-' . ($site ?? $this->host) . '.php';
+        $config = (string) file_get_contents($file);
+        $line = sprintf("define('%s', %s);", $name, var_export($value, true));
+        $pattern = '/^define\(\'' . preg_quote($name, '/') . '\', .*\);$/m';
+        $config = preg_match($pattern, $config) ? preg_replace($pattern, $line, $config) : $config . $line . "\n";
+        file_put_contents($file, $config);
+        clearstatcache(true, $file);
+    }
+
+    /**
+     * A loopback port that accepts connections and never answers: a listening socket nobody
+     * accepts on (the kernel completes the handshake and keeps what is sent). Open until the
+     * returned socket is closed.
+     *
+     * @return array{0: resource, 1: int}
+     */
+    public static function silentPort(): array
+    {
+        $server = stream_socket_server('tcp://127.0.0.1:0', $errno, $errstr);
+        if ($server === false) {
+            throw new \RuntimeException("cannot listen: $errstr");
+        }
+        $name = (string) stream_socket_get_name($server, false);
+        return [$server, (int) substr($name, strrpos($name, ':') + 1)];
+    }
+
+    /**
+     * Serves the site a second way, as most production sites run: nginx in front of PHP-FPM
+     * (Debian's nginx and php8.2-fpm, both run in the foreground from this directory), where
+     * `fastcgi_finish_request()` exists.
+     */
+    public function startFpm(): void
+    {
+        $this->fpmPort = self::freePort();
+        $this->fpmUrl = "http://127.0.0.1:$this->fpmPort";
+        $fpm = glob('/usr/sbin/php-fpm*')[0] ?? null;
+        if ($fpm === null || !is_executable('/usr/sbin/nginx')) {
+            throw new \RuntimeException('php-fpm and nginx are needed (Debian packages php-fpm, nginx)');
+        }
+        file_put_contents("$this->dir/php-fpm.conf", implode("\n", [
+            '[global]', "pid = $this->dir/php-fpm.pid", "error_log = $this->dir/php-fpm-error.log", 'daemonize = no',
+            '[www]', 'user = root', 'group = root', "listen = $this->dir/php-fpm.sock",
+            'pm = static', 'pm.max_children = 4', 'clear_env = no', 'catch_workers_output = yes',
+            // Configuration files change during the tests: no cached copy of them.
+            'php_admin_value[opcache.enable] = 0',
+            "php_admin_value[error_log] = $this->dir/php-fpm-php.log",
+        ]) . "\n");
+        $this->spawn('php-fpm', [$fpm, '--nodaemonize', '--allow-to-run-as-root', '--fpm-config', "$this->dir/php-fpm.conf"]);
+        $nginx = "$this->dir/nginx";
+        foreach (['', '/tmp'] as $sub) {
+            is_dir("$nginx$sub") || mkdir("$nginx$sub", 0700, true);
+        }
+        $content = "$this->dir/wp-content";
+        file_put_contents("$nginx/nginx.conf", <<<CONF
+            daemon off;
+            user root root;
+            worker_processes 1;
+            pid $nginx/nginx.pid;
+            error_log $nginx/error.log;
+            events { worker_connections 256; }
+            http {
+                include /etc/nginx/mime.types;
+                access_log off;
+                client_body_temp_path $nginx/tmp/body;
+                fastcgi_temp_path $nginx/tmp/fastcgi;
+                proxy_temp_path $nginx/tmp/proxy;
+                uwsgi_temp_path $nginx/tmp/uwsgi;
+                scgi_temp_path $nginx/tmp/scgi;
+                client_max_body_size 8m;
+                server {
+                    listen 127.0.0.1:$this->fpmPort;
+                    root /usr/share/wordpress;
+                    index index.php;
+                    location ^~ /wp-content/ { alias $content/; }
+                    location / { try_files \$uri \$uri/ /index.php?\$args; }
+                    location ~ \.php\$ {
+                        try_files \$uri =404;
+                        include /etc/nginx/fastcgi_params;
+                        fastcgi_param SCRIPT_FILENAME \$document_root\$fastcgi_script_name;
+                        fastcgi_param WORDPRESS_CONFIG $this->host;
+                        fastcgi_pass unix:$this->dir/php-fpm.sock;
+                    }
+                }
+            }
+            CONF);
+        $this->spawn('nginx', ['/usr/sbin/nginx', '-p', $nginx, '-c', "$nginx/nginx.conf"]);
+        self::waitUntil(function (): bool {
+            foreach (['php-fpm', 'nginx'] as $name) {
+                if (!$this->isRunning($name)) {
+                    throw new \RuntimeException("$name exited:\n" . $this->log($name) . @file_get_contents("$this->dir/php-fpm-error.log"));
+                }
+            }
+            return self::httpStatus("$this->fpmUrl/wp-login.php") === 200;
+        }, 30, 'nginx and PHP-FPM to serve WordPress');
     }
 
     /** Runs a step of support/wp.php in the test site and returns its JSON answer. */

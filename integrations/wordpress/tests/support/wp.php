@@ -11,6 +11,8 @@
  *     php wp.php get-settings                          both options, their autoload flags, wp_load_alloptions()
  *     php wp.php publish-status                        the breaker: paused, failures, skipped
  *     php wp.php reset-publish-status                  closes the breaker
+ *     php wp.php create-drafts <n> <title prefix>      n draft posts by the admin; prints their ids
+ *     php wp.php post-statuses <json ids>              how many of them have each status
  *
  * The site is chosen the Debian way: FANOUT_TEST_WP_HOST is the host name that selects
  * /etc/wordpress/config-<host>.php. Prints one JSON value on stdout.
@@ -81,6 +83,19 @@ switch ($command) {
         out(['settings' => get_option('fanout_settings'), 'secrets' => get_option('fanout_secrets'), 'autoload' => $autoload, 'alloptions' => wp_load_alloptions()]);
     case 'publish-status':
         out(\FanoutWP\Publishing::status() + ['paused' => \FanoutWP\Publishing::paused()]);
+    case 'create-drafts':
+        $ids = [];
+        for ($i = 1; $i <= (int) $argv[2]; $i++) {
+            $ids[] = wp_insert_post(['post_title' => "$argv[3] $i", 'post_status' => 'draft', 'post_author' => 1], true);
+        }
+        out($ids);
+    case 'post-statuses':
+        $counts = [];
+        foreach (json_decode($argv[2], true) as $id) {
+            $status = get_post_status((int) $id);
+            $counts[$status] = ($counts[$status] ?? 0) + 1;
+        }
+        out($counts);
     case 'reset-publish-status':
         delete_option(\FanoutWP\Publishing::STATUS_OPTION);
         out(true);
