@@ -45,6 +45,8 @@ function pageConfig(string $html): ?array
 }
 
 $repo = dirname(__DIR__, 3);
+/** The version fanout.php declares, which build.sh builds by default. */
+define('FANOUT_TEST_PLUGIN_VERSION', (string) preg_replace('/^.*const FANOUT_WP_VERSION = \'([^\']+)\';.*$/s', '$1', (string) file_get_contents("$repo/integrations/wordpress/fanout/fanout.php")));
 $bin = getenv('FANOUT_BIN') ?: 'target/debug/fanout';
 if ($bin[0] !== '/') {
     $bin = $repo . '/' . $bin;
@@ -124,6 +126,25 @@ $tests['admin pages load the JS client as an ES module with the REST nonce, and 
         $asset = $ctx['admin']['browser']->request('GET', "/wp-content/plugins/fanout/assets/js/$script");
         check($asset['status'] === 200, "$script: HTTP {$asset['status']}");
     }
+};
+
+$tests['two tabs open longer than their nonces live start in chromium (checked below)'] = function () use ($stack, $users, &$ctx) {
+    $scenario = [
+        'siteUrl' => $stack->siteUrl,
+        'password' => $stack->password,
+        'wpPhp' => __DIR__ . '/support/wp.php',
+        'host' => $stack->host,
+        'seconds' => 95,
+        'users' => [
+            'short' => ['login' => 'longtab', 'id' => $users['longtab'], 'lifetime' => 30],
+            'long' => ['login' => 'longtab2', 'id' => $users['longtab2'], 'lifetime' => 100],
+        ],
+    ];
+    $log = "$stack->dir/long-tab.log";
+    $ctx['longTab'] = proc_open(['node', __DIR__ . '/browser/long-tab.mjs'], [0 => ['file', '/dev/null', 'r'], 1 => ['file', $log, 'w'], 2 => ['file', $log, 'a']], $pipes, null, [
+        'FANOUT_WP_TEST' => json_encode($scenario),
+    ] + getenv());
+    check(is_resource($ctx['longTab']), 'node did not start');
 };
 
 $tests['a logged-in cookie without a nonce gets 401, a wrong nonce 403'] = function () use (&$ctx) {
@@ -485,6 +506,44 @@ $tests['a bulk publish of 50 posts with Redis or the gateway unreachable adds un
         $stack->setConstant('FANOUT_REDIS_URL', $redisUrl);
         $stack->wp('set-settings', json_encode([]), json_encode([]));
         $stack->wp('reset-publish-status');
+    }
+};
+
+$tests['the long-lived tabs kept receiving past two nonce lifetimes, renewing their nonces'] = function () use ($stack, &$ctx) {
+    check(isset($ctx['longTab']) && is_resource($ctx['longTab']), 'the tabs never started');
+    $deadline = microtime(true) + 240;
+    // The exit code is reported once, by the first proc_get_status() that finds the process ended.
+    while (($status = proc_get_status($ctx['longTab']))['running'] && microtime(true) < $deadline) {
+        usleep(200_000);
+    }
+    if ($status['running']) {
+        proc_terminate($ctx['longTab'], SIGKILL);
+    }
+    $code = $status['running'] ? -1 : $status['exitcode'];
+    proc_close($ctx['longTab']);
+    $output = trim((string) file_get_contents("$stack->dir/long-tab.log"));
+    check($code === 0 && str_ends_with($output, 'OK'), "node exited with $code:\n" . $output);
+};
+
+$tests['after a version bump the browser loads only the new version\'s modules'] = function () use ($stack) {
+    $build = [];
+    exec(escapeshellarg("$stack->repo/integrations/wordpress/build.sh") . ' --version 0.2.0-bump.1 --out ' . escapeshellarg("$stack->dir/build-bump") . ' 2>&1', $build, $code);
+    check($code === 0, "build.sh --version failed:\n" . implode("\n", $build));
+    $scenario = [
+        'siteUrl' => $stack->siteUrl, 'password' => $stack->password, 'login' => 'editor2',
+        'from' => FANOUT_TEST_PLUGIN_VERSION, 'to' => '0.2.0-bump.1',
+        'pluginDir' => "$stack->dir/build/fanout", 'newBuild' => "$stack->dir/build-bump/fanout",
+    ];
+    try {
+        $proc = proc_open(['node', __DIR__ . '/browser/version-bump.mjs'], [1 => ['pipe', 'w'], 2 => ['redirect', 1]], $pipes, null, [
+            'FANOUT_WP_TEST' => json_encode($scenario),
+        ] + getenv());
+        $output = stream_get_contents($pipes[1]);
+        $code = proc_close($proc);
+        check($code === 0 && str_ends_with(trim($output), 'OK'), "node exited with $code:\n" . trim($output));
+    } finally {
+        // Back to the version the other tests run.
+        exec(escapeshellarg("$stack->repo/integrations/wordpress/build.sh") . ' --out ' . escapeshellarg("$stack->dir/build") . ' 2>&1');
     }
 };
 

@@ -296,7 +296,9 @@ final class Stack
     private function startWebServer(): void
     {
         $this->spawn('php-server', [
-            PHP_BINARY, '-S', "127.0.0.1:$this->webPort", '-t', '/usr/share/wordpress', __DIR__ . '/router.php',
+            // No opcache (the built-in server uses opcache.enable, not enable_cli): the tests
+            // change configuration files and replace the plugin while the server runs.
+            PHP_BINARY, '-d', 'opcache.enable=0', '-S', "127.0.0.1:$this->webPort", '-t', '/usr/share/wordpress', __DIR__ . '/router.php',
         ], [
             'FANOUT_TEST_WP_HOST' => $this->host,
             'FANOUT_TEST_WP_CONTENT' => "$this->dir/wp-content",

@@ -27,6 +27,9 @@ if (str_starts_with($path, '/wp-content/')) {
     }
     $types = ['js' => 'text/javascript', 'css' => 'text/css', 'png' => 'image/png', 'svg' => 'image/svg+xml'];
     header('Content-Type: ' . ($types[pathinfo($file, PATHINFO_EXTENSION)] ?? 'application/octet-stream'));
+    // Cached for a year, as many production servers and CDNs serve static files: a browser
+    // asks again only for a URL it has not seen (browser/version-bump.mjs relies on it).
+    header('Cache-Control: public, max-age=31536000');
     readfile($file);
     return true;
 }

@@ -47,12 +47,14 @@ switch ($command) {
         update_option('home', $url);
         $editor = wp_insert_user(['user_login' => 'editor2', 'user_pass' => $password, 'role' => 'editor', 'display_name' => 'Eddie Editor', 'user_email' => 'editor2@example.test']);
         $reader = wp_insert_user(['user_login' => 'reader', 'user_pass' => $password, 'role' => 'subscriber', 'display_name' => 'Rita Reader', 'user_email' => 'reader@example.test']);
-        if (is_wp_error($editor) || is_wp_error($reader)) {
+        $longtab = wp_insert_user(['user_login' => 'longtab', 'user_pass' => $password, 'role' => 'subscriber', 'display_name' => 'Lena Longtab', 'user_email' => 'longtab@example.test']);
+        $longtab2 = wp_insert_user(['user_login' => 'longtab2', 'user_pass' => $password, 'role' => 'subscriber', 'display_name' => 'Lars Longtab', 'user_email' => 'longtab2@example.test']);
+        if (is_wp_error($editor) || is_wp_error($reader) || is_wp_error($longtab) || is_wp_error($longtab2)) {
             fwrite(STDERR, "could not create users\n");
             exit(1);
         }
         wp_update_user(['ID' => $result['user_id'], 'display_name' => 'Ada Admin']);
-        out(['admin' => $result['user_id'], 'editor' => $editor, 'reader' => $reader]);
+        out(['admin' => $result['user_id'], 'editor' => $editor, 'reader' => $reader, 'longtab' => $longtab, 'longtab2' => $longtab2]);
     case 'activate':
         require_once ABSPATH . 'wp-admin/includes/plugin.php';
         $result = activate_plugin('fanout/fanout.php');
