@@ -15,6 +15,7 @@ namespace FanoutWPTest;
 require __DIR__ . '/support/Stack.php';
 require __DIR__ . '/support/Browser.php';
 require __DIR__ . '/support/WebSocket.php';
+require dirname(__DIR__, 3) . '/clients/php/autoload.php';
 
 final class Failure extends \RuntimeException
 {
@@ -132,17 +133,17 @@ $tests['two tabs open longer than their nonces live start in chromium (checked b
     $scenario = [
         'siteUrl' => $stack->siteUrl,
         'password' => $stack->password,
-        'wpPhp' => __DIR__ . '/support/wp.php',
-        'host' => $stack->host,
-        'seconds' => 95,
+        'gatewayApi' => "http://127.0.0.1:$stack->gatewayPort",
+        'seconds' => 88,
         'users' => [
-            'short' => ['login' => 'longtab', 'id' => $users['longtab'], 'lifetime' => 30],
-            'long' => ['login' => 'longtab2', 'id' => $users['longtab2'], 'lifetime' => 100],
+            'short' => ['login' => 'longtab', 'channel' => "user:wp1.{$users['longtab']}", 'lifetime' => 30],
+            'long' => ['login' => 'longtab2', 'channel' => "user:wp1.{$users['longtab2']}", 'lifetime' => 100],
         ],
     ];
     $log = "$stack->dir/long-tab.log";
     $ctx['longTab'] = proc_open(['node', __DIR__ . '/browser/long-tab.mjs'], [0 => ['file', '/dev/null', 'r'], 1 => ['file', $log, 'w'], 2 => ['file', $log, 'a']], $pipes, null, [
         'FANOUT_WP_TEST' => json_encode($scenario),
+        'FANOUT_WP_TEST_API_KEY' => $stack->apiKey,
     ] + getenv());
     check(is_resource($ctx['longTab']), 'node did not start');
 };
@@ -575,6 +576,175 @@ $tests['the inbox worker runs fanout_inbox_<type> once per message, as the sende
     $all = $lines();
     check(count($all) === 2, 'handled ' . count($all) . ' times: ' . json_encode($all));
     check($all[1]['event']['data']['n'] === 2 && $all[1]['id'] !== $all[0]['id'], 'second: ' . json_encode($all[1]));
+};
+
+// ---- A multisite network (support/Stack.php startNetwork): the main site and site2, keys net1 and net2.
+
+$tests['the zip build.sh makes installs through the network admin\'s upload screen (Plugin_Upgrader) and network-activates'] = function () use ($stack, &$ctx) {
+    $zip = "$stack->dir/build/fanout.zip";
+    check(is_file($zip), 'build.sh made no fanout.zip');
+    check(!is_dir("$stack->dir/wp-content-net/plugins/fanout"), 'the network has the plugin already');
+    $admin = new Browser($stack->netUrl, $stack->dir);
+    $admin->login('admin', $stack->password);
+    $form = $admin->request('GET', '/wp-admin/network/plugin-install.php?tab=upload');
+    check($form['status'] === 200 && preg_match('#action="[^"]*update\.php\?action=upload-plugin".*?name="_wpnonce" value="([0-9a-f]+)"#s', $form['body'], $nonce) === 1, 'no upload form: HTTP ' . $form['status']);
+    $upload = $admin->upload('/wp-admin/network/update.php?action=upload-plugin', [
+        '_wpnonce' => $nonce[1], '_wp_http_referer' => '/wp-admin/network/plugin-install.php?tab=upload', 'install-plugin-submit' => 'Install Now',
+    ], 'pluginzip', $zip, 'application/zip');
+    $text = trim((string) preg_replace('/\s+/', ' ', strip_tags($upload['body'])));
+    check($upload['status'] === 200 && str_contains($text, 'Plugin installed successfully.'), 'upload: HTTP ' . $upload['status'] . ' ' . substr($text, 0, 1500));
+    foreach (['fanout.php', 'lib/Token.php', 'assets/js/fanout/index.js', 'uninstall.php'] as $file) {
+        check(is_file("$stack->dir/wp-content-net/plugins/fanout/$file"), "the installed plugin has no $file");
+    }
+    check(preg_match('#href="([^"]*plugins\.php\?action=activate&(?:amp;)?networkwide=1&(?:amp;)?plugin=fanout%2Ffanout\.php&(?:amp;)?_wpnonce=[0-9a-f]+)"#', $upload['body'], $link) === 1, 'no "Network Activate" link: ' . substr($text, 0, 1500));
+    $activate = $admin->request('GET', '/wp-admin/network/' . html_entity_decode($link[1]));
+    check($activate['status'] === 302, 'network activation: HTTP ' . $activate['status']);
+    check($stack->wpNet('/', 'network-plugins') === ['fanout/fanout.php'], 'not network-active: ' . json_encode($stack->wpNet('/', 'network-plugins')));
+    $ctx['net']['admin'] = $admin;
+};
+
+$tests['each site of the network mints tokens in its own names, with iss (the site) and aud; the gateway refuses other tokens'] = function () use ($stack, $ws, &$ctx) {
+    $users = $stack->netUsers;
+    foreach (['alice' => ['', 'net1'], 'bob' => ['/site2', 'net2']] as $login => [$site, $key]) {
+        $browser = new Browser($stack->netUrl, $stack->dir);
+        $browser->login($login, $stack->password);
+        $page = $browser->request('GET', "$site/wp-admin/");
+        $config = pageConfig($page['body']);
+        check($config !== null, "$login: no window.fanoutWP on $site/wp-admin/ (HTTP {$page['status']})");
+        check($config['user'] === "$key.{$users[$login]}" && $config['userChannel'] === "user:$key.{$users[$login]}", "$login: config " . json_encode($config));
+        $answer = $browser->rest('POST', '/fanout/v1/token', null, $config['nonce'], $site);
+        check($answer['status'] === 200, "$login: token HTTP {$answer['status']} " . json_encode($answer['json']));
+        $claims = claims($answer['json']['token']);
+        check($claims['sub'] === "$key.{$users[$login]}" && $claims['iss'] === "$stack->netUrl$site/" && $claims['aud'] === 'fanout', "$login: claims " . json_encode($claims));
+        $expected = ["user:$key.{$users[$login]}", "user:$key", 'broadcast', "room:$key.post-*"];
+        // (and room:editors, which fixtures/fanout-test-hooks.php grants editors)
+        check(array_slice($claims['channels'], 0, 4) === $expected, "$login: channels " . json_encode($claims['channels']));
+        $socket = WebSocket::open($ws . '?token=' . rawurlencode($answer['json']['token']));
+        check($socket->waitFor(fn (array $f) => $f['type'] === 'connection_ack')['user'] === "$key.{$users[$login]}", "$login: ack");
+        $ctx['net'][$login] = ['browser' => $browser, 'nonce' => $config['nonce'], 'ws' => $socket, 'site' => $site, 'key' => $key];
+    }
+    // Bob is a user of the network but not of the main site: no token there.
+    $notMember = $ctx['net']['bob']['browser']->rest('POST', '/fanout/v1/token', null, $ctx['net']['bob']['nonce']);
+    check($notMember['status'] === 403 && ($notMember['json']['code'] ?? '') === 'fanout_not_a_member', 'bob on the main site: ' . json_encode($notMember));
+
+    // Tokens not minted by one of the sites, with the same secret: refused by the gateway.
+    $foreign = [
+        'no iss (another application)' => [new \Fanout\Token(secret: $stack->secret), 'token lacks a required claim'],
+        'another issuer' => [new \Fanout\Token(secret: $stack->secret, audience: 'fanout', issuer: 'https://elsewhere.example/'), 'token issuer (iss) not accepted'],
+        'another audience' => [new \Fanout\Token(secret: $stack->secret, audience: 'another-app', issuer: "$stack->netUrl/"), 'token audience (aud) not accepted'],
+    ];
+    foreach ($foreign as $what => [$tokens, $message]) {
+        try {
+            WebSocket::open($ws . '?token=' . rawurlencode($tokens->mint('1', ttl: 60)));
+            check(false, "the gateway accepted a token with $what");
+        } catch (HandshakeRefused $e) {
+            check($e->status === 401 && str_contains($e->response, $message), "$what: HTTP $e->status $e->response");
+        }
+    }
+};
+
+$tests['a post published on site2 reaches site2\'s users only; with the network-wide option every site'] = function () use ($stack, &$ctx) {
+    $users = $stack->netUsers;
+    ['alice' => $alice, 'bob' => $bob] = $ctx['net'];
+    foreach (['alice' => 'net1', 'bob' => 'net2'] as $who => $key) {
+        $ctx['net'][$who]['ws']->send(['type' => 'subscribe', 'channel' => "user:$key", 'id' => "s-$who"]);
+        $reply = $ctx['net'][$who]['ws']->waitFor(fn (array $f) => ($f['id'] ?? null) === "s-$who");
+        check($reply['type'] === 'subscribed', "$who: site broadcast: " . json_encode($reply));
+    }
+    // Site 1's user may not read site 2's channels.
+    foreach (['user:net2', 'room:net2.post-1', "user:net2.{$users['bob']}"] as $i => $channel) {
+        $alice['ws']->send(['type' => 'subscribe', 'channel' => $channel, 'id' => "x$i"]);
+        $reply = $alice['ws']->waitFor(fn (array $f) => ($f['id'] ?? null) === "x$i");
+        check($reply['type'] === 'error' && $reply['code'] === 'forbidden', "alice, $channel: " . json_encode($reply));
+    }
+
+    $publish = function (string $title) use ($bob): array {
+        $response = $bob['browser']->rest('POST', '/wp/v2/posts', ['title' => $title, 'status' => 'publish'], $bob['nonce'], '/site2');
+        check($response['status'] === 201, "publish on site2: HTTP {$response['status']} " . json_encode($response['json']));
+        return $response['json'];
+    };
+    $post = $publish('Site two news');
+    $own = $bob['ws']->waitFor(fn (array $f) => $f['type'] === 'message' && $f['channel'] === "user:net2.{$users['bob']}");
+    check($own['data']['data']['title'] === 'Your post “Site two news” is published' && $own['data']['data']['id'] === "net2-post-{$post['id']}-published", 'bob: ' . json_encode($own));
+    $site = $bob['ws']->waitFor(fn (array $f) => $f['type'] === 'message' && $f['channel'] === 'user:net2');
+    check($site['data']['data']['title'] === 'New: Site two news', 'site2 broadcast: ' . json_encode($site));
+    $leaked = array_filter($alice['ws']->drain(1.5), fn (array $f) => $f['type'] === 'message');
+    check($leaked === [], 'site 1\'s user got site 2\'s events: ' . json_encode(array_values($leaked)));
+
+    // The network-wide option, on site2: its broadcasts go to every connection of the gateway.
+    $stack->wpNet('/site2/', 'set-settings', json_encode(['network_broadcast' => 1]));
+    try {
+        $publish('For the whole network');
+        foreach (['alice' => $alice, 'bob' => $bob] as $who => $user) {
+            $everyone = $user['ws']->waitFor(fn (array $f) => $f['type'] === 'message' && $f['channel'] === 'broadcast');
+            check($everyone['data']['data']['title'] === 'New: For the whole network', "$who: " . json_encode($everyone));
+        }
+    } finally {
+        $stack->wpNet('/site2/', 'set-settings', json_encode([]));
+    }
+};
+
+$tests['each site\'s inbox worker acts only on what its own users sent; a token minted elsewhere is refused'] = function () use ($stack, $ws, &$ctx) {
+    $users = $stack->netUsers;
+    $plugin = "$stack->dir/wp-content-net/plugins/fanout";
+    foreach (['net1' => '/', 'net2' => '/site2/'] as $key => $path) {
+        $stack->spawn("inbox-$key", [PHP_BINARY, "$plugin/bin/inbox-worker.php", '--wp-load=/usr/share/wordpress/wp-load.php', "--host=$stack->netHost", "--url=$stack->netUrl$path", '--max-seconds=10']);
+    }
+    foreach (['net1', 'net2'] as $key) {
+        Stack::waitUntil(fn () => str_contains($stack->log("inbox-$key"), "of group wordpress-$key reading fanout:inbox"), 20, fn () => "the $key worker to start: " . $stack->log("inbox-$key"));
+    }
+    // A token of the right issuer and audience but not minted by the plugin (sub "1", as the
+    // demo or another application with the same secret would mint it).
+    $foreign = WebSocket::open($ws . '?token=' . rawurlencode((new \Fanout\Token(secret: $stack->secret, audience: 'fanout', issuer: "$stack->netUrl/"))->mint('1', ttl: 60)));
+    $foreign->waitFor(fn (array $f) => $f['type'] === 'connection_ack');
+    $sends = [
+        [$ctx['net']['alice']['ws'], "user:net1.{$users['alice']}", 1],
+        [$ctx['net']['bob']['ws'], "user:net2.{$users['bob']}", 2],
+        [$foreign, 'user:1', 3],
+    ];
+    foreach ($sends as [$socket, $channel, $n]) {
+        $socket->send(['type' => 'send', 'channel' => $channel, 'data' => ['type' => 'test_ping', 'data' => ['n' => $n]], 'id' => "n$n"]);
+        check($socket->waitFor(fn (array $f) => ($f['id'] ?? null) === "n$n")['type'] === 'sent', "send $n");
+    }
+    foreach (['net1', 'net2'] as $key) {
+        check($stack->waitExit("inbox-$key", 30) === 0, "the $key worker: " . $stack->log("inbox-$key"));
+    }
+    $handled = array_map(fn ($l) => json_decode($l, true), file("$stack->dir/inbox-net.log", FILE_IGNORE_NEW_LINES) ?: []);
+    usort($handled, fn ($a, $b) => $a['event']['data']['n'] <=> $b['event']['data']['n']);
+    $summary = array_map(fn ($h) => [$h['event']['data']['n'], $h['blog'], $h['user'], $h['current_user']], $handled);
+    check($summary === [[1, 1, $users['alice'], $users['alice']], [2, 2, $users['bob'], $users['bob']]], 'handled (n, site, user, current user): ' . json_encode($summary));
+    $log = (string) file_get_contents("$stack->dir/debug-net.log");
+    foreach (['net1' => ["net2.{$users['bob']}", '1'], 'net2' => ["net1.{$users['alice']}", '1']] as $key => $refusedUsers) {
+        foreach ($refusedUsers as $who) {
+            check(preg_match('/refused entry \S+ \(channel \S+, user ' . preg_quote($who, '/') . '\): not sent with a token of this site \(' . $key . '\)/', $log) === 1, "$key did not refuse $who: $log");
+        }
+    }
+    check(!str_contains($log, '"n":3') && !str_contains($log, 'test_ping'), 'refused data was logged');
+    $foreign->close();
+};
+
+$tests['deleting the plugin removes what it stored on every site of the network'] = function () use ($stack) {
+    $stack->wpNet('/site2/', 'set-settings', json_encode(['token_ttl' => 900]), json_encode(['api_key' => 'site2-key-0123456789']));
+    $before = $stack->wpNet('/', 'fanout-options');
+    check(in_array('fanout_secrets', $before[2] ?? [], true) && in_array('fanout_settings', $before[2], true) && in_array('fanout_schema', $before[1] ?? [], true), 'before: ' . json_encode($before));
+    $redis = new \Redis();
+    $redis->connect('127.0.0.1', $stack->redisPort, 2.0);
+    $names = function () use ($redis): array {
+        $names = [];
+        foreach ((array) $redis->rawCommand('XINFO', 'GROUPS', 'fanout:inbox') as $group) {
+            $names[] = $group[1];
+        }
+        return $names;
+    };
+    check(array_intersect(['wordpress-net1', 'wordpress-net2'], $names()) === ['wordpress-net1', 'wordpress-net2'], 'groups before: ' . json_encode($names()));
+
+    $result = $stack->wpNet('/', 'uninstall');
+    check($result === true, 'uninstall: ' . json_encode($result));
+    $after = $stack->wpNet('/', 'fanout-options');
+    check($after === [1 => [], 2 => []], 'left behind: ' . json_encode($after));
+    check(array_intersect(['wordpress-net1', 'wordpress-net2'], $names()) === [], 'groups left: ' . json_encode($names()));
+    check(in_array('wordpress-wp1', $names(), true), 'the single site\'s group was removed too');
+    check(!is_dir("$stack->dir/wp-content-net/plugins/fanout"), 'the plugin\'s files are still there');
 };
 
 foreach ($tests as $name => $test) {

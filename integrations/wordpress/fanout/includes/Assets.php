@@ -39,6 +39,7 @@ final class Assets
     public static function ready(): bool
     {
         return is_user_logged_in()
+            && TokenRoute::member()
             && Settings::get('gateway_url') !== ''
             && Settings::isSet('jwt_secret')
             && is_file(dirname(FANOUT_WP_FILE) . '/assets/js/fanout/index.js');

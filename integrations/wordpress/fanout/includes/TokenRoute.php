@@ -41,13 +41,26 @@ final class TokenRoute
         ]);
     }
 
-    /** Only logged-in users get a token; anonymous requests get 401. */
+    /**
+     * Only logged-in users get a token (anonymous requests get 401); on a multisite network,
+     * only users of this site (and super admins): a user of the network who is no member of
+     * the site would otherwise read its broadcasts (403).
+     */
     public static function permission(): bool|\WP_Error
     {
-        if (is_user_logged_in()) {
-            return true;
+        if (!is_user_logged_in()) {
+            return new \WP_Error('rest_not_logged_in', __('You must be logged in to connect to fanout.', 'fanout'), ['status' => 401]);
         }
-        return new \WP_Error('rest_not_logged_in', __('You must be logged in to connect to fanout.', 'fanout'), ['status' => 401]);
+        if (!self::member()) {
+            return new \WP_Error('fanout_not_a_member', __('You are not a user of this site.', 'fanout'), ['status' => 403]);
+        }
+        return true;
+    }
+
+    /** Whether the current user belongs to this site (always on a single site). */
+    public static function member(): bool
+    {
+        return !is_multisite() || is_super_admin() || is_user_member_of_blog();
     }
 
     /**

@@ -13,10 +13,11 @@
  *   was not the page's.
  *
  * Run by tests/run.php (in the background while other tests run) with FANOUT_WP_TEST (JSON:
- * {siteUrl, password, wpPhp, host, seconds, users: {short|long: {login, id, lifetime}}}).
+ * {siteUrl, gatewayApi, password, seconds (how long the tabs stay open once connected), users:
+ * {short|long: {login, channel, lifetime}}}) and
+ * FANOUT_WP_TEST_API_KEY (the gateway's API key).
  * Prints progress lines, `OK` last; exits 1 with the reason on failure.
  */
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -40,15 +41,20 @@ async function cleanup() {
   rmSync(profiles, { recursive: true, force: true });
 }
 
-const deadline = setTimeout(() => fail('timed out'), (test.seconds + 90) * 1000);
+const deadline = setTimeout(() => fail("timed out"), (test.seconds + 150) * 1000);
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** fanout_notify_user() in the site, from the command line (support/wp.php). */
-function notify(user, title) {
-  execFileSync('php', [test.wpPhp, 'notify', String(user.id), title], {
-    env: { ...process.env, FANOUT_TEST_WP_HOST: test.host },
-    stdio: ['ignore', 'ignore', 'inherit'],
+/**
+ * A notification to the user's channel, through the gateway's HTTP API: not through the site,
+ * whose publishing other tests running meanwhile point at unreachable servers on purpose.
+ */
+async function notify(user, title) {
+  const response = await fetch(`${test.gatewayApi}/api/publish`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${process.env.FANOUT_WP_TEST_API_KEY}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ channel: user.channel, data: { type: 'notification', data: { id: title, title, level: 'info' } } }),
   });
+  if (!response.ok) await fail(`publishing "${title}" answered HTTP ${response.status}`);
 }
 
 /** A user's tab on their profile page, with a record of its token and nonce requests. */
@@ -90,7 +96,7 @@ async function openTab(name, user) {
   });
   const first = await page.evaluate(() => ({ nonce: window.fanoutWP.nonce, ...window.fanoutWP.client.connection }));
   console.log(`[${name}] connected at ${elapsed()} s: ${first.connId}, token until ${first.expiresAt}`);
-  return { name, user, page, log, first };
+  return { name, user, page, log, first, connectedAt: Date.now() };
 }
 
 /** Waits until a notification titled `title` reached the tab. */
@@ -101,17 +107,19 @@ async function received(tab, title) {
 }
 
 try {
-  const tabs = [await openTab('short', test.users.short), await openTab('long', test.users.long)];
+  const tabs = await Promise.all([openTab('short', test.users.short), openTab('long', test.users.long)]);
   const send = async (title) => {
-    for (const tab of tabs) notify(tab.user, `${title} for ${tab.name}`);
+    for (const tab of tabs) await notify(tab.user, `${title} for ${tab.name}`);
     for (const tab of tabs) await received(tab, `${title} for ${tab.name}`);
     console.log(`${elapsed()} s: "${title}" reached both tabs`);
   };
   await send('At the start');
-  // Past two lifetimes of the short nonce, and one token refresh.
-  await sleep(Math.max(0, 2 * test.users.short.lifetime * 1000 + 5000 - (Date.now() - started)));
+  // Past two lifetimes of the short nonce, and one token refresh (tokens live 60 s and are
+  // refreshed 20 s before they expire).
+  await sleep(Math.max(0, tabs[0].connectedAt + 2 * test.users.short.lifetime * 1000 + 5000 - Date.now()));
   await send('After two nonce lifetimes');
-  await sleep(Math.max(0, test.seconds * 1000 - (Date.now() - started)));
+  // Past each tab's second refresh.
+  await sleep(Math.max(0, Math.max(...tabs.map((tab) => tab.connectedAt)) + test.seconds * 1000 - Date.now()));
   await send('At the end');
 
   for (const tab of tabs) {

@@ -13,6 +13,14 @@
  *     php wp.php reset-publish-status                  closes the breaker
  *     php wp.php create-drafts <n> <title prefix>      n draft posts by the admin; prints their ids
  *     php wp.php post-statuses <json ids>              how many of them have each status
+ *     php wp.php site                                  the current site's id and address
+ *     php wp.php install-network <domain>              makes the site a subdirectory multisite network
+ *     php wp.php create-site <domain> <password>       site2, and users bob (editor of site2), alice (editor of the main site)
+ *     php wp.php network-plugins                       the network-activated plugins
+ *     php wp.php fanout-options                        every site's fanout_* options
+ *     php wp.php uninstall                             deactivates and deletes the plugin as the Plugins screen does
+ *
+ * FANOUT_TEST_WP_DOMAIN and FANOUT_TEST_WP_PATH choose a site of a network.
  *
  * The site is chosen the Debian way: FANOUT_TEST_WP_HOST is the host name that selects
  * /etc/wordpress/config-<host>.php. Prints one JSON value on stdout.
@@ -21,14 +29,19 @@
 declare(strict_types=1);
 
 $host = getenv('FANOUT_TEST_WP_HOST') ?: exit("FANOUT_TEST_WP_HOST is not set\n");
-$_SERVER['HTTP_HOST'] = $host;
-$_SERVER['SERVER_NAME'] = $host;
-$_SERVER['REQUEST_URI'] = '/';
+// A network's site is found by its domain and path, its configuration file by this name.
+$_SERVER['WORDPRESS_CONFIG'] = $host;
+$_SERVER['HTTP_HOST'] = getenv('FANOUT_TEST_WP_DOMAIN') ?: $host;
+$_SERVER['SERVER_NAME'] = $_SERVER['HTTP_HOST'];
+$_SERVER['REQUEST_URI'] = getenv('FANOUT_TEST_WP_PATH') ?: '/';
 $_SERVER['REQUEST_METHOD'] = 'GET';
 
 $command = $argv[1] ?? '';
 if ($command === 'install') {
     define('WP_INSTALLING', true);
+}
+if ($command === 'install-network') {
+    define('WP_INSTALLING_NETWORK', true); // as wp-admin/network.php does
 }
 require '/usr/share/wordpress/wp-load.php';
 
@@ -98,6 +111,57 @@ switch ($command) {
             $counts[$status] = ($counts[$status] ?? 0) + 1;
         }
         out($counts);
+    case 'site':
+        out(['blog' => get_current_blog_id(), 'home' => home_url('/')]);
+    case 'install-network':
+        require_once ABSPATH . 'wp-admin/includes/upgrade.php';
+        // As wp-admin/network.php: the network's tables are named before they exist.
+        foreach ($GLOBALS['wpdb']->tables('ms_global') as $table => $prefixed) {
+            $GLOBALS['wpdb']->$table = $prefixed;
+        }
+        install_network();
+        $result = populate_network(1, $argv[2], 'admin@example.test', 'fanout network', '/', false);
+        if (is_wp_error($result)) {
+            fwrite(STDERR, $result->get_error_message() . "\n");
+            exit(1);
+        }
+        out(true);
+    case 'create-site':
+        $site2 = wpmu_create_blog($argv[2], '/site2/', 'Site two', 1);
+        $bob = wpmu_create_user('bob', $argv[3], 'bob@example.test');
+        $alice = wpmu_create_user('alice', $argv[3], 'alice@example.test');
+        if (is_wp_error($site2) || !$bob || !$alice) {
+            fwrite(STDERR, "could not create the site or its users\n");
+            exit(1);
+        }
+        // WordPress keeps only letters, digits, dots and dashes of a new site's domain (a
+        // network is meant to run on ports 80 and 443); the test network runs on a port of its
+        // own, which its main site's domain kept: site2 gets the same domain back.
+        $GLOBALS['wpdb']->update($GLOBALS['wpdb']->blogs, ['domain' => $argv[2]], ['blog_id' => $site2]);
+        clean_blog_cache($site2);
+        update_blog_option($site2, 'siteurl', "http://$argv[2]/site2");
+        update_blog_option($site2, 'home', "http://$argv[2]/site2");
+        add_user_to_blog($site2, $bob, 'editor');
+        add_user_to_blog(1, $alice, 'editor');
+        wp_update_user(['ID' => $bob, 'display_name' => 'Bob Builder']);
+        wp_update_user(['ID' => $alice, 'display_name' => 'Alice Author']);
+        out(['admin' => 1, 'bob' => $bob, 'alice' => $alice, 'site2' => $site2]);
+    case 'network-plugins':
+        out(array_keys((array) get_site_option('active_sitewide_plugins', [])));
+    case 'fanout-options':
+        $options = [];
+        foreach (get_sites(['fields' => 'ids']) as $blogId) {
+            switch_to_blog($blogId);
+            $options[$blogId] = $GLOBALS['wpdb']->get_col("SELECT option_name FROM {$GLOBALS['wpdb']->options} WHERE option_name LIKE 'fanout\\_%' ORDER BY option_name");
+            restore_current_blog();
+        }
+        out($options);
+    case 'uninstall':
+        require_once ABSPATH . 'wp-admin/includes/plugin.php';
+        require_once ABSPATH . 'wp-admin/includes/file.php';
+        deactivate_plugins('fanout/fanout.php', false, is_multisite());
+        $result = delete_plugins(['fanout/fanout.php']);
+        out(is_wp_error($result) ? ['error' => $result->get_error_message()] : $result);
     case 'reset-publish-status':
         delete_option(\FanoutWP\Publishing::STATUS_OPTION);
         out(true);
