@@ -15,6 +15,7 @@ namespace FanoutWPTest;
 require __DIR__ . '/support/Stack.php';
 require __DIR__ . '/support/Browser.php';
 require __DIR__ . '/support/WebSocket.php';
+require __DIR__ . '/support/Readme.php';
 require dirname(__DIR__, 3) . '/clients/php/autoload.php';
 
 final class Failure extends \RuntimeException
@@ -394,6 +395,9 @@ $tests['fanout_notify_user publishes over the HTTP API, and failures are logged 
     $skipped = $stack->wp('notify', (string) $users['editor'], 'Skipped');
     check(($skipped['result']['error'] ?? '') === 'fanout_publish_paused' && $skipped['pending'] === 0, 'while paused: ' . json_encode($skipped));
     check($stack->wp('publish-status')['skipped'] === 2, 'the skipped message was not counted');
+    // Settings > fanout says so, with plural forms (_n).
+    $page = $ctx['admin']['browser']->request('GET', '/wp-admin/options-general.php?page=fanout');
+    check(str_contains($page['body'], 'Publishing is paused until') && str_contains($page['body'], '1 failure, 2 messages skipped.'), 'status on the settings page: ' . (preg_match('#<p id="fanout-status">(.*?)</p>#s', $page['body'], $m) ? $m[1] : 'none'));
 
     $stack->wp('set-settings', json_encode([]), json_encode([])); // back to Redis
     $stack->wp('reset-publish-status');
@@ -546,6 +550,43 @@ $tests['after a version bump the browser loads only the new version\'s modules']
         // Back to the version the other tests run.
         exec(escapeshellarg("$stack->repo/integrations/wordpress/build.sh") . ' --out ' . escapeshellarg("$stack->dir/build") . ' 2>&1');
     }
+};
+
+$tests['the bell\'s label takes the plural forms of the user\'s language (Polish: three) through wp.i18n'] = function () use ($stack, $users) {
+    copy(__DIR__ . '/fixtures/fanout-pl_PL-fanout-wp.json', "$stack->dir/build/fanout/languages/fanout-pl_PL-fanout-wp.json");
+    $stack->wp('set-locale', 'reader', 'pl_PL');
+    try {
+        $scenario = ['siteUrl' => $stack->siteUrl, 'gatewayApi' => "http://127.0.0.1:$stack->gatewayPort", 'password' => $stack->password, 'login' => 'reader', 'channel' => "user:wp1.{$users['reader']}"];
+        $proc = proc_open(['node', __DIR__ . '/browser/plural-forms.mjs'], [1 => ['pipe', 'w'], 2 => ['redirect', 1]], $pipes, null, [
+            'FANOUT_WP_TEST' => json_encode($scenario),
+            'FANOUT_WP_TEST_API_KEY' => $stack->apiKey,
+        ] + getenv());
+        $output = stream_get_contents($pipes[1]);
+        $code = proc_close($proc);
+        check($code === 0 && str_ends_with(trim($output), 'OK'), "node exited with $code:\n" . trim($output));
+    } finally {
+        $stack->wp('set-locale', 'reader', '');
+        @unlink("$stack->dir/build/fanout/languages/fanout-pl_PL-fanout-wp.json");
+    }
+};
+
+$tests['readme.txt passes the wordpress.org readme rules (a small validator), and the zip carries it'] = function () use ($stack) {
+    $plugin = "$stack->dir/build/fanout";
+    $headers = Readme::pluginHeaders("$plugin/fanout.php");
+    check($headers['Version'] === FANOUT_TEST_PLUGIN_VERSION && $headers['UpdateURI'] !== '' && $headers['DomainPath'] === '/languages', 'plugin header: ' . json_encode($headers));
+    $readme = (string) file_get_contents("$plugin/readme.txt");
+    check(Readme::problems($readme, $headers) === [], 'readme.txt: ' . implode('; ', Readme::problems($readme, $headers)));
+    // The validator is not one that passes anything: the faults of the 0.1.0 readme.
+    $long = preg_replace('/^(Live notifications.*)$/m', '$1 And then some more words, to be long.', $readme, 1);
+    $problems = Readme::problems($long, $headers);
+    check(count($problems) === 1 && preg_match('/^the short description has 1[5-9]\d characters, more than 150$/', $problems[0]) === 1, 'a long description: ' . json_encode($problems));
+    $faults = preg_replace(['/== Frequently Asked Questions ==.*?(?=== Changelog ==)/s', '/== Upgrade Notice ==.*$/s'], '', $readme);
+    check(Readme::problems($faults, $headers) === ['no Frequently Asked Questions section', 'no Upgrade Notice section'], 'without FAQ and upgrade notice: ' . json_encode(Readme::problems($faults, $headers)));
+    check(Readme::problems($readme, ['UpdateURI' => ''] + $headers) === ['the plugin header has no Update URI'], 'without Update URI');
+    // What a site owner uploads: the zip, with the same readme.
+    $zip = escapeshellarg("$stack->dir/build/fanout.zip");
+    check(shell_exec("unzip -p $zip fanout/readme.txt") === $readme, 'the zip\'s readme differs');
+    check(str_contains((string) shell_exec("unzip -l $zip"), 'fanout/languages/index.php'), 'the zip has no languages folder');
 };
 
 $tests['the inbox worker runs fanout_inbox_<type> once per message, as the sender, across restarts'] = function () use ($stack, $users, &$ctx) {

@@ -14,6 +14,7 @@
  *     php wp.php create-drafts <n> <title prefix>      n draft posts by the admin; prints their ids
  *     php wp.php post-statuses <json ids>              how many of them have each status
  *     php wp.php site                                  the current site's id and address
+ *     php wp.php set-locale <login> <locale>           a user's language (empty: the site's)
  *     php wp.php install-network <domain>              makes the site a subdirectory multisite network
  *     php wp.php create-site <domain> <password>       site2, and users bob (editor of site2), alice (editor of the main site)
  *     php wp.php network-plugins                       the network-activated plugins
@@ -111,6 +112,10 @@ switch ($command) {
             $counts[$status] = ($counts[$status] ?? 0) + 1;
         }
         out($counts);
+    case 'set-locale':
+        $user = get_user_by('login', $argv[2]);
+        update_user_meta($user->ID, 'locale', $argv[3]);
+        out(true);
     case 'site':
         out(['blog' => get_current_blog_id(), 'home' => home_url('/')]);
     case 'install-network':
