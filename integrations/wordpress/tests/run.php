@@ -377,6 +377,24 @@ $tests['the settings page never shows secrets and saves through the Settings API
     check($editorPage['status'] === 403, 'editor: HTTP ' . $editorPage['status']);
 };
 
+$tests['upgrading from 0.1.0 moves the secrets it stored out of the autoloaded settings'] = function () use ($stack) {
+    $before = $stack->wp('get-settings');
+    // 0.1.0 kept every setting, secrets included, in fanout_settings (autoloaded).
+    $stack->wp('set-option', 'fanout_settings', json_encode(['publish_mode' => 'http', 'api_url' => "http://127.0.0.1:$stack->gatewayPort", 'api_key' => 'old-key-0123456789abcdef', 'token_ttl' => 900]));
+    $stack->wp('delete-option', 'fanout_secrets');
+    $stack->wp('delete-option', 'fanout_schema');
+    try {
+        $after = $stack->wp('get-settings'); // the plugin loads, sees no schema, upgrades
+        check(($after['secrets']['api_key'] ?? null) === 'old-key-0123456789abcdef', 'secrets after the upgrade: ' . json_encode(array_keys((array) $after['secrets'])));
+        check(!array_key_exists('api_key', $after['settings']) && $after['settings']['token_ttl'] === 900, 'settings after the upgrade: ' . json_encode(array_keys($after['settings'])));
+        check($after['autoload'] === ['fanout_secrets' => 'no', 'fanout_settings' => 'yes'], 'autoload: ' . json_encode($after['autoload']));
+        check(!str_contains(json_encode($after['alloptions']), 'old-key-0123456789abcdef'), 'the old key is still autoloaded');
+    } finally {
+        $stack->wp('set-option', 'fanout_settings', json_encode($before['settings']));
+        $stack->wp('set-option', 'fanout_secrets', json_encode($before['secrets']), 'no');
+    }
+};
+
 $tests['fanout_notify_user publishes over the HTTP API, and failures are logged without the key'] = function () use ($stack, $users, &$ctx) {
     // The settings saved by the previous test select HTTP publishing.
     check($stack->wp('notify', (string) $users['editor'], 'Sent over HTTP') === ['result' => true, 'pending' => 1], 'notify was not queued');

@@ -14,6 +14,8 @@
  *     php wp.php create-drafts <n> <title prefix>      n draft posts by the admin; prints their ids
  *     php wp.php post-statuses <json ids>              how many of them have each status
  *     php wp.php site                                  the current site's id and address
+ *     php wp.php set-option <name> <json> [yes|no]     an option written anew, autoloaded or not
+ *     php wp.php delete-option <name>
  *     php wp.php set-locale <login> <locale>           a user's language (empty: the site's)
  *     php wp.php install-network <domain>              makes the site a subdirectory multisite network
  *     php wp.php create-site <domain> <password>       site2, and users bob (editor of site2), alice (editor of the main site)
@@ -116,6 +118,13 @@ switch ($command) {
         $user = get_user_by('login', $argv[2]);
         update_user_meta($user->ID, 'locale', $argv[3]);
         out(true);
+    case 'set-option':
+        // An option as an older version left it: `autoload` yes, as update_option() makes it.
+        delete_option($argv[2]);
+        add_option($argv[2], json_decode($argv[3], true), '', $argv[4] ?? 'yes');
+        out(true);
+    case 'delete-option':
+        out(delete_option($argv[2]));
     case 'site':
         out(['blog' => get_current_blog_id(), 'home' => home_url('/')]);
     case 'install-network':
