@@ -159,9 +159,21 @@ final class PublisherTest extends GatewayTestCase
 
     public function testAPayloadAboveTheNodesLimitIsRefusedByRedis(): void
     {
-        $this->expectException(RedisCommandException::class);
-        $this->expectExceptionMessage('payload larger than 262144 bytes (max_payload_bytes)');
-        $this->publisher()->publishWithHistory(self::unique('dag'), str_repeat('x', 262145));
+        $publisher = Publisher::connect(static::$redis->url());
+        foreach ([
+            fn () => $publisher->publishWithHistory(self::unique('dag'), str_repeat('x', 262145)),
+            fn () => $publisher->broadcast([self::unique('dag'), self::unique('room')], str_repeat('x', 262145)),
+        ] as $publish) {
+            try {
+                $publish();
+                self::fail('no exception');
+            } catch (RedisCommandException $e) {
+                self::assertStringContainsString('payload larger than 262144 bytes (max_payload_bytes)', $e->getMessage());
+                // Redis answered: the connection is fine, and the next command goes through.
+                self::assertFalse($e->connectionFailed());
+            }
+        }
+        self::assertSame(1, $publisher->publishWithHistory(self::unique('dag'), 'small')->offset);
     }
 
     public function testAMissingFunctionLibraryIsExplainedWithItsFix(): void
@@ -213,6 +225,7 @@ final class PublisherTest extends GatewayTestCase
                 self::fail('a publish to a server that never answers returned');
             } catch (RedisCommandException $e) {
                 self::assertStringContainsString('PUBLISH failed', $e->getMessage());
+                self::assertTrue($e->connectionFailed());
             }
             // The bound is 0.3 s; 5 s leaves room for a busy machine and is far below 60 s.
             self::assertLessThan(5.0, microtime(true) - $started);
@@ -224,6 +237,7 @@ final class PublisherTest extends GatewayTestCase
                 self::fail('connect with AUTH to a server that never answers returned');
             } catch (RedisCommandException $e) {
                 self::assertStringContainsString('cannot connect to Redis', $e->getMessage());
+                self::assertTrue($e->connectionFailed());
             }
             self::assertLessThan(5.0, microtime(true) - $started);
         } finally {
