@@ -417,6 +417,19 @@ $tests['fanout_notify_user publishes over the HTTP API, and failures are logged 
     $page = $ctx['admin']['browser']->request('GET', '/wp-admin/options-general.php?page=fanout');
     check(str_contains($page['body'], 'Publishing is paused until') && str_contains($page['body'], '1 failure, 2 messages skipped.'), 'status on the settings page: ' . (preg_match('#<p id="fanout-status">(.*?)</p>#s', $page['body'], $m) ? $m[1] : 'none'));
 
+    // A message the gateway refuses (above its max_payload_bytes, 256 KiB) is skipped alone:
+    // the others of the request go out, and nothing pauses. Over HTTP (413), then Redis.
+    foreach (['http' => ['publish_mode' => 'http', 'api_url' => "http://127.0.0.1:$stack->gatewayPort"], 'redis' => []] as $mode => $settings) {
+        $stack->wp('set-settings', json_encode($settings), json_encode(['api_key' => $stack->apiKey]));
+        $stack->wp('reset-publish-status');
+        check($stack->wp('notify-sized', (string) $users['editor'], json_encode([["Too large ($mode)", 300_000], ["After it ($mode)", 10]])) === 2, "$mode: not queued");
+        $after = $ctx['editor']['ws']->waitFor(fn (array $f) => $f['type'] === 'message' && $f['channel'] === "user:wp1.{$users['editor']}");
+        check($after['data']['data']['title'] === "After it ($mode)", "$mode: " . json_encode($after['data']['data']['title'] ?? $after));
+        $status = $stack->wp('publish-status');
+        check(!$status['paused'] && $status['failures'] === 0 && $status['skipped'] === 1, "$mode: status " . json_encode($status));
+        check(str_contains((string) file_get_contents("$stack->dir/debug.log"), "fanout: publish to user:wp1.{$users['editor']} refused"), "$mode: the refusal was not logged");
+    }
+
     $stack->wp('set-settings', json_encode([]), json_encode([])); // back to Redis
     $stack->wp('reset-publish-status');
     check($stack->wp('notify', (string) $users['editor'], 'Back on Redis')['result'] === true, 'notify over Redis failed');

@@ -162,13 +162,47 @@ final class Publishing
             return;
         }
         foreach ($queue as $i => $message) {
+            $what = (count($message['channels']) > 1 ? 'broadcast to ' : 'publish to ') . implode(', ', $message['channels']);
             try {
                 self::send($publisher, $message['channels'], $message['data']);
             } catch (\Throwable $e) {
-                self::failed((count($message['channels']) > 1 ? 'broadcast to ' : 'publish to ') . implode(', ', $message['channels']), $e, count($queue) - $i);
+                if (self::aboutTheMessage($e)) {
+                    // The gateway is there and refused this message (too large, say): the
+                    // others go on, and nothing pauses.
+                    self::rejected($what, $e);
+                    continue;
+                }
+                self::failed($what, $e, count($queue) - $i);
                 return;
             }
         }
+    }
+
+    /**
+     * Whether a failure concerns one message rather than the way to the gateway: a payload
+     * that cannot be encoded, Redis's error reply to the command itself (a payload above the
+     * gateway's `max_payload_bytes`), the HTTP API's 400 or 413. Connection failures and
+     * timeouts, a missing function library, a wrong API key or a 5xx open the breaker.
+     */
+    private static function aboutTheMessage(\Throwable $e): bool
+    {
+        if ($e instanceof \Fanout\Exception\InvalidArgumentException) {
+            return true;
+        }
+        if ($e instanceof \Fanout\Exception\ApiException) {
+            return in_array($e->status, [400, 413], true);
+        }
+        // Redis answered, with an error about the command.
+        return $e instanceof \Fanout\Exception\RedisCommandException && !$e->connectionFailed();
+    }
+
+    /** One message refused: logged, announced, counted as skipped; the breaker stays closed. */
+    private static function rejected(string $what, \Throwable $e): void
+    {
+        self::skip(1);
+        error_log(sprintf('fanout: %s refused (%s): %s; the message was skipped', $what, get_class($e), $e->getMessage()));
+        /** This action is documented in FanoutWP\Publishing::failed(). */
+        do_action('fanout_publish_failed', new \WP_Error('fanout_publish_failed', sprintf('fanout: %s refused: %s', $what, $e->getMessage())), $e);
     }
 
     /**

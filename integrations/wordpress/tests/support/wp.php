@@ -7,6 +7,7 @@
  *     php wp.php activate                              activate_plugin('fanout/fanout.php')
  *     php wp.php notify <user id> <title>              fanout_notify_user() with the current settings
  *                                                      (queued, published when this process ends)
+ *     php wp.php notify-sized <user id> <json [[title, bytes], ...]>  notifications with long messages, in one request
  *     php wp.php set-settings <json> [<secrets json>]  replaces the fanout_settings (and fanout_secrets) option
  *     php wp.php get-settings                          both options, their autoload flags, wp_load_alloptions()
  *     php wp.php publish-status                        the breaker: paused, failures, skipped
@@ -85,6 +86,12 @@ switch ($command) {
             'result' => is_wp_error($result) ? ['error' => $result->get_error_code(), 'message' => $result->get_error_message()] : $result,
             'pending' => \FanoutWP\Publishing::pending(),
         ]);
+    case 'notify-sized':
+        // Several notifications in one request: [title, bytes of message text] each.
+        foreach (json_decode($argv[3], true) as [$title, $bytes]) {
+            fanout_notify_user((int) $argv[2], ['title' => $title, 'message' => str_repeat('x', $bytes)]);
+        }
+        out(\FanoutWP\Publishing::pending());
     case 'set-settings':
         update_option('fanout_settings', json_decode($argv[2], true));
         if (isset($argv[3])) {
