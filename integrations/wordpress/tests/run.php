@@ -130,25 +130,6 @@ $tests['admin pages load the JS client as an ES module with the REST nonce, and 
     }
 };
 
-$tests['two tabs open longer than their nonces live start in chromium (checked below)'] = function () use ($stack, $users, &$ctx) {
-    $scenario = [
-        'siteUrl' => $stack->siteUrl,
-        'password' => $stack->password,
-        'gatewayApi' => "http://127.0.0.1:$stack->gatewayPort",
-        'seconds' => 88,
-        'users' => [
-            'short' => ['login' => 'longtab', 'channel' => "user:wp1.{$users['longtab']}", 'lifetime' => 30],
-            'long' => ['login' => 'longtab2', 'channel' => "user:wp1.{$users['longtab2']}", 'lifetime' => 100],
-        ],
-    ];
-    $log = "$stack->dir/long-tab.log";
-    $ctx['longTab'] = proc_open(['node', __DIR__ . '/browser/long-tab.mjs'], [0 => ['file', '/dev/null', 'r'], 1 => ['file', $log, 'w'], 2 => ['file', $log, 'a']], $pipes, null, [
-        'FANOUT_WP_TEST' => json_encode($scenario),
-        'FANOUT_WP_TEST_API_KEY' => $stack->apiKey,
-    ] + getenv());
-    check(is_resource($ctx['longTab']), 'node did not start');
-};
-
 $tests['a logged-in cookie without a nonce gets 401, a wrong nonce 403'] = function () use (&$ctx) {
     $browser = $ctx['admin']['browser'];
     $response = $browser->rest('POST', '/fanout/v1/token');
@@ -316,6 +297,27 @@ $tests['in chromium: editors of a post see each other, the bell shows a new post
     $output = stream_get_contents($pipes[1]);
     $code = proc_close($proc);
     check($code === 0 && str_ends_with(trim($output), 'OK'), "node exited with $code:\n" . trim($output));
+};
+
+// Started once the delivery and presence tests above are done (two chromium launches load
+// the machine), it runs in the background while the tests below run.
+$tests['two tabs open longer than their nonces live start in chromium (checked below)'] = function () use ($stack, $users, &$ctx) {
+    $scenario = [
+        'siteUrl' => $stack->siteUrl,
+        'password' => $stack->password,
+        'gatewayApi' => "http://127.0.0.1:$stack->gatewayPort",
+        'seconds' => 88,
+        'users' => [
+            'short' => ['login' => 'longtab', 'channel' => "user:wp1.{$users['longtab']}", 'lifetime' => 30],
+            'long' => ['login' => 'longtab2', 'channel' => "user:wp1.{$users['longtab2']}", 'lifetime' => 100],
+        ],
+    ];
+    $log = "$stack->dir/long-tab.log";
+    $ctx['longTab'] = proc_open(['node', __DIR__ . '/browser/long-tab.mjs'], [0 => ['file', '/dev/null', 'r'], 1 => ['file', $log, 'w'], 2 => ['file', $log, 'a']], $pipes, null, [
+        'FANOUT_WP_TEST' => json_encode($scenario),
+        'FANOUT_WP_TEST_API_KEY' => $stack->apiKey,
+    ] + getenv());
+    check(is_resource($ctx['longTab']), 'node did not start');
 };
 
 $tests['the settings page never shows secrets and saves through the Settings API'] = function () use ($stack, &$ctx) {
@@ -618,6 +620,28 @@ $tests['readme.txt passes the wordpress.org readme rules (a small validator), an
     $zip = escapeshellarg("$stack->dir/build/fanout.zip");
     check(shell_exec("unzip -p $zip fanout/readme.txt") === $readme, 'the zip\'s readme differs');
     check(str_contains((string) shell_exec("unzip -l $zip"), 'fanout/languages/index.php'), 'the zip has no languages folder');
+};
+
+$tests['logout, deletion and a role change are announced with fanout_user_access_changed (the seam of issue 24\'s disconnect)'] = function () use ($stack, $users) {
+    $log = "$stack->dir/access.log";
+    @unlink($log);
+    $lines = fn (): array => is_file($log) ? array_map(fn ($l) => json_decode($l, true), file($log, FILE_IGNORE_NEW_LINES)) : [];
+    $stack->wp('set-role', (string) $users['reader'], 'contributor');
+    $deleted = $stack->wp('create-and-delete-user', 'short-lived');
+    $browser = new Browser($stack->siteUrl, $stack->dir);
+    $browser->login('reader', $stack->password);
+    $page = $browser->request('GET', '/wp-admin/profile.php');
+    check(preg_match('#wp-login\.php\?action=logout&(?:amp;|\#038;)?_wpnonce=([0-9a-f]+)#', $page['body'], $m) === 1, 'no logout link');
+    check($browser->request('GET', "/wp-login.php?action=logout&_wpnonce=$m[1]")['status'] === 302, 'logout refused');
+    $stack->wp('set-role', (string) $users['reader'], 'subscriber');
+    $expected = [
+        ['sub' => "wp1.{$users['reader']}", 'user' => $users['reader'], 'reason' => 'role_changed'],
+        ['sub' => "wp1.{$deleted['id']}", 'user' => $deleted['id'], 'reason' => 'role_changed'],
+        ['sub' => "wp1.{$deleted['id']}", 'user' => $deleted['id'], 'reason' => 'deleted'],
+        ['sub' => "wp1.{$users['reader']}", 'user' => $users['reader'], 'reason' => 'logout'],
+        ['sub' => "wp1.{$users['reader']}", 'user' => $users['reader'], 'reason' => 'role_changed'],
+    ];
+    check($lines() === $expected, 'announced: ' . json_encode($lines()));
 };
 
 $tests['the inbox worker runs fanout_inbox_<type> once per message, as the sender, across restarts'] = function () use ($stack, $users, &$ctx) {

@@ -43,6 +43,9 @@ final class Publishing
     /** The breaker's state as this request read it (null: not read yet). */
     private static ?array $status = null;
 
+    /** Whether `$status` holds counts not written yet. */
+    private static bool $countsPending = false;
+
     /**
      * Queues a message to one channel (with history where the channel keeps it).
      *
@@ -145,6 +148,15 @@ final class Publishing
      * the breaker opens and the rest is skipped.
      */
     public static function flush(): void
+    {
+        try {
+            self::publishQueue();
+        } finally {
+            self::saveCounts();
+        }
+    }
+
+    private static function publishQueue(): void
     {
         $queue = self::$queue;
         self::$queue = [];
@@ -301,16 +313,31 @@ final class Publishing
         return $error;
     }
 
+    /** Counts skipped messages; written once, at the end of the request, however many. */
     private static function skip(int $count): void
     {
         $status = self::status();
         $status['skipped'] += $count;
-        self::saveStatus($status);
+        self::$status = $status;
+        if (!self::$countsPending) {
+            self::$countsPending = true;
+            add_action('shutdown', [self::class, 'saveCounts'], PHP_INT_MAX);
+        }
+    }
+
+    /** The `shutdown` callback that writes the counts `skip()` kept (after the publishing, which may add to them). */
+    public static function saveCounts(): void
+    {
+        if (self::$countsPending && self::$status !== null) {
+            self::$countsPending = false;
+            self::saveStatus(self::$status);
+        }
     }
 
     private static function saveStatus(array $status): void
     {
         self::$status = $status;
+        self::$countsPending = false;
         update_option(self::STATUS_OPTION, $status, false);
     }
 

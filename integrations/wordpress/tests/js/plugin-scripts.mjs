@@ -20,9 +20,12 @@ const { NotificationStore, watchNotifications } = await module('notifications.js
 const { fetchToken } = await module('wp-token.js');
 
 const deadline = setTimeout(() => {
-  console.log('FAIL: timed out');
+  // What each tab's roster holds, to tell a missing event from a stale member.
+  const rosters = tabs.map((t) => [...t.roster.members.entries()]);
+  console.log('FAIL: timed out; rosters (conn_id, member):', JSON.stringify(rosters));
   process.exit(1);
 }, 30_000);
+const tabs = [];
 
 /** Resolves when `ready()` holds, checked after every change reported through `onChange`. */
 function waiter() {
@@ -67,7 +70,9 @@ function tab(user, storage = memoryStorage()) {
   watchPresence(client, test.room, roster, changes.changed);
   watchNotifications(client, { userChannel: user.channel, broadcastChannels: ['user:wp1', 'broadcast'] }, store, changes.changed);
   client.connect();
-  return { client, roster, store, changes, storage };
+  const t = { client, roster, store, changes, storage };
+  tabs.push(t);
+  return t;
 }
 
 const admin = tab(test.users.admin);

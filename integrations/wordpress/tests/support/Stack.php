@@ -287,6 +287,7 @@ final class Stack
             // a test reads from them; slow steps in between (a browser test) must not cost them
             // their connection. Heartbeats are not what these tests are about.
             '--heartbeat-s', '300',
+            '--log-level', getenv('FANOUT_WP_TEST_GATEWAY_LOG') ?: 'info',
         ], ['FANOUT_JWT_SECRET' => $this->secret, 'FANOUT_API_KEY' => $this->apiKey]);
         self::waitUntil(function (): bool {
             if (!$this->isRunning('gateway')) {
@@ -319,7 +320,8 @@ final class Stack
             . sprintf("define('FANOUT_JWT_SECRET', '%s');\n", $this->secret)
             . sprintf("define('FANOUT_REDIS_URL', 'redis://127.0.0.1:%d');\n", $this->redisPort)
             . sprintf("define('FANOUT_GATEWAY_URL', 'ws://127.0.0.1:%d');\n", $this->gatewayPort)
-            . sprintf("define('FANOUT_TEST_INBOX_LOG', '%s/inbox.log');\n", $this->dir);
+            . sprintf("define('FANOUT_TEST_INBOX_LOG', '%s/inbox.log');\n", $this->dir)
+            . sprintf("define('FANOUT_TEST_ACCESS_LOG', '%s/access.log');\n", $this->dir);
         $this->writeConfig($this->host, $config);
 
         $this->users = $this->wp('install', $this->siteUrl, $this->password);

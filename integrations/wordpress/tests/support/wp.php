@@ -17,6 +17,8 @@
  *     php wp.php site                                  the current site's id and address
  *     php wp.php set-option <name> <json> [yes|no]     an option written anew, autoloaded or not
  *     php wp.php delete-option <name>
+ *     php wp.php set-role <user id> <role>
+ *     php wp.php create-and-delete-user <login>
  *     php wp.php set-locale <login> <locale>           a user's language (empty: the site's)
  *     php wp.php install-network <domain>              makes the site a subdirectory multisite network
  *     php wp.php create-site <domain> <password>       site2, and users bob (editor of site2), alice (editor of the main site)
@@ -132,6 +134,13 @@ switch ($command) {
         out(true);
     case 'delete-option':
         out(delete_option($argv[2]));
+    case 'set-role':
+        (new WP_User((int) $argv[2]))->set_role($argv[3]);
+        out(true);
+    case 'create-and-delete-user':
+        require_once ABSPATH . 'wp-admin/includes/user.php';
+        $id = wp_insert_user(['user_login' => $argv[2], 'user_pass' => wp_generate_password(), 'role' => 'subscriber']);
+        out(['id' => $id, 'deleted' => wp_delete_user($id)]);
     case 'site':
         out(['blog' => get_current_blog_id(), 'home' => home_url('/')]);
     case 'install-network':
