@@ -13,13 +13,15 @@
 #
 # The build context holds only what the build needs (see .dockerignore, an allowlist), and
 # scripts/test-deploy rebuilds that context and runs the cargo command below on it, since
-# Cargo refuses a manifest whose declared targets (the `gateway` bench) are missing.
+# Cargo refuses a manifest whose declared targets (the `gateway` bench) or workspace members
+# (the load generator in tools/fanout-bench, which the image does not build) are missing.
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches
+COPY tools/fanout-bench ./tools/fanout-bench
 COPY vendor ./vendor
 # Embedded in the binary at build time (rust-embed): the demo page and the JS client it imports.
 COPY demo ./demo

@@ -13,6 +13,7 @@ use fanout::broker::{ChannelRules, MemoryBroker, Publication, decode_redis_messa
 use fanout::channel::Channel;
 use fanout::hub::Hub;
 use fanout::metrics::Metrics;
+use fanout::node::Inlet;
 use fanout::outbox::Outbox;
 use fanout::protocol::{PayloadInfo, message_frame_with, parse_client_frame};
 
@@ -61,9 +62,9 @@ fn hub_with_subscribers(n: usize, channel: &Channel) -> (Arc<Hub>, Vec<Arc<Outbo
         .build()
         .unwrap();
     runtime.block_on(async {
-        let hub = Hub::new(Arc::new(Metrics::new()), 1024, |sink| {
-            Arc::new(MemoryBroker::new(sink, ChannelRules::default()))
-        });
+        // The hub is fed directly here; the broker only answers its subscribes.
+        let broker = MemoryBroker::new(Arc::new(Inlet::default()), ChannelRules::default());
+        let hub = Hub::new(Arc::new(Metrics::new()), 1024, Arc::new(broker));
         let mut outboxes = Vec::with_capacity(n);
         for conn in 0..n as u64 {
             let outbox = Arc::new(Outbox::new(1 << 20, 1 << 30));

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The BENCHMARKS.md scenarios, against release builds, each bounded in time.
 #
-#   cargo build --release --bins
+#   cargo build --release --bins    # the gateway and fanout-bench (tools/fanout-bench)
 #   benches/scenarios.sh [idle|idle-2k|broadcast|channels|cluster|latency|small-fanout|large-fanout|light-latency|redis-cluster ...]
 #   (default: idle broadcast channels cluster latency). BIN=<dir> runs other binaries (a
 #   before/after comparison), OUT=<dir> writes the reports elsewhere.

@@ -3,16 +3,18 @@
 // Channels:
 //   dag:<run>   the run view (node_state, edge_active, cost_update, execution_complete,
 //               human_gate_waiting, error) and the agent console (output, tool_call,
-//               status, inject_prompt); decisions, prompts and cancels go back with send()
+//               status, inject_prompt); decisions, prompts and cancels go back to the backend's
+//               inbox with send(), or, for a run that asks for it (`"reply": "publish"`: the
+//               gateway's own demo player), are published on the run's channel
 //   user:<me>   notifications (the bell)
-//   room:demo   presence, with each member's status (setStatus)
+//   room:demo   presence (the client's trackPresence), with each member's status (setStatus)
 //   broadcast   system announcements
 //
 // Events follow docs/events.md. All text from the network is inserted as text, never as
 // HTML. Every message shown is also listed in the event log with data-* attributes
 // (channel, offset, type), which is what the browser tests count.
 
-import { Fanout } from "./client/index.js";
+import { Fanout, trackPresence } from "./client/index.js";
 
 const PRESENCE_CHANNEL = "room:demo";
 /** How many entries the console and the event log keep before dropping the oldest. */
@@ -163,39 +165,32 @@ const subscriptions = {
     this.item(channel)?.remove();
   },
 
-  /** After a disconnect every channel waits for its next `subscribed`. */
-  allPending() {
-    for (const item of $("subscriptions").children) item.dataset.state = "pending";
-  },
-
   item(channel) {
     return [...$("subscriptions").children].find((li) => li.dataset.channel === channel);
   },
 };
 
 /**
- * Subscribes through the client and keeps the footer's list of subscriptions up to date;
- * `handlers` are the client's subscription handlers.
+ * Lists a subscription in the footer and follows its state there (pending while it is
+ * `subscribing`, refused when the gateway ended it).
  */
-function subscribe(channel, handlers) {
+function showSubscription(sub) {
+  const channel = sub.channel;
   subscriptions.add(channel);
-  const sub = client.subscribe(channel, {
-    ...handlers,
-    onSubscribed(info) {
-      subscriptions.set(channel, "subscribed");
-      handlers.onSubscribed?.(info);
-    },
-    onError(error) {
+  sub.on("state", (state, { error }) => {
+    if (state === "subscribed") subscriptions.set(channel, "subscribed");
+    else if (state === "subscribing") subscriptions.set(channel, "pending");
+    else if (error) {
       subscriptions.set(channel, "refused");
       eventLog.note(channel, "refused", `${channel}: ${describe(error)}`);
-    },
+    } else subscriptions.remove(channel);
   });
-  return {
-    unsubscribe() {
-      sub.unsubscribe();
-      subscriptions.remove(channel);
-    },
-  };
+  return sub;
+}
+
+/** Subscribes through the client (`handlers` as the client's) and lists it in the footer. */
+function subscribe(channel, handlers) {
+  return showSubscription(client.subscribe(channel, handlers));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -351,11 +346,18 @@ const run = {
   edges: new Map(),
   ended: false,
   redrawTimer: 0,
+  /**
+   * How the page answers this run (decisions, prompts, cancels): "send" to the backend's
+   * inbox, or "publish" on the run's channel when the run's events ask for it (the
+   * gateway's own demo player has no inbox to read).
+   */
+  reply: "send",
 
   reset() {
     this.nodes.clear();
     this.edges.clear();
     this.ended = false;
+    this.reply = "send";
     setRunStatus("idle", "waiting for events");
     showCost(null);
     gates.clear();
@@ -391,6 +393,7 @@ const run = {
       this.reset();
       agentConsole.separator("new run");
     }
+    if (data.reply === "publish" && !meta.user) this.reply = "publish";
     switch (event.type) {
       case "node_state":
         this.nodeState(data);
@@ -663,12 +666,14 @@ const gates = {
     const data = { node_id: nodeId, decision };
     if (feedback) data.feedback = feedback;
     try {
-      const reply = await client.send(runChannel(), { type: "human_decision", data, timestamp: Date.now() / 1000 });
+      const { streamId, offset } = await answerRun({ type: "human_decision", data, timestamp: Date.now() / 1000 });
       card.dataset.state = "sent";
       card.dataset.decision = decision;
-      const streamId = reply?.streamId;
-      result.textContent = `Sent${streamId ? ` (inbox entry ${streamId})` : ""}; waiting for the engine…`;
+      result.textContent = streamId
+        ? `Sent (inbox entry ${streamId}); waiting for the engine…`
+        : `Published on ${runChannel()} (#${offset}); waiting for the agent…`;
       if (streamId) card.dataset.streamId = streamId;
+      if (offset !== undefined) card.dataset.offset = String(offset);
     } catch (error) {
       card.dataset.state = "waiting";
       result.textContent = `Not sent: ${describe(error)}`;
@@ -705,6 +710,20 @@ const gates = {
     this.timer = setTimeout(() => this.tick(), 1000);
   },
 };
+
+/**
+ * Answers the run (a decision, a prompt, a cancel: catalogue events): to the backend's inbox
+ * with `send`, or published on the run's channel when the run asks for that. Resolves with
+ * where it went: `{ streamId }` or `{ offset }`.
+ */
+async function answerRun(event) {
+  if (run.reply === "publish") {
+    const reply = await client.publish(runChannel(), event);
+    return { offset: reply.offset };
+  }
+  const reply = await client.send(runChannel(), event);
+  return { streamId: reply.streamId };
+}
 
 const DECISION_LABEL = { approve: "Approve", reject: "Reject", modify: "Ask for changes" };
 /** What a gate node's next state says about the decision. */
@@ -778,6 +797,17 @@ const agentConsole = {
         if (!$("prompt-input").value.trim()) usePrompt(data.text);
         return;
       }
+      // What pages published on a run that asks for it (see answerRun).
+      case "prompt":
+        // This page shows its own prompts as it sends them.
+        if (meta?.user && meta.user !== me.user && typeof data.text === "string") this.add("prompt", event, `${meta.user}: ${data.text}`);
+        return;
+      case "human_decision":
+        if (meta?.user) this.add("other", event, `${meta.user} chose “${data.decision ?? "?"}”${data.feedback ? `: ${data.feedback}` : ""}`);
+        return;
+      case "cancel_execution":
+        if (meta?.user) this.add("other", event, `${meta.user} asked to cancel the run`);
+        return;
       default:
         // Unknown event types are ignored here (the event log lists them).
         if (meta?.user && typeof event.type === "string") this.add("other", event, `${meta.user}: ${event.type}`);
@@ -807,7 +837,7 @@ async function sendPrompt(event) {
   const entry = agentConsole.add("prompt", { type: "prompt" }, `${me.name || me.user}: ${text}`);
   try {
     // `prompt` is the catalogue's client → backend event; the answer comes back as output.
-    await client.send(runChannel(), { type: "prompt", data: { text }, timestamp: Date.now() / 1000 });
+    await answerRun({ type: "prompt", data: { text }, timestamp: Date.now() / 1000 });
     entry.dataset.sent = "true";
   } catch (error) {
     entry.dataset.sent = "false";
@@ -817,7 +847,7 @@ async function sendPrompt(event) {
 
 async function cancelRun() {
   try {
-    await client.send(runChannel(), { type: "cancel_execution", data: { reason: `cancelled from the dashboard by ${me.name || me.user}` }, timestamp: Date.now() / 1000 });
+    await answerRun({ type: "cancel_execution", data: { reason: `cancelled from the dashboard by ${me.name || me.user}` }, timestamp: Date.now() / 1000 });
     toast("Cancel sent to the engine.");
   } catch (error) {
     toast(`Cancel not sent: ${describe(error)}`, "error");
@@ -902,41 +932,38 @@ function safeUrl(url) {
 // Presence on room:demo: who is here, per user, with their status.
 
 const presence = {
-  /** @type {Map<string, {user:string, conn_id:string, info:any, status:any}>} by conn_id */
-  members: new Map(),
+  /** The members, one per connection, as the client's trackPresence keeps them. */
+  members: [],
 
-  async refresh() {
-    try {
-      const reply = await client.presence(PRESENCE_CHANNEL);
-      const members = Array.isArray(reply) ? reply : reply?.members || [];
-      this.members = new Map(members.map((m) => [m.conn_id, m]));
-      this.draw();
-    } catch (error) {
-      eventLog.note(PRESENCE_CHANNEL, "presence-failed", `presence not read: ${describe(error)}`);
-      $("presence").replaceChildren(el("li", { class: "member-hint muted" },
-        `Presence is off on this gateway (${describe(error)}). Run it with --config examples/simulator/demo.toml.`));
-    }
+  /** Follows room:demo's presence: a snapshot after every (re)subscribe, and the events around it. */
+  track() {
+    const tracker = trackPresence(client, PRESENCE_CHANNEL, {
+      onChange: (members) => {
+        this.members = members;
+        if (tracker.ready) this.problem = null;
+        this.draw();
+      },
+      onError: (error) => {
+        if (error.code === "disconnected") return; // asked again after the reconnect
+        eventLog.note(PRESENCE_CHANNEL, "presence-failed", `presence not read: ${describe(error)}`);
+        this.problem = error;
+        this.draw();
+      },
+    });
+    showSubscription(tracker.subscription);
   },
 
-  join(member) {
-    if (member?.conn_id) this.members.set(member.conn_id, { ...this.members.get(member.conn_id), ...member });
-    this.draw();
-  },
-
-  leave(member) {
-    if (member?.conn_id) this.members.delete(member.conn_id);
-    this.draw();
-  },
-
-  update(member) {
-    if (!member?.conn_id) return;
-    this.members.set(member.conn_id, { ...this.members.get(member.conn_id), ...member });
-    this.draw();
-  },
+  /** Why presence could not be read (e.g. off on this gateway), or null. */
+  problem: null,
 
   draw() {
+    if (this.problem && this.members.length === 0) {
+      $("presence").replaceChildren(el("li", { class: "member-hint muted" },
+        `Presence is off on this gateway (${describe(this.problem)}). Run it with --config examples/simulator/demo.toml.`));
+      return;
+    }
     const byUser = new Map();
-    for (const m of this.members.values()) {
+    for (const m of this.members) {
       const entry = byUser.get(m.user) || { user: m.user, info: m.info, connections: 0, status: undefined };
       entry.connections += 1;
       if (m.info !== undefined) entry.info = m.info;
@@ -1039,7 +1066,6 @@ function start() {
 
   client.on("state", (state) => {
     showConnectionState(state, client.connection);
-    if (state !== "connected") subscriptions.allPending();
   });
   client.on("error", (error) => {
     eventLog.note("", "error", `client error: ${describe(error)}`);
@@ -1058,15 +1084,13 @@ function start() {
     reset: () => {},
     historyLimit: 100,
   });
-  subscribe(PRESENCE_CHANNEL, {
+  // Who is here (a subscription of its own), and what is published on the room (another
+  // subscription of the same channel: they share one on the gateway).
+  presence.track();
+  client.subscribe(PRESENCE_CHANNEL, {
     onMessage(data, meta) {
       eventLog.add(PRESENCE_CHANNEL, meta, data, "live");
     },
-    // Every `subscribed` (after each reconnect too): read the members, then apply events.
-    onSubscribed: () => presence.refresh(),
-    onJoin: (member) => presence.join(member),
-    onLeave: (member) => presence.leave(member),
-    onStatus: (member) => presence.update(member),
   });
   // Set once: the client sets it again on every new connection.
   applyMyStatus();

@@ -1,8 +1,14 @@
-//! Connection tokens: verifying them (every session) and minting them (`fanout token`).
+//! Tokens: verifying them (every session) and minting them (`fanout token`).
+//!
+//! Two kinds, signed with the same key: a **connection token** (who the client is and what it
+//! may subscribe to and publish), and a **channel token** (the right of one user to one
+//! channel the connection token does not grant; it has a `channel` claim, and is accepted
+//! only with a `subscribe` of that channel). Neither is accepted as the other.
 //!
 //! The algorithm is pinned by configuration: a token whose header names any other algorithm
 //! (including `none`, or HS256 signed with an RSA public key as the secret) is rejected before
-//! its signature is looked at. `exp` and `sub` are required.
+//! its signature is looked at. `exp` and `sub` are required; `jti` and `iat` are what a
+//! revocation names (by token, and by user with a cut-off time).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -33,6 +39,15 @@ struct Claims {
     /// Application data about the user, shown to others in presence.
     #[serde(default)]
     info: Option<serde_json::Value>,
+    /// The token's id, for revoking this one token.
+    #[serde(default)]
+    jti: Option<String>,
+    /// When it was issued (seconds), for revoking a user's tokens issued before a time.
+    #[serde(default)]
+    iat: Option<f64>,
+    /// Set on channel tokens only: the one channel it grants.
+    #[serde(default)]
+    channel: Option<String>,
 }
 
 /// Who a verified token says the client is, and what it may do.
@@ -45,6 +60,29 @@ pub struct Identity {
     /// Channels it may publish to.
     pub publish: Vec<ChannelPattern>,
     pub info: Option<serde_json::Value>,
+    /// What a revocation may name it by.
+    pub credential: Credential,
+}
+
+/// What a revocation can name a token by: its id, its user and when it was issued.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Credential {
+    pub jti: Option<String>,
+    /// Seconds since the Unix epoch; a token without `iat` counts as issued at 0 (before any
+    /// cut-off).
+    pub issued_at: i64,
+}
+
+/// A verified channel token: `user` may subscribe to `channel` until `expires_at`.
+#[derive(Debug, Clone)]
+pub struct ChannelGrant {
+    pub user: String,
+    pub channel: Channel,
+    /// Seconds since the Unix epoch.
+    pub expires_at: i64,
+    /// Shown in the channel's presence instead of the connection token's `info`, if set.
+    pub info: Option<serde_json::Value>,
+    pub credential: Credential,
 }
 
 impl Identity {
@@ -96,7 +134,68 @@ impl Verifier {
         }
     }
 
+    /// Verifies a connection token.
     pub fn verify(&self, token: &str) -> Result<Identity, AuthError> {
+        let claims = self.claims(token)?;
+        if claims.channel.is_some() {
+            return Err(AuthError(
+                "this is a channel token (it has a `channel` claim): connect with a connection token, and send it with the `subscribe` of its channel",
+            ));
+        }
+        let (user, expires_at, credential) = Self::subject(&claims)?;
+        Ok(Identity {
+            channels: parse_patterns(claims.channels.iter().map(String::as_str)),
+            publish: parse_patterns(claims.publish.iter().map(String::as_str)),
+            user,
+            expires_at,
+            info: claims.info,
+            credential,
+        })
+    }
+
+    /// Verifies a channel token (`sub`, `channel`, `exp`, optional `info`).
+    pub fn verify_channel(&self, token: &str) -> Result<ChannelGrant, AuthError> {
+        let claims = self.claims(token)?;
+        let Some(channel) = claims.channel.as_deref() else {
+            return Err(AuthError("not a channel token: it has no `channel` claim"));
+        };
+        let channel = Channel::parse(channel)
+            .map_err(|_| AuthError("channel token `channel` is not a valid channel name"))?;
+        let (user, expires_at, credential) = Self::subject(&claims)?;
+        Ok(ChannelGrant {
+            user,
+            channel,
+            expires_at,
+            info: claims.info,
+            credential,
+        })
+    }
+
+    /// The user, expiry and revocation names of verified claims.
+    fn subject(claims: &Claims) -> Result<(String, i64, Credential), AuthError> {
+        let Some(exp) = claims.exp else {
+            return Err(AuthError("token has no `exp` claim"));
+        };
+        let Some(sub) = claims.sub.clone() else {
+            return Err(AuthError("token has no `sub` claim"));
+        };
+        if Channel::user(&sub).is_err() {
+            return Err(AuthError(
+                "token `sub` is not a valid user id (letters, digits, `_ - . : @`, at most 123 bytes)",
+            ));
+        }
+        let credential = Credential {
+            jti: claims
+                .jti
+                .clone()
+                .filter(|j| !j.is_empty() && j.len() <= 256),
+            issued_at: claims.iat.map_or(0, |t| t.floor() as i64),
+        };
+        Ok((sub, exp.floor() as i64, credential))
+    }
+
+    /// The claims of a token whose algorithm and signature check out.
+    fn claims(&self, token: &str) -> Result<Claims, AuthError> {
         // The header first: an unknown algorithm (`none`) does not even parse as a header.
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
             ErrorKind::Json(_) => AuthError(
@@ -111,25 +210,7 @@ impl Verifier {
         }
         let data = jsonwebtoken::decode::<Claims>(token, &self.jwt.decoding_key, &self.validation)
             .map_err(|e| AuthError(describe(e.kind())))?;
-        let claims = data.claims;
-        let Some(exp) = claims.exp else {
-            return Err(AuthError("token has no `exp` claim"));
-        };
-        let Some(sub) = claims.sub else {
-            return Err(AuthError("token has no `sub` claim"));
-        };
-        if Channel::user(&sub).is_err() {
-            return Err(AuthError(
-                "token `sub` is not a valid user id (letters, digits, `_ - . : @`, at most 123 bytes)",
-            ));
-        }
-        Ok(Identity {
-            channels: parse_patterns(claims.channels.iter().map(String::as_str)),
-            publish: parse_patterns(claims.publish.iter().map(String::as_str)),
-            user: sub,
-            expires_at: exp.floor() as i64,
-            info: claims.info,
-        })
+        Ok(data.claims)
     }
 }
 
@@ -161,6 +242,10 @@ pub struct TokenRequest {
     pub info: Option<serde_json::Value>,
     pub audience: Option<String>,
     pub issuer: Option<String>,
+    /// Mint a channel token for this one channel instead of a connection token.
+    pub channel: Option<String>,
+    /// A token id (`jti`), to revoke this token alone later.
+    pub jti: Option<String>,
 }
 
 /// Signs a token with the configured algorithm.
@@ -178,6 +263,12 @@ pub fn mint(
         "exp": now + req.ttl.as_secs() as i64,
         "iat": now,
     });
+    if let Some(channel) = &req.channel {
+        claims["channel"] = channel.clone().into();
+    }
+    if let Some(jti) = &req.jti {
+        claims["jti"] = jti.clone().into();
+    }
     if !req.channels.is_empty() {
         claims["channels"] = serde_json::json!(req.channels);
     }

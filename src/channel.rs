@@ -151,6 +151,14 @@ impl ChannelPattern {
             ChannelPattern::Prefix(prefix) => channel.as_str().starts_with(prefix.as_str()),
         }
     }
+
+    /// The pattern as written (`room:*`).
+    pub fn as_str(&self) -> String {
+        match self {
+            ChannelPattern::Exact(name) => name.clone(),
+            ChannelPattern::Prefix(prefix) => format!("{prefix}*"),
+        }
+    }
 }
 
 /// Parses a list of patterns; empty entries are ignored.

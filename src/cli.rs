@@ -24,6 +24,8 @@ pub struct Cli {
     command: Command,
 }
 
+// Parsed once at start: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway (on the in-process broker).
@@ -40,11 +42,19 @@ enum Command {
         #[command(flatten)]
         settings: SettingsArgs,
     },
-    /// Print a signed connection token, for development and tests.
+    /// Print a signed connection token (or, with --channel, a channel token), for
+    /// development and tests.
     Token {
         /// The user id (`sub` claim).
         #[arg(long)]
         sub: String,
+        /// Mint a channel token for this one channel (`channel` claim): sent with the
+        /// `subscribe` of that channel, it grants it whatever the connection token says.
+        #[arg(long, conflicts_with_all = ["channels", "publish"])]
+        channel: Option<String>,
+        /// A token id (`jti` claim), to revoke this one token later.
+        #[arg(long)]
+        jti: Option<String>,
         /// Channels the token may subscribe to: exact names or prefixes ending in `*`.
         #[arg(long, value_delimiter = ',')]
         channels: Vec<String>,
@@ -86,6 +96,8 @@ pub fn main() -> ExitCode {
         Command::CheckConfig { settings, probe } => check_config(settings, probe),
         Command::Token {
             sub,
+            channel,
+            jti,
             channels,
             publish,
             ttl,
@@ -103,6 +115,8 @@ pub fn main() -> ExitCode {
                 info: None,
                 audience: aud,
                 issuer: iss,
+                channel,
+                jti,
             };
             token(settings, request, info, private_key)
         }
@@ -347,6 +361,12 @@ fn token(
         Ok(c) => c,
         Err(code) => return code,
     };
+    if let Some(channel) = &request.channel
+        && let Err(e) = crate::channel::Channel::parse(channel)
+    {
+        eprintln!("--channel {channel:?}: {e}");
+        return ExitCode::from(2);
+    }
     if let Some(info) = info {
         match serde_json::from_str(&info) {
             Ok(v) => request.info = Some(v),

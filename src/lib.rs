@@ -7,9 +7,11 @@
 //! Modules are layered; each uses only those below it:
 //!
 //! ```text
-//! cli -> server -> transport (ws) | http -> session -> node -> hub -> broker
+//! cli -> server -> transport (ws, sse) | http -> session -> node -> hub -> broker
 //!     -> protocol, outbox, channel, auth, limits, metrics, config, clock
 //! ```
+//!
+//! (`tests/architecture.rs` checks it.)
 //!
 //! Embedding: build a [`config::Config`], then [`server::Server::bind`] and `run`; publish
 //! from the embedding process with [`node::Node::publish`].

@@ -51,6 +51,8 @@ const REJECT_REASONS: &[&str] = &[
     "node_full",
     "user_full",
     "unauthorized",
+    "revoked",
+    "broker_unavailable",
 ];
 const END_REASONS: &[&str] = &["client_closed", "connection_lost", "write_timeout"];
 const PUBLISH_SOURCES: &[&str] = &["http", "client", "embedded"];
@@ -61,7 +63,7 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let m = Metrics {
-            connections_open: IntGauge::new("fanout_connections_open", "Open WebSocket sessions")
+            connections_open: IntGauge::new("fanout_connections_open", "Open client connections (WebSocket and SSE)")
                 .expect("valid metric"),
             connections_accepted: IntCounter::new(
                 "fanout_connections_accepted_total",

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::http::{demo, history, ops, presence, publish};
+use crate::http::{control, demo, history, ops, presence, publish};
 use crate::limits::RemoteAddr;
 use crate::node::Node;
 use crate::transport::{sse, ws};
@@ -73,6 +73,12 @@ fn api_routes(router: Router<Arc<Node>>) -> Router<Arc<Node>> {
         .route("/api/history", get(history::history))
         .route("/api/presence", get(presence::presence))
         .route("/api/status", post(presence::status))
+        .route("/api/disconnect", post(control::disconnect))
+        .route("/api/subscribe", post(control::subscribe))
+        .route("/api/unsubscribe", post(control::unsubscribe))
+        .route("/api/revoke", post(control::revoke))
+        .route("/api/info", get(control::info))
+        .route("/api/channels", get(control::channels))
 }
 
 /// Health, readiness and metrics.
@@ -141,6 +147,9 @@ impl Server {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let node = self.node.clone();
+        if node.config.demo && node.config.demo_play {
+            tokio::spawn(crate::http::demo_play::run(node.clone()));
+        }
         let stop_http = CancellationToken::new();
         {
             let drainer = node.clone();

@@ -757,6 +757,47 @@ fn mint(args: &[&str]) -> String {
 }
 
 #[tokio::test]
+async fn a_minted_channel_token_grants_its_one_channel_on_top_of_the_connection_token() {
+    let channel_token = mint(&[
+        "--sub",
+        "42",
+        "--channel",
+        "room:doc-7",
+        "--jti",
+        "grant-1",
+        "--ttl",
+        "10m",
+        "--jwt-secret",
+        SECRET,
+    ]);
+    let gw = Gateway::start(&[]);
+    let (mut client, _) = gw.connect(&support::token("42", &[], 3600)).await;
+    let refused = client
+        .request(json!({"type": "subscribe", "channel": "room:doc-7"}))
+        .await;
+    assert_eq!(refused["code"], "forbidden", "{refused}");
+    let granted = client
+        .request(json!({"type": "subscribe", "channel": "room:doc-7", "token": channel_token}))
+        .await;
+    assert_eq!(granted["type"], "subscribed", "{granted}");
+    // A bad channel name is refused before anything is signed.
+    let run = fanout(
+        &[
+            "token",
+            "--sub",
+            "42",
+            "--channel",
+            "nope",
+            "--jwt-secret",
+            SECRET,
+        ],
+        &[],
+    );
+    assert_eq!(run.code, Some(2), "{run}");
+    assert!(run.stderr.contains("--channel"), "{run}");
+}
+
+#[tokio::test]
 async fn a_minted_hs256_token_carries_its_claims_and_opens_exactly_its_channels() {
     let token = mint(&[
         "--sub",

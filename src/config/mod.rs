@@ -309,6 +309,8 @@ pub struct Config {
     pub idempotency_window: Duration,
     /// Serve the demo dashboard and its token endpoint.
     pub demo: bool,
+    /// With `demo`: play a sample run on `dag:demo` while nothing else publishes there.
+    pub demo_play: bool,
     pub limits: Limits,
     /// Things that work but deserve attention (printed at start and by `check-config`).
     pub warnings: Vec<String>,

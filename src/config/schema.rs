@@ -121,15 +121,26 @@ mod tests {
         serde_json::to_value(table).expect("JSON")
     }
 
-    /// Whether the gateway accepts this file (with a JWT secret from the command line).
+    /// Whether the gateway accepts this file (with a JWT secret from the command line), given
+    /// as the command line gives it (`--config`).
     fn resolves(toml_text: &str) -> bool {
+        use clap::{Args, FromArgMatches};
         static FILES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = FILES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path =
             std::env::temp_dir().join(format!("fanout-schema-{}-{n}.toml", std::process::id()));
         std::fs::write(&path, toml_text).expect("write");
-        let result = SettingsArgs::from_pairs([("jwt_secret", "0123456789abcdef0123456789abcdef")])
-            .with_config_file(&path)
+        let matches = SettingsArgs::augment_args(clap::Command::new("fanout"))
+            .try_get_matches_from([
+                "fanout",
+                "--jwt-secret",
+                "0123456789abcdef0123456789abcdef",
+                "--config",
+                path.to_str().expect("a UTF-8 temporary path"),
+            ])
+            .expect("flags");
+        let result = SettingsArgs::from_arg_matches(&matches)
+            .expect("settings")
             .resolve();
         let _ = std::fs::remove_file(&path);
         result.is_ok()

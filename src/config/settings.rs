@@ -14,7 +14,6 @@ use std::path::PathBuf;
 use jsonwebtoken::Algorithm;
 
 use super::LogFormat;
-use super::sources::Sources;
 use super::values::FieldType;
 
 /// What is known about one setting, for the command line, messages and the README.
@@ -44,6 +43,21 @@ impl Setting {
     pub fn env(&self) -> String {
         format!("FANOUT_{}", self.key.to_ascii_uppercase())
     }
+}
+
+/// Where [`Settings::read`] gets each value from (the precedence of flags, environment, file
+/// and defaults is `sources.rs`'s), recording what is wrong instead of stopping at it.
+pub(super) trait SettingSource {
+    /// The typed value of a setting; `None` (and a recorded problem) when it is wrong.
+    fn read<T: FieldType>(&mut self, setting: &'static Setting) -> Option<T>;
+
+    /// `value` if it is at least `min`; otherwise `None` and a recorded problem.
+    fn at_least<T: PartialOrd + std::fmt::Display>(
+        &mut self,
+        setting: &'static Setting,
+        value: Option<T>,
+        min: T,
+    ) -> Option<T>;
 }
 
 /// The setting declared under `key`, if any.
@@ -111,7 +125,7 @@ macro_rules! settings {
 
         impl Settings {
             /// Reads every setting from its sources, recording every problem in `sources`.
-            pub(super) fn read(sources: &mut Sources) -> Settings {
+            pub(super) fn read(sources: &mut impl SettingSource) -> Settings {
                 Settings {
                     $($key: {
                         let value = sources.read::<$ty>(&meta::$key);
@@ -199,6 +213,8 @@ settings! {
     drain_s: u64 = 10, "SECONDS";
     /// Serve the live demo dashboard at `/demo`, with `/demo/token` minting tokens for anyone: development only.
     demo: bool = false, "BOOL";
+    /// With `demo`: the gateway itself plays a sample run on `dag:demo` (the graph, the human gate, the agent console, a notification to whoever decides) whenever nothing else has published there for a while. Default: on with the embedded broker, off with Redis (where `examples/simulator` plays).
+    demo_play: Option<bool>, "BOOL";
     /// A socket write that makes no progress for this long drops the connection.
     write_timeout_s: u64 = 10, "SECONDS", min 1;
     /// Hold each connection's writes up to this long, so what arrives meanwhile goes out in one write: fewer system calls per message when connections get many messages a second, at up to this much added latency. 0 writes at once (and lets small fan-outs write from the fan-out itself).
@@ -230,6 +246,7 @@ settings! {
 #[cfg(test)]
 mod tests {
     use super::super::SettingsArgs;
+    use super::super::sources::Sources;
     use super::*;
 
     #[test]

@@ -13,9 +13,7 @@ use std::path::PathBuf;
 use clap::parser::ValueSource;
 use clap::{Arg, ArgAction, ArgMatches, Args, FromArgMatches};
 
-use super::Config;
-use super::settings::{SETTINGS, Setting, find_setting};
-use super::validate::{self, Problems};
+use super::settings::{SETTINGS, Setting, SettingSource, find_setting};
 use super::values::FieldType;
 
 /// Raw settings from the command line and environment, plus the optional config file path.
@@ -115,16 +113,6 @@ impl SettingsArgs {
             config_file: None,
         }
     }
-
-    pub fn with_config_file(mut self, path: impl Into<PathBuf>) -> SettingsArgs {
-        self.config_file = Some(path.into());
-        self
-    }
-
-    /// Resolves every setting; `Err` lists every problem found.
-    pub fn resolve(&self) -> Result<Config, Problems> {
-        validate::resolve(Sources::load(self))
-    }
 }
 
 /// The three sources of one run, read setting by setting; collects problems.
@@ -207,9 +195,11 @@ impl<'a> Sources<'a> {
             Origin::Default => format!("default of {}", setting.key),
         }
     }
+}
 
+impl SettingSource for Sources<'_> {
     /// The typed value of a setting, by precedence; `None` (and a problem) when it is wrong.
-    pub fn read<T: FieldType>(&mut self, setting: &'static Setting) -> Option<T> {
+    fn read<T: FieldType>(&mut self, setting: &'static Setting) -> Option<T> {
         let unit = setting.value_name;
         let (result, origin) = if let Some((texts, origin)) = self.args.given.get(setting.key) {
             (T::from_texts(texts, setting.secret), *origin)
@@ -239,7 +229,7 @@ impl<'a> Sources<'a> {
     }
 
     /// `value` if it is at least `min`; otherwise `None` and a problem.
-    pub fn at_least<T: PartialOrd + Display>(
+    fn at_least<T: PartialOrd + Display>(
         &mut self,
         setting: &'static Setting,
         value: Option<T>,

@@ -1,6 +1,7 @@
 //! The live demo dashboard (`--demo`, off by default): the page from `demo/`, the JS client
 //! from `clients/js/src/` (which the page imports as `./client/index.js`), and
-//! `/demo/token`, which mints a development token for whoever asks.
+//! `/demo/token`, which mints a development token for whoever asks. `demo_play` (its own
+//! module) plays sample runs for the page when no backend does.
 //!
 //! The files are embedded in the binary at build time, so a release binary serves the demo
 //! with nothing else installed. `/demo/token` hands a token to anyone: it exists only so that
@@ -104,11 +105,15 @@ pub async fn token(
     let request = TokenRequest {
         sub: user.clone(),
         channels: vec!["room:*".into(), "dag:*".into()],
-        publish: vec!["room:*".into()],
+        // `dag:*`: the page answers the runs of the demo player by publishing on their
+        // channel (the player has no inbox to read on the embedded broker).
+        publish: vec!["room:*".into(), "dag:*".into()],
         ttl: DEMO_TOKEN_TTL,
         info: Some(serde_json::json!({ "name": name })),
         audience: None,
         issuer: None,
+        channel: None,
+        jti: None,
     };
     let token = mint(&node.config.jwt, key, &request)
         .map_err(|_| ClientError::new(ErrorCode::Internal, "could not sign the demo token"))?;

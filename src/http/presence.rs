@@ -51,9 +51,8 @@ pub async fn presence(
         .map_err(|e| ClientError::bad_request(format!("invalid query: {}", e.body_text())))?;
     let channel = presence_channel(&node, &params.channel)?;
     let members = node
-        .hub
-        .broker()
-        .presence(&channel)
+        .presence
+        .members(&channel)
         .await
         .map_err(ClientError::from)?;
     let (connections, users) = crate::broker::presence::stats(&members);
@@ -106,14 +105,11 @@ pub async fn status(
             "\"ttl_s\" must be 1 to {MAX_STATUS_TTL_S}"
         )));
     }
-    let broker = node.broker();
-    let mode = node
-        .config
-        .namespace(channel.namespace())
-        .map_or(Default::default(), |n| n.join_leave);
     let conn_id = format!("api:{}", req.user);
     if req.status.is_null() {
-        let left = crate::broker::presence::leave(&**broker, mode, &channel, &conn_id)
+        let left = node
+            .presence
+            .leave(&channel, &conn_id)
             .await
             .map_err(ClientError::from)?;
         return Ok(Json(
@@ -131,10 +127,12 @@ pub async fn status(
         duration: std::time::Duration::from_secs(ttl_s),
         renewed: false,
     };
-    crate::broker::presence::join(&**broker, mode, &channel, &member, lease)
+    node.presence
+        .join(&channel, &member, lease)
         .await
         .map_err(ClientError::from)?;
-    crate::broker::presence::set_status(&**broker, &channel, &conn_id, &req.status)
+    node.presence
+        .set_status(&channel, &conn_id, &req.status)
         .await
         .map_err(ClientError::from)?;
     Ok(Json(serde_json::json!({ "ok": true, "conn_id": conn_id })))

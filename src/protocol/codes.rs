@@ -176,6 +176,13 @@ pub enum CloseCode {
     TryAgainLater = 1013,
     /// No token, an invalid one, an expired one, or no auth frame in time. Get a new token.
     Unauthorized = 4001,
+    /// The token was revoked (by the backend: the user logged out, lost a role, was deleted).
+    /// Ask the backend for a new token; it decides whether the user gets one.
+    Revoked = 4003,
+    /// The backend ended the connection (`disconnect`); reconnect with backoff.
+    Disconnected = 4004,
+    /// The backend ended the connection and asked the client not to reconnect by itself.
+    DisconnectedForGood = 4005,
     /// The outbound queue overflowed: the client read too slowly. Reconnect.
     SlowConsumer = 4008,
     /// Nothing arrived from the client (no pong, no frame) within the heartbeat timeout.
@@ -187,7 +194,7 @@ pub enum CloseCode {
 }
 
 impl CloseCode {
-    pub const ALL: [CloseCode; 12] = [
+    pub const ALL: [CloseCode; 15] = [
         CloseCode::Normal,
         CloseCode::ProtocolError,
         CloseCode::InvalidPayload,
@@ -196,6 +203,9 @@ impl CloseCode {
         CloseCode::ServiceRestart,
         CloseCode::TryAgainLater,
         CloseCode::Unauthorized,
+        CloseCode::Revoked,
+        CloseCode::Disconnected,
+        CloseCode::DisconnectedForGood,
         CloseCode::SlowConsumer,
         CloseCode::HeartbeatTimeout,
         CloseCode::ConnectionLimit,
@@ -217,6 +227,9 @@ impl CloseCode {
             CloseCode::ServiceRestart => "service_restart",
             CloseCode::TryAgainLater => "try_again_later",
             CloseCode::Unauthorized => "unauthorized",
+            CloseCode::Revoked => "revoked",
+            CloseCode::Disconnected => "disconnected",
+            CloseCode::DisconnectedForGood => "disconnected_for_good",
             CloseCode::SlowConsumer => "slow_consumer",
             CloseCode::HeartbeatTimeout => "heartbeat_timeout",
             CloseCode::ConnectionLimit => "connection_limit",

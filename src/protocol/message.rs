@@ -1,5 +1,4 @@
-//! Channel messages: the `{"type":"message",...}` frame built around a published payload,
-//! and what the gateway reads from a payload (is it JSON, does it carry a `timestamp`).
+//! Channel messages: the `{"type":"message",...}` frame built around a published payload.
 //!
 //! The payload is embedded as it was published; this is the publish contract of
 //! `docs/publishing.md`, so the shape of the frame must not change.
@@ -7,72 +6,20 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::Deserialize;
 
-use super::reply::{Frame, HistoryMark, single_line};
+use super::frame::{Frame, HistoryMark, single_line};
+use super::payload::push_data;
 use crate::channel::Channel;
 
-/// What the gateway reads from a published payload, in one pass over it.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct PayloadInfo {
-    /// The payload is one complete JSON value.
-    pub is_json: bool,
-    /// The top-level `timestamp` of a JSON object payload, in Unix milliseconds: a number
-    /// (seconds, or milliseconds when above 10^11) or an RFC 3339 string.
-    pub timestamp_ms: Option<f64>,
-}
-
-impl PayloadInfo {
-    pub fn of(payload: &[u8]) -> PayloadInfo {
-        #[derive(Deserialize)]
-        struct Envelope {
-            #[serde(default)]
-            timestamp: Option<Timestamp>,
-        }
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Timestamp {
-            Number(f64),
-            Text(String),
-        }
-        let is_object = payload
-            .iter()
-            .find(|b| !b.is_ascii_whitespace())
-            .is_some_and(|b| *b == b'{');
-        if is_object && let Ok(envelope) = serde_json::from_slice::<Envelope>(payload) {
-            let timestamp_ms = match envelope.timestamp {
-                Some(Timestamp::Number(n)) if n > 1e11 => Some(n),
-                Some(Timestamp::Number(n)) => Some(n * 1000.0),
-                Some(Timestamp::Text(t)) => humantime::parse_rfc3339_weak(&t)
-                    .ok()
-                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map(|d| d.as_secs_f64() * 1000.0),
-                None => None,
-            };
-            return PayloadInfo {
-                is_json: true,
-                timestamp_ms,
-            };
-        }
-        PayloadInfo {
-            is_json: is_json(payload),
-            timestamp_ms: None,
-        }
-    }
-}
-
-/// Encodes `{"type":"message","channel":...,"data":...}` as WebSocket frame bytes.
+/// Encodes `{"type":"message","channel":...,"data":...}` into a [`Frame`], for a payload
+/// already inspected (`PayloadInfo`, `is_json`), with the message's place in history when it
+/// has one (`{"type":"message","channel":…,"offset":…,"epoch":…,"data":…}`) and its
+/// publisher's user.
 ///
 /// A payload that is valid JSON is embedded as the `data` value as it is (line breaks, which
 /// JSON allows only as whitespace, become spaces); any other payload becomes a JSON string
 /// (invalid UTF-8 replaced by U+FFFD). This is the publish contract of `docs/publishing.md`,
 /// so it must not change shape.
-pub fn message_frame(channel: &Channel, payload: &[u8]) -> Frame {
-    message_frame_with(channel, payload, is_json(payload), None, None)
-}
-
-/// [`message_frame`] for a payload already inspected ([`PayloadInfo`]), with the message's
-/// place in history when it has one: `{"type":"message","channel":…,"offset":…,"epoch":…,"data":…}`.
 pub fn message_frame_with(
     channel: &Channel,
     payload: &[u8],
@@ -107,28 +54,18 @@ pub fn message_frame_with(
     Frame::message(single_line(Bytes::from(json)), mark)
 }
 
-/// Appends the payload as a JSON value: verbatim when it is JSON, as a string otherwise.
-pub(crate) fn push_data(out: &mut Vec<u8>, payload: &[u8], payload_is_json: bool) {
-    if payload_is_json {
-        out.extend_from_slice(payload);
-    } else {
-        let text = String::from_utf8_lossy(payload);
-        // Writing a string into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, &*text);
-    }
-}
-
-/// True when the bytes are one complete JSON value.
-pub fn is_json(payload: &[u8]) -> bool {
-    serde_json::from_slice::<serde::de::IgnoredAny>(payload).is_ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{PayloadInfo, is_json};
 
     fn parse(frame: &Frame) -> serde_json::Value {
         serde_json::from_slice(frame.json()).unwrap()
+    }
+
+    /// The frame of a live message outside history, as the hub builds it.
+    fn message_frame(channel: &Channel, payload: &[u8]) -> Frame {
+        message_frame_with(channel, payload, is_json(payload), None, None)
     }
 
     #[test]

@@ -1,10 +1,5 @@
-//! Server frames: what the gateway sends, as transport-neutral JSON.
-//!
-//! Every server frame becomes a [`Frame`]: one line of JSON starting with `{"type":"<type>"`,
-//! encoded once and shared (reference-counted) by every connection it goes to. Transports
-//! turn a `Frame` into their wire format without touching the JSON: a WebSocket text frame
-//! header in front of it, or `event:`/`id:`/`data:` lines around it for SSE. That is what
-//! keeps fan-out at one encoding per message per node, whatever the transports.
+//! Server frames other than channel messages: the replies and notices the gateway sends,
+//! serialised once into a [`Frame`].
 
 use std::sync::Arc;
 
@@ -13,97 +8,9 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::codes::ErrorCode;
+use super::frame::Frame;
+use super::payload::push_data;
 use super::request::RequestId;
-use crate::channel::Channel;
-
-/// Where a message of a history channel sits: transports that resume by themselves (SSE's
-/// `Last-Event-ID`) track the last one they wrote per channel.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HistoryMark {
-    pub channel: Channel,
-    pub offset: u64,
-    pub epoch: Arc<str>,
-}
-
-/// One encoded server frame, ready for any transport. Cheap to clone.
-///
-/// Invariant: `json` is one complete JSON object on one line (no `\n` or `\r` bytes) that
-/// starts with `{"type":"`. Frames built here keep it by construction; frames that arrive
-/// from other nodes go through [`Frame::from_json`], which enforces it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Frame {
-    json: Bytes,
-    mark: Option<Arc<HistoryMark>>,
-}
-
-impl Frame {
-    /// A frame from JSON text produced by a gateway (this node or another one, for events).
-    /// Line breaks, which JSON only allows as whitespace, become spaces so that line-based
-    /// transports (SSE) can carry any frame on one `data:` line.
-    pub fn from_json(json: Bytes) -> Frame {
-        Frame {
-            json: single_line(json),
-            mark: None,
-        }
-    }
-
-    /// A channel message frame with its place in history.
-    pub(crate) fn message(json: Bytes, mark: Option<HistoryMark>) -> Frame {
-        Frame {
-            json,
-            mark: mark.map(Arc::new),
-        }
-    }
-
-    /// The frame with a place in history: a reply that tells where the client now stands
-    /// in a channel (`subscribed`).
-    pub fn marked(mut self, mark: HistoryMark) -> Frame {
-        self.mark = Some(Arc::new(mark));
-        self
-    }
-
-    /// The JSON text of the frame.
-    pub fn json(&self) -> &Bytes {
-        &self.json
-    }
-
-    /// Set on messages of channels with history.
-    pub fn mark(&self) -> Option<&HistoryMark> {
-        self.mark.as_deref()
-    }
-
-    /// The frame's `type`, read from the front of its JSON.
-    pub fn kind(&self) -> &str {
-        const PREFIX: &[u8] = br#"{"type":""#;
-        self.json
-            .strip_prefix(PREFIX)
-            .and_then(|rest| {
-                let end = rest.iter().position(|b| *b == b'"')?;
-                std::str::from_utf8(&rest[..end]).ok()
-            })
-            .unwrap_or("message")
-    }
-
-    pub fn len(&self) -> usize {
-        self.json.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.json.is_empty()
-    }
-}
-
-/// JSON text with its line breaks (whitespace, in valid JSON) turned into spaces.
-pub(crate) fn single_line(json: Bytes) -> Bytes {
-    if !json.iter().any(|b| *b == b'\n' || *b == b'\r') {
-        return json;
-    }
-    let flat: Vec<u8> = json
-        .iter()
-        .map(|b| if *b == b'\n' || *b == b'\r' { b' ' } else { *b })
-        .collect();
-    Bytes::from(flat)
-}
 
 /// Replies and notices the server sends, other than channel messages.
 #[derive(Debug, Serialize)]
@@ -119,6 +26,9 @@ pub enum ServerFrame<'a> {
         channels: Vec<&'a str>,
         /// Token expiry, seconds since the Unix epoch.
         expires_at: i64,
+        /// Seconds the token has left by this node's clock ([`expires_in`]): what a client
+        /// whose clock is wrong schedules its refresh from.
+        expires_in: u64,
     },
     Subscribed {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -133,14 +43,30 @@ pub enum ServerFrame<'a> {
         /// missed follows, or it must reload its state.
         #[serde(skip_serializing_if = "Option::is_none")]
         recovered: Option<bool>,
+        /// The backend subscribed the connection (`subscribe` of the server API), not the
+        /// client.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        server: bool,
     },
     Unsubscribed {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a RequestId>,
         channel: &'a str,
-        /// Set when the server ended the subscription (e.g. a refreshed token no longer grants it).
+        /// Set when the server ended the subscription because of the client's credentials (a
+        /// refreshed token no longer grants it, its channel token expired or was revoked).
         #[serde(skip_serializing_if = "Option::is_none")]
         reason: Option<ErrorCode>,
+        /// The backend ended the subscription (`unsubscribe` of the server API).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        server: bool,
+    },
+    /// The backend is ending the connection (`disconnect` of the server API): the close that
+    /// follows has this code and reason; `reconnect` says whether the client should come
+    /// back by itself.
+    Disconnect {
+        code: u16,
+        reason: &'a str,
+        reconnect: bool,
     },
     /// Messages of a history channel were lost on the way to this connection and could not
     /// be filled in: recover by subscribing again with `since`.
@@ -219,6 +145,8 @@ pub enum ServerFrame<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a RequestId>,
         expires_at: i64,
+        /// As in `connection_ack`: the new token's remaining lifetime, in seconds.
+        expires_in: u64,
     },
     Error {
         #[serde(skip_serializing_if = "Option::is_none")]
@@ -228,13 +156,22 @@ pub enum ServerFrame<'a> {
     },
 }
 
+/// The seconds left until `expires_at` (Unix seconds) by this node's clock, rounded down;
+/// 0 once it has passed. Clients time their token refresh from this rather than from their
+/// own clock, which may be minutes off.
+pub fn expires_in(expires_at: i64) -> u64 {
+    let left_ms = expires_at
+        .saturating_mul(1000)
+        .saturating_sub(crate::clock::unix_now_ms());
+    u64::try_from(left_ms / 1000).unwrap_or(0)
+}
+
 impl ServerFrame<'_> {
-    /// The frame, encoded once, for any transport.
+    /// The frame, encoded once, for any transport. On one line whatever it carries: a
+    /// payload embedded as JSON (a `history` reply's messages) may hold line breaks, which
+    /// JSON allows only as whitespace.
     pub fn encode(&self) -> Frame {
-        Frame {
-            json: self.encode_json(),
-            mark: None,
-        }
+        Frame::from_json(self.encode_json())
     }
 
     /// The frame as JSON text (events travel between nodes this way).
@@ -261,7 +198,7 @@ impl HistoryEntry {
     /// not JSON, exactly as live messages are).
     pub fn new(offset: u64, user: Option<Arc<str>>, payload: &[u8]) -> HistoryEntry {
         let mut json = Vec::with_capacity(payload.len() + 2);
-        super::message::push_data(&mut json, payload, super::message::is_json(payload));
+        push_data(&mut json, payload, super::payload::is_json(payload));
         // `push_data` always writes one valid JSON value.
         let data = String::from_utf8(json)
             .ok()

@@ -1,6 +1,6 @@
 //! Client frames: the JSON a client sends, parsed into a typed [`Request`].
 //!
-//! Parsing happens in two steps: first into a flat [`RawFrame`] (so a frame with a bad field
+//! Parsing happens in two steps: first into a flat `RawFrame` (so a frame with a bad field
 //! still yields its `id` for the error reply), then into a typed [`Request`]. Everything a
 //! later layer sees is validated here: channel names, offsets (integers a Redis stream id and
 //! a Lua number can both hold exactly), ids.
@@ -85,6 +85,8 @@ pub enum Request {
         channel: Channel,
         /// Present when the client recovers: replay what it missed after this position.
         since: Option<Since>,
+        /// A channel token granting this channel (when the connection token does not).
+        token: Option<String>,
     },
     Unsubscribe {
         channel: Channel,
@@ -252,6 +254,10 @@ impl RawFrame<'_> {
             "subscribe" => Request::Subscribe {
                 channel: channel(self.channel)?,
                 since: since(self.since)?,
+                token: match self.token {
+                    Some(t) if t.get() != "null" => Some(token(Some(t))?),
+                    _ => None,
+                },
             },
             "history" => {
                 // `since` is an offset, or a position object whose offset is used.
@@ -323,7 +329,15 @@ mod tests {
             Request::Subscribe {
                 channel: Channel::parse("room:a").unwrap(),
                 since: None,
+                token: None,
             }
+        );
+        let (_, req) =
+            parse_client_frame(r#"{"type":"subscribe","channel":"room:a","token":"t.k.n"}"#)
+                .unwrap();
+        assert!(matches!(req, Request::Subscribe { token: Some(t), .. } if t == "t.k.n"));
+        assert!(
+            parse_client_frame(r#"{"type":"subscribe","channel":"room:a","token":7}"#).is_err()
         );
         let (_, req) = parse_client_frame(
             r#"{"type":"subscribe","channel":"dag:7","since":{"offset":41,"epoch":"e1"}}"#,
@@ -356,7 +370,9 @@ mod tests {
         let (id, _) = parse_client_frame(r#"{"type":"ping","id":1.5e3}"#).unwrap();
         assert_eq!(id.unwrap().as_json(), "1.5e3");
         // Fields the type does not use are not looked at.
-        assert!(parse_client_frame(r#"{"type":"subscribe","channel":"room:a","token":5}"#).is_ok());
+        assert!(
+            parse_client_frame(r#"{"type":"subscribe","channel":"room:a","limit":"x"}"#).is_ok()
+        );
         assert!(parse_client_frame(r#"["ping"]"#).is_err());
         // `null` is a status (cleared) and a payload, not a missing field.
         assert!(

@@ -58,15 +58,21 @@ pub fn may_publish(config: &Config, identity: &Identity, channel: &Channel) -> b
 }
 
 impl Session {
-    /// [`may_subscribe`] for this session's identity; refusals are logged (rate-limited).
+    /// [`may_subscribe`] for this session's identity, or a grant it holds for the channel (a
+    /// channel token, the backend's subscribe); refusals are logged (rate-limited).
     pub(super) fn may_subscribe(&self, channel: &Channel) -> Result<(), ClientError> {
-        let verdict = may_subscribe(&self.node.config, self.identity.as_ref(), channel);
+        let mut verdict = may_subscribe(&self.node.config, self.identity.as_ref(), channel);
+        if matches!(&verdict, Err(e) if e.code == ErrorCode::Forbidden)
+            && self.grants.contains_key(channel)
+        {
+            verdict = Ok(());
+        }
         if let Err(e) = &verdict
             && e.code == ErrorCode::Forbidden
             && let Some(suppressed) = FORBIDDEN_LOG.allow()
         {
             tracing::info!(
-                conn = %self.conn.public_id,
+                conn = %self.conn.conn_id,
                 user = self.identity.as_ref().map(|i| &*i.user),
                 %channel,
                 suppressed,

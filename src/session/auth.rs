@@ -6,7 +6,7 @@ use tokio::time::Instant;
 use super::Session;
 use crate::channel::Channel;
 use crate::outbox::Ending;
-use crate::protocol::{ClientError, CloseCode, ErrorCode, RequestId, ServerFrame};
+use crate::protocol::{ClientError, CloseCode, ErrorCode, RequestId, ServerFrame, expires_in};
 
 impl Session {
     /// While unauthenticated: when the `auth` frame must have arrived.
@@ -32,6 +32,26 @@ impl Session {
                 return false;
             }
         };
+        match self
+            .node
+            .is_revoked(&identity.user, &identity.credential)
+            .await
+        {
+            Ok(false) => {}
+            Ok(true) => {
+                self.outbox
+                    .end(Ending::close(CloseCode::Revoked, "token revoked"));
+                return false;
+            }
+            Err(e) => {
+                tracing::warn!(conn = %self.conn.conn_id, error = %e, "could not check the token against revocations");
+                self.outbox.end(Ending::close(
+                    CloseCode::TryAgainLater,
+                    "broker unavailable; reconnect later",
+                ));
+                return false;
+            }
+        }
         let slot = match self.node.admission.admit_user(&identity.user) {
             Ok(s) => s,
             Err(_) => {
@@ -53,6 +73,24 @@ impl Session {
                 return;
             }
         };
+        match self
+            .node
+            .is_revoked(&identity.user, &identity.credential)
+            .await
+        {
+            Ok(false) => {}
+            Ok(true) => {
+                self.error(
+                    id,
+                    ClientError::new(ErrorCode::Unauthorized, "token revoked"),
+                );
+                return;
+            }
+            Err(e) => {
+                self.error(id, e.into());
+                return;
+            }
+        }
         let Some(current) = &self.identity else {
             return;
         };
@@ -84,10 +122,15 @@ impl Session {
                 id: None,
                 channel: channel.as_str(),
                 reason: Some(ErrorCode::Forbidden),
+                server: false,
             }
             .encode();
             self.leave(&channel, notice).await;
         }
-        self.reply(ServerFrame::Refreshed { id, expires_at });
+        self.reply(ServerFrame::Refreshed {
+            id,
+            expires_at,
+            expires_in: expires_in(expires_at),
+        });
     }
 }

@@ -5,13 +5,14 @@
 //! never touches a socket and never names a transport, so the order of frames a client sees is
 //! the order in which they were pushed, whatever carries them.
 //!
-//! The requests are split by family: [`auth`](self::auth) (the `auth` frame, `refresh`,
-//! expiry), [`subscribe`](self::subscribe) (subscribe with recovery, unsubscribe, history),
-//! [`presence`](self::presence) (presence, status), [`publish`](self::publish) (publish and
-//! send); [`access`](self::access) decides what a token may do.
+//! The requests are split by family: `auth` (the `auth` frame, `refresh`,
+//! expiry), `subscribe` (subscribe with recovery, unsubscribe, history),
+//! `presence` (presence, status), `publish` (publish and
+//! send); `access` decides what a token may do.
 
 mod access;
 mod auth;
+mod control;
 mod presence;
 mod publish;
 mod replay;
@@ -23,13 +24,14 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use tokio::time::Instant;
 
+use self::control::Grant;
 use self::replay::Replays;
 use crate::auth::Identity;
 use crate::channel::Channel;
 use crate::clock::unix_now_ms;
-use crate::hub::ConnId;
+use crate::hub::ConnKey;
 use crate::limits::{FrameRate, FrameVerdict, NodeSlot, RateBudget, UserSlot};
-use crate::node::Node;
+use crate::node::{Node, SessionInbox};
 use crate::outbox::{Ending, Outbox};
 use crate::protocol::{
     ClientError, CloseCode, ErrorCode, Request, RequestId, ServerFrame, Since, parse_client_frame,
@@ -37,9 +39,10 @@ use crate::protocol::{
 
 /// What the session and the writer share about a connection.
 pub struct ConnState {
-    pub id: ConnId,
-    /// The id shown to clients and in logs; unique across nodes and restarts.
-    pub public_id: String,
+    /// Its key in this node's registries (see [`ConnKey`]).
+    pub key: ConnKey,
+    /// Its public id (`conn_id` on the wire and in logs); unique across nodes and restarts.
+    pub conn_id: String,
     clock: Instant,
     last_seen_ms: AtomicU64,
     /// Token expiry in Unix milliseconds (leeway included); `i64::MAX` before authentication.
@@ -49,8 +52,8 @@ pub struct ConnState {
 impl ConnState {
     pub fn new(node: &Node) -> ConnState {
         ConnState {
-            id: node.next_conn_id(),
-            public_id: format!("{:016x}", rand::random::<u64>()),
+            key: node.next_conn_key(),
+            conn_id: format!("{:016x}", rand::random::<u64>()),
             clock: node.started,
             last_seen_ms: AtomicU64::new(node.started.elapsed().as_millis() as u64),
             expires_at_ms: AtomicI64::new(i64::MAX),
@@ -61,13 +64,13 @@ impl ConnState {
     /// any node can route to it: SSE sessions, whose frames may arrive at another node.
     pub fn routable(node: &Node) -> ConnState {
         let mut conn = ConnState::new(node);
-        conn.public_id = format!("{}.{}", conn.public_id, node.config.node_id);
+        conn.conn_id = format!("{}.{}", conn.conn_id, node.config.node_id);
         conn
     }
 
     /// The node a routable public id names (`None` for plain ids).
-    pub fn node_of(public_id: &str) -> Option<&str> {
-        public_id.split_once('.').map(|(_, node)| node)
+    pub fn node_of(conn_id: &str) -> Option<&str> {
+        conn_id.split_once('.').map(|(_, node)| node)
     }
 
     /// Milliseconds on the node's monotonic clock.
@@ -115,6 +118,11 @@ pub struct Session {
     subscriptions: BTreeSet<Channel>,
     /// The history replays under way, queued at the client's pace by a task of their own.
     replays: Replays,
+    /// Where the node sends this session the backend's commands.
+    inbox: Arc<SessionInbox>,
+    /// Channels held by a channel token or because the backend subscribed the connection,
+    /// beyond what the connection token grants.
+    grants: std::collections::BTreeMap<Channel, Grant>,
     rate: FrameRate,
     publishes: RateBudget,
     auth_deadline: Instant,
@@ -127,6 +135,7 @@ impl Session {
         node: Arc<Node>,
         conn: Arc<ConnState>,
         outbox: Arc<Outbox>,
+        inbox: Arc<SessionInbox>,
         node_slot: NodeSlot,
     ) -> Session {
         Session {
@@ -139,6 +148,8 @@ impl Session {
             outbox,
             identity: None,
             subscriptions: BTreeSet::new(),
+            inbox,
+            grants: std::collections::BTreeMap::new(),
             _node_slot: node_slot,
             _user_slot: None,
         }
@@ -175,24 +186,38 @@ impl Session {
                 return false;
             }
         };
+        // Listed under its user before anything else, so that the backend's commands from
+        // now on reach it (a logout right after a login); a revocation published since
+        // admission asked the broker is among those the node heard of lately.
+        self.node.identify(self.conn.key, &identity.user);
+        if self
+            .node
+            .revoked_lately(&identity.user, &identity.credential)
+        {
+            tracing::info!(conn = %self.conn.conn_id, user = %identity.user, "token revoked while the connection was admitted; closing it");
+            self.outbox
+                .end(Ending::close(CloseCode::Revoked, "token revoked"));
+            return false;
+        }
         let channels = [Channel::broadcast(), user_channel];
         let ack = ServerFrame::ConnectionAck {
             id,
-            conn_id: &self.conn.public_id,
+            conn_id: &self.conn.conn_id,
             user: &identity.user,
             node: &self.node.config.node_id,
             heartbeat_s: self.node.config.heartbeat.as_secs(),
             channels: channels.iter().map(Channel::as_str).collect(),
             expires_at: identity.expires_at,
+            expires_in: crate::protocol::expires_in(identity.expires_at),
         }
         .encode();
         if let Err(e) = self
             .node
             .hub
-            .subscribe(self.conn.id, &self.outbox, &channels, Some(ack))
+            .subscribe(self.conn.key, &self.outbox, &channels, Some(ack))
             .await
         {
-            tracing::warn!(conn = %self.conn.public_id, error = %e, "could not subscribe the session's own channels");
+            tracing::warn!(conn = %self.conn.conn_id, error = %e, "could not subscribe the session's own channels");
             self.outbox.end(Ending::close(
                 CloseCode::TryAgainLater,
                 "broker unavailable; reconnect later",
@@ -203,7 +228,7 @@ impl Session {
             .set_expiry(identity.expires_at, self.node.config.jwt.leeway_s);
         // The writer arms its expiry timer from this.
         self.outbox.wake_writer();
-        tracing::info!(conn = %self.conn.public_id, user = %identity.user, "session authenticated");
+        tracing::info!(conn = %self.conn.conn_id, user = %identity.user, "session authenticated");
         self.identity = Some(identity);
         self._user_slot = Some(user_slot);
         for channel in channels {
@@ -282,7 +307,11 @@ impl Session {
                     ClientError::new(ErrorCode::BadRequest, "already authenticated"),
                 );
             }
-            Request::Subscribe { channel, since } => self.subscribe(id, channel, since).await,
+            Request::Subscribe {
+                channel,
+                since,
+                token,
+            } => self.subscribe(id, channel, since, token).await,
             Request::History {
                 channel,
                 since,
@@ -307,7 +336,7 @@ impl Session {
     /// `channel=` and `Last-Event-ID`): answered like a `subscribe` frame without an id, but
     /// not counted against the frame rate.
     pub async fn subscribe_at_start(&mut self, channel: Channel, since: Option<Since>) {
-        self.subscribe(None, channel, since).await;
+        self.subscribe(None, channel, since, None).await;
     }
 
     /// The user this session is authenticated as.
@@ -364,7 +393,7 @@ impl Session {
         if !channels.is_empty() {
             self.node
                 .hub
-                .unsubscribe(self.conn.id, &self.outbox, &channels, None)
+                .unsubscribe(self.conn.key, &self.outbox, &channels, None)
                 .await;
             for channel in &channels {
                 self.leave_presence(channel).await;
@@ -384,9 +413,158 @@ impl Drop for Session {
         let channels: Vec<Channel> = std::mem::take(&mut self.subscriptions)
             .into_iter()
             .collect();
-        let (hub, conn, outbox) = (self.node.hub.clone(), self.conn.id, self.outbox.clone());
+        let (hub, conn, outbox) = (self.node.hub.clone(), self.conn.key, self.outbox.clone());
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move { hub.unsubscribe(conn, &outbox, &channels, None).await });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::config::SettingsArgs;
+    use crate::outbox::Outgoing;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    /// The tests' session listings, kept until the test process ends.
+    static LISTED: std::sync::Mutex<Vec<crate::node::SessionEntry>> =
+        std::sync::Mutex::new(Vec::new());
+
+    /// A node on the in-process broker, and an authenticated session of `user` on it.
+    async fn session(user: &str) -> (Arc<Node>, Session) {
+        let config =
+            SettingsArgs::from_pairs([("jwt_secret", SECRET), ("queue_max_messages", "8")])
+                .resolve()
+                .unwrap();
+        let node = Node::new(config).unwrap();
+        let claims = json!({"sub": user, "exp": unix_now_ms() / 1000 + 3600, "channels": ["dag:*", "room:*"]});
+        let token = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        let identity = node.verifier.verify(&token).unwrap();
+        let node_slot = node.admission.admit().unwrap();
+        let user_slot = node.admission.admit_user(user).unwrap();
+        let conn = Arc::new(ConnState::new(&node));
+        let outbox = Arc::new(Outbox::new(8, 1 << 20));
+        // Listed for as long as the node lives, as a transport's connection would be.
+        let listed = node.register_session(conn.key, &conn.conn_id, &outbox);
+        let inbox = listed.inbox().clone();
+        LISTED.lock().unwrap().push(listed);
+        let mut session = Session::new(node.clone(), conn, outbox, inbox, node_slot);
+        assert!(session.start(identity, user_slot, None).await);
+        (node, session)
+    }
+
+    /// Reads what the session queued, as the client would: `n` frames, taking them as room
+    /// frees up (a replay is queued at the client's pace).
+    async fn read(session: &Session, n: usize) -> Vec<Value> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            let mut out = Vec::new();
+            drop(session.outbox().take_batch(&mut out, 1));
+            match out.pop() {
+                Some(Outgoing::Frame(f)) => got.push(serde_json::from_slice(f.json()).unwrap()),
+                Some(Outgoing::Wire(_)) => panic!("no wire bytes expected"),
+                None => {
+                    tokio::time::timeout(Duration::from_secs(5), session.outbox().wait())
+                        .await
+                        .expect("more frames in time");
+                }
+            }
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn the_ack_comes_first_then_a_recovery_replays_what_was_missed_then_live() {
+        let (node, mut session) = session("ada").await;
+        assert_eq!(read(&session, 1).await[0]["type"], "connection_ack");
+        let dag = Channel::parse("dag:7").unwrap();
+        for n in 1..=20 {
+            node.publish(&dag, Bytes::from(n.to_string()), "test")
+                .await
+                .unwrap();
+        }
+        let since = node
+            .broker()
+            .history(&dag, crate::broker::HistoryQuery::Latest { limit: 0 })
+            .await
+            .unwrap();
+        let frame = format!(
+            r#"{{"type":"subscribe","channel":"dag:7","since":{{"offset":5,"epoch":"{}"}}}}"#,
+            since.epoch
+        );
+        assert!(session.on_text(&frame).await);
+        // 15 frames of replay through a queue of 8: queued as they are read.
+        let got = read(&session, 16).await;
+        assert_eq!(got[0]["type"], "subscribed");
+        assert_eq!(got[0]["recovered"], true);
+        let offsets: Vec<u64> = got[1..]
+            .iter()
+            .map(|m| m["offset"].as_u64().unwrap())
+            .collect();
+        assert_eq!(offsets, (6..=20).collect::<Vec<_>>());
+        node.publish(&dag, Bytes::from_static(b"21"), "test")
+            .await
+            .unwrap();
+        assert_eq!(read(&session, 1).await[0]["offset"], 21);
+        session.finish().await;
+    }
+
+    #[tokio::test]
+    async fn nothing_of_a_replay_follows_an_unsubscribe_sent_during_it() {
+        let (node, mut session) = session("ada").await;
+        read(&session, 1).await;
+        let dag = Channel::parse("dag:8").unwrap();
+        for n in 1..=30 {
+            node.publish(&dag, Bytes::from(n.to_string()), "test")
+                .await
+                .unwrap();
+        }
+        let epoch = node
+            .broker()
+            .history(&dag, crate::broker::HistoryQuery::Latest { limit: 0 })
+            .await
+            .unwrap()
+            .epoch;
+        let subscribe = format!(
+            r#"{{"type":"subscribe","channel":"dag:8","since":{{"offset":0,"epoch":"{epoch}"}}}}"#
+        );
+        assert!(session.on_text(&subscribe).await);
+        // The client reads a few, then leaves the channel while the replay is under way.
+        let first = read(&session, 3).await;
+        assert_eq!(first[0]["type"], "subscribed");
+        assert!(
+            session
+                .on_text(r#"{"type":"unsubscribe","channel":"dag:8"}"#)
+                .await
+        );
+        let mut rest = Vec::new();
+        loop {
+            let frame = read(&session, 1).await.remove(0);
+            let last = frame["type"] == "unsubscribed";
+            rest.push(frame);
+            if last {
+                break;
+            }
+        }
+        node.publish(&dag, Bytes::from_static(b"31"), "test")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut after = Vec::new();
+        drop(session.outbox().take_batch(&mut after, 64));
+        assert!(after.is_empty(), "nothing after `unsubscribed`: {after:?}");
+        assert!(rest.len() < 30, "the replay stopped");
     }
 }

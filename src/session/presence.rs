@@ -7,14 +7,20 @@ use crate::channel::Channel;
 use crate::protocol::{ClientError, ErrorCode, RequestId, ServerFrame};
 
 impl Session {
-    /// This connection as a presence member.
-    pub(super) fn member(&self) -> Option<PresenceMember> {
+    /// This connection as a presence member of `channel` (with the `info` of its channel
+    /// token there, if it holds the channel by one that has some).
+    pub(super) fn member(&self, channel: &Channel) -> Option<PresenceMember> {
         let identity = self.identity.as_ref()?;
+        let info = self
+            .grants
+            .get(channel)
+            .and_then(|g| g.info.clone())
+            .or_else(|| identity.info.clone());
         Some(PresenceMember {
             user: identity.user.clone(),
-            conn_id: self.conn.public_id.clone(),
+            conn_id: self.conn.conn_id.clone(),
             node: self.node.config.node_id.clone(),
-            info: identity.info.clone(),
+            info,
             status: None,
         })
     }
@@ -24,19 +30,18 @@ impl Session {
         let Some(rules) = self.node.config.namespace(channel.namespace()) else {
             return;
         };
-        let Some(member) = self.member().filter(|_| rules.presence) else {
+        let Some(member) = self.member(channel).filter(|_| rules.presence) else {
             return;
         };
         let lease = Lease {
             duration: self.node.config.presence_lease,
             renewed: true,
         };
-        let broker = self.node.broker();
         // Counted whether or not Redis took it: a failed entry is retried by lease renewal
         // or expires; `leave_presence` mirrors this.
         self.node.metrics.presence_members.inc();
-        if let Err(e) = presence::join(&**broker, rules.join_leave, channel, &member, lease).await {
-            tracing::warn!(conn = %self.conn.public_id, %channel, error = %e, "could not enter presence");
+        if let Err(e) = self.node.presence.join(channel, &member, lease).await {
+            tracing::warn!(conn = %self.conn.conn_id, %channel, error = %e, "could not enter presence");
         }
     }
 
@@ -48,12 +53,9 @@ impl Session {
             return;
         }
         self.node.metrics.presence_members.dec();
-        let broker = self.node.broker();
-        if let Err(e) =
-            presence::leave(&**broker, rules.join_leave, channel, &self.conn.public_id).await
-        {
+        if let Err(e) = self.node.presence.leave(channel, &self.conn.conn_id).await {
             // Its lease expires by itself.
-            tracing::warn!(conn = %self.conn.public_id, %channel, error = %e, "could not leave presence");
+            tracing::warn!(conn = %self.conn.conn_id, %channel, error = %e, "could not leave presence");
         }
     }
 
@@ -86,7 +88,7 @@ impl Session {
             );
             return;
         }
-        let members = match self.node.broker().presence(&channel).await {
+        let members = match self.node.presence.members(&channel).await {
             Ok(m) => m,
             Err(e) => {
                 self.error(id, e.into());
@@ -169,21 +171,15 @@ impl Session {
             return;
         }
         // Reply first, then tell the channel: the client sees its answer before the event.
-        let broker = self.node.broker();
-        match broker
-            .presence_status(&channel, &self.conn.public_id, &status)
-            .await
-        {
+        let presence = &self.node.presence;
+        match presence.status(&channel, &self.conn.conn_id, &status).await {
             Ok(Some(member)) => {
                 self.reply(ServerFrame::StatusUpdated {
                     id,
                     channel: channel.as_str(),
                 });
-                if let Err(e) = broker
-                    .publish_event(&channel, presence::update_frame(&channel, &member))
-                    .await
-                {
-                    tracing::warn!(conn = %self.conn.public_id, %channel, error = %e, "could not announce a status update");
+                if let Err(e) = presence.announce_update(&channel, &member).await {
+                    tracing::warn!(conn = %self.conn.conn_id, %channel, error = %e, "could not announce a status update");
                 }
             }
             Ok(None) => self.error(

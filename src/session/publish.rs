@@ -109,12 +109,12 @@ impl Session {
         let entry = InboxEntry {
             channel: channel.clone(),
             user: identity.user.clone(),
-            conn_id: self.conn.public_id.clone(),
+            conn_id: self.conn.conn_id.clone(),
             node: self.node.config.node_id.clone(),
             received_at_ms: unix_now_ms(),
             data,
         };
-        match self.node.broker().inbox_append(&stream, &entry).await {
+        match self.node.backchannel.inbox_append(&stream, &entry).await {
             Ok(stream_id) => self.reply(ServerFrame::Sent {
                 id,
                 channel: channel.as_str(),

@@ -100,7 +100,7 @@ impl Replays {
         let id = state.next_id;
         state.next_id += 1;
         tracing::debug!(
-            conn = %self.0.conn.public_id,
+            conn = %self.0.conn.conn_id,
             %channel,
             frames = frames.len(),
             to = top.offset,
@@ -177,7 +177,7 @@ async fn run(shared: Arc<Shared>) {
                     behind.push((replay.id, replay.channel.clone(), replay.top.clone()));
                     return true;
                 }
-                match hub.activate(shared.conn.id, &replay.channel, Some(replay.top.clone())) {
+                match hub.activate(shared.conn.key, &replay.channel, Some(replay.top.clone())) {
                     Activation::FellBehind => {
                         // Activation reset the hub's mark: from here on, this replay is the
                         // only one that knows the buffer is incomplete.
@@ -187,7 +187,7 @@ async fn run(shared: Arc<Shared>) {
                     }
                     Activation::Live | Activation::NotSubscribed => {
                         tracing::debug!(
-                            conn = %shared.conn.public_id,
+                            conn = %shared.conn.conn_id,
                             channel = %replay.channel,
                             frames = replay.sent,
                             rounds = replay.rounds + 1,
@@ -202,7 +202,7 @@ async fn run(shared: Arc<Shared>) {
                 let (frames, bytes) = shared.outbox.backlog();
                 for r in &state.replays {
                     tracing::debug!(
-                        conn = %shared.conn.public_id,
+                        conn = %shared.conn.conn_id,
                         channel = %r.channel,
                         sent = r.sent,
                         left = r.frames.len(),
@@ -248,7 +248,7 @@ impl Shared {
         match history {
             Ok(h) if continues(&h, &top, limit) => {
                 tracing::debug!(
-                    conn = %self.conn.public_id,
+                    conn = %self.conn.conn_id,
                     %channel,
                     from = top.offset,
                     frames = h.messages.len(),
@@ -275,7 +275,7 @@ impl Shared {
             }
             outcome => {
                 tracing::debug!(
-                    conn = %self.conn.public_id,
+                    conn = %self.conn.conn_id,
                     %channel,
                     from = top.offset,
                     error = outcome.err().map(|e| e.to_string()),
@@ -290,7 +290,7 @@ impl Shared {
                     .encode(),
                 );
                 // Incomplete either way: the client was just told.
-                let _ = self.node.hub.go_live(self.conn.id, &channel);
+                let _ = self.node.hub.go_live(self.conn.key, &channel);
             }
         }
     }
@@ -305,4 +305,62 @@ fn continues(history: &History, top: &StreamPosition, limit: usize) -> bool {
         && history.first <= top.offset + 1
         && missed <= limit as u64
         && history.messages.len() as u64 == missed
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::broker::HistoryMessage;
+
+    fn history(epoch: &str, first: u64, offsets: std::ops::RangeInclusive<u64>) -> History {
+        History {
+            epoch: Arc::from(epoch),
+            offset: *offsets.end(),
+            first,
+            messages: offsets
+                .map(|offset| HistoryMessage {
+                    offset,
+                    publisher: None,
+                    payload: Bytes::new(),
+                })
+                .collect(),
+        }
+    }
+
+    fn at(epoch: &str, offset: u64) -> StreamPosition {
+        StreamPosition {
+            offset,
+            epoch: Arc::from(epoch),
+        }
+    }
+
+    #[test]
+    fn a_read_continues_a_replay_only_from_right_after_it_in_the_same_epoch() {
+        assert!(continues(&history("e", 1, 11..=20), &at("e", 10), 100));
+        let nothing_new = History {
+            messages: Vec::new(),
+            ..history("e", 1, 1..=10)
+        };
+        assert!(continues(&nothing_new, &at("e", 10), 100), "nothing new");
+        assert!(
+            !continues(&history("f", 1, 11..=20), &at("e", 10), 100),
+            "new epoch"
+        );
+        assert!(
+            !continues(&history("e", 15, 15..=20), &at("e", 10), 100),
+            "trimmed"
+        );
+        assert!(
+            !continues(&history("e", 1, 11..=20), &at("e", 10), 5),
+            "over the limit"
+        );
+        assert!(
+            !continues(&history("e", 1, 12..=20), &at("e", 10), 100),
+            "a hole"
+        );
+    }
 }

@@ -15,11 +15,36 @@ use crate::protocol::{
 };
 
 impl Session {
+    /// `subscribe`, with a channel token for a channel the connection token does not grant
+    /// (sent again, with a later token, it renews the subscription's right).
     pub(super) async fn subscribe(
         &mut self,
         id: Option<&RequestId>,
         channel: Channel,
         since: Option<Since>,
+        token: Option<String>,
+    ) {
+        if let Some(token) = token {
+            match self.channel_grant(&channel, &token).await {
+                Ok(grant) => {
+                    self.grants.insert(channel.clone(), grant);
+                }
+                Err(e) => {
+                    self.error(id, e);
+                    return;
+                }
+            }
+        }
+        self.subscribe_as(id, channel, since, false).await;
+    }
+
+    /// Subscribes, for the client (`server` false) or because the backend said so.
+    pub(super) async fn subscribe_as(
+        &mut self,
+        id: Option<&RequestId>,
+        channel: Channel,
+        since: Option<Since>,
+        server: bool,
     ) {
         let already = self.subscriptions.contains(&channel);
         if !already {
@@ -41,7 +66,7 @@ impl Session {
         }
         let has_history = self.node.config.history(&channel).is_some();
         if has_history && (since.is_some() || !already) {
-            self.subscribe_with_history(id, channel, since, already)
+            self.subscribe_with_history(id, channel, since, already, server)
                 .await;
             return;
         }
@@ -52,6 +77,7 @@ impl Session {
             epoch: None,
             // Nothing to recover from on a channel without history.
             recovered: since.as_ref().map(|_| false),
+            server,
         }
         .encode();
         if already {
@@ -63,7 +89,7 @@ impl Session {
             .node
             .hub
             .subscribe(
-                self.conn.id,
+                self.conn.key,
                 &self.outbox,
                 std::slice::from_ref(&channel),
                 Some(reply),
@@ -71,7 +97,7 @@ impl Session {
             .await
         {
             Ok(()) => {
-                tracing::debug!(conn = %self.conn.public_id, %channel, "subscribed");
+                tracing::debug!(conn = %self.conn.conn_id, %channel, "subscribed");
                 self.join_presence(&channel).await;
                 self.subscriptions.insert(channel);
             }
@@ -90,10 +116,11 @@ impl Session {
         channel: Channel,
         since: Option<Since>,
         already: bool,
+        server: bool,
     ) {
         let hub = &self.node.hub;
         if let Err(e) = hub
-            .subscribe_pending(self.conn.id, &self.outbox, &channel)
+            .subscribe_pending(self.conn.key, &self.outbox, &channel)
             .await
         {
             self.error(id, e.into());
@@ -115,14 +142,14 @@ impl Session {
                 if already {
                     // Back to live as it was, nothing skipped (or, if messages were let go
                     // meanwhile, told to resync).
-                    if !hub.go_live(self.conn.id, &channel) {
+                    if !hub.go_live(self.conn.key, &channel) {
                         self.reply(ServerFrame::Resync {
                             channel: channel.as_str(),
                         });
                     }
                 } else {
                     hub.unsubscribe(
-                        self.conn.id,
+                        self.conn.key,
                         &self.outbox,
                         std::slice::from_ref(&channel),
                         None,
@@ -148,7 +175,7 @@ impl Session {
                 .with_label_values(&[outcome])
                 .inc();
             tracing::debug!(
-                conn = %self.conn.public_id,
+                conn = %self.conn.conn_id,
                 %channel,
                 since = s.offset,
                 top = history.offset,
@@ -158,7 +185,7 @@ impl Session {
                 "recovery"
             );
         } else {
-            tracing::debug!(conn = %self.conn.public_id, %channel, top = history.offset, "subscribed with history");
+            tracing::debug!(conn = %self.conn.conn_id, %channel, top = history.offset, "subscribed with history");
         }
         let reply = ServerFrame::Subscribed {
             id,
@@ -166,6 +193,7 @@ impl Session {
             offset: Some(history.offset),
             epoch: Some(&history.epoch),
             recovered: since.as_ref().map(|_| replay.is_some()),
+            server,
         }
         .encode()
         // Where the client stands once this frame is read: at `since` when the replay
@@ -191,7 +219,8 @@ impl Session {
             Some(frames) if !frames.is_empty() => self.replays.start(channel, frames, top),
             _ => {
                 let hub = &self.node.hub;
-                if hub.activate(self.conn.id, &channel, Some(top.clone())) == Activation::FellBehind
+                if hub.activate(self.conn.key, &channel, Some(top.clone()))
+                    == Activation::FellBehind
                 {
                     // Messages came faster than this node would buffer them while the
                     // history was read: replay them from history first.
@@ -299,6 +328,7 @@ impl Session {
             id,
             channel: channel.as_str(),
             reason: None,
+            server: false,
         }
         .encode();
         if !self.leave(&channel, reply.clone()).await {
@@ -313,12 +343,13 @@ impl Session {
         if !self.subscriptions.remove(channel) {
             return false;
         }
+        self.grants.remove(channel);
         // Nothing of its replay may follow the notice.
         self.replays.cancel(channel);
         self.node
             .hub
             .unsubscribe(
-                self.conn.id,
+                self.conn.key,
                 &self.outbox,
                 std::slice::from_ref(channel),
                 Some(notice),

@@ -18,6 +18,25 @@ pub struct Admitted {
     pub user: Option<(Identity, UserSlot)>,
 }
 
+impl Admitted {
+    /// Refuses a token that came with the request if the backend revoked it (its user's
+    /// tokens issued before a time, or this token's `jti`). Without an answer from the
+    /// broker, refuses too: a revoked token must not get in while Redis is away.
+    pub async fn not_revoked(&self, node: &Node) -> Result<(), Refused> {
+        let Some((identity, _)) = &self.user else {
+            return Ok(());
+        };
+        match node.is_revoked(&identity.user, &identity.credential).await {
+            Ok(false) => Ok(()),
+            Ok(true) => Err(Refused::new(
+                "revoked",
+                ClientError::unauthorized("token revoked"),
+            )),
+            Err(e) => Err(Refused::new("broker_unavailable", e.into())),
+        }
+    }
+}
+
 /// Why a request was refused, with its metric label.
 pub struct Refused {
     pub reason: &'static str,

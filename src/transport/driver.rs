@@ -46,8 +46,9 @@ pub trait Wire: Sync {
     /// A heartbeat: a WebSocket ping, an SSE comment.
     fn heartbeat(&self) -> impl Future<Output = Result<(), Ending>> + Send;
 
-    /// The last words: a close frame or a close event. Best effort.
-    fn close(&self, code: CloseCode, reason: &str) -> impl Future<Output = ()> + Send;
+    /// The last words: a close frame or a close event (a close code and its reason). Best
+    /// effort.
+    fn close(&self, code: u16, reason: &str) -> impl Future<Output = ()> + Send;
 
     /// Bytes written and not yet acknowledged, for a wire whose peer answers heartbeats;
     /// `None` for one whose peer never answers (SSE), which is then only ever ended by the
@@ -135,8 +136,8 @@ pub async fn drive<W: Wire>(wire: &W, outbox: &Outbox, conn: &ConnState, node: &
             batch = Vec::new();
         }
         if let Some(ending) = ending {
-            if let Ending::Close { code, reason } = &ending {
-                wire.close(*code, reason).await;
+            if let Some((code, reason)) = ending.closing() {
+                wire.close(code, reason).await;
             }
             log_ending(outbox, wire, &ending, &timers);
             return ending;

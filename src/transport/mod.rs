@@ -7,10 +7,13 @@
 //! - [`ws`]: WebSocket (`GET /ws`).
 //! - [`sse`]: Server-Sent Events (`GET /sse`, `POST /sse/frames`).
 //! - [`admission`]: the checks every transport makes before a session starts.
+//! - [`connection`]: a connection's life, the same for every transport: opened, its
+//!   session's reader in a task of its own, its writing side driven, closed, counted, logged.
 //! - [`driver`]: the writing side every transport shares (batches, heartbeats, liveness,
 //!   token expiry, the close), over a transport's [`driver::Wire`].
 
 pub mod admission;
+pub mod connection;
 pub mod driver;
 pub mod sse;
 pub mod ws;

@@ -23,11 +23,8 @@ function shown(page) {
 
 /**
  * The variants: each transport behind a round-robin balancer, where any request may reach
- * either node, and SSE behind a sticky one too. SSE needs its POSTs (client frames) to reach
- * the node that holds the stream; the gateway is documented to forward them
- * (docs/operations.md) but answers 404 "no such SSE session" on the other node for now (the
- * client then opens new streams until one lands where its POSTs go, and the browser logs
- * each 404), so that variant is a todo until it does.
+ * either node, and SSE behind a sticky one too. Without stickiness an SSE session's POSTs
+ * (client frames) reach either node; the one without the stream relays them to the other.
  */
 const VARIANTS = [
   { transport: "websocket", balance: "roundrobin" },
@@ -36,7 +33,7 @@ const VARIANTS = [
   { transport: "sse", balance: "roundrobin" },
 ];
 
-for (const { transport, balance, todo } of VARIANTS) describe(`the dashboard behind HAProxy (${balance}) while a node is killed, over ${transport}`, { timeout: 180_000 }, () => {
+for (const { transport, balance } of VARIANTS) describe(`the dashboard behind HAProxy (${balance}) while a node is killed, over ${transport}`, { timeout: 180_000 }, () => {
   const stack = new Stack();
   let redis;
   let nodes;
@@ -52,7 +49,7 @@ for (const { transport, balance, todo } of VARIANTS) describe(`the dashboard beh
 
   after(() => stack.stop());
 
-  test("the page reconnects to the survivor and shows every message exactly once", { todo }, async () => {
+  test("the page reconnects to the survivor and shows every message exactly once", async () => {
     const page = await openDashboard(browser, balancer.url, { user: "gina", name: "Gina", run: "kill", transport });
     await waitForConnection(page);
     assert.equal(await page.locator("#connection").getAttribute("data-transport"), transport);

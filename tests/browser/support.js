@@ -133,11 +133,14 @@ export class Stack {
   /**
    * Starts the gateway with `--demo` on Redis and the demo's configuration, on a port of its
    * own choosing (read from its "listening" log line); waits until /readyz answers 200.
+   * Without `redis`: on the embedded broker, and with `config: null` no configuration file,
+   * as the README's first command starts it.
    */
-  async gateway(redis, nodeId = "node-a") {
+  async gateway(redis, nodeId = "node-a", { config = DEMO_CONFIG } = {}) {
     const p = new Process(`fanout ${nodeId}`, FANOUT_BIN, [
-      "serve", "--demo", "--listen", "127.0.0.1:0", "--node-id", nodeId, "--redis-url", redis.url,
-      "--redis-probe-interval-s", "1", "--config", DEMO_CONFIG, "--log-level", "info", "--drain-s", "1",
+      "serve", "--demo", "--listen", "127.0.0.1:0", "--node-id", nodeId,
+      ...(redis ? ["--redis-url", redis.url, "--redis-probe-interval-s", "1"] : []),
+      ...(config ? ["--config", config] : []), "--log-level", "info", "--drain-s", "1",
     ], { FANOUT_JWT_SECRET: SECRET, FANOUT_API_KEY: API_KEY });
     this.processes.push(p);
     const addr = await waitFor(`${nodeId} to listen`, () => {

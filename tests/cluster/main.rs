@@ -5,7 +5,9 @@
 mod support;
 
 mod balancer;
+mod control;
 mod deployment;
+mod docs;
 mod interest;
 mod outage;
 mod publishing;

@@ -14,6 +14,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -261,6 +262,11 @@ def test_dockerfile_builds_from_its_context(stages, tmp_path):
         assert (workdir / declared).exists(), f"Cargo.toml declares {declared}, missing from the image build"
     for bench in re.findall(r'^\[\[bench\]\]\s*\nname\s*=\s*"([^"]+)"', (workdir / "Cargo.toml").read_text(), re.M):
         assert (workdir / "benches" / f"{bench}.rs").exists(), f"bench {bench} missing from the image build"
+    # So must every workspace member, built or not: its manifest and its sources.
+    manifest = tomllib.loads((workdir / "Cargo.toml").read_text())
+    for member in manifest.get("workspace", {}).get("members", []):
+        assert (workdir / member / "Cargo.toml").is_file(), f"workspace member {member} missing from the image build"
+        assert (workdir / member / "src").is_dir(), f"sources of workspace member {member} missing from the image build"
 
     # Files the sources pull in at compile time must be in the replayed tree too: rust-embed
     # folders (relative to the manifest) and include_str!/include_bytes! (relative to the file).

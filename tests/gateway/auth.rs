@@ -258,6 +258,36 @@ async fn refresh_extends_the_session_and_expiry_without_refresh_closes_4001() {
 }
 
 #[tokio::test]
+async fn connection_ack_and_refreshed_carry_the_remaining_lifetime_by_the_server_clock() {
+    let gw = Gateway::start(&[]);
+    let before = unix_now();
+    let (mut client, ack) = gw.connect(&token("5", &[], 600)).await;
+    let after = unix_now();
+    let expires_at = ack["expires_at"].as_i64().unwrap();
+    let expires_in = ack["expires_in"]
+        .as_i64()
+        .expect("expires_in in connection_ack");
+    // Whole seconds left on the server's clock when it sent the ack, rounded down.
+    assert!(
+        (expires_at - after - 1..=expires_at - before).contains(&expires_in),
+        "{ack}"
+    );
+    let reply = client
+        .request(json!({"type": "refresh", "token": token("5", &[], 3600), "id": "r"}))
+        .await;
+    assert_eq!(reply["type"], "refreshed");
+    let expires_at = reply["expires_at"].as_i64().unwrap();
+    let expires_in = reply["expires_in"]
+        .as_i64()
+        .expect("expires_in in refreshed");
+    assert!(
+        (expires_at - unix_now() - 1..=expires_at - before).contains(&expires_in),
+        "{reply}"
+    );
+    assert!(expires_in > 3500, "{reply}");
+}
+
+#[tokio::test]
 async fn refresh_with_a_bad_or_foreign_token_is_refused_and_the_session_lives() {
     let gw = Gateway::start(&[]);
     let (mut client, _) = gw.connect(&token("5", &[], 3600)).await;

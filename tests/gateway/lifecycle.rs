@@ -1,5 +1,6 @@
 //! Liveness, operations endpoints and graceful shutdown.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -79,15 +80,20 @@ fn backlog_node() -> Gateway {
 
 #[tokio::test]
 async fn a_client_reading_slowly_through_a_backlog_is_pinged_between_messages_and_stays() {
-    let gw = backlog_node();
+    let gw = Arc::new(backlog_node());
     let mut client = connect_small(gw.addr, &token("1", &[], 3600), 8 * 1024).await;
-    // 6 MB: more than the kernel buffers, so part of it waits in the node's queue.
+    // 6 MB, published faster than the client reads: more than the kernel buffers, so part of
+    // it waits in the node's queue. (The client reads all along: one that stops reading for
+    // longer than the pong timeout is dead, as the next test shows.)
     let count = 1500;
-    pile_up(&gw, count, 4000).await;
+    let publisher = tokio::spawn({
+        let gw = gw.clone();
+        async move { pile_up(&gw, count, 4000).await }
+    });
 
-    // Read at ~150 messages (600 KB) a second: 10 s for the backlog, five times the pong
-    // timeout. Halfway, ask for a protocol pong.
-    let mut pace = Pace::new(150.0);
+    // Read at ~100 messages (400 KB) a second: 15 s for the backlog, seven times the pong
+    // timeout. After 300 messages, ask for a protocol pong.
+    let mut pace = Pace::new(100.0);
     let mut next = 0u64;
     let mut pings = 0;
     let mut pong_at = None;
@@ -118,6 +124,7 @@ async fn a_client_reading_slowly_through_a_backlog_is_pinged_between_messages_an
             other => panic!("unexpected {other:?}"),
         }
     }
+    publisher.await.unwrap();
     assert!(
         pings >= 2,
         "heartbeats go out between batches, not after the backlog ({pings} seen)"

@@ -6,6 +6,7 @@ mod support;
 mod auth;
 mod bad_input;
 mod channels;
+mod control;
 mod delivery;
 mod http_api;
 mod internal;

@@ -5,7 +5,6 @@
 //! of every channel once and in order.
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,30 +21,6 @@ const PER_CHANNEL: usize = 1200;
 const RATE: f64 = 40.0;
 /// The nodes' pong timeout: stalls shorter than this must never cost a connection.
 const PONG_TIMEOUT_S: u64 = 6;
-
-/// A process spinning on one core for as long as it lives (niced, as a batch job would be).
-struct CpuHog(Child);
-
-impl CpuHog {
-    fn start() -> CpuHog {
-        CpuHog(
-            Command::new("nice")
-                .args(["-n", "5", "sh", "-c", "while :; do :; done"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn a busy loop"),
-        )
-    }
-}
-
-impl Drop for CpuHog {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// One step of a client's behaviour.
 #[derive(Debug, Clone, Copy)]
@@ -194,7 +169,7 @@ async fn run_client(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_cpu_pressure_slow_readers_stay_stallers_recover_and_everyone_gets_everything() {
-    let _hog = CpuHog::start();
+    let _hog = CpuHog::start(5);
     let redis = RedisServer::start();
     let pong = PONG_TIMEOUT_S.to_string();
     let flags = ["--heartbeat-s", "1", "--pong-timeout-s", pong.as_str()];

@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod control;
 mod delivery;
 mod failover;
 mod local_cluster;

@@ -222,6 +222,22 @@ impl Gateway {
         )
     }
 
+    /// GETs an API path with the test API key; returns status and JSON body.
+    pub async fn api_get(&self, path: &str) -> (u16, Value) {
+        let resp = reqwest::Client::new()
+            .get(self.http(path))
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .expect("http request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
     /// Publishes through the HTTP API and checks it was accepted.
     pub async fn publish(&self, channel: &str, data: Value) {
         let (status, body) = self

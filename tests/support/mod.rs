@@ -1,16 +1,20 @@
 //! Test support: the real `fanout` binary on an ephemeral loopback port ([`gateway`]),
 //! WebSocket and SSE clients ([`client`], [`sse`]), a `redis-server` of the test's own
-//! ([`redis`]), and proxies ([`proxy`]).
+//! ([`redis`]), proxies ([`proxy`]) and CPU pressure ([`pressure`]).
 #![allow(dead_code, unused_imports)]
 
 mod client;
+mod control;
 mod gateway;
+mod pressure;
 mod proxy;
 mod redis_server;
 mod sse;
 
 pub use client::*;
+pub use control::*;
 pub use gateway::*;
+pub use pressure::*;
 pub use proxy::*;
 pub use redis_server::*;
 pub use sse::*;

@@ -79,7 +79,7 @@ export class ChannelSync {
   /** A `message` frame of this channel. */
   onMessage(frame) {
     if (typeof frame.offset !== "number") {
-      this.#deliver(frame);
+      this._deliver(frame);
       return;
     }
     const position = this.position;
@@ -92,8 +92,8 @@ export class ChannelSync {
     }
     if (frame.offset <= position.offset) return;
     if (frame.offset === position.offset + 1) {
-      this.#advance(frame);
-      this.#drain();
+      this._advance(frame);
+      this._drain();
       return;
     }
     if (this.held.size >= this.maxHeld) {
@@ -121,9 +121,9 @@ export class ChannelSync {
     for (const message of reply.messages ?? []) {
       if (message.offset <= position.offset) continue;
       if (message.offset !== position.offset + 1) break; // trimmed in between
-      this.#advance({ ...message, channel: this.channel, epoch: reply.epoch });
+      this._advance({ ...message, channel: this.channel, epoch: reply.epoch });
     }
-    this.#drain();
+    this._drain();
     if (this.held.size === 0 || this.recovering) return;
     if (position.offset > before) {
       // A reply may hold fewer messages than asked (it is kept under half the queue): page on.
@@ -157,7 +157,7 @@ export class ChannelSync {
     this.recovering = false;
     if (reply.recovered === true) {
       // Every message after our position follows the reply, then the live ones.
-      this.#drain();
+      this._drain();
       return;
     }
     if (reply.recovered === undefined && typeof reply.offset !== "number") return; // a plain acknowledgement
@@ -171,15 +171,15 @@ export class ChannelSync {
       reason,
       ...(this.position ? { epoch: this.position.epoch, offset: this.position.offset } : {}),
     });
-    this.#drain();
+    this._drain();
   }
 
-  #advance(frame) {
+  _advance(frame) {
     this.position.offset = frame.offset;
-    this.#deliver(frame);
+    this._deliver(frame);
   }
 
-  #deliver(frame) {
+  _deliver(frame) {
     const meta = { channel: this.channel };
     if (typeof frame.offset === "number") {
       meta.offset = frame.offset;
@@ -190,7 +190,7 @@ export class ChannelSync {
   }
 
   /** Delivers held messages that now follow the position; forgets those it passed. */
-  #drain() {
+  _drain() {
     const position = this.position;
     if (!position) {
       this.held.clear();
@@ -202,7 +202,7 @@ export class ChannelSync {
     let next = this.held.get(position.offset + 1);
     while (next) {
       this.held.delete(next.offset);
-      this.#advance(next);
+      this._advance(next);
       next = this.held.get(position.offset + 1);
     }
   }

@@ -1,20 +1,23 @@
 /**
  * The fanout client: one logical connection to a fanout cluster that survives reconnects,
- * node deaths, token expiry and the loss of WebSockets, and delivers the messages of
- * channels with history exactly once, in order.
+ * node deaths, token expiry, sleeping laptops, skewed clocks and the loss of WebSockets, and
+ * delivers the messages of channels with history exactly once, in order.
  *
  * Layers, from the wire up:
  * - a transport (transports.js) carries frames: WebSocket, or SSE + POST;
  * - this class speaks protocol v1 over it: authentication, request ids and replies,
- *   heartbeats, token refresh, reconnects with backoff, the offline `send` queue;
- * - one ChannelSync per channel (channel.js) decides which messages to deliver.
+ *   heartbeats and link checks, token refresh, reconnects with backoff, the `send` queue;
+ * - one ChannelSync per channel (channel.js) decides which messages to deliver, and
+ *   Subscription objects (subscription.js) carry each caller's handlers and state.
  *
  * @module
  */
 
 import { Backoff } from "./backoff.js";
 import { ChannelSync } from "./channel.js";
+import { root } from "./env.js";
 import { FanoutError } from "./errors.js";
+import { Subscription } from "./subscription.js";
 import { tokenExpiry } from "./token.js";
 import { SseTransport, WebSocketTransport } from "./transports.js";
 
@@ -28,6 +31,11 @@ const DRAIN_CLOSE_CODE = 1012;
 const STALE_CLOSE_CODE = 4000;
 /** Errors of a subscribe that may pass when tried again; others end the subscription. */
 const RETRYABLE_SUBSCRIBE_CODES = new Set(["unavailable", "rate_limited", "internal"]);
+/** The watch timer ticks this often; a tick this much later than due means timers stopped (sleep, a frozen tab). */
+const WATCH_INTERVAL_MS = 2000;
+const WATCH_LATE_MS = 3000;
+/** Messages buffered for a subscription catching up from its own `since` before it gives up (reload). */
+const MAX_CATCH_UP_BUFFER = 10000;
 
 /**
  * @typedef {import("./channel.js").Position} Position
@@ -54,12 +62,27 @@ function isPlainObject(value) {
 
 /** A random id for `send` (crypto.randomUUID where there is one). */
 function randomId() {
-  const cryptoApi = globalThis.crypto;
-  if (typeof cryptoApi?.randomUUID === "function") return cryptoApi.randomUUID();
+  const cryptoApi = root.crypto;
+  if (cryptoApi && typeof cryptoApi.randomUUID === "function") return cryptoApi.randomUUID();
   const bytes = new Uint8Array(16);
-  if (typeof cryptoApi?.getRandomValues === "function") cryptoApi.getRandomValues(bytes);
+  if (cryptoApi && typeof cryptoApi.getRandomValues === "function") cryptoApi.getRandomValues(bytes);
   else for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** The size of a text in UTF-8 bytes. */
+function utf8Length(text) {
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) bytes += 1;
+    else if (c < 0x800) bytes += 2;
+    else if (c >= 0xd800 && c < 0xdc00 && i + 1 < text.length) {
+      bytes += 4; // a surrogate pair
+      i += 1;
+    } else bytes += 3;
+  }
+  return bytes;
 }
 
 /**
@@ -67,7 +90,7 @@ function randomId() {
  * absolute or (in a browser) relative to the page; a path ending in `/ws` becomes `/sse`.
  */
 function endpointUrls(url, sseUrl) {
-  const base = globalThis.location?.href;
+  const base = root.location && root.location.href;
   const parsed = new URL(url, base);
   const ws = new URL(parsed.href);
   if (ws.protocol === "http:") ws.protocol = "ws:";
@@ -85,35 +108,19 @@ function endpointUrls(url, sseUrl) {
   return { wsUrl: ws.href, sseUrl: sse.href };
 }
 
-/**
- * A client subscription, as returned by `client.subscribe()`.
- */
-export class Subscription {
-  /** @param {Fanout} client @param {string} channel @param {SubscriptionHandlers} handlers */
-  constructor(client, channel, handlers) {
-    this.client = client;
-    /** The channel. */
-    this.channel = channel;
-    /** @internal */
-    this.handlers = handlers;
-    /** Whether `unsubscribe()` was called or the server ended the subscription. */
-    this.closed = false;
-  }
-
-  /**
-   * The position of the last message delivered on the channel (channels with history), to
-   * keep across page loads and give back as `since`; null before the first one.
-   * @returns {Position | null}
-   */
-  get position() {
-    return this.client._position(this.channel);
-  }
-
-  /** Stops this subscription; the channel is left when no other subscription needs it. */
-  unsubscribe() {
-    this.client._unsubscribe(this);
-  }
+/** A positive integer option, or the default. */
+function count(value, fallback, name) {
+  if (value === undefined) return fallback;
+  if (!Number.isInteger(value) || value < 1) throw new TypeError(`${name} must be a positive integer (got ${value})`);
+  return value;
 }
+
+/** The error a `send` rejects with when its AbortSignal fires. */
+function abortError(signal, channel) {
+  return new FanoutError("aborted", "the send was aborted", { channel, retryable: false, cause: signal.reason });
+}
+
+export { Subscription };
 
 /**
  * The client. See docs/client-js.md.
@@ -132,12 +139,13 @@ export class Fanout {
       throw new TypeError(`transport must be "auto", "websocket" or "sse" (got ${transport})`);
     }
     const { wsUrl, sseUrl } = endpointUrls(options.url, options.sseUrl);
+    const defaultWindow = typeof root.addEventListener === "function" ? root : null;
     this.options = {
       wsUrl,
       sseUrl,
       transport,
-      WebSocket: options.WebSocket ?? globalThis.WebSocket,
-      fetch: options.fetch ?? globalThis.fetch?.bind(globalThis),
+      WebSocket: options.WebSocket ?? root.WebSocket,
+      fetch: options.fetch ?? (typeof root.fetch === "function" ? root.fetch.bind(root) : undefined),
       getToken: options.getToken,
       stableAfterMs: options.stableAfterMs ?? 10000,
       drainRetryMs: options.drainRetryMs ?? 1000,
@@ -145,10 +153,17 @@ export class Fanout {
       connectTimeoutMs: options.connectTimeoutMs ?? 10000,
       requestTimeoutMs: options.requestTimeoutMs ?? 10000,
       pongTimeoutMs: options.pongTimeoutMs ?? 10000,
+      verifyTimeoutMs: options.verifyTimeoutMs ?? 1000,
       refreshMarginMs: options.refreshMarginMs ?? 60000,
       webSocketFailuresBeforeSse: options.webSocketFailuresBeforeSse ?? 2,
       retryWebSocketAfterMs: options.retryWebSocketAfterMs ?? 300000,
       clientMsgIdField: options.clientMsgIdField === undefined ? "client_msg_id" : options.clientMsgIdField,
+      sendQueueMaxCount: count(options.sendQueueMaxCount, 1000, "sendQueueMaxCount"),
+      sendQueueMaxBytes: count(options.sendQueueMaxBytes, 1048576, "sendQueueMaxBytes"),
+      sendWindow: count(options.sendWindow, 8, "sendWindow"),
+      sendTimeoutMs: options.sendTimeoutMs ?? 0,
+      networkEventTarget: options.networkEventTarget !== undefined ? options.networkEventTarget : defaultWindow,
+      visibilityTarget: options.visibilityTarget !== undefined ? options.visibilityTarget : root.document ?? null,
     };
     const hasWebSocket = typeof this.options.WebSocket === "function";
     const hasFetch = typeof this.options.fetch === "function";
@@ -156,6 +171,9 @@ export class Fanout {
       throw new TypeError("no WebSocket implementation: pass { WebSocket } (e.g. from the ws package)");
     }
     if (transport === "sse" && !hasFetch) throw new TypeError("no fetch implementation for SSE: pass { fetch }");
+    const debug = options.debug;
+    /** The debug logger: `debug: true` logs to console.debug, a function gets (message, details). */
+    this._log = typeof debug === "function" ? debug : debug ? (message, details) => console.debug(`fanout: ${message}`, details ?? "") : null;
     const backoff = options.backoff ?? {};
     this._backoff = new Backoff({ baseMs: backoff.baseMs ?? 1000, capMs: backoff.capMs ?? 30000, random: backoff.random });
     /** Retries of refused subscribes and sends: their own, shorter backoff. */
@@ -171,6 +189,14 @@ export class Fanout {
     /** The current connection attempt or connection. */
     this._conn = null;
     this._reconnectTimer = undefined;
+    /** The network is reported offline: no attempts until it is back. */
+    this._offline = false;
+    /** A reconnect waits for the network (`online`) rather than for a timer. */
+    this._awaitingNetwork = false;
+    /** Removes the network, visibility and sleep watchers (set between connect() and close()). */
+    this._unwatch = null;
+    /** The gateway's clock minus ours, in ms, learnt from `expires_in` (0 until then). */
+    this._clockOffsetMs = 0;
     this._token = typeof options.token === "string" ? options.token : undefined;
     /** The gateway refused the current token: get another before connecting again. */
     this._tokenRefused = false;
@@ -185,14 +211,22 @@ export class Fanout {
     this._pending = new Map();
     /** Requests made while not connected, sent once connected. */
     this._deferred = [];
-    /** `send`s in order; the first is on its way when `_sendInFlight`. */
+    /** `ready()` calls waiting for a connection. */
+    this._readyWaiters = new Set();
+    /** `send`s in order, unsettled (and settled ones still in flight). */
     this._sendQueue = [];
-    this._sendInFlight = false;
+    /** What the unsettled sends hold: how many, how many bytes. */
+    this._sendCount = 0;
+    this._sendBytes = 0;
+    /** How many sends may be in flight now: `sendWindow`, down to 1 after a retryable refusal. */
+    this._sendWindowNow = this.options.sendWindow;
+    /** Counts retryable refusals: only sends made after the last one open the window again. */
+    this._sendRound = 0;
     this._sendRetryTimer = undefined;
     /**
      * The channels wanted, with their delivery state; `status` is the last status set on the
      * channel and the connection that carries it.
-     * @type {Map<string, { sync: ChannelSync, subs: Set<Subscription>, subscribed: boolean, status?: { value: any, conn: object | null }, retryTimer?: any, retryBackoff: Backoff }>}
+     * @type {Map<string, { channel: string, sync: ChannelSync, subs: Set<Subscription>, subscribed: boolean, state: string, status?: { value: any, conn: object | null }, retryTimer?: any, retryBackoff: Backoff }>}
      */
     this._channels = new Map();
   }
@@ -208,7 +242,7 @@ export class Fanout {
    */
   get connection() {
     const conn = this._conn;
-    if (!conn?.ack) return null;
+    if (!conn || !conn.ack) return null;
     return {
       connId: conn.ack.conn_id,
       user: conn.ack.user,
@@ -236,37 +270,86 @@ export class Fanout {
   _emit(event, ...args) {
     const set = this._listeners.get(event);
     if (event === "error" && (!set || set.size === 0)) {
-      console.warn("fanout:", args[0]?.code, args[0]?.message);
+      console.warn("fanout:", args[0] && args[0].code, args[0] && args[0].message);
       return;
     }
     for (const fn of [...(set ?? [])]) {
-      try {
-        fn(...args);
-      } catch (error) {
-        if (event !== "error") this._callbackFailed(error);
-      }
+      if (event === "error") {
+        try {
+          fn(...args);
+        } catch {
+          // An error listener that throws has nowhere to report to.
+        }
+      } else this._guard(fn, args);
     }
   }
 
-  /** An application callback threw: report it without breaking the client's own state. */
-  _callbackFailed(error) {
-    this._emit("error", new FanoutError("callback_failed", `a callback threw: ${error?.message ?? error}`, { retryable: false, cause: error }));
+  /** Calls an application callback; what it throws is reported (`callback_failed`), not fatal. */
+  _guard(fn, args) {
+    try {
+      fn(...args);
+    } catch (error) {
+      this._emit("error", new FanoutError("callback_failed", `a callback threw: ${(error && error.message) ?? error}`, { retryable: false, cause: error }));
+    }
+  }
+
+  /** Logs through the `debug` option. Never tokens, never payloads. */
+  _debug(message, details) {
+    if (!this._log) return;
+    try {
+      this._log(message, details);
+    } catch {
+      // A logger that throws must not break the client.
+    }
   }
 
   _setState(state) {
     if (this._state === state) return;
     this._state = state;
+    this._debug(`state: ${state}`);
     this._emit("state", state);
   }
 
   /**
    * Opens the connection (and keeps it open, reconnecting, until `close()`).
-   * Returns at once; watch `state` or `connected` events.
+   * Returns at once; watch `state` or `connected` events, or await `ready()`.
    */
   connect() {
     if (this._wanted) return;
     this._wanted = true;
+    this._watch();
     this._open();
+  }
+
+  /**
+   * Resolves once connected (at once if connected now); rejects with `timeout` after
+   * `timeoutMs` (if given), with `closed` on `close()` (or when not connecting at all), and
+   * with the error that stopped the client when it cannot go on (a refused static token).
+   * @param {number} [timeoutMs]
+   * @returns {Promise<void>}
+   */
+  ready(timeoutMs) {
+    if (this._state === "connected") return Promise.resolve();
+    if (!this._wanted) return Promise.reject(new FanoutError("closed", "the client is not connecting: call connect() first", { retryable: false }));
+    return new Promise((resolve, reject) => {
+      const waiter = { resolve, reject, timer: undefined };
+      if (timeoutMs > 0) {
+        waiter.timer = setTimeout(() => {
+          this._readyWaiters.delete(waiter);
+          reject(new FanoutError("timeout", `not connected within ${timeoutMs} ms`));
+        }, timeoutMs);
+      }
+      this._readyWaiters.add(waiter);
+    });
+  }
+
+  _settleReady(error) {
+    for (const waiter of [...this._readyWaiters]) {
+      clearTimeout(waiter.timer);
+      if (error) waiter.reject(error);
+      else waiter.resolve();
+    }
+    this._readyWaiters.clear();
   }
 
   /**
@@ -275,31 +358,134 @@ export class Fanout {
    * `since`) if `connect()` is called again.
    */
   close() {
-    this._wanted = false;
-    clearTimeout(this._reconnectTimer);
-    this._reconnectTimer = undefined;
-    const conn = this._conn;
     const closed = () => new FanoutError("closed", "the client was closed", { retryable: false });
+    this._stop(closed());
+    const conn = this._conn;
     if (conn) {
-      conn.transport?.close(1000, "client closed");
+      if (conn.transport) conn.transport.close(1000, "client closed");
       this._connectionEnded(conn, closed);
     }
     this._conn = null;
     for (const request of this._deferred.splice(0)) request.fail(closed());
     clearTimeout(this._sendRetryTimer);
     this._sendRetryTimer = undefined;
-    for (const entry of this._sendQueue.splice(0)) entry.reject(closed());
-    this._sendInFlight = false;
+    for (const entry of this._sendQueue.slice()) this._settleSend(entry, closed());
+    this._sendQueue = [];
     this._setState("disconnected");
   }
 
+  /** No more connecting: after close(), or when the client cannot go on (`error`). */
+  _stop(error) {
+    this._wanted = false;
+    this._awaitingNetwork = false;
+    clearTimeout(this._reconnectTimer);
+    this._reconnectTimer = undefined;
+    if (this._unwatch) this._unwatch();
+    this._unwatch = null;
+    this._settleReady(error);
+  }
+
+  // ---------------------------------------------------------------- the network
+
+  /**
+   * Watches what a browser tab meets: `offline` (no attempts until the network is back,
+   * and no backoff spent meanwhile), `online` and the page becoming visible (check the link
+   * at once), and timers that stopped (the machine slept, the tab was frozen: check too).
+   */
+  _watch() {
+    const removers = [];
+    const listen = (target, type, fn) => {
+      if (!target || typeof target.addEventListener !== "function") return;
+      target.addEventListener(type, fn);
+      removers.push(() => target.removeEventListener(type, fn));
+    };
+    const network = this.options.networkEventTarget;
+    listen(network, "offline", () => this._onOffline());
+    listen(network, "online", () => this._onOnline());
+    const page = this.options.visibilityTarget;
+    listen(page, "visibilitychange", () => {
+      if (page.visibilityState === undefined || page.visibilityState === "visible") this._verify("the page became visible");
+    });
+    if (network === root && root.navigator && root.navigator.onLine === false) this._offline = true;
+    let last = Date.now();
+    const timer = setInterval(() => {
+      const now = Date.now();
+      const late = now - last - WATCH_INTERVAL_MS;
+      last = now;
+      if (late > WATCH_LATE_MS) this._verify(`timers stopped for ${Math.round((late + WATCH_INTERVAL_MS) / 1000)} s (sleep or a frozen tab)`);
+    }, WATCH_INTERVAL_MS);
+    // In Node, this timer alone does not keep the process alive.
+    if (typeof timer === "object" && timer && typeof timer.unref === "function") timer.unref();
+    removers.push(() => clearInterval(timer));
+    this._unwatch = () => removers.forEach((remove) => remove());
+  }
+
+  _onOffline() {
+    if (this._offline) return;
+    this._offline = true;
+    this._debug("the network is offline");
+    if (this._reconnectTimer !== undefined) {
+      // Attempts now would fail and grow the backoff: wait for `online` instead.
+      clearTimeout(this._reconnectTimer);
+      this._reconnectTimer = undefined;
+      this._awaitingNetwork = true;
+    }
+    // A connection may survive a short loss (a network switch): keep it if it answers.
+    this._verify("the network went offline");
+  }
+
+  _onOnline() {
+    this._offline = false;
+    this._debug("the network is back");
+    if (this._awaitingNetwork) {
+      this._awaitingNetwork = false;
+      if (this._wanted && !this._conn) this._open();
+      return;
+    }
+    this._verify("the network came back");
+  }
+
+  /**
+   * Checks the link at once: a `ping`, and if nothing at all arrives within
+   * `verifyTimeoutMs`, the connection is dead (the network changed under it, the machine
+   * slept): reconnect now. While waiting out a backoff delay, reconnect now instead.
+   */
+  _verify(reason) {
+    if (!this._wanted) return;
+    const conn = this._conn;
+    if (!conn) {
+      if (this._reconnectTimer !== undefined && !this._offline) {
+        this._debug("reconnecting now", { reason });
+        this._open();
+      }
+      return;
+    }
+    if (!conn.ack || conn.verifying) return;
+    conn.verifying = true;
+    const pingAt = Date.now();
+    this._debug("checking the connection", { reason });
+    conn.transport.send({ type: "ping" });
+    this._timer(conn, this.options.verifyTimeoutMs, () => {
+      conn.verifying = false;
+      if (conn.lastActivity >= pingAt) return;
+      this._debug("no answer: the connection is dead", { reason });
+      conn.transport.close(STALE_CLOSE_CODE, "no answer to a ping");
+      this._onTransportClose(conn, 4009, `no answer to a ping within ${this.options.verifyTimeoutMs} ms (${reason})`, undefined, true);
+    });
+  }
+
   // ---------------------------------------------------------------- connecting
+
+  /** Now by the gateway's clock (ms), as far as `expires_in` told it. */
+  _serverNow() {
+    return Date.now() + this._clockOffsetMs;
+  }
 
   /** The token for a new connection: the current one unless refused or about to expire. */
   async _tokenForConnect() {
     const getToken = this.options.getToken;
     const exp = this._token === undefined ? undefined : tokenExpiry(this._token);
-    const expiring = exp !== undefined && exp * 1000 - Date.now() < 5000;
+    const expiring = exp !== undefined && exp * 1000 - this._serverNow() < 5000;
     if (this._token !== undefined && !this._tokenRefused && !expiring) return this._token;
     if (!getToken) {
       throw new FanoutError("unauthorized", this._tokenRefused ? "the token was refused and there is no getToken to get another" : "the token has expired and there is no getToken", { retryable: false });
@@ -329,9 +515,10 @@ export class Fanout {
   async _open() {
     clearTimeout(this._reconnectTimer);
     this._reconnectTimer = undefined;
+    this._awaitingNetwork = false;
     if (!this._wanted || this._conn) return;
     this._setState("connecting");
-    const conn = { transport: null, ack: null, openedAt: 0, timers: new Set() };
+    const conn = { transport: null, ack: null, openedAt: 0, timers: new Set(), lastActivity: 0, verifying: false, expiresAt: undefined, deadline: undefined };
     this._conn = conn;
     let token;
     try {
@@ -339,14 +526,14 @@ export class Fanout {
     } catch (error) {
       if (this._conn !== conn) return;
       this._conn = null;
-      const fanoutError = error instanceof FanoutError ? error : new FanoutError("unauthorized", `getToken() failed: ${error?.message ?? error}`, { retryable: true, cause: error });
+      const fanoutError = error instanceof FanoutError ? error : new FanoutError("unauthorized", `getToken() failed: ${(error && error.message) ?? error}`, { retryable: true, cause: error });
       this._emit("error", fanoutError);
       if (!fanoutError.retryable) {
-        this._wanted = false;
+        this._stop(fanoutError);
         this._setState("disconnected");
         return;
       }
-      this._scheduleReconnect(this._backoff.next());
+      this._scheduleReconnect(() => this._backoff.next());
       return;
     }
     if (this._conn !== conn || !this._wanted) return;
@@ -361,6 +548,7 @@ export class Fanout {
       onClose: (code, reason, status) => this._conn === conn && this._onTransportClose(conn, code, reason, status),
     };
     conn.lastActivity = Date.now();
+    this._debug("connecting", { transport: kind, url: kind === "sse" ? this.options.sseUrl : this.options.wsUrl });
     try {
       conn.transport =
         kind === "sse"
@@ -368,9 +556,9 @@ export class Fanout {
           : new WebSocketTransport({ url: this.options.wsUrl, token, WebSocket: this.options.WebSocket, handlers });
     } catch (error) {
       this._conn = null;
-      this._emit("error", new FanoutError("transport", `cannot open a ${kind} connection: ${error?.message ?? error}`, { cause: error }));
+      this._emit("error", new FanoutError("transport", `cannot open a ${kind} connection: ${(error && error.message) ?? error}`, { cause: error }));
       if (kind === "websocket") this._webSocketFailures += 1;
-      this._scheduleReconnect(this._backoff.next());
+      this._scheduleReconnect(() => this._backoff.next());
       return;
     }
     conn.token = token;
@@ -391,14 +579,32 @@ export class Fanout {
     return handle;
   }
 
+  /**
+   * The token's lifetime from a `connection_ack` or `refreshed`: `expires_in` is counted by
+   * the gateway's clock, so the refresh is timed right however wrong this machine's clock
+   * is (a gateway without it: `expires_at` against our clock, corrected as far as known).
+   */
+  _noteExpiry(conn, frame) {
+    if (typeof frame.expires_at !== "number") return;
+    conn.expiresAt = frame.expires_at;
+    if (typeof frame.expires_in === "number") {
+      // expires_in is rounded down: the gateway's now lies within the second before this.
+      this._clockOffsetMs = (frame.expires_at - frame.expires_in) * 1000 - 500 - Date.now();
+      conn.deadline = Date.now() + frame.expires_in * 1000;
+    } else {
+      conn.deadline = frame.expires_at * 1000 - this._clockOffsetMs;
+    }
+  }
+
   _onAck(conn, ack) {
     conn.ack = ack;
     conn.openedAt = Date.now();
-    conn.expiresAt = ack.expires_at;
+    this._noteExpiry(conn, ack);
     if (conn.transport.kind === "websocket") this._webSocketFailures = 0;
     else if (this.options.transport === "auto" && this._webSocketFailures >= this.options.webSocketFailuresBeforeSse) {
       this._preferSseUntil = Date.now() + this.options.retryWebSocketAfterMs;
     }
+    this._debug("connected", { node: ack.node, connId: ack.conn_id, transport: conn.transport.kind, expiresIn: ack.expires_in });
     this._armHeartbeat(conn, (Number(ack.heartbeat_s) || 25) * 1000);
     this._scheduleRefresh(conn);
     // Resubscribe every channel, with `since`: the automatic ones (broadcast, user:<sub>)
@@ -408,6 +614,7 @@ export class Fanout {
     for (const request of this._deferred.splice(0)) request.start();
     this._pumpSends();
     this._setState("connected");
+    this._settleReady(null);
     this._emit("connected", this.connection);
   }
 
@@ -437,31 +644,37 @@ export class Fanout {
     this._timer(conn, heartbeatMs, check);
   }
 
+  /** Milliseconds the connection's token has left, by the gateway's account. */
+  _tokenLeft(conn) {
+    return conn.deadline - Date.now();
+  }
+
   /** Schedules a `refresh` before the token expires (only with getToken). */
   _scheduleRefresh(conn) {
     const getToken = this.options.getToken;
-    if (!getToken || typeof conn.expiresAt !== "number") return;
+    if (!getToken || typeof conn.deadline !== "number") return;
     clearTimeout(conn.refreshTimer);
-    const remaining = conn.expiresAt * 1000 - Date.now();
+    const remaining = this._tokenLeft(conn);
     const margin = Math.min(this.options.refreshMarginMs, remaining / 3);
     conn.refreshTimer = this._timer(conn, remaining - margin, async () => {
       let token;
       try {
         token = await getToken();
       } catch (error) {
-        this._emit("error", new FanoutError("unauthorized", `getToken() failed: ${error?.message ?? error}`, { retryable: true, cause: error }));
+        this._emit("error", new FanoutError("unauthorized", `getToken() failed: ${(error && error.message) ?? error}`, { retryable: true, cause: error }));
       }
       if (this._conn !== conn) return;
       const exp = token === undefined ? undefined : tokenExpiry(token);
       if (typeof token !== "string" || (exp !== undefined && exp <= conn.expiresAt)) {
         // No token, or no later one yet: try again a bit later, while time is left.
-        if (conn.expiresAt * 1000 - Date.now() > 1000) {
-          conn.refreshTimer = this._timer(conn, Math.max(500, (conn.expiresAt * 1000 - Date.now()) / 4), () => this._scheduleRefresh(conn));
+        if (this._tokenLeft(conn) > 1000) {
+          conn.refreshTimer = this._timer(conn, Math.max(500, this._tokenLeft(conn) / 4), () => this._scheduleRefresh(conn));
         }
         return;
       }
       const id = this._nextId++;
       this._pending.set(id, { kind: "refresh", token });
+      this._debug("refreshing the token", { leftMs: Math.round(this._tokenLeft(conn)) });
       conn.transport.send({ type: "refresh", token, id });
     });
   }
@@ -471,22 +684,28 @@ export class Fanout {
       this._token = pending.token;
       conn.token = pending.token;
       conn.transport.setToken(pending.token);
-      conn.expiresAt = frame.expires_at;
+      this._noteExpiry(conn, frame);
       this._scheduleRefresh(conn);
       return;
     }
     const error = FanoutError.fromFrame(frame);
     this._emit("error", error);
     if (error.code === "unauthorized") this._tokenRefused = true;
-    if (conn.expiresAt * 1000 - Date.now() > 1000) {
-      conn.refreshTimer = this._timer(conn, Math.max(1000, (conn.expiresAt * 1000 - Date.now()) / 4), () => this._scheduleRefresh(conn));
+    if (this._tokenLeft(conn) > 1000) {
+      conn.refreshTimer = this._timer(conn, Math.max(1000, this._tokenLeft(conn) / 4), () => this._scheduleRefresh(conn));
     }
   }
 
-  _onTransportClose(conn, code, reason, status) {
+  /**
+   * The end of a connection (or attempt). `immediate`: a link check found it dead, so the
+   * network is likely back: reconnect at once, without spending backoff.
+   */
+  _onTransportClose(conn, code, reason, status, immediate = false) {
     if (this._conn !== conn) return;
     const wasConnected = Boolean(conn.ack);
     const connectedFor = wasConnected ? Date.now() - conn.openedAt : 0;
+    immediate = immediate || conn.verifying;
+    this._debug("connection closed", { code, reason });
     this._connectionEnded(conn);
     this._conn = null;
     if (!this._wanted) return;
@@ -512,27 +731,44 @@ export class Fanout {
       this._tokenRefused = true;
       this._emit("error", closeError);
       if (!this.options.getToken) {
-        this._wanted = false;
+        this._stop(closeError);
         this._setState("disconnected");
         return;
       }
-      delay = this._backoff.next();
+      delay = () => this._backoff.next();
+    } else if (immediate) {
+      delay = () => 0;
     } else if (code === DRAIN_CLOSE_CODE && this._backoff.attempts === 0) {
-      this._backoff.attempts = 1; // the next failure backs off as usual
-      delay = Math.floor(Math.random() * this.options.drainRetryMs);
+      delay = () => {
+        this._backoff.attempts = 1; // the next failure backs off as usual
+        return Math.floor(Math.random() * this.options.drainRetryMs);
+      };
     } else if (PENALTY_CLOSE_CODES.has(code)) {
       this._emit("error", closeError);
-      delay = Math.max(this._backoff.next(), this.options.penaltyMs / 2 + Math.random() * (this.options.penaltyMs / 2));
+      delay = () => Math.max(this._backoff.next(), this.options.penaltyMs / 2 + Math.random() * (this.options.penaltyMs / 2));
     } else {
-      delay = this._backoff.next();
+      delay = () => this._backoff.next();
     }
     this._scheduleReconnect(delay);
   }
 
+  /** Reconnects after `delay()` ms; while offline, once the network is back instead. */
   _scheduleReconnect(delay) {
     this._setState("disconnected");
     clearTimeout(this._reconnectTimer);
-    this._reconnectTimer = setTimeout(() => this._open(), delay);
+    this._reconnectTimer = undefined;
+    if (!this._wanted) return;
+    if (this._offline) {
+      this._awaitingNetwork = true;
+      this._debug("offline: reconnecting when the network is back");
+      return;
+    }
+    const ms = delay();
+    this._debug("reconnecting", { inMs: ms });
+    this._reconnectTimer = setTimeout(() => {
+      this._reconnectTimer = undefined;
+      this._open();
+    }, ms);
   }
 
   /**
@@ -546,15 +782,21 @@ export class Fanout {
     this._pending.clear();
     for (const request of pending) {
       if (request.kind === "request") request.fail(lost());
-      else if (request.kind === "fill") this._channels.get(request.channel)?.sync.onHistoryFailed();
+      else if (request.kind === "fill") {
+        const entry = this._channels.get(request.channel);
+        if (entry) entry.sync.onHistoryFailed();
+      }
     }
-    // The send in flight stays first in the queue: it goes again on the next connection.
-    this._sendInFlight = false;
+    // Sends in flight go again on the next connection, in order; those given up are dropped.
+    this._sendQueue = this._sendQueue.filter((entry) => !entry.settled);
+    for (const entry of this._sendQueue) entry.inflight = false;
+    const error = lost();
     for (const entry of this._channels.values()) {
       entry.subscribed = false;
       clearTimeout(entry.retryTimer);
       entry.retryTimer = undefined;
       entry.sync.disconnected();
+      this._moveChannel(entry, "subscribing", error);
     }
   }
 
@@ -565,12 +807,16 @@ export class Fanout {
       case "connection_ack":
         if (!conn.ack) this._onAck(conn, frame);
         return;
-      case "message":
-        this._channels.get(frame.channel)?.sync.onMessage(frame);
+      case "message": {
+        const entry = this._channels.get(frame.channel);
+        if (entry) entry.sync.onMessage(frame);
         return;
-      case "resync":
-        this._channels.get(frame.channel)?.sync.onResync();
+      }
+      case "resync": {
+        const entry = this._channels.get(frame.channel);
+        if (entry) entry.sync.onResync();
         return;
+      }
       case "join":
       case "leave":
       case "presence_update":
@@ -605,7 +851,7 @@ export class Fanout {
         this._onRefreshReply(conn, pending, frame);
         return;
       case "send":
-        this._onSendReply(frame);
+        this._onSendReply(pending, frame);
         return;
       case "request":
         if (frame.type === "error") pending.fail(FanoutError.fromFrame(frame, pending.channel));
@@ -621,7 +867,8 @@ export class Fanout {
    * Subscribes to a channel. Messages are delivered to `onMessage(data, meta)`; on channels
    * with history, each once and in order, across reconnects. `onReload` says when the
    * application must (re)load the channel's state. Several subscriptions to one channel share
-   * one subscription on the server.
+   * one subscription on the server; one that joins a running channel with its own `since`
+   * gets what it missed from history first.
    * @param {string} channel
    * @param {SubscriptionHandlers} [handlers]
    * @returns {Subscription}
@@ -632,19 +879,19 @@ export class Fanout {
     let entry = this._channels.get(channel);
     if (entry) {
       entry.subs.add(sub);
-      // The channel runs already: this subscription starts from now, with a reload (and,
-      // if the server subscription is up, its `onSubscribed`, e.g. to ask presence).
-      queueMicrotask(() => {
-        if (!entry.sync.started || this._channels.get(channel) !== entry) return;
-        const position = entry.sync.position ? { ...entry.sync.position } : {};
-        this._call(sub, "onReload", { channel, reason: "start", ...position });
-        if (entry.subscribed) this._call(sub, "onSubscribed", { channel, ...position });
-      });
+      sub._state = entry.state;
+      // The channel runs already: this subscription joins where it stands (once it stands
+      // somewhere; otherwise when its first `subscribed` comes).
+      if (entry.sync.started) queueMicrotask(() => this._attach(entry, sub, true));
+      this._debug(`${channel}: another subscription`);
       return sub;
     }
+    sub._attached = true;
     entry = {
+      channel,
       subs: new Set([sub]),
       subscribed: false,
+      state: "subscribing",
       status: undefined,
       retryTimer: undefined,
       retryBackoff: new Backoff(this._retryBackoffOptions),
@@ -654,47 +901,153 @@ export class Fanout {
       channel,
       {
         deliver: (data, meta) => {
-          for (const s of [...entry.subs]) this._call(s, "onMessage", data, meta);
+          for (const s of [...entry.subs]) {
+            if (!s._attached || s.closed) continue;
+            if (s._catchUp) {
+              s._catchUp.buffer.push([data, meta]);
+              if (s._catchUp.buffer.length > MAX_CATCH_UP_BUFFER) s._catchUp.finish(false);
+            } else this._call(s, "onMessage", data, meta);
+          }
         },
         reload: (info) => {
-          for (const s of [...entry.subs]) this._call(s, "onReload", info);
+          for (const s of [...entry.subs]) {
+            if (!s._attached) {
+              // Joined before the channel's start: its own `since` applies from here.
+              this._attach(entry, s, false);
+              continue;
+            }
+            s._catchUp = null; // reloading anyway
+            this._call(s, "onReload", info);
+          }
         },
         fill: (sinceOffset, limit) => {
           const id = this._nextId++;
           this._pending.set(id, { kind: "fill", channel });
-          this._conn?.transport.send({ type: "history", channel, since: sinceOffset, limit, id });
+          if (this._conn) this._conn.transport.send({ type: "history", channel, since: sinceOffset, limit, id });
         },
         recover: () => {
-          if (this._conn?.ack && this._channels.get(channel) === entry) this._sendSubscribe(channel, entry);
+          if (this._conn && this._conn.ack && this._channels.get(channel) === entry) this._sendSubscribe(channel, entry);
         },
       },
-      { position: handlers.since ?? null },
+      { position: sub._since },
     );
     this._channels.set(channel, entry);
-    if (this._conn?.ack) this._sendSubscribe(channel, entry);
+    if (this._conn && this._conn.ack) this._sendSubscribe(channel, entry);
     return sub;
+  }
+
+  /** Every active subscription, oldest first. */
+  subscriptions() {
+    const all = [];
+    for (const entry of this._channels.values()) for (const sub of entry.subs) if (!sub.closed) all.push(sub);
+    return all;
+  }
+
+  /** The oldest active subscription of `channel`, or null. */
+  getSubscription(channel) {
+    const entry = this._channels.get(channel);
+    if (!entry) return null;
+    for (const sub of entry.subs) if (!sub.closed) return sub;
+    return null;
+  }
+
+  /**
+   * Places a subscription that joined a running channel: from its own `since` (caught up
+   * from history when it is behind), or from where the channel stands, with a reload.
+   * `announce`: call its `onSubscribed` too (when the channel's reply came before it).
+   */
+  _attach(entry, sub, announce) {
+    if (sub.closed || sub._attached || this._channels.get(entry.channel) !== entry) return;
+    sub._attached = true;
+    const channel = entry.channel;
+    const at = entry.sync.position ? { ...entry.sync.position } : null;
+    const since = sub._since;
+    if (!since || !at) {
+      this._call(sub, "onReload", { channel, reason: "start", ...(at ?? {}) });
+    } else if (since.epoch === at.epoch && since.offset < at.offset) {
+      this._catchUpFrom(entry, sub, since, at);
+    } else if (since.epoch !== at.epoch || since.offset > at.offset) {
+      this._call(sub, "onReload", { channel, reason: "lost", ...at });
+    } // else: it is where the channel is; nothing to load.
+    if (announce && entry.subscribed) this._call(sub, "onSubscribed", { channel, ...(at ?? {}) });
+  }
+
+  /**
+   * Delivers to `sub` the messages after its `since` up to `at` (where the channel stands)
+   * from history, then what arrived meanwhile; all or nothing: when history no longer has
+   * them all, `onReload({ reason: "lost" })` and the messages after `at`.
+   */
+  _catchUpFrom(entry, sub, since, at) {
+    const channel = entry.channel;
+    this._debug(`${channel}: catching up from its own since`, { from: since.offset, to: at.offset });
+    const state = {
+      buffer: [],
+      position: { ...since },
+      finish: (complete, messages = []) => {
+        if (sub._catchUp !== state) return;
+        sub._catchUp = null;
+        if (sub.closed) return;
+        if (complete) {
+          for (const m of messages) {
+            this._call(sub, "onMessage", m.data, { channel, offset: m.offset, epoch: at.epoch, ...(m.user !== undefined ? { user: m.user } : {}) });
+          }
+        } else {
+          this._call(sub, "onReload", { channel, reason: "lost", ...at });
+        }
+        for (const [data, meta] of state.buffer) this._call(sub, "onMessage", data, meta);
+      },
+    };
+    sub._catchUp = state;
+    (async () => {
+      const messages = [];
+      let from = since.offset;
+      try {
+        while (from < at.offset && sub._catchUp === state) {
+          const page = await this.history(channel, { since: from, limit: Math.min(at.offset - from, 1000) });
+          if (page.epoch !== at.epoch) return state.finish(false);
+          let moved = false;
+          for (const m of page.messages) {
+            if (m.offset <= from) continue;
+            if (m.offset > at.offset) break;
+            if (m.offset !== from + 1) return state.finish(false); // trimmed in between
+            messages.push(m);
+            from = m.offset;
+            moved = true;
+          }
+          if (!moved) return state.finish(false);
+        }
+      } catch {
+        return state.finish(false);
+      }
+      state.finish(true, messages);
+    })();
   }
 
   _call(sub, name, ...args) {
     const fn = sub.handlers[name];
     if (typeof fn !== "function" || sub.closed) return;
-    try {
-      fn(...args);
-    } catch (error) {
-      this._callbackFailed(error);
-    }
+    this._guard(fn, args);
   }
 
   _position(channel) {
-    const position = this._channels.get(channel)?.sync.position;
+    const entry = this._channels.get(channel);
+    const position = entry && entry.sync.position;
     return position ? { ...position } : null;
+  }
+
+  /** Moves every subscription of the channel to `state` (because of `error`, or null). */
+  _moveChannel(entry, state, error) {
+    entry.state = state;
+    for (const sub of [...entry.subs]) sub._move(state, error);
   }
 
   _sendSubscribe(channel, entry) {
     const id = this._nextId++;
     entry.sync.subscribing();
     this._pending.set(id, { kind: "subscribe", channel, entry });
-    this._conn.transport.send({ type: "subscribe", channel, since: entry.sync.since(), id });
+    const since = entry.sync.since();
+    this._debug(`${channel}: subscribe`, { since });
+    this._conn.transport.send({ type: "subscribe", channel, since, id });
   }
 
   _onSubscribeReply(pending, frame) {
@@ -703,9 +1056,11 @@ export class Fanout {
     if (frame.type === "subscribed") {
       entry.subscribed = true;
       entry.retryBackoff.reset();
+      this._debug(`${channel}: subscribed`, { offset: frame.offset, recovered: frame.recovered });
+      this._moveChannel(entry, "subscribed", null);
       entry.sync.onSubscribed(frame);
       const info = { channel, ...(frame.offset !== undefined ? { epoch: frame.epoch, offset: frame.offset } : {}), ...(frame.recovered !== undefined ? { recovered: frame.recovered } : {}) };
-      for (const s of [...entry.subs]) this._call(s, "onSubscribed", info);
+      for (const s of [...entry.subs]) if (s._attached) this._call(s, "onSubscribed", info);
       // A status belongs to the connection: set it again on a new one.
       if (entry.status && entry.status.conn !== this._conn) {
         entry.status.conn = this._conn;
@@ -716,9 +1071,10 @@ export class Fanout {
     entry.sync.recovering = false;
     const error = FanoutError.fromFrame(frame, channel);
     if (RETRYABLE_SUBSCRIBE_CODES.has(error.code)) {
+      for (const sub of entry.subs) sub._error = error;
       entry.retryTimer = setTimeout(() => {
         entry.retryTimer = undefined;
-        if (this._conn?.ack && this._channels.get(channel) === entry) this._sendSubscribe(channel, entry);
+        if (this._conn && this._conn.ack && this._channels.get(channel) === entry) this._sendSubscribe(channel, entry);
       }, entry.retryBackoff.next());
       return;
     }
@@ -736,31 +1092,35 @@ export class Fanout {
   _endChannel(channel, entry, error) {
     this._channels.delete(channel);
     clearTimeout(entry.retryTimer);
+    this._debug(`${channel}: ended`, { error: error.code });
     for (const s of [...entry.subs]) {
       this._call(s, "onError", error);
-      s.closed = true;
+      s._move("unsubscribed", error);
     }
     this._emit("error", error);
   }
 
   _unsubscribe(sub) {
     if (sub.closed) return;
-    sub.closed = true;
+    sub._catchUp = null;
+    sub._move("unsubscribed", null);
     const entry = this._channels.get(sub.channel);
     if (!entry || !entry.subs.has(sub)) return;
     entry.subs.delete(sub);
     if (entry.subs.size > 0) return;
     this._channels.delete(sub.channel);
     clearTimeout(entry.retryTimer);
-    if (this._conn?.ack) this._conn.transport.send({ type: "unsubscribe", channel: sub.channel, id: this._nextId++ });
+    this._debug(`${sub.channel}: unsubscribe`);
+    if (this._conn && this._conn.ack) this._conn.transport.send({ type: "unsubscribe", channel: sub.channel, id: this._nextId++ });
   }
 
   _onPresenceEvent(frame) {
     const entry = this._channels.get(frame.channel);
     if (!entry) return;
     const handler = frame.type === "join" ? "onJoin" : frame.type === "leave" ? "onLeave" : "onStatus";
-    const { type, ...member } = frame;
-    for (const s of [...entry.subs]) this._call(s, handler, member);
+    const member = { ...frame };
+    delete member.type;
+    for (const s of [...entry.subs]) if (s._attached) this._call(s, handler, member);
   }
 
   // ---------------------------------------------------------------- requests
@@ -797,11 +1157,11 @@ export class Fanout {
           id = this._nextId++;
           this._pending.set(id, request);
           this._conn.transport.send({ ...frame, id });
-          onSent?.();
+          if (onSent) onSent();
         },
       };
       timer = setTimeout(() => request.fail(new FanoutError("timeout", `no reply to ${frame.type} within ${this.options.requestTimeoutMs} ms`, { channel })), this.options.requestTimeoutMs);
-      if (this._conn?.ack) request.start();
+      if (this._conn && this._conn.ack) request.start();
       else this._deferred.push(request);
     });
   }
@@ -818,12 +1178,17 @@ export class Fanout {
 
   /**
    * Sends `data` to your backend through the durable inbox. Queued while offline and sent
-   * once connected, in order; sent again after a reconnect when no `sent` reply came (at
-   * least once). Each carries a client message id, `msgId` (a random UUID unless given),
-   * written into `data` (see docs/client-js.md) so that the backend can skip repeats.
+   * once connected, in order, up to `sendWindow` at a time; sent again after a reconnect
+   * when no `sent` reply came (at least once). Each carries a client message id, `msgId` (a
+   * random UUID unless given), written into `data` (see docs/client-js.md) so that the
+   * backend can skip repeats. A full queue (`sendQueueMaxCount`, `sendQueueMaxBytes`)
+   * rejects at once with `queue_full`; `timeoutMs` and `signal` give up on one send.
+   * @param {string} channel
+   * @param {unknown} data
+   * @param {{ msgId?: string, timeoutMs?: number, signal?: AbortSignal }} [options]
    * @returns {Promise<{ channel: string, streamId: string, msgId: string }>}
    */
-  send(channel, data, { msgId } = {}) {
+  send(channel, data, { msgId, timeoutMs, signal } = {}) {
     const field = this.options.clientMsgIdField;
     let id = msgId ?? randomId();
     let payload = data;
@@ -838,41 +1203,108 @@ export class Fanout {
       }
     }
     return new Promise((resolve, reject) => {
-      this._sendQueue.push({ channel, data: payload, msgId: id, resolve, reject });
+      if (signal && signal.aborted) {
+        reject(abortError(signal, channel));
+        return;
+      }
+      const bytes = utf8Length(JSON.stringify(payload) ?? "null") + utf8Length(String(channel));
+      const { sendQueueMaxCount: maxCount, sendQueueMaxBytes: maxBytes } = this.options;
+      if (this._sendCount + 1 > maxCount || this._sendBytes + bytes > maxBytes) {
+        this._debug("send queue full", { count: this._sendCount, bytes: this._sendBytes });
+        reject(
+          new FanoutError(
+            "queue_full",
+            `the send queue is full: ${this._sendCount} sends (${this._sendBytes} bytes) wait already, this one is ${bytes} bytes; the limits are ${maxCount} sends and ${maxBytes} bytes (sendQueueMaxCount, sendQueueMaxBytes)`,
+            { channel, retryable: true },
+          ),
+        );
+        return;
+      }
+      const entry = { channel, data: payload, msgId: id, bytes, resolve, reject, inflight: false, settled: false, timer: undefined, unlisten: undefined };
+      const limit = timeoutMs ?? this.options.sendTimeoutMs;
+      if (limit > 0) {
+        entry.timer = setTimeout(() => this._settleSend(entry, new FanoutError("timeout", `no sent reply within ${limit} ms (it may still be stored)`, { channel })), limit);
+      }
+      if (signal) {
+        const onAbort = () => this._settleSend(entry, abortError(signal, channel));
+        signal.addEventListener("abort", onAbort, { once: true });
+        entry.unlisten = () => signal.removeEventListener("abort", onAbort);
+      }
+      this._sendQueue.push(entry);
+      this._sendCount += 1;
+      this._sendBytes += bytes;
       this._pumpSends();
     });
   }
 
-  _pumpSends() {
-    if (this._sendInFlight || this._sendRetryTimer || !this._conn?.ack || this._sendQueue.length === 0) return;
-    const entry = this._sendQueue[0];
-    const id = this._nextId++;
-    this._sendInFlight = true;
-    this._pending.set(id, { kind: "send", entry });
-    this._conn.transport.send({ type: "send", channel: entry.channel, data: entry.data, id });
+  /**
+   * Settles a send (with an error, or its result). One that is still queued leaves the
+   * queue; one in flight stays until its reply, then is dropped (never sent again).
+   */
+  _settleSend(entry, error, result) {
+    if (entry.settled) return;
+    entry.settled = true;
+    clearTimeout(entry.timer);
+    if (entry.unlisten) entry.unlisten();
+    this._sendCount -= 1;
+    this._sendBytes -= entry.bytes;
+    if (!entry.inflight) this._removeSend(entry);
+    if (error) entry.reject(error);
+    else entry.resolve(result);
   }
 
-  _onSendReply(frame) {
-    this._sendInFlight = false;
-    const entry = this._sendQueue[0];
-    if (!entry) return;
+  _removeSend(entry) {
+    const index = this._sendQueue.indexOf(entry);
+    if (index !== -1) this._sendQueue.splice(index, 1);
+  }
+
+  /** Sends queued `send`s, in order, while fewer than the window are in flight. */
+  _pumpSends() {
+    if (this._sendRetryTimer !== undefined || !this._conn || !this._conn.ack) return;
+    let inflight = 0;
+    for (const entry of this._sendQueue) if (entry.inflight) inflight += 1;
+    for (const entry of this._sendQueue) {
+      if (inflight >= this._sendWindowNow) return;
+      if (entry.inflight || entry.settled) continue;
+      const id = this._nextId++;
+      entry.inflight = true;
+      entry.round = this._sendRound;
+      inflight += 1;
+      this._pending.set(id, { kind: "send", entry });
+      this._conn.transport.send({ type: "send", channel: entry.channel, data: entry.data, id });
+    }
+  }
+
+  _onSendReply(pending, frame) {
+    const entry = pending.entry;
+    entry.inflight = false;
+    if (entry.settled) {
+      // Given up on (timeout, abort) while in flight: nothing more to do with it.
+      this._removeSend(entry);
+      this._pumpSends();
+      return;
+    }
     if (frame.type === "sent") {
-      this._sendQueue.shift();
       this._sendBackoff.reset();
-      entry.resolve({ channel: frame.channel, streamId: frame.stream_id, msgId: entry.msgId });
+      if (entry.round === this._sendRound) this._sendWindowNow = Math.min(this.options.sendWindow, this._sendWindowNow + 1);
+      this._settleSend(entry, null, { channel: frame.channel, streamId: frame.stream_id, msgId: entry.msgId });
       this._pumpSends();
       return;
     }
     const error = FanoutError.fromFrame(frame, entry.channel);
     if (error.retryable) {
-      this._sendRetryTimer = setTimeout(() => {
-        this._sendRetryTimer = undefined;
-        this._pumpSends();
-      }, this._sendBackoff.next());
+      // Sent again after a backoff, first of those waiting; one at a time until one passes.
+      this._sendWindowNow = 1;
+      this._sendRound += 1;
+      if (this._sendRetryTimer === undefined) {
+        this._sendRetryTimer = setTimeout(() => {
+          this._sendRetryTimer = undefined;
+          this._pumpSends();
+        }, this._sendBackoff.next());
+      }
       return;
     }
-    this._sendQueue.shift();
-    entry.reject(error);
+    this._settleSend(entry, error);
     this._pumpSends();
   }
 

@@ -1,9 +1,26 @@
-// Declarations of @fanout/client (hand-written; the implementation is src/*.js).
+// Declarations of fanout-client (hand-written; the implementation is src/*.js).
 
 export * from "./events.js";
 
 /** The connection state. */
 export type ConnectionState = "connecting" | "connected" | "disconnected";
+
+/** A subscription's state: waiting for the gateway, in place, or ended for good. */
+export type SubscriptionState = "unsubscribed" | "subscribing" | "subscribed";
+
+/** What `online`/`offline` (or `visibilitychange`) events come from: a window, a document, or your own EventTarget. */
+export interface EventTargetLike {
+  addEventListener(type: string, listener: () => void): void;
+  removeEventListener(type: string, listener: () => void): void;
+}
+
+/** An AbortSignal (DOM, Node >= 15). */
+export interface AbortSignalLike {
+  readonly aborted: boolean;
+  readonly reason?: unknown;
+  addEventListener(type: "abort", listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: "abort", listener: () => void): void;
+}
 
 /** How frames travel: a WebSocket, or SSE + POST. "auto" starts with WebSocket and falls back to SSE. */
 export type TransportKind = "websocket" | "sse";
@@ -85,7 +102,7 @@ export interface FanoutOptions {
   /** A WebSocket constructor (e.g. from the `ws` package); default: the global one. */
   WebSocket?: unknown;
   /** A fetch implementation for SSE; default: the global one. */
-  fetch?: typeof fetch;
+  fetch?: (input: string, init?: any) => Promise<any>;
   /** Reconnect backoff: delays drawn from [0, min(capMs, baseMs * 2^n)). Defaults 1000, 30000. */
   backoff?: { baseMs?: number; capMs?: number; random?: () => number };
   /** A connection up this long resets the backoff. Default 10000. */
@@ -108,6 +125,22 @@ export interface FanoutOptions {
   retryWebSocketAfterMs?: number;
   /** The field `send` writes its client message id into; null: none. Default "client_msg_id". */
   clientMsgIdField?: string | null;
+  /** After `online`, a visible page or a timer gap, a ping without answer within this means the connection is dead. Default 1000. */
+  verifyTimeoutMs?: number;
+  /** Where `online` and `offline` come from. Default: the global window in browsers; null: none. */
+  networkEventTarget?: EventTargetLike | null;
+  /** Where `visibilitychange` comes from (with `visibilityState`). Default: the global document; null: none. */
+  visibilityTarget?: (EventTargetLike & { readonly visibilityState?: string }) | null;
+  /** Most `send`s waiting (queued or in flight) before `send` rejects with `queue_full`. Default 1000. */
+  sendQueueMaxCount?: number;
+  /** Most bytes (the JSON of their data) of waiting `send`s before `queue_full`. Default 1048576. */
+  sendQueueMaxBytes?: number;
+  /** `send`s in flight at a time (replies come in order). Default 8; 1 keeps the inbox in call order even across retries. */
+  sendWindow?: number;
+  /** Default per-call timeout of `send`, ms; 0: none (a send waits for a connection as long as it takes). Default 0. */
+  sendTimeoutMs?: number;
+  /** `true`: log what the client does to console.debug; a function: gets each line (never tokens nor payloads). */
+  debug?: boolean | ((message: string, details?: Record<string, unknown>) => void);
 }
 
 /** The current connection, from its connection_ack. */
@@ -121,7 +154,7 @@ export interface ConnectionInfo {
   channels: string[];
 }
 
-/** Error codes: the protocol's, and the client's own (disconnected, timeout, closed, transport, callback_failed). */
+/** Error codes: the protocol's, and the client's own (disconnected, timeout, closed, transport, callback_failed, queue_full, aborted, unsubscribed). */
 export type FanoutErrorCode =
   | "bad_request"
   | "unauthorized"
@@ -138,6 +171,9 @@ export type FanoutErrorCode =
   | "closed"
   | "transport"
   | "callback_failed"
+  | "queue_full"
+  | "aborted"
+  | "unsubscribed"
   | (string & {});
 
 export class FanoutError extends Error {
@@ -156,13 +192,36 @@ export class FanoutError extends Error {
   static fromFrame(frame: { code?: string; message?: string }, channel?: string): FanoutError;
 }
 
+export interface SubscriptionStateInfo {
+  previous: SubscriptionState;
+  /** What moved it: `disconnected` (the connection was lost), a refusal or the server's end; null otherwise. */
+  error: FanoutError | null;
+}
+
 export class Subscription {
   readonly channel: string;
   /** True after unsubscribe() or when the server ended it. */
   readonly closed: boolean;
+  /** unsubscribed, subscribing or subscribed. */
+  readonly state: SubscriptionState;
+  /** The error that moved it to its current state, or null. */
+  readonly error: FanoutError | null;
   /** The position of the last message delivered (channels with history), or null. */
   readonly position: Position | null;
+  /** Listens to state changes; returns a function that removes the listener. */
+  on(event: "state", fn: (state: SubscriptionState, info: SubscriptionStateInfo) => void): () => void;
+  /** Resolves once subscribed; rejects if the subscription ends, or with `timeout`. */
+  ready(timeoutMs?: number): Promise<void>;
   unsubscribe(): void;
+}
+
+export interface SendOptions {
+  /** The client message id written into `data`; default a random UUID. */
+  msgId?: string;
+  /** Give up after this long (ms): rejects with `timeout` (a send already out may still be stored). */
+  timeoutMs?: number;
+  /** Give up when it aborts: rejects with `aborted`. */
+  signal?: AbortSignalLike;
 }
 
 export interface HistoryMessage<T = any> {
@@ -184,10 +243,16 @@ export class Fanout {
   readonly connection: ConnectionInfo | null;
   on<E extends keyof FanoutEvents>(event: E, fn: FanoutEvents[E]): () => void;
   connect(): void;
+  /** Resolves once connected; rejects on close(), when the client stops for good, or with `timeout`. */
+  ready(timeoutMs?: number): Promise<void>;
   close(): void;
   subscribe<T = any>(channel: string, handlers?: SubscriptionHandlers<T>): Subscription;
+  /** Every active subscription, oldest first. */
+  subscriptions(): Subscription[];
+  /** The oldest active subscription of a channel, or null. */
+  getSubscription(channel: string): Subscription | null;
   publish(channel: string, data: unknown): Promise<{ channel: string; offset?: number }>;
-  send(channel: string, data: unknown, options?: { msgId?: string }): Promise<{ channel: string; streamId: string; msgId: string }>;
+  send(channel: string, data: unknown, options?: SendOptions): Promise<{ channel: string; streamId: string; msgId: string }>;
   setStatus(channel: string, status: unknown): Promise<void>;
   presence(channel: string): Promise<{ channel: string; members: PresenceMember[]; truncated: boolean }>;
   presenceStats(channel: string): Promise<{ channel: string; connections: number; users: number }>;
@@ -204,6 +269,30 @@ export class Backoff {
   next(): number;
   reset(): void;
 }
+
+/** Who is in a channel's presence, kept current (a snapshot, then the events that follow it). */
+export class PresenceTracker {
+  constructor(client: Fanout, channel: string, handlers?: PresenceHandlers);
+  readonly channel: string;
+  /** The members, one per connection. */
+  readonly members: PresenceMember[];
+  /** Whether a presence reply has been applied since the last (re)subscribe. */
+  readonly ready: boolean;
+  /** The last error (a failed presence request, or the subscription's end), or null. */
+  readonly error: FanoutError | null;
+  readonly closed: boolean;
+  readonly subscription: Subscription;
+  /** Stops tracking and unsubscribes. */
+  close(): void;
+}
+
+export interface PresenceHandlers {
+  onChange?(members: PresenceMember[]): void;
+  onError?(error: FanoutError): void;
+}
+
+/** Tracks a channel's presence: subscribes, asks `presence` after every subscribed, applies join/leave/presence_update. */
+export function trackPresence(client: Fanout, channel: string, handlers?: PresenceHandlers): PresenceTracker;
 
 /** A JWT's `exp` (Unix seconds), read without verifying; undefined if none. */
 export function tokenExpiry(token: string): number | undefined;

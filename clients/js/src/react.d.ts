@@ -1,8 +1,8 @@
-// Declarations of @fanout/client/react (hand-written; the implementation is src/react.js).
+// Declarations of fanout-client/react (hand-written; the implementation is src/react.js).
 
 import type { ReactNode, ReactElement } from "react";
 
-import type { ConnectionState, Fanout, FanoutError, FanoutOptions, MessageMeta, PresenceMember, SubscriptionHandlers } from "./index.js";
+import type { ConnectionState, Fanout, FanoutError, FanoutOptions, MessageMeta, PresenceMember, SendOptions, SubscriptionHandlers } from "./index.js";
 
 /** Makes a client available to the hooks: your own `client` (connected on mount), or `options` for one it owns. */
 export function FanoutProvider(props: { client: Fanout; children?: ReactNode } | { options: FanoutOptions; children?: ReactNode }): ReactElement;
@@ -20,7 +20,7 @@ export function useChannel<T = any>(
   options?: Omit<SubscriptionHandlers<T>, "onMessage">,
 ): {
   publish(data: unknown): Promise<{ channel: string; offset?: number }>;
-  send(data: unknown, options?: { msgId?: string }): Promise<{ channel: string; streamId: string; msgId: string }>;
+  send(data: unknown, options?: SendOptions): Promise<{ channel: string; streamId: string; msgId: string }>;
   setStatus(status: unknown): Promise<void>;
 };
 

@@ -1,15 +1,17 @@
 /**
- * React hooks for `@fanout/client`: `import { FanoutProvider, useChannel } from "@fanout/client/react"`.
+ * React hooks for `fanout-client`: `import { FanoutProvider, useChannel } from "fanout-client/react"`.
  *
- * Written with `React.createElement` (no JSX), so that the package needs no build step.
- * React is a peer dependency (>= 18, for `useSyncExternalStore`).
+ * Written with `React.createElement` (no JSX), so that the sources run as they are (the demo
+ * and the WordPress plugin load them unbuilt). React is a peer dependency (>= 18, for
+ * `useSyncExternalStore`).
  *
  * @module
  */
 
 import React from "react";
 
-import { Fanout } from "./client.js";
+// The package's root entry, so that a build of this entry shares the root's classes.
+import { Fanout, trackPresence } from "./index.js";
 
 const FanoutContext = React.createContext(/** @type {Fanout | null} */ (null));
 
@@ -85,18 +87,11 @@ export function useChannel(channel, onMessage, options = {}) {
   );
 }
 
-/** A member without the event's `channel` and `type`, and without a cleared status. */
-function asMember(event, previous) {
-  const { channel: _channel, type: _type, ...member } = { ...previous, ...event };
-  if (member.status === null) delete member.status;
-  return member;
-}
-
 /**
- * The members of a channel's presence, kept current: subscribes to the channel (which
- * makes this connection a member), asks `presence` after every (re)subscribe, and applies
- * `join`, `leave` and `presence_update` events on top (those that arrive while the request
- * is out too, since its reply may have been read before them).
+ * The members of a channel's presence, kept current (the client's `trackPresence`):
+ * subscribes to the channel (which makes this connection a member), asks `presence` after
+ * every (re)subscribe, and applies `join`, `leave` and `presence_update` events on top
+ * (those that raced the reply too).
  * @returns {{ members: Array<import("./index.js").PresenceMember>, ready: boolean, error: import("./errors.js").FanoutError | null }}
  */
 export function usePresence(channel) {
@@ -104,49 +99,11 @@ export function usePresence(channel) {
   const [state, setState] = React.useState({ members: [], ready: false, error: null });
   React.useEffect(() => {
     if (!channel) return undefined;
-    let alive = true;
-    let members = new Map();
-    let ready = false;
-    let generation = 0;
-    /** Events that arrived while a `presence` request was out: the reply may predate them. */
-    let sinceRequest = null;
-    const show = () => alive && setState({ members: [...members.values()], ready, error: null });
-    const apply = (event) => {
-      if (event.type === "leave") members.delete(event.conn_id);
-      else members.set(event.conn_id, asMember(event, members.get(event.conn_id)));
-    };
-    const onEvent = (type) => (event) => {
-      const typed = { ...event, type };
-      sinceRequest?.push(typed);
-      apply(typed);
-      show();
-    };
     setState({ members: [], ready: false, error: null });
-    const sub = client.subscribe(channel, {
-      onSubscribed: async () => {
-        const asked = ++generation;
-        sinceRequest = [];
-        try {
-          const reply = await client.presence(channel);
-          if (!alive || asked !== generation) return;
-          members = new Map(reply.members.map((m) => [m.conn_id, asMember(m)]));
-          for (const event of sinceRequest) apply(event);
-          sinceRequest = null;
-          ready = true;
-          show();
-        } catch (error) {
-          if (alive && asked === generation) setState((s) => ({ ...s, error }));
-        }
-      },
-      onJoin: onEvent("join"),
-      onLeave: onEvent("leave"),
-      onStatus: onEvent("presence_update"),
-      onError: (error) => alive && setState((s) => ({ ...s, error })),
+    const tracker = trackPresence(client, channel, {
+      onChange: (members) => setState({ members, ready: tracker.ready, error: tracker.error }),
     });
-    return () => {
-      alive = false;
-      sub.unsubscribe();
-    };
+    return () => tracker.close();
   }, [client, channel]);
   return state;
 }

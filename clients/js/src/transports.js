@@ -74,10 +74,10 @@ export class WebSocketTransport {
     this.socket.onerror = () => {
       if (this.closed) return;
       if (!this.opened) {
-        this.#fail("WebSocket connection refused or failed");
+        this._fail("WebSocket connection refused or failed");
         return;
       }
-      this.errorTimer ??= setTimeout(() => this.#fail("WebSocket error without a close"), 2000);
+      if (this.errorTimer === undefined) this.errorTimer = setTimeout(() => this._fail("WebSocket error without a close"), 2000);
     };
     this.socket.onclose = (event) => {
       if (this.closed) return;
@@ -88,7 +88,7 @@ export class WebSocketTransport {
   }
 
   /** Ends the attempt as a dropped connection (1006) and lets go of the socket. */
-  #fail(reason) {
+  _fail(reason) {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.errorTimer);
@@ -147,13 +147,6 @@ async function refusalMessage(response) {
   return parsed?.error?.message ?? `HTTP ${response.status}${text ? `: ${text.slice(0, 200)}` : ""}`;
 }
 
-/**
- * A POST answered 404 while this session's stream is still open reached a node that does not
- * hold the session (a load balancer that is not sticky): it is sent again, this many times,
- * before the session is given up. Nothing was accepted, so nothing is repeated.
- */
-const MISROUTED_POST_RETRIES = 4;
-
 /** Frames per POST (the gateway takes at most 32) and characters per POST body. */
 const MAX_FRAMES_PER_POST = 32;
 const MAX_POST_CHARS = 60000;
@@ -162,7 +155,8 @@ const MAX_POST_CHARS = 60000;
  * Protocol v1 over Server-Sent Events: a `fetch()` stream reader on `GET /sse` (not
  * `EventSource`, which hides the `: ping` comments that tell a quiet stream from a dead
  * one, and which cannot be told to stop reconnecting by itself), and client frames POSTed
- * to `/sse/frames?conn_id=...` in order, one request at a time, batched as NDJSON.
+ * to `/sse/frames?conn_id=...` in order, one request at a time, batched as NDJSON (to any
+ * node: behind a balancer without stickiness, the node that gets a POST relays it).
  * The token travels as `?token=` (like `EventSource` must), so that neither request needs
  * a CORS preflight; POST bodies are `text/plain` for the same reason.
  */
@@ -186,14 +180,14 @@ export class SseTransport {
     /** The `close` event of the stream, if the server sent one before ending it. */
     this.serverClose = undefined;
     this.abort = new AbortController();
-    this.#readStream();
+    this._readStream();
   }
 
   /** Queues a frame; frames leave in order, batched, once the stream's ack named the session. */
   send(frame) {
     if (this.closed) return;
     this.outbox.push(JSON.stringify(frame));
-    this.#flush();
+    this._flush();
   }
 
   /** Later POSTs authenticate with this token (after a successful `refresh`). */
@@ -208,14 +202,14 @@ export class SseTransport {
     this.abort.abort();
   }
 
-  #finish(code, reason, status) {
+  _finish(code, reason, status) {
     if (this.closed) return;
     this.closed = true;
     this.abort.abort();
     this.handlers.onClose(code, reason, status);
   }
 
-  async #readStream() {
+  async _readStream() {
     const url = new URL(this.streamUrl);
     url.searchParams.set("token", this.token);
     let response;
@@ -226,18 +220,18 @@ export class SseTransport {
         signal: this.abort.signal,
       });
     } catch (error) {
-      return this.#finish(1006, `SSE request failed: ${error?.message ?? error}`);
+      return this._finish(1006, `SSE request failed: ${error?.message ?? error}`);
     }
     if (!response.ok) {
       const message = await refusalMessage(response);
-      return this.#finish(closeCodeForStatus(response.status), message, response.status);
+      return this._finish(closeCodeForStatus(response.status), message, response.status);
     }
     if (!(response.headers.get("content-type") ?? "").startsWith("text/event-stream") || !response.body) {
       response.body?.cancel().catch(() => {});
-      return this.#finish(1006, "the SSE endpoint did not answer with an event stream", response.status);
+      return this._finish(1006, "the SSE endpoint did not answer with an event stream", response.status);
     }
     const reader = response.body.getReader();
-    const parser = new SseParser((event) => this.#onEvent(event));
+    const parser = new SseParser((event) => this._onEvent(event));
     const decoder = new TextDecoder();
     try {
       for (;;) {
@@ -247,13 +241,13 @@ export class SseTransport {
         parser.push(decoder.decode(value, { stream: true }));
       }
     } catch (error) {
-      if (!this.closed) return this.#finish(1006, `SSE stream failed: ${error?.message ?? error}`);
+      if (!this.closed) return this._finish(1006, `SSE stream failed: ${error?.message ?? error}`);
     }
     const end = this.serverClose;
-    this.#finish(end?.code ?? 1006, end?.reason ?? "SSE stream ended");
+    this._finish(end?.code ?? 1006, end?.reason ?? "SSE stream ended");
   }
 
-  #onEvent({ data }) {
+  _onEvent({ data }) {
     if (this.closed) return;
     const frame = parseFrame(data);
     if (!frame) return;
@@ -265,13 +259,13 @@ export class SseTransport {
     if (frame.type === "connection_ack" && typeof frame.conn_id === "string") {
       this.connId = frame.conn_id;
       this.handlers.onFrame(frame);
-      this.#flush();
+      this._flush();
       return;
     }
     this.handlers.onFrame(frame);
   }
 
-  async #flush() {
+  async _flush() {
     if (this.posting || this.closed || this.connId === undefined) return;
     this.posting = true;
     try {
@@ -284,25 +278,21 @@ export class SseTransport {
           count += 1;
         }
         const body = this.outbox.splice(0, count).join("\n");
+        // Any node takes the POST: one without the session relays it to the node that
+        // holds the stream (the connection id names it).
+        const url = new URL(this.framesUrl);
+        url.searchParams.set("conn_id", this.connId);
+        url.searchParams.set("token", this.token);
         let response;
-        for (let attempt = 0; ; attempt++) {
-          const url = new URL(this.framesUrl);
-          url.searchParams.set("conn_id", this.connId);
-          url.searchParams.set("token", this.token);
-          try {
-            response = await this.fetch(url.href, {
-              method: "POST",
-              headers: { "content-type": "text/plain" },
-              body,
-              signal: this.abort.signal,
-            });
-          } catch (error) {
-            return this.#finish(1006, `SSE frame POST failed: ${error?.message ?? error}`);
-          }
-          if (response.status !== 404 || attempt >= MISROUTED_POST_RETRIES || this.closed) break;
-          await response.body?.cancel().catch(() => {});
-          await new Promise((resolve) => setTimeout(resolve, 20 * (attempt + 1)));
-          if (this.closed) return;
+        try {
+          response = await this.fetch(url.href, {
+            method: "POST",
+            headers: { "content-type": "text/plain" },
+            body,
+            signal: this.abort.signal,
+          });
+        } catch (error) {
+          return this._finish(1006, `SSE frame POST failed: ${error?.message ?? error}`);
         }
         if (response.status === 429) {
           // Too many frames wait for the session already: send these again shortly, first.
@@ -312,12 +302,12 @@ export class SseTransport {
           continue;
         }
         if (!response.ok) {
-          // 404: the session is gone (its stream ended); 401: token refused; 413: a frame
+          // 404: the session is gone (its stream ended, or its node); 401: token refused; 413: a frame
           // above the size limit (a WebSocket would close with 1009). Either way this
           // connection cannot carry these frames: end it and let the client reconnect.
           const message = await refusalMessage(response);
           const code = response.status === 413 ? 1009 : closeCodeForStatus(response.status);
-          return this.#finish(code, message, response.status);
+          return this._finish(code, message, response.status);
         }
         await response.body?.cancel().catch(() => {});
       }
@@ -354,7 +344,7 @@ export class SseParser {
     for (let i = 0; i < this.buffer.length; i++) {
       const c = this.buffer.charCodeAt(i);
       if (c !== 10 && c !== 13) continue;
-      this.#line(this.buffer.slice(start, i));
+      this._line(this.buffer.slice(start, i));
       if (c === 13) {
         if (i + 1 < this.buffer.length) {
           if (this.buffer.charCodeAt(i + 1) === 10) i += 1;
@@ -367,7 +357,7 @@ export class SseParser {
     this.buffer = this.buffer.slice(start);
   }
 
-  #line(line) {
+  _line(line) {
     if (line === "") {
       if (this.data.length > 0) {
         this.onEvent({ event: this.event || "message", data: this.data.join("\n"), id: this.id });

@@ -10,7 +10,7 @@ import { after, test } from "node:test";
 import React from "react";
 import TestRenderer from "react-test-renderer";
 
-import { Fanout } from "../src/index.js";
+import { Fanout } from "./support/harness.js";
 import { FanoutProvider, useChannel, useConnectionState, usePresence } from "../src/react.js";
 import { API_KEY, killAll, signToken, startGateway, waitFor } from "./support/harness.js";
 

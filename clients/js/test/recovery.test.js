@@ -4,7 +4,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
-import { Fanout } from "../src/index.js";
+import { Fanout } from "./support/harness.js";
 import { RespClient, killAll, signToken, sleep, startGateway, startHaproxy, startRedis, waitFor } from "./support/harness.js";
 
 after(killAll);

@@ -4,7 +4,8 @@
 import assert from "node:assert/strict";
 import { after, describe, test } from "node:test";
 
-import { Fanout, FanoutError } from "../src/index.js";
+import { FanoutError } from "../src/index.js";
+import { Fanout } from "./support/harness.js";
 import { API_KEY, killAll, readStream, signToken, sleep, startFreezingProxy, startGateway, startRedis, waitFor } from "./support/harness.js";
 
 after(killAll);
@@ -175,6 +176,20 @@ describe("offline send queue", { timeout: 60000 }, () => {
     assert.equal(new Set([first.msgId, results[0].msgId]).size, 2, "ids differ");
     assert.ok(entries.every((e) => e.fields.user === "decider" && e.fields.channel === "dag:7"));
     assert.deepEqual(entries.slice(1).map((e) => e.fields.node), ["inbox-2", "inbox-2", "inbox-2"]);
+  });
+});
+
+describe("send in flight", { timeout: 60000 }, () => {
+  test("many sends, several frames in flight at a time, reach the inbox once each, in the order they were made", async (t) => {
+    const redis = await startRedis();
+    const gateway = await startGateway({ name: "window", redis, args: ["--max-publishes-per-s", "1000"] });
+    const client = clientFor(t, { url: gateway.wsUrl, token: signToken({ sub: "burst", channels: ["dag:*"] }), sendWindow: 8 });
+    const sent = Array.from({ length: 60 }, (_, i) => client.send("dag:burst", { n: i + 1 }));
+    client.connect();
+    const results = await Promise.all(sent);
+    const entries = await readStream(redis, "fanout:inbox");
+    assert.deepEqual(entries.map((e) => JSON.parse(e.fields.data).n), Array.from({ length: 60 }, (_, i) => i + 1));
+    assert.deepEqual(entries.map((e) => e.id), results.map((r) => r.streamId), "each promise has its own entry");
   });
 });
 

@@ -5,8 +5,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
-import { Fanout } from "../src/index.js";
-import { RespClient, killAll, readStream, signToken, sleep, startGateway, startHaproxy, startNoWebSocketProxy, startRedis, waitFor } from "./support/harness.js";
+import { Fanout } from "./support/harness.js";
+import { RespClient, killAll, readStream, signToken, sleep, startGateway, startHaproxy, startNoWebSocketProxy, startRedis, startSplitProxy, waitFor } from "./support/harness.js";
 
 after(killAll);
 
@@ -56,8 +56,8 @@ describe("SSE", { timeout: 120000 }, () => {
     assert.ok(proxy.stats.framePosts >= 3);
   });
 
-  // Sticky balancing: the stream and the POSTs of a session reach the same node. (Non-sticky
-  // balancing needs nodes to forward POSTs to the node holding the stream: the last test.)
+  // Sticky balancing: the stream and the POSTs of a session reach the same node. (Without
+  // stickiness nodes relay POSTs to the node holding the stream: the last test.)
   test("over SSE through HAProxy, a node killed mid-stream costs a reconnect, not a message", async (t) => {
     const balancer = await startHaproxy(nodes, { balance: "source" });
     t.after(() => balancer.stop());
@@ -99,39 +99,34 @@ describe("SSE", { timeout: 120000 }, () => {
     assert.notEqual(client.connection.node, firstNode);
   });
 
-  // A non-sticky balancer sends a session's POSTs to any node. Where the node that gets one
-  // does not hold the session (it answers 404), the client sends it again while its stream is
-  // open; with round robin over two nodes the second try reaches the session. (Once nodes
-  // forward POSTs to the node holding the stream, no retry is needed.)
-  test("over SSE through a round-robin HAProxy, frames POSTed to another node reach the session", async (t) => {
+  // Without stickiness a balancer sends a session's POSTs to any node. Here every POST goes
+  // to the node that does NOT hold the stream: each frame reaches the session only if that
+  // node relays it (through Redis) to the node that does. A node that answers 404 instead
+  // ends the client's connection (it opens a new stream), which the test sees.
+  test("over SSE, frames POSTed to a node without the stream are relayed to the session", async (t) => {
     const pair = await Promise.all(["r1", "r2"].map((name) => startGateway({ name, redis })));
     t.after(() => Promise.all(pair.map((node) => node.kill())));
-    const balancer = await startHaproxy(pair);
-    t.after(() => balancer.stop());
-    let misrouted = 0;
+    const proxy = await startSplitProxy(pair[0].port, pair[1].port);
+    t.after(() => proxy.stop());
     const client = new Fanout({
-      url: balancer.wsUrl,
+      url: proxy.url,
       transport: "sse",
-      fetch: async (url, init) => {
-        const response = await fetch(url, init);
-        if (init?.method === "POST" && response.status === 404) misrouted += 1;
-        return response;
-      },
-      getToken: async () => signToken({ sub: "round-robin", channels: ["dag:*"], publish: ["dag:rr"] }),
+      getToken: async () => signToken({ sub: "split", channels: ["dag:*"], publish: ["dag:relay"] }),
       backoff: { baseMs: 100, capMs: 500 },
     });
     t.after(() => client.close());
     const received = [];
     const connections = [];
-    client.on("connected", (connection) => connections.push(connection.connId));
-    client.subscribe("dag:rr", { onMessage: (data) => received.push(data) });
+    client.on("connected", (connection) => connections.push(connection));
+    client.subscribe("dag:relay", { onMessage: (data) => received.push(data) });
     client.connect();
-    // Alternate POSTs between the nodes: each must reach the session, first time.
-    for (let n = 1; n <= 6; n++) assert.equal((await client.publish("dag:rr", n)).offset, n);
+    for (let n = 1; n <= 6; n++) assert.equal((await client.publish("dag:relay", n)).offset, n);
     await waitFor("six messages", () => received.length === 6);
     assert.deepEqual(received, [1, 2, 3, 4, 5, 6]);
     assert.equal(connections.length, 1, "one session throughout");
-    // Not asserted: a gateway that forwards POSTs between nodes answers none of them 404.
-    t.diagnostic(`POSTs answered 404 by the node without the session, then sent again: ${misrouted}`);
+    assert.equal(connections[0].node, "r1", "the stream is on r1");
+    // The subscribe and the six publishes at least, every one of them to r2, and accepted.
+    assert.ok(proxy.stats.posts >= 7, `POSTs through the proxy: ${proxy.stats.posts}`);
+    assert.deepEqual([...new Set(proxy.stats.postStatuses)], [202], `statuses of the POSTs to r2: ${proxy.stats.postStatuses}`);
   });
 });

@@ -5,9 +5,9 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 
-import { Backoff, Fanout, tokenExpiry } from "../src/index.js";
+import { Backoff, tokenExpiry, trackPresence } from "../src/index.js";
 import { SseParser } from "../src/transports.js";
-import { signToken } from "./support/harness.js";
+import { Fanout, signToken } from "./support/harness.js";
 
 describe("backoff with full jitter", () => {
   test("each delay lies in [0, min(cap, base * 2^n)) and the ceiling stops at the cap", () => {
@@ -282,10 +282,166 @@ describe("reconnect delays by close code (fake transport)", () => {
 });
 
 async function waitFor(check) {
-  for (let i = 0; i < 200 && !check(); i++) await tick();
+  for (let i = 0; i < 600 && !check(); i++) await tick();
   assert.ok(check());
 }
 
 async function waitForInstance(n) {
   await waitFor(() => FakeWebSocket.instances.length >= n);
 }
+
+/** A session on the fake transport with the options given, connected. */
+async function fakeConnected(options = {}) {
+  FakeWebSocket.instances = [];
+  const client = new Fanout({
+    url: "ws://fanout.test/ws",
+    token: signToken({ sub: "42" }),
+    transport: "websocket",
+    WebSocket: FakeWebSocket,
+    backoff: { baseMs: 10, capMs: 20 },
+    ...options,
+  });
+  client.connect();
+  await tick();
+  const ws = FakeWebSocket.instances[0];
+  ws.frame({ type: "connection_ack", conn_id: "c1", user: "42", node: "n", heartbeat_s: 25, channels: [], expires_at: Math.floor(Date.now() / 1000) + 3600, expires_in: 3600 });
+  return { client, ws };
+}
+
+const sends = (ws) => ws.sent.filter((f) => f.type === "send");
+const settled = (promise) => promise.then((value) => ({ value }), (error) => ({ error }));
+
+describe("send (fake transport)", () => {
+  test("several frames in flight, up to the window; replies matched in order; the next go as replies come", async () => {
+    const { client, ws } = await fakeConnected({ sendWindow: 3 });
+    const results = Array.from({ length: 7 }, (_, i) => client.send("dag:1", { n: i + 1 }));
+    assert.deepEqual(sends(ws).map((f) => f.data.n), [1, 2, 3], "three in flight before any reply");
+    const [a, b] = sends(ws);
+    ws.frame({ type: "sent", id: a.id, channel: "dag:1", stream_id: "1-0" });
+    ws.frame({ type: "sent", id: b.id, channel: "dag:1", stream_id: "2-0" });
+    assert.deepEqual(sends(ws).map((f) => f.data.n), [1, 2, 3, 4, 5]);
+    for (const frame of sends(ws).slice(2)) ws.frame({ type: "sent", id: frame.id, channel: "dag:1", stream_id: `${frame.data.n}-0` });
+    for (const frame of sends(ws).slice(5)) ws.frame({ type: "sent", id: frame.id, channel: "dag:1", stream_id: `${frame.data.n}-0` });
+    const done = await Promise.all(results);
+    assert.deepEqual(done.map((r) => r.streamId), ["1-0", "2-0", "3-0", "4-0", "5-0", "6-0", "7-0"]);
+    assert.deepEqual(sends(ws).map((f) => f.data.n), [1, 2, 3, 4, 5, 6, 7], "each sent once, in order");
+    client.close();
+  });
+
+  test("a full queue refuses at once with queue_full, by count and by bytes", async () => {
+    FakeWebSocket.instances = [];
+    const client = new Fanout({ url: "ws://fanout.test/ws", token: signToken({ sub: "42" }), transport: "websocket", WebSocket: FakeWebSocket, sendQueueMaxCount: 2, sendQueueMaxBytes: 200 });
+    const first = settled(client.send("dag:1", { n: 1 }));
+    const second = settled(client.send("dag:1", { n: 2 }));
+    const third = await settled(client.send("dag:1", { n: 3 }));
+    assert.equal(third.error.code, "queue_full");
+    assert.equal(third.error.retryable, true);
+    assert.match(third.error.message, /2 sends .* wait already.*limits are 2 sends and 200 bytes/);
+    client.close();
+    assert.equal((await first).error.code, "closed");
+    assert.equal((await second).error.code, "closed");
+
+    const bytes = new Fanout({ url: "ws://fanout.test/ws", token: signToken({ sub: "42" }), transport: "websocket", WebSocket: FakeWebSocket, sendQueueMaxBytes: 200, clientMsgIdField: null });
+    const small = settled(bytes.send("dag:1", "x".repeat(100)));
+    const big = await settled(bytes.send("dag:1", "é".repeat(60))); // 120 bytes in UTF-8 + quotes: over what is left
+    assert.equal(big.error.code, "queue_full");
+    bytes.close();
+    assert.equal((await small).error.code, "closed");
+  });
+
+  test("a timeout or an abort drops a queued send (never sent); one in flight is not sent again", async () => {
+    const { client, ws } = await fakeConnected({ sendWindow: 1 });
+    const controller = new AbortController();
+    const inFlight = settled(client.send("dag:1", { n: 1 }, { signal: controller.signal }));
+    const timedOut = settled(client.send("dag:1", { n: 2 }, { timeoutMs: 30 }));
+    const abortedEarly = new AbortController();
+    abortedEarly.abort();
+    assert.equal((await settled(client.send("dag:1", { n: 3 }, { signal: abortedEarly.signal }))).error.code, "aborted");
+    const queuedAbort = new AbortController();
+    const aborted = settled(client.send("dag:1", { n: 4 }, { signal: queuedAbort.signal }));
+    const last = client.send("dag:1", { n: 5 });
+    queuedAbort.abort();
+    assert.equal((await aborted).error.code, "aborted");
+    assert.equal((await timedOut).error.code, "timeout");
+    controller.abort();
+    const first = await inFlight;
+    assert.equal(first.error.code, "aborted");
+    assert.equal(first.error.retryable, false);
+    // The reply of the aborted one frees the window: the next is 5 (2 and 4 were dropped).
+    ws.frame({ type: "sent", id: sends(ws)[0].id, channel: "dag:1", stream_id: "1-0" });
+    assert.deepEqual(sends(ws).map((f) => f.data.n), [1, 5]);
+    // A reconnect sends again only what is still wanted.
+    ws.drop(1006);
+    await waitForInstance(2);
+    await tick();
+    const ws2 = FakeWebSocket.instances[1];
+    ws2.frame({ type: "connection_ack", conn_id: "c2", user: "42", node: "n", heartbeat_s: 25, channels: [], expires_at: Math.floor(Date.now() / 1000) + 3600, expires_in: 3600 });
+    assert.deepEqual(sends(ws2).map((f) => f.data.n), [5]);
+    ws2.frame({ type: "sent", id: sends(ws2)[0].id, channel: "dag:1", stream_id: "5-0" });
+    assert.equal((await last).streamId, "5-0");
+    client.close();
+  });
+
+  test("a retryable refusal sends it again after a backoff, one at a time until one passes", async () => {
+    const { client, ws } = await fakeConnected({ sendWindow: 4 });
+    const results = [1, 2, 3].map((n) => client.send("dag:1", { n }));
+    const [one, two, three] = sends(ws);
+    ws.frame({ type: "error", id: one.id, code: "rate_limited", message: "more than 10 publish, send or status frames per second" });
+    ws.frame({ type: "sent", id: two.id, channel: "dag:1", stream_id: "2-0" });
+    ws.frame({ type: "sent", id: three.id, channel: "dag:1", stream_id: "3-0" });
+    await waitFor(() => sends(ws).length === 4);
+    assert.equal(sends(ws)[3].data.n, 1, "the refused one again");
+    const more = [4, 5].map((n) => client.send("dag:1", { n }));
+    assert.equal(sends(ws).length, 4, "one at a time after a refusal");
+    ws.frame({ type: "sent", id: sends(ws)[3].id, channel: "dag:1", stream_id: "1-0" });
+    assert.deepEqual(sends(ws).slice(4).map((f) => f.data.n), [4, 5], "the window opens again");
+    for (const frame of sends(ws).slice(4)) ws.frame({ type: "sent", id: frame.id, channel: "dag:1", stream_id: `${frame.data.n}-0` });
+    assert.deepEqual((await Promise.all([...results, ...more])).map((r) => r.streamId), ["1-0", "2-0", "3-0", "4-0", "5-0"]);
+    client.close();
+  });
+});
+
+describe("trackPresence (fake transport)", () => {
+  test("events that race the presence reply are applied on top of it; a failed request keeps nothing and is asked again", async () => {
+    const { client, ws } = await fakeConnected();
+    const tracker = trackPresence(client, "room:x");
+    const subscribe = ws.last("subscribe");
+    ws.frame({ type: "subscribed", id: subscribe.id, channel: "room:x", recovered: false });
+    const ask = ws.last("presence");
+    // Before the reply: carol joins, bob leaves (the reply, read earlier, still has bob).
+    ws.frame({ type: "join", channel: "room:x", user: "carol", conn_id: "c" });
+    ws.frame({ type: "leave", channel: "room:x", user: "bob", conn_id: "b" });
+    ws.frame({ type: "presence", id: ask.id, channel: "room:x", members: [{ user: "me", conn_id: "m" }, { user: "bob", conn_id: "b" }] });
+    await tick();
+    assert.equal(tracker.ready, true);
+    assert.deepEqual(tracker.members.map((m) => m.user).sort(), ["carol", "me"]);
+    ws.frame({ type: "presence_update", channel: "room:x", user: "carol", conn_id: "c", status: { state: "typing" } });
+    assert.deepEqual(tracker.members.find((m) => m.user === "carol").status, { state: "typing" });
+    ws.frame({ type: "presence_update", channel: "room:x", user: "carol", conn_id: "c", status: null });
+    assert.equal(tracker.members.find((m) => m.user === "carol").status, undefined, "a cleared status");
+
+    // A reconnect asks again; this time the request fails: nothing is kept for it.
+    ws.drop(1006);
+    await waitForInstance(2);
+    await tick();
+    const ws2 = FakeWebSocket.instances[1];
+    ws2.frame({ type: "connection_ack", conn_id: "c2", user: "42", node: "n", heartbeat_s: 25, channels: [], expires_at: Math.floor(Date.now() / 1000) + 3600, expires_in: 3600 });
+    ws2.frame({ type: "subscribed", id: ws2.last("subscribe").id, channel: "room:x", recovered: false });
+    const failed = ws2.last("presence");
+    ws2.frame({ type: "error", id: failed.id, code: "unavailable", message: "broker unavailable: test" });
+    await tick();
+    assert.equal(tracker.error.code, "unavailable");
+    assert.equal(tracker._sinceRequest, null, "no buffer left growing");
+    for (let i = 0; i < 50; i++) ws2.frame({ type: "join", channel: "room:x", user: `u${i}`, conn_id: `k${i}` });
+    assert.equal(tracker._sinceRequest, null, "events are applied, not buffered, while no request is out");
+    assert.equal(tracker.members.length, 52);
+    // Asked again after a backoff (the test's backoff is short), and the reply replaces all.
+    await waitFor(() => ws2.sent.filter((f) => f.type === "presence").length === 2);
+    ws2.frame({ type: "presence", id: ws2.last("presence").id, channel: "room:x", members: [{ user: "me", conn_id: "m" }] });
+    await tick();
+    assert.deepEqual(tracker.members.map((m) => m.user), ["me"]);
+    assert.equal(tracker.error, null);
+    tracker.close();
+    client.close();
+  });
+});

@@ -7,6 +7,7 @@ namespace Fanout;
 use Fanout\Exception\ApiException;
 use Fanout\Exception\InvalidArgumentException;
 use Fanout\Exception\TransportException;
+use Fanout\Internal\ControlArguments;
 use Fanout\Internal\HttpClient;
 use Fanout\Internal\Payload;
 
@@ -24,8 +25,12 @@ use Fanout\Internal\Payload;
  * `publish` and `publishWithHistory` differ only in what they return. Errors raise
  * `ApiException` with the gateway's error code (`bad_request`, `unauthorized`, `forbidden`,
  * `too_large`, `unavailable`) and message; no answer raises `TransportException`.
+ *
+ * It also controls sessions (`SessionControlInterface`: `POST /api/disconnect`,
+ * `/api/subscribe`, `/api/unsubscribe`, `/api/revoke`, `GET /api/info`) and lists the active
+ * channels of the cluster (`channels()`, `GET /api/channels`).
  */
-final class HttpPublisher implements PublisherInterface
+final class HttpPublisher implements PublisherInterface, SessionControlInterface
 {
     private readonly HttpClient $http;
 
@@ -123,5 +128,99 @@ final class HttpPublisher implements PublisherInterface
             $query['limit'] = $limit;
         }
         return $this->http->request('GET', '/api/history', $query);
+    }
+    /**
+     * `POST /api/disconnect`.
+     *
+     * @throws InvalidArgumentException|ApiException|TransportException
+     */
+    public function disconnect(string|int $user, ?string $connId = null, string $reason = '', bool $reconnect = true, ?int $code = null): void
+    {
+        [$user, $connId, $reason, $code] = ControlArguments::disconnect($user, $connId, $reason, $code);
+        $body = ['user' => $user, 'reconnect' => $reconnect];
+        if ($connId !== null) {
+            $body['conn_id'] = $connId;
+        }
+        if ($reason !== '') {
+            $body['reason'] = $reason;
+        }
+        if ($code !== null) {
+            $body['code'] = $code;
+        }
+        $this->post('/api/disconnect', $body);
+    }
+
+    /**
+     * `POST /api/unsubscribe`.
+     *
+     * @throws InvalidArgumentException|ApiException|TransportException
+     */
+    public function unsubscribe(string|int $user, string $channel): void
+    {
+        [$user, $channel] = ControlArguments::membership($user, $channel);
+        $this->post('/api/unsubscribe', ['user' => $user, 'channel' => $channel]);
+    }
+
+    /**
+     * `POST /api/subscribe`.
+     *
+     * @throws InvalidArgumentException|ApiException|TransportException
+     */
+    public function subscribe(string|int $user, string $channel): void
+    {
+        [$user, $channel] = ControlArguments::membership($user, $channel);
+        $this->post('/api/subscribe', ['user' => $user, 'channel' => $channel]);
+    }
+
+    /**
+     * `POST /api/revoke {"user", "before", "keep_s"}`.
+     *
+     * @throws InvalidArgumentException|ApiException|TransportException
+     */
+    public function revokeUser(string|int $user, ?int $before = null, int $keepSeconds = self::DEFAULT_REVOCATION_KEEP_S): void
+    {
+        [$user, $before, $keepSeconds] = ControlArguments::revokeUser($user, $before, $keepSeconds);
+        $this->post('/api/revoke', ['user' => $user, 'before' => $before, 'keep_s' => $keepSeconds]);
+    }
+
+    /**
+     * `POST /api/revoke {"jti", "expires_at"}`.
+     *
+     * @throws InvalidArgumentException|ApiException|TransportException
+     */
+    public function revokeToken(string $jti, int $expiresAt): void
+    {
+        ControlArguments::revokeToken($jti, $expiresAt);
+        $this->post('/api/revoke', ['jti' => $jti, 'expires_at' => $expiresAt]);
+    }
+
+    /**
+     * `GET /api/info`.
+     *
+     * @throws ApiException|TransportException
+     */
+    public function nodes(): array
+    {
+        $reply = $this->http->request('GET', '/api/info');
+        return array_values(array_filter((array) ($reply['nodes'] ?? []), 'is_array'));
+    }
+
+    /**
+     * `GET /api/channels`: the channels with subscribers now, summed over the nodes, and the
+     * nodes that did not answer within a second (their subscribers are missing).
+     *
+     * @param string $pattern a channel name, or a prefix followed by `*` (`room:*`); `*`: all.
+     * @return array{pattern: string, channels: list<array{channel: string, subscribers: int}>, missing_nodes: list<string>}
+     * @throws ApiException|TransportException (`bad_request` for a malformed pattern)
+     */
+    public function channels(string $pattern = '*'): array
+    {
+        return $this->http->request('GET', '/api/channels', ['pattern' => $pattern]);
+    }
+
+    /** @param array<string, mixed> $body */
+    private function post(string $path, array $body): void
+    {
+        $this->http->request('POST', $path, [], Payload::json($body, 'request'));
     }
 }

@@ -7,6 +7,7 @@ namespace Fanout;
 use Fanout\Exception\InvalidArgumentException;
 use Fanout\Exception\LibraryNotLoadedException;
 use Fanout\Exception\RedisCommandException;
+use Fanout\Internal\ControlArguments;
 use Fanout\Internal\Payload;
 use Fanout\Internal\RawRedis;
 
@@ -24,10 +25,14 @@ use Fanout\Internal\RawRedis;
  * $publisher->broadcast(['user:42', 'user:43'], ['type' => 'task_update']);
  * ```
  *
+ * It also controls sessions (`SessionControlInterface`) with the nodes' `fanout_disconnect`,
+ * `fanout_subscribe`, `fanout_unsubscribe`, `fanout_revoke_user`, `fanout_revoke_token` and
+ * `fanout_nodes` functions.
+ *
  * The `\Redis` connection may be shared with the application: commands are sent raw,
  * unaffected by its `OPT_PREFIX` or `OPT_SERIALIZER`.
  */
-final class Publisher implements PublisherInterface
+final class Publisher implements PublisherInterface, SessionControlInterface
 {
     /**
      * @param \Redis $redis a connected phpredis client, to the Redis the fanout nodes use.
@@ -123,6 +128,92 @@ final class Publisher implements PublisherInterface
         return count($channels);
     }
 
+    /**
+     * `FCALL fanout_disconnect 1 control <user> <conn_id> <reason> <reconnect> <code>`.
+     *
+     * @throws InvalidArgumentException|LibraryNotLoadedException|RedisCommandException
+     */
+    public function disconnect(string|int $user, ?string $connId = null, string $reason = '', bool $reconnect = true, ?int $code = null): void
+    {
+        [$user, $connId, $reason, $code] = ControlArguments::disconnect($user, $connId, $reason, $code);
+        $this->control('fanout_disconnect', $user, $connId ?? '', $reason, $reconnect ? '1' : '0', $code === null ? '' : (string) $code);
+    }
+
+    /**
+     * `FCALL fanout_unsubscribe 1 control <user> <channel>`.
+     *
+     * @throws InvalidArgumentException|LibraryNotLoadedException|RedisCommandException
+     */
+    public function unsubscribe(string|int $user, string $channel): void
+    {
+        $this->control('fanout_unsubscribe', ...ControlArguments::membership($user, $channel));
+    }
+
+    /**
+     * `FCALL fanout_subscribe 1 control <user> <channel>`.
+     *
+     * @throws InvalidArgumentException|LibraryNotLoadedException|RedisCommandException
+     */
+    public function subscribe(string|int $user, string $channel): void
+    {
+        $this->control('fanout_subscribe', ...ControlArguments::membership($user, $channel));
+    }
+
+    /**
+     * `FCALL fanout_revoke_user 1 control <user> <before> <keep_s>`.
+     *
+     * @throws InvalidArgumentException|LibraryNotLoadedException|RedisCommandException
+     */
+    public function revokeUser(string|int $user, ?int $before = null, int $keepSeconds = self::DEFAULT_REVOCATION_KEEP_S): void
+    {
+        [$user, $before, $keepSeconds] = ControlArguments::revokeUser($user, $before, $keepSeconds);
+        $this->control('fanout_revoke_user', $user, (string) $before, (string) $keepSeconds);
+    }
+
+    /**
+     * `FCALL fanout_revoke_token 1 control <jti> <expires_at>`.
+     *
+     * @throws InvalidArgumentException|LibraryNotLoadedException|RedisCommandException
+     */
+    public function revokeToken(string $jti, int $expiresAt): void
+    {
+        ControlArguments::revokeToken($jti, $expiresAt);
+        $this->control('fanout_revoke_token', $jti, (string) $expiresAt);
+    }
+
+    /**
+     * `FCALL fanout_nodes 1 control`.
+     *
+     * @throws LibraryNotLoadedException|RedisCommandException
+     */
+    public function nodes(): array
+    {
+        $nodes = [];
+        foreach ((array) $this->control('fanout_nodes') as $info) {
+            $node = is_string($info) ? json_decode($info, true) : null;
+            if (is_array($node)) {
+                $nodes[] = $node;
+            }
+        }
+        usort($nodes, static fn (array $a, array $b) => strcmp((string) ($a['id'] ?? ''), (string) ($b['id'] ?? '')));
+        return $nodes;
+    }
+
+    /**
+     * Calls a control function. Its one key is always `control`: the slot of the control
+     * channel, so `redis-cli -c` and cluster clients route every call to one shard.
+     *
+     * @throws LibraryNotLoadedException|RedisCommandException
+     */
+    private function control(string $function, string ...$args): mixed
+    {
+        try {
+            return RawRedis::call($this->redis, 'FCALL', $function, '1', 'control', ...$args);
+        } catch (RedisCommandException $e) {
+            throw self::functionError($e, 'controlling sessions', 'Nothing was done.');
+        }
+    }
+
     /** @return list<string> */
     private function fcall(string $channel, string $payload, ?string $idempotencyKey): array
     {
@@ -145,26 +236,35 @@ final class Publisher implements PublisherInterface
     private static function offset(mixed $reply): int
     {
         if ($reply instanceof RedisCommandException) {
-            $message = $reply->getMessage();
-            if (str_contains($message, 'Function not found')) {
-                throw new LibraryNotLoadedException(
-                    'the fanout Redis Function library is not loaded on this Redis (Redis answered "'
-                    . $message . '"). fanout nodes load it when they start and when they reconnect to '
-                    . 'Redis: start a fanout node with --redis-url pointing at this Redis (or check that '
-                    . 'this code uses the same Redis as the nodes), then retry. Nothing was published.',
-                    0,
-                    $reply,
-                );
-            }
-            if (stripos($message, "unknown command") !== false && stripos($message, 'fcall') !== false) {
-                throw new RedisCommandException("publishing with history needs Redis 7 or later (Redis answered \"$message\")", 0, $reply);
-            }
-            throw $reply;
+            throw self::functionError($reply, 'publishing with history', 'Nothing was published.');
         }
         if (!is_int($reply)) {
             throw new RedisCommandException('unexpected reply from fanout_publish: ' . get_debug_type($reply));
         }
         return $reply;
+    }
+
+    /**
+     * What to throw for a refused `FCALL`: a missing library, a Redis too old for functions,
+     * or Redis's own error (a bad argument, a payload too large).
+     */
+    private static function functionError(RedisCommandException $error, string $what, string $consequence): \RuntimeException
+    {
+        $message = $error->getMessage();
+        if (str_contains($message, 'Function not found')) {
+            return new LibraryNotLoadedException(
+                'the fanout Redis Function library is not loaded on this Redis (Redis answered "'
+                . $message . '"). fanout nodes load it when they start and when they reconnect to '
+                . 'Redis: start a fanout node with --redis-url pointing at this Redis (or check that '
+                . 'this code uses the same Redis as the nodes), then retry. ' . $consequence,
+                0,
+                $error,
+            );
+        }
+        if (stripos($message, "unknown command") !== false && stripos($message, 'fcall') !== false) {
+            return new RedisCommandException("$what needs Redis 7 or later (Redis answered \"$message\")", 0, $error);
+        }
+        return $error;
     }
 
     /**

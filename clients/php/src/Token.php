@@ -14,6 +14,7 @@ use Fanout\Internal\EcdsaSignature;
  * $tokens = new Token(secret: FANOUT_JWT_SECRET);                      // HS256
  * $tokens = new Token(privateKey: file_get_contents('/etc/fanout/jwt.pem')); // RS256 or ES256, from the key
  * $jwt = $tokens->mint('42', channels: ['dag:*'], publish: ['room:chat'], ttl: 600, info: ['name' => 'Alice']);
+ * $grant = $tokens->forChannel('42', 'room:doc-7', ttl: 600);  // a channel token, sent with one subscribe
  * ```
  *
  * The gateway pins one algorithm: a secret means HS256 (or HS384/HS512 with
@@ -22,8 +23,10 @@ use Fanout\Internal\EcdsaSignature;
  * by default it is derived from the key exactly as the gateway derives it.
  *
  * Claims: `sub` (the user id), `iat`, `exp` (now + ttl), and when given `channels`,
- * `publish`, `info`, plus `aud` and `iss` when the gateway is configured with
- * `jwt_audience` / `jwt_issuer` (pass the same values to the constructor).
+ * `publish`, `info`, `jti`, plus `aud` and `iss` when the gateway is configured with
+ * `jwt_audience` / `jwt_issuer` (pass the same values to the constructor). `iat` lets a
+ * backend revoke a user's tokens issued before a time, `jti` one token
+ * (`SessionControlInterface::revokeUser`, `revokeToken`).
  */
 final class Token
 {
@@ -129,9 +132,11 @@ final class Token
      *        client sends a `refresh` frame with a new token.
      * @param mixed $info JSON-encodable data shown to others in presence (e.g. `['name' => 'Alice']`);
      *        null: no `info` claim. Copied into every presence event: keep it small.
+     * @param string|null $jti a unique id for this token (1-256 bytes), to revoke it alone
+     *        with `revokeToken($jti, $exp)`; null: no `jti` claim.
      *
      * @throws InvalidArgumentException for an invalid user id, a TTL of 0 or less, a pattern that
-     *         is not a non-empty string, or `info` that cannot be encoded as JSON.
+     *         is not a non-empty string, `info` that cannot be encoded as JSON, or a bad `jti`.
      */
     public function mint(
         string|int $userId,
@@ -139,13 +144,9 @@ final class Token
         array $publish = [],
         int $ttl = 3600,
         mixed $info = null,
+        ?string $jti = null,
     ): string {
-        $sub = Channel::assertValidUserId($userId);
-        if ($ttl <= 0) {
-            throw new InvalidArgumentException("ttl must be a positive number of seconds, got $ttl");
-        }
-        $now = time();
-        $claims = ['sub' => $sub, 'iat' => $now, 'exp' => $now + $ttl];
+        $claims = $this->base($userId, $ttl, $jti);
         if ($channels !== []) {
             $claims['channels'] = self::patterns('channels', $channels);
         }
@@ -155,6 +156,58 @@ final class Token
         if ($info !== null) {
             $claims['info'] = $info;
         }
+        return $this->signed($claims);
+    }
+
+    /**
+     * A channel token: grants the user one channel their connection token does not, sent with
+     * the `subscribe` of that channel (`{"type":"subscribe","channel":...,"token":...}`; the JS
+     * client's `getChannelToken`). When it expires the subscription ends (the connection
+     * stays) unless the client subscribed again with a newer one. docs/protocol.md, "Channel
+     * tokens".
+     *
+     * @param string $channel the one channel it grants (an exact name, no pattern).
+     * @param mixed $info shown in that channel's presence instead of the connection token's.
+     *
+     * @throws InvalidArgumentException for an invalid user id or channel, a TTL of 0 or less,
+     *         `info` that cannot be encoded as JSON, or a bad `jti`.
+     */
+    public function forChannel(
+        string|int $userId,
+        string $channel,
+        int $ttl = 3600,
+        mixed $info = null,
+        ?string $jti = null,
+    ): string {
+        $claims = $this->base($userId, $ttl, $jti);
+        $claims['channel'] = Channel::assertValid($channel);
+        if ($info !== null) {
+            $claims['info'] = $info;
+        }
+        return $this->signed($claims);
+    }
+
+    /** @return array<string, mixed> the claims every token has. */
+    private function base(string|int $userId, int $ttl, ?string $jti): array
+    {
+        $sub = Channel::assertValidUserId($userId);
+        if ($ttl <= 0) {
+            throw new InvalidArgumentException("ttl must be a positive number of seconds, got $ttl");
+        }
+        $now = time();
+        $claims = ['sub' => $sub, 'iat' => $now, 'exp' => $now + $ttl];
+        if ($jti !== null) {
+            if ($jti === '' || strlen($jti) > 256) {
+                throw new InvalidArgumentException('jti must be 1 to 256 bytes');
+            }
+            $claims['jti'] = $jti;
+        }
+        return $claims;
+    }
+
+    /** @param array<string, mixed> $claims */
+    private function signed(array $claims): string
+    {
         if ($this->audience !== null) {
             $claims['aud'] = $this->audience;
         }

@@ -56,6 +56,19 @@ final class TokenTest extends TestCase
         $this->assertRefused($gateway, (new Token(secret: 'another-secret-of-32-bytes-or-more!!'))->mint('alice'), 'token signature does not verify');
     }
 
+    public function testTokensCarryIatAndJtiAndChannelTokensTheirChannel(): void
+    {
+        $tokens = new Token(secret: Gateway::SECRET);
+        $claims = static fn (string $jwt): array => json_decode(base64_decode(strtr(explode('.', $jwt)[1], '-_', '+/')), true);
+        $connection = $claims($tokens->mint('alice', ttl: 60, jti: 'login-7'));
+        self::assertSame(['alice', 'login-7', 60], [$connection['sub'], $connection['jti'], $connection['exp'] - $connection['iat']]);
+        self::assertEqualsWithDelta(time(), $connection['iat'], 2);
+        self::assertArrayNotHasKey('jti', $claims($tokens->mint('alice')));
+        $grant = $claims($tokens->forChannel('alice', 'room:doc-7', ttl: 90, info: ['role' => 'editor'], jti: 'grant-1'));
+        self::assertSame(['alice', 'room:doc-7', ['role' => 'editor'], 'grant-1', 90], [$grant['sub'], $grant['channel'], $grant['info'], $grant['jti'], $grant['exp'] - $grant['iat']]);
+        self::assertArrayNotHasKey('channels', $grant);
+    }
+
     public function testPublishClaimLetsTheClientPublish(): void
     {
         $gateway = $this->gateway();
@@ -164,6 +177,9 @@ final class TokenTest extends TestCase
         yield 'empty pattern' => [fn (Token $t) => $t->mint('u', channels: ['']), 'every `channels` entry'];
         yield 'non-string pattern' => [fn (Token $t) => $t->mint('u', publish: [7]), 'every `publish` entry'];
         yield 'unencodable info' => [fn (Token $t) => $t->mint('u', info: "\xff"), 'cannot be encoded as JSON'];
+        yield 'empty jti' => [fn (Token $t) => $t->mint('u', jti: ''), 'jti must be 1 to 256 bytes'];
+        yield 'channel token for a pattern' => [fn (Token $t) => $t->forChannel('u', 'room:*'), "contains '*'"];
+        yield 'channel token with ttl 0' => [fn (Token $t) => $t->forChannel('u', 'room:a', ttl: 0), 'got 0'];
     }
 
     public function testRefusesKeysThatDoNotFitTheAlgorithm(): void

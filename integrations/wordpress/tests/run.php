@@ -276,6 +276,7 @@ $tests['the plugin\'s scripts with the JS client: who is here, and the bell'] = 
     }
     $proc = proc_open(['node', '--experimental-websocket', '--no-warnings', __DIR__ . '/js/plugin-scripts.mjs'], [1 => ['pipe', 'w'], 2 => ['redirect', 1]], $pipes, null, [
         'FANOUT_WP_PLUGIN_JS' => "$stack->dir/build/fanout/assets/js",
+        'FANOUT_WP_PLUGIN_VERSION' => FANOUT_TEST_PLUGIN_VERSION,
         'FANOUT_WP_TEST' => json_encode($scenario),
     ] + getenv());
     $output = stream_get_contents($pipes[1]);

@@ -27,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::library;
 use super::metrics::RedisMetrics;
+use super::timing::COMMAND_TIMEOUT;
 use crate::broker::{ChannelRules, Deliver, HistoryQuery, Publication, StreamPosition};
 use crate::channel::Channel;
 use crate::limits::RateLimitedLog;
@@ -302,7 +303,7 @@ impl Worker {
     /// and a slow read must cost this channel a resync, not stall every channel behind it.
     async fn read(&self, channel: &Channel, query: HistoryQuery) -> Option<crate::broker::History> {
         let read = self.history.read(channel, query);
-        match tokio::time::timeout(super::subscriber::COMMAND_TIMEOUT, read).await {
+        match tokio::time::timeout(COMMAND_TIMEOUT, read).await {
             Ok(Ok(h)) => Some(h),
             Ok(Err(e)) => {
                 tracing::warn!(%channel, error = %e, "could not read history to fill a gap");
@@ -369,6 +370,7 @@ mod tests {
         fn resync(&self, _: &Channel) {
             self.0.lock().unwrap().push("resync".into());
         }
+        fn control(&self, _: crate::broker::ControlMessage) {}
         fn relayed(&self, _: RelayedFrames) {}
     }
 

@@ -14,16 +14,29 @@
 //! dropped and counted as `forged_envelope`. Both channels of a fanout channel are held by the
 //! same pub/sub connection, and Redis delivers one connection's messages in publish order, so
 //! plain and enveloped messages of a channel stay in order.
+//!
+//! [`decode_message`] is the read side: one pub/sub message into a publication.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::broker::StreamPosition;
+use crate::broker::{Publication, StreamPosition};
 use crate::channel::Channel;
 
 /// First byte of a PUBLISH payload that carries an envelope.
 const ENVELOPE: u8 = 0;
+
+/// A node's own channel (relayed client frames, survey replies): `!<prefix>node:<id>`.
+pub fn node_channel(prefix: &str, node_id: &str) -> String {
+    internal_channel(prefix, &format!("node:{node_id}"))
+}
+
+/// The channel of control commands for every node: `!<prefix>{control}` (the hash tag
+/// puts it in the control slot with the revocations and the node registry).
+pub fn control_channel(prefix: &str) -> String {
+    internal_channel(prefix, "{control}")
+}
 
 /// The Redis channel plain publishers use for `channel`: `<prefix><channel>`.
 pub fn public_channel(prefix: &str, channel: &Channel) -> String {
@@ -145,6 +158,40 @@ pub fn message_envelope(publisher: &str, payload: &[u8]) -> Vec<u8> {
     out.push(0);
     out.extend_from_slice(payload);
     out
+}
+
+/// Turns one pub/sub message (Redis channel name and payload) into a publication: strips the
+/// prefix, validates the channel, opens a fanout envelope, checks the size. The per-message
+/// work of the Redis read path; `Err` names why a message is dropped (a metric label).
+pub fn decode_message(
+    prefix: &str,
+    redis_channel: &str,
+    raw: &[u8],
+    max_payload: usize,
+) -> Result<Publication, &'static str> {
+    let (channel, enveloped) = channel_of(prefix, redis_channel).ok_or("bad_channel")?;
+    let publication = match (enveloped, open_envelope(raw)) {
+        (false, None) => Publication::new(channel, Bytes::copy_from_slice(raw)),
+        // Only the node and its library write envelopes, and never on a public channel.
+        (false, Some(_)) => return Err("forged_envelope"),
+        (true, None | Some(Err(()))) => return Err("bad_envelope"),
+        (
+            true,
+            Some(Ok(Envelope::History {
+                position,
+                publisher,
+                payload,
+            })),
+        ) => Publication::at(channel, payload, position).by(publisher),
+        (true, Some(Ok(Envelope::Message { publisher, payload }))) => {
+            Publication::new(channel, payload).by(publisher)
+        }
+        (true, Some(Ok(Envelope::Event { frame }))) => Publication::event(channel, frame),
+    };
+    if publication.len() > max_payload {
+        return Err("too_large");
+    }
+    Ok(publication)
 }
 
 #[cfg(test)]

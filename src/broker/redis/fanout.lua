@@ -282,6 +282,162 @@ local function presence_status(keys, args)
   return member
 end
 
+
+-- Control of sessions (docs/publishing.md, "Controlling sessions"). Every control function is
+-- called with the one key `control`: its slot holds the control channel, the revocations and
+-- the node registry, so that on a Redis Cluster one shard serves them all.
+local CONTROL_BASE = PREFIX .. "{control}"
+local CONTROL_CHANNEL = "!" .. CONTROL_BASE
+local MAX_REASON = 100
+
+local function control_key(keys, usage)
+  if keys[1] ~= "control" then
+    return redis.error_reply("usage: FCALL " .. usage .. " (the key is always `control`)")
+  end
+end
+
+-- A user id as tokens may carry it (`user:<id>` must be a valid channel).
+local function valid_user(user)
+  return user ~= nil and #user >= 1 and #user <= 123
+    and string.match(user, "^[A-Za-z0-9_%.:@%-]+$") ~= nil
+end
+
+local function send_control(command)
+  redis.call(PUBLISH, CONTROL_CHANNEL, cjson.encode(command))
+  return 1
+end
+
+local function now_s()
+  return tonumber(redis.call("TIME")[1])
+end
+
+-- FCALL fanout_disconnect 1 control <user> [<conn_id>] [<reason>] [<reconnect: 1|0>] [<code>]
+local function disconnect(keys, args)
+  local usage = "fanout_disconnect 1 control <user> [<conn_id>] [<reason>] [<reconnect 1|0>] [<code 4100-4499>]"
+  local bad = control_key(keys, usage)
+  if bad then return bad end
+  local user = args[1]
+  if not valid_user(user) then
+    return redis.error_reply("invalid user id; " .. usage)
+  end
+  local conn_id = args[2]
+  if conn_id == "" or conn_id == nil then conn_id = nil elseif #conn_id > 128 then
+    return redis.error_reply("conn_id longer than 128 bytes")
+  end
+  local reason = args[3] or ""
+  if reason == "" then reason = "disconnected by the server" end
+  if #reason > MAX_REASON then
+    return redis.error_reply("reason longer than " .. MAX_REASON .. " bytes")
+  end
+  local reconnect = args[4] ~= "0" and args[4] ~= "false"
+  local code = reconnect and 4004 or 4005
+  if args[5] ~= nil and args[5] ~= "" then
+    code = tonumber(args[5])
+    if code == nil or code < 4100 or code > 4499 or code ~= math.floor(code) then
+      return redis.error_reply("code must be an application close code from 4100 to 4499")
+    end
+  end
+  return send_control({op = "disconnect", user = user, conn_id = conn_id, code = code,
+    reason = reason, reconnect = reconnect})
+end
+
+local function membership(op)
+  return function(keys, args)
+    local usage = "fanout_" .. op .. " 1 control <user> <channel>"
+    local bad = control_key(keys, usage)
+    if bad then return bad end
+    local user, channel = args[1], args[2]
+    if not valid_user(user) then
+      return redis.error_reply("invalid user id; " .. usage)
+    end
+    if channel == nil or not valid_channel(channel) then
+      return redis.error_reply("invalid fanout channel name; " .. usage)
+    end
+    return send_control({op = op, user = user, channel = channel})
+  end
+end
+
+-- FCALL fanout_revoke_user 1 control <user> <before: Unix seconds> <keep_s>
+local function revoke_user(keys, args)
+  local usage = "fanout_revoke_user 1 control <user> <before unix seconds> <keep seconds>"
+  local bad = control_key(keys, usage)
+  if bad then return bad end
+  local user, before, keep = args[1], tonumber(args[2]), tonumber(args[3])
+  if not valid_user(user) or before == nil or keep == nil or keep < 1 then
+    return redis.error_reply("usage: FCALL " .. usage)
+  end
+  before = math.floor(before)
+  local key = CONTROL_BASE .. ":revoked-user:" .. user
+  local current = tonumber(redis.call("GET", key) or "0")
+  if before > current then
+    redis.call("SET", key, before, "EX", math.floor(keep))
+  else
+    redis.call("EXPIRE", key, math.floor(keep), "GT")
+  end
+  return send_control({op = "revoke_user", user = user, before = before})
+end
+
+-- FCALL fanout_revoke_token 1 control <jti> <expires_at: Unix seconds>
+local function revoke_token(keys, args)
+  local usage = "fanout_revoke_token 1 control <jti> <expires_at unix seconds>"
+  local bad = control_key(keys, usage)
+  if bad then return bad end
+  local jti, expires_at = args[1], tonumber(args[2])
+  if jti == nil or jti == "" or #jti > 256 or expires_at == nil then
+    return redis.error_reply("usage: FCALL " .. usage)
+  end
+  expires_at = math.floor(expires_at)
+  if expires_at > now_s() then
+    redis.call("SET", CONTROL_BASE .. ":revoked-jti:" .. jti, expires_at, "EXAT", expires_at)
+  end
+  return send_control({op = "revoke_token", jti = jti, expires_at = expires_at})
+end
+
+-- FCALL fanout_revoked 1 control <user> <issued_at> [<jti>]: 1 when the token is revoked.
+local function revoked(keys, args)
+  local bad = control_key(keys, "fanout_revoked 1 control <user> <issued_at> [<jti>]")
+  if bad then return bad end
+  local user, issued_at, jti = args[1] or "", tonumber(args[2]) or 0, args[3]
+  local before = tonumber(redis.call("GET", CONTROL_BASE .. ":revoked-user:" .. user) or "0")
+  if issued_at < before then return 1 end
+  if jti ~= nil and jti ~= "" and redis.call("EXISTS", CONTROL_BASE .. ":revoked-jti:" .. jti) == 1 then
+    return 1
+  end
+  return 0
+end
+
+-- FCALL fanout_node_beat 1 control <node id> <info json> <ttl_ms>: the node registry.
+local function node_beat(keys, args)
+  local bad = control_key(keys, "fanout_node_beat 1 control <node id> <info json> <ttl ms>")
+  if bad then return bad end
+  local t = redis.call("TIME")
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local seen, info = CONTROL_BASE .. ":nodes:seen", CONTROL_BASE .. ":nodes:info"
+  redis.call("ZADD", seen, now + tonumber(args[3]), args[1])
+  redis.call("HSET", info, args[1], args[2])
+  for _, gone in ipairs(redis.call("ZRANGEBYSCORE", seen, "-inf", now)) do
+    redis.call("HDEL", info, gone)
+  end
+  redis.call("ZREMRANGEBYSCORE", seen, "-inf", now)
+  return 1
+end
+
+-- FCALL fanout_nodes 1 control: the info of every node whose heartbeat has not expired.
+local function nodes(keys, args)
+  local bad = control_key(keys, "fanout_nodes 1 control")
+  if bad then return bad end
+  local t = redis.call("TIME")
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local ids = redis.call("ZRANGEBYSCORE", CONTROL_BASE .. ":nodes:seen", "(" .. now, "+inf")
+  if #ids == 0 then return {} end
+  local infos = redis.call("HMGET", CONTROL_BASE .. ":nodes:info", unpack(ids))
+  local out = {}
+  for _, info in ipairs(infos) do
+    if info then table.insert(out, info) end
+  end
+  return out
+end
+
 redis.register_function("fanout_publish", publish)
 redis.register_function("fanout_history", history)
 redis.register_function("fanout_presence_join", presence_join)
@@ -294,6 +450,22 @@ redis.register_function{
   flags = {"no-writes"},
 }
 redis.register_function("fanout_presence_status", presence_status)
+redis.register_function("fanout_disconnect", disconnect)
+redis.register_function("fanout_unsubscribe", membership("unsubscribe"))
+redis.register_function("fanout_subscribe", membership("subscribe"))
+redis.register_function("fanout_revoke_user", revoke_user)
+redis.register_function("fanout_revoke_token", revoke_token)
+redis.register_function{
+  function_name = "fanout_revoked",
+  callback = revoked,
+  flags = {"no-writes"},
+}
+redis.register_function("fanout_node_beat", node_beat)
+redis.register_function{
+  function_name = "fanout_nodes",
+  callback = nodes,
+  flags = {"no-writes"},
+}
 redis.register_function{
   function_name = "fanout_library_source_hash",
   callback = function() return SOURCE_HASH end,

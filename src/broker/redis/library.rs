@@ -138,6 +138,28 @@ pub fn is_missing(e: &::redis::RedisError) -> bool {
     e.to_string().contains("Function not found")
 }
 
+/// `FCALL fanout_publish 1 <channel> <payload> <user> [<idempotency key>]`: publishes with
+/// history (the offset is the reply; 0 for a channel without history), the user a client's
+/// publisher (empty for a backend's).
+pub fn publish_command(
+    channel: &Channel,
+    payload: &[u8],
+    publisher: Option<&str>,
+    idempotency_key: Option<&str>,
+) -> ::redis::Cmd {
+    let mut command = ::redis::cmd("FCALL");
+    command
+        .arg("fanout_publish")
+        .arg(1)
+        .arg(channel.as_str())
+        .arg(payload)
+        .arg(publisher.unwrap_or(""));
+    if let Some(key) = idempotency_key {
+        command.arg(key);
+    }
+    command
+}
+
 /// `FCALL fanout_history`: a consistent snapshot of a channel's history.
 pub fn history_command(channel: &Channel, query: HistoryQuery) -> ::redis::Cmd {
     let (since, limit) = match query {

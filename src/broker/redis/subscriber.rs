@@ -9,41 +9,39 @@
 //! `unavailable` instead of waiting.
 //!
 //! A reader task per connection turns incoming messages into publications and hands them to
-//! the dispatch workers; it never waits on anything.
+//! the dispatch: a channel without history is fanned out from the reader itself (which never
+//! waits: the hub only queues), a history channel goes to its dispatch worker's bounded
+//! queue.
 
 use std::collections::HashSet;
 use std::pin::pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
+use super::commands::Pooled;
 use super::dispatch::{Dispatch, Work};
-use super::envelope::{envelope_channel, public_channel};
-use super::library;
+use super::envelope::{decode_message, envelope_channel, public_channel};
 use super::metrics::RedisMetrics;
+use super::timing::{Backoff, COMMAND_TIMEOUT, CONNECT_TIMEOUT};
+use super::tls::warn_failed;
 use crate::broker::{BrokerError, ChannelRules};
 use crate::channel::Channel;
 
 /// Redis channels per SUBSCRIBE/UNSUBSCRIBE command.
 const CHANNELS_PER_COMMAND: usize = 512;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(3);
 
 /// What every connection of a broker shares.
 pub struct Shared {
     pub prefix: String,
     pub max_payload: usize,
     pub rules: ChannelRules,
-    /// The command pool, for (re)loading the function library.
-    pub pool: deadpool_redis::Pool,
-    pub library: String,
+    /// The broker's commands, for (re)loading the function library.
+    pub commands: Arc<Pooled>,
     pub dispatch: Dispatch,
     pub metrics: Arc<RedisMetrics>,
     pub cancel: CancellationToken,
@@ -149,7 +147,7 @@ impl Driver {
     async fn run(mut self, mut requests: mpsc::Receiver<Request>) {
         let mut batch = Vec::new();
         let mut connected_before = false;
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = Backoff::new();
         let cancel = self.shared.cancel.clone();
         loop {
             // Connect, answering requests meanwhile as a down connection does.
@@ -172,7 +170,7 @@ impl Driver {
             let pubsub = match connected {
                 Ok(Ok(p)) => p,
                 Ok(Err(e)) => {
-                    super::warn_failed("redis pub/sub connect", Some(self.index), &e.to_string());
+                    warn_failed("redis pub/sub connect", Some(self.index), &e.to_string());
                     if !self.pause(&mut requests, &mut batch, &mut backoff).await {
                         return;
                     }
@@ -198,7 +196,7 @@ impl Driver {
             let mut all = self.redis_names(self.desired.iter());
             all.push(self.probe_channel.clone());
             if let Err(e) = subscribe_all(&mut sink, &all).await {
-                super::warn_failed("redis resubscribe", Some(self.index), &e.to_string());
+                warn_failed("redis resubscribe", Some(self.index), &e.to_string());
                 reader.abort();
                 if !self.pause(&mut requests, &mut batch, &mut backoff).await {
                     return;
@@ -208,7 +206,7 @@ impl Driver {
             // A Redis that restarted without persistence lost the functions too. The
             // connection counts as up (and the node as ready) only once they are there:
             // backends call `FCALL fanout_publish` as soon as a node says it is ready.
-            if let Err(e) = library::load(&self.shared.pool, &self.shared.library).await {
+            if let Err(e) = self.shared.commands.load_library().await {
                 tracing::warn!(connection = self.index, error = %e, "could not load the fanout function library; retrying");
                 reader.abort();
                 if !self.pause(&mut requests, &mut batch, &mut backoff).await {
@@ -232,7 +230,7 @@ impl Driver {
                 tracing::info!(connection = self.index, "redis pub/sub connected");
             }
             connected_before = true;
-            backoff = MIN_BACKOFF;
+            backoff.reset();
             self.state.up.store(true, Ordering::Release);
             self.shared.metrics.connections_up.inc();
 
@@ -382,12 +380,10 @@ impl Driver {
         &mut self,
         requests: &mut mpsc::Receiver<Request>,
         batch: &mut Vec<Request>,
-        backoff: &mut Duration,
+        backoff: &mut Backoff,
     ) -> bool {
-        let jitter = rand::random_range(0.5..1.0);
-        let sleep = tokio::time::sleep(backoff.mul_f64(jitter));
+        let sleep = tokio::time::sleep(backoff.next_delay());
         let mut sleep = pin!(sleep);
-        *backoff = (*backoff * 2).min(MAX_BACKOFF);
         loop {
             tokio::select! {
                 _ = self.shared.cancel.cancelled() => return false,
@@ -441,7 +437,7 @@ async fn read(
             continue;
         }
         shared.metrics.messages_received.inc();
-        let publication = match super::decode_message(
+        let publication = match decode_message(
             &shared.prefix,
             name,
             msg.get_payload_bytes(),

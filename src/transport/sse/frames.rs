@@ -98,7 +98,7 @@ async fn accept(
         )));
     }
     let frames: Vec<String> = frames.into_iter().map(str::to_owned).collect();
-    let Some(session) = node.inbound(&conn_id) else {
+    let Some(session) = node.inbound.get(&conn_id) else {
         return relay(node, &identity.user, &conn_id, frames).await;
     };
     if session.user != identity.user {
@@ -141,7 +141,7 @@ async fn relay(
         conn_id: conn_id.to_owned(),
         frames,
     };
-    match node.broker().relay(holder, &relayed).await {
+    match node.backchannel.relay(holder, &relayed).await {
         Ok(true) => Ok(count),
         Ok(false) => Err(gone()),
         Err(e) => Err(e.into()),

@@ -2,7 +2,7 @@
 //! that break WebSockets.
 //!
 //! `GET /sse` opens one session's stream: every server frame is one event whose `data` is
-//! the frame's JSON and whose `event` is its type ([`stream`]). The client's frames arrive as
+//! the frame's JSON and whose `event` is its type (`stream`). The client's frames arrive as
 //! `POST /sse/frames?conn_id=...` ([`frames`]) and go to the same session, so replies come back
 //! on the stream in order, as on a WebSocket. Messages of history channels carry an `id` with
 //! the stream's positions ([`resume`]): a browser reconnecting with `Last-Event-ID` recovers
@@ -15,6 +15,7 @@ pub mod resume;
 mod stream;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
@@ -26,11 +27,11 @@ use tokio_util::sync::CancellationToken;
 
 use self::resume::Positions;
 use super::admission::{self, Peer, Refused};
+use super::connection::Connection;
 use crate::auth::Identity;
 use crate::channel::Channel;
 use crate::limits::{NodeSlot, UserSlot};
 use crate::node::{InboundSession, Node};
-use crate::outbox::Outbox;
 use crate::protocol::{ClientError, Since};
 use crate::session::{ConnState, Session};
 
@@ -83,6 +84,12 @@ pub async fn open(
             return refuse(error);
         }
     };
+    if let Err(refused) = admitted.not_revoked(&node).await {
+        let reason = refused.reason;
+        let error = refused.counted(&node);
+        peer.refused("sse", reason, &error);
+        return refuse(error);
+    }
     let Some((identity, user_slot)) = admitted.user else {
         let refused = Refused {
             reason: "unauthorized",
@@ -169,60 +176,27 @@ async fn run(
     start: Vec<(Channel, Option<Since>)>,
     peer: Peer,
 ) {
-    let started = std::time::Instant::now();
     let user = identity.user.clone();
-    let limits = &node.config.limits;
-    let outbox = Arc::new(
-        Outbox::new(limits.queue_max_messages, limits.queue_max_bytes)
-            .with_write_delay(node.config.write_delay),
-    );
-    let conn = Arc::new(ConnState::routable(&node));
-    let _listed = node.register_session(conn.id, &outbox);
+    let connection = Connection::open(&node, "sse", ConnState::routable(&node), peer, Some(&user));
     let (frames_tx, frames_rx) = mpsc::channel::<String>(INBOUND_QUEUE);
     let _inbound = node.attach_inbound(
-        &conn.public_id,
+        &connection.conn.conn_id,
         InboundSession {
-            user: identity.user.clone(),
+            user,
             frames: frames_tx,
         },
     );
-    node.metrics.connections_open.inc();
-    let span = tracing::debug_span!("conn", id = %conn.public_id, transport = "sse");
-    peer.opened("sse", &conn.public_id, Some(&user));
-    let cancel = CancellationToken::new();
-    let session = Session::new(node.clone(), conn.clone(), outbox.clone(), node_slot);
-    let reader = tokio::spawn(tracing::Instrument::instrument(
-        read_loop(
-            session,
-            identity,
-            user_slot,
-            start,
-            frames_rx,
-            cancel.clone(),
-        ),
-        span.clone(),
-    ));
+    let session = connection.session(node_slot);
+    let reader = connection.spawn_reader(session, |session, cancel| {
+        read_loop(session, identity, user_slot, start, frames_rx, cancel)
+    });
     // Jittered, so that the streams of a node that went away do not all return at once.
     let retry_ms = 1000 + u64::from(rand::random::<u16>() % 2000);
-    let ending = tracing::Instrument::instrument(
-        stream::write_loop(&body, &outbox, &conn, &node, retry_ms),
-        span.clone(),
-    )
-    .await;
+    let ending = stream::run(&body, &connection, retry_ms).await;
     drop(body);
-    cancel.cancel();
-    match reader.await {
-        Ok(mut session) => session.finish().await,
-        Err(e) => {
-            tracing::error!(conn = %conn.public_id, error = %e, "SSE session failed");
-        }
-    }
-    node.metrics.connections_open.dec();
-    node.metrics
-        .disconnects
-        .with_label_values(&[ending.label()])
-        .inc();
-    peer.closed("sse", &conn.public_id, Some(&user), started, &ending);
+    // The stream is over: no frame POSTed for it can be answered any more.
+    let session = reader.stop(Duration::ZERO).await;
+    connection.close(session, ending).await;
 }
 
 /// Starts the session and hands it the client frames POSTed for it until the stream ends.
@@ -243,6 +217,12 @@ async fn read_loop(
     loop {
         let text = tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = session.woken() => {
+                if !Box::pin(session.on_wake()).await {
+                    break;
+                }
+                continue;
+            }
             text = frames.recv() => text,
         };
         let Some(text) = text else { break };

@@ -17,11 +17,9 @@ use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 use super::resume::Positions;
-use crate::node::Node;
-use crate::outbox::{Ending, Outbox, Outgoing};
-use crate::protocol::CloseCode;
-use crate::session::ConnState;
-use crate::transport::driver::{self, Progress, Wire};
+use crate::outbox::{Ending, Outgoing};
+use crate::transport::connection::Connection;
+use crate::transport::driver::{Progress, Wire};
 
 /// An SSE response body, as the driver writes to it.
 struct SseWire<'a> {
@@ -50,7 +48,7 @@ impl Wire for SseWire<'_> {
         .await
     }
 
-    async fn close(&self, code: CloseCode, reason: &str) {
+    async fn close(&self, code: u16, reason: &str) {
         let _ = send(self.body, close_event(code, reason), self.write_timeout).await;
     }
 
@@ -64,15 +62,9 @@ impl Wire for SseWire<'_> {
 }
 
 /// Writes the stream's first event (the reconnect delay a browser should use), then drains
-/// the outbox into `body` until the stream ends; returns how it ended.
-pub async fn write_loop(
-    body: &mpsc::Sender<Bytes>,
-    outbox: &Outbox,
-    conn: &ConnState,
-    node: &Node,
-    retry_ms: u64,
-) -> Ending {
-    let write_timeout = node.config.write_timeout;
+/// the connection's outbox into `body` until the stream ends; returns how it ended.
+pub async fn run(body: &mpsc::Sender<Bytes>, connection: &Connection, retry_ms: u64) -> Ending {
+    let write_timeout = connection.node.config.write_timeout;
     let start = Bytes::from(format!("retry: {retry_ms}\n\n"));
     if let Err(ending) = send(body, start, write_timeout).await {
         return ending;
@@ -82,7 +74,7 @@ pub async fn write_loop(
         positions: Mutex::new(Positions::default()),
         write_timeout,
     };
-    driver::drive(&wire, outbox, conn, node).await
+    connection.drive(&wire).await
 }
 
 /// Hands a chunk to the response body, waiting at most `limit` for the client to take it.
@@ -151,7 +143,7 @@ fn unsubscribed_channel(json: &[u8]) -> Option<String> {
 }
 
 /// The `close` event that ends a stream: the close code and reason a WebSocket would get.
-pub fn close_event(code: CloseCode, reason: &str) -> Bytes {
+pub fn close_event(code: u16, reason: &str) -> Bytes {
     #[derive(serde::Serialize)]
     struct Close<'a> {
         #[serde(rename = "type")]
@@ -161,7 +153,7 @@ pub fn close_event(code: CloseCode, reason: &str) -> Bytes {
     }
     let data = serde_json::to_string(&Close {
         kind: "close",
-        code: code.code(),
+        code,
         reason,
     })
     .unwrap_or_default();
@@ -195,8 +187,10 @@ mod tests {
             text,
             "event: pong\ndata: {\"type\":\"pong\"}\n\nevent: message\nid: dag:7=5:e1\ndata: {\"type\":\"message\",\"channel\":\"dag:7\",\"offset\":5,\"epoch\":\"e1\",\"data\":{\"a\":1}}\n\n"
         );
-        let close =
-            String::from_utf8(close_event(CloseCode::SlowConsumer, "slow").to_vec()).unwrap();
+        let close = String::from_utf8(
+            close_event(crate::protocol::CloseCode::SlowConsumer.code(), "slow").to_vec(),
+        )
+        .unwrap();
         assert_eq!(
             close,
             "event: close\ndata: {\"type\":\"close\",\"code\":4008,\"reason\":\"slow\"}\n\n"

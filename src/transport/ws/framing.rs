@@ -8,8 +8,6 @@
 use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload};
 
-use crate::protocol::CloseCode;
-
 /// Longest header of an unmasked server frame: 2 bytes, 8 more for a 64-bit length.
 pub const MAX_HEADER: usize = 10;
 
@@ -37,21 +35,13 @@ pub fn text_header_into(len: usize, head: &mut [u8; MAX_HEADER]) -> usize {
     }
 }
 
-/// Wraps a text payload in an unmasked (server) WebSocket frame, in one buffer.
-pub fn text_frame(payload: &[u8]) -> Bytes {
-    let mut out = Vec::with_capacity(MAX_HEADER + payload.len());
-    text_header(payload.len(), &mut out);
-    out.extend_from_slice(payload);
-    Bytes::from(out)
-}
-
 /// A close frame with a code and a short reason (truncated to fit the 125-byte control limit).
-pub fn close_frame(code: CloseCode, reason: &str) -> Bytes {
+pub fn close_frame(code: u16, reason: &str) -> Bytes {
     let mut end = reason.len().min(123);
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    encode_frame(Frame::close(code.code(), &reason.as_bytes()[..end]))
+    encode_frame(Frame::close(code, &reason.as_bytes()[..end]))
 }
 
 /// The server's heartbeat ping.
@@ -82,14 +72,13 @@ mod tests {
             ours.extend_from_slice(&payload);
             let theirs = encode_frame(Frame::text(Payload::Borrowed(&payload)));
             assert_eq!(ours, theirs.to_vec(), "length {len}");
-            assert_eq!(text_frame(&payload), theirs);
         }
     }
 
     #[test]
     fn close_reasons_fit_a_control_frame() {
         let long = "é".repeat(200);
-        let frame = close_frame(CloseCode::Unauthorized, &long);
+        let frame = close_frame(crate::protocol::CloseCode::Unauthorized.code(), &long);
         assert!(frame.len() <= 2 + 125);
         assert_eq!(u16::from_be_bytes([frame[2], frame[3]]), 4001);
     }

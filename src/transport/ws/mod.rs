@@ -2,17 +2,17 @@
 //!
 //! Admission (shared with every transport: origin, rates, limits, a token given with the
 //! request) happens before the 101, so refused clients get a plain HTTP status and JSON body.
-//! After the upgrade, each connection runs:
-//! - a **reader** task ([`reader`]): reassembles messages with a total-size cap and hands
-//!   them to the [`Session`];
+//! After the upgrade, each connection (`transport::connection`) runs:
+//! - a **reader** task (`reader`): reassembles messages with a total-size cap and hands
+//!   them to the session;
 //! - the connection's own task runs the **driver** (`transport::driver`) over the WebSocket
-//!   [`writer`]: it drains the session's [`Outbox`] in batches, framing each shared protocol
+//!   `writer`: it drains the session's outbox in batches, framing each shared protocol
 //!   frame with a WebSocket header in front of its JSON (one vectored write per batch), sends
 //!   heartbeat pings, and closes a client that neither answers nor reads, or whose token
-//!   expired.
+//!   expired. The `socket` is shared with the outbox for direct writes.
 //!
 //! `read_frame` is not cancel-safe, so the reader is only ever cancelled when the connection
-//! is finished with; the writer selects only on cancel-safe futures (notify, timers).
+//! is finished with; the driver drops a write only to end the connection.
 
 mod framing;
 mod reader;
@@ -32,19 +32,17 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
 use self::reader::{MessageReader, read_loop};
 use self::socket::Socket;
 use self::writer::WsWire;
 use super::admission::{self, Admitted, Peer};
-use super::driver;
+use super::connection::Connection;
 use crate::node::Node;
-use crate::outbox::{Ending, Outbox};
-use crate::protocol::{ClientError, CloseCode};
-use crate::session::{ConnState, Session};
+use crate::protocol::ClientError;
+use crate::session::ConnState;
 
-pub use self::framing::{close_frame, encode_frame, ping_frame, text_frame};
+pub use self::framing::{close_frame, encode_frame, ping_frame};
 pub use self::reader::{Inbound, ReadError};
 
 /// What the reader reads: bytes hyper had buffered, then the socket.
@@ -95,6 +93,12 @@ pub async fn upgrade(
             return error.into_response();
         }
     };
+    if let Err(refused) = admitted.not_revoked(&node).await {
+        let reason = refused.reason;
+        let error = refused.counted(&node);
+        peer.refused("ws", reason, &error);
+        return error.into_response();
+    }
     let (response, fut) = match ws.upgrade() {
         Ok(pair) => pair,
         Err(_) => {
@@ -114,95 +118,48 @@ pub async fn upgrade(
 /// One connection, from the finished handshake to the last byte.
 ///
 /// This task lives as long as the connection, and its future's size is what every connection
-/// costs for its whole life: the steps before and after the writer's loop run boxed, so only
+/// costs for its whole life: the steps before and after the driver's loop run boxed, so only
 /// the loop's own state is held meanwhile.
 async fn run(node: Arc<Node>, fut: UpgradeFut, admitted: Admitted, peer: Peer) {
-    let started = std::time::Instant::now();
     let Some((mut ws_read, write_half)) = Box::pin(finish_upgrade(fut)).await else {
         return;
     };
-    let limits = &node.config.limits;
+    let max = node.config.limits.max_message_bytes;
     // Per frame; the total of a fragmented message is checked by `MessageReader`.
-    ws_read.set_max_message_size(limits.max_message_bytes + 1);
+    ws_read.set_max_message_size(max + 1);
     // Clients send small requests and pongs; the buffer grows for a larger message and
     // keeps that size. Most connections are idle: 8 KiB each (the crate's default) would be
     // most of their memory.
     ws_read.set_read_buffer_capacity(READ_BUFFER_BYTES);
 
-    let outbox = Arc::new(
-        Outbox::new(limits.queue_max_messages, limits.queue_max_bytes)
-            .with_write_delay(node.config.write_delay),
-    );
+    let user = admitted.user.as_ref().map(|(i, _)| i.user.clone());
+    let connection = Connection::open(&node, "ws", ConnState::new(&node), peer, user.as_deref());
     // Small fan-outs write from the fan-out itself (see `Outbox::push`).
     let socket = Arc::new(Socket::new(write_half));
-    outbox.attach_socket(socket.clone());
-    let conn = Arc::new(ConnState::new(&node));
-    let _guard = node.register_session(conn.id, &outbox);
-    node.metrics.connections_open.inc();
-    // Debug level: at the default log level the span is disabled and costs nothing per
-    // poll; warnings and errors name the connection themselves.
-    let span = tracing::debug_span!("conn", id = %conn.public_id);
-    peer.opened(
-        "ws",
-        &conn.public_id,
-        admitted.user.as_ref().map(|(i, _)| i.user.as_str()),
-    );
-    let conn_id = conn.public_id.clone();
+    connection.outbox.attach_socket(socket.clone());
+    let session = connection.session(admitted.node_slot);
+    let authenticated = admitted.user;
+    let reader = connection.spawn_reader(session, move |mut session, cancel| async move {
+        let started = match authenticated {
+            Some((identity, slot)) => Box::pin(session.start(identity, slot, None)).await,
+            None => true,
+        };
+        if started {
+            read_loop(MessageReader::new(ws_read, max), &mut session, &cancel).await;
+        }
+        session
+    });
 
-    let mut session = Session::new(
-        node.clone(),
-        conn.clone(),
-        outbox.clone(),
-        admitted.node_slot,
-    );
-    let cancel = CancellationToken::new();
-    let reader = {
-        let cancel = cancel.clone();
-        let user = admitted.user;
-        let max = limits.max_message_bytes;
-        let span = span.clone();
-        let outbox = outbox.clone();
-        tokio::spawn(tracing::Instrument::instrument(
-            async move {
-                let reading = std::panic::AssertUnwindSafe(async move {
-                    let started = match user {
-                        Some((identity, slot)) => {
-                            Box::pin(session.start(identity, slot, None)).await
-                        }
-                        None => true,
-                    };
-                    if started {
-                        read_loop(MessageReader::new(ws_read, max), &mut session, &cancel).await;
-                    }
-                    session
-                });
-                match futures_util::FutureExt::catch_unwind(reading).await {
-                    Ok(session) => Some(session),
-                    Err(_) => {
-                        // A bug, not the client's doing: end this connection only (the
-                        // session's Drop leaves the hub consistent).
-                        tracing::error!(conn = %conn_id, "session reader panicked; closing the connection");
-                        outbox.end(Ending::close(CloseCode::InternalError, "internal error"));
-                        None
-                    }
-                }
-            },
-            span,
-        ))
-    };
+    let ending = connection
+        .drive(&WsWire::new(&socket, node.config.write_timeout))
+        .await;
 
-    let wire = WsWire::new(&socket, node.config.write_timeout);
-    let ending =
-        tracing::Instrument::instrument(driver::drive(&wire, &outbox, &conn, &node), span.clone())
-            .await;
-
-    let user = Box::pin(close(reader, cancel, &outbox, socket, &conn)).await;
-    peer.closed("ws", &conn.public_id, user.as_deref(), started, &ending);
-    node.metrics.connections_open.dec();
-    node.metrics
-        .disconnects
-        .with_label_values(&[ending.label()])
-        .inc();
+    // Give the client a moment to answer our close frame, then stop reading.
+    let session = Box::pin(reader.stop(CLOSE_GRACE)).await;
+    // The last reference to the socket shuts its write side (the outbox held the other).
+    connection.outbox.detach_socket();
+    drop(socket);
+    Box::pin(connection.close(session, ending)).await;
 }
 
 /// Completes the upgrade and splits the connection: the reading half for fastwebsockets (with
@@ -240,40 +197,4 @@ async fn finish_upgrade(
     let (ws_read, _) =
         fastwebsockets::after_handshake_split(read_half, tokio::io::sink(), Role::Server);
     Some((ws_read, write_half))
-}
-
-/// After the writer's loop: gives the client a moment to answer our close frame, stops
-/// reading, shuts the socket's write side and ends the session. Returns the session's user,
-/// for the log.
-async fn close(
-    reader: tokio::task::JoinHandle<Option<Session>>,
-    cancel: CancellationToken,
-    outbox: &Outbox,
-    socket: Arc<Socket>,
-    conn: &ConnState,
-) -> Option<String> {
-    let reader = {
-        let mut reader = reader;
-        tokio::select! {
-            r = &mut reader => r,
-            _ = tokio::time::sleep(CLOSE_GRACE) => {
-                cancel.cancel();
-                reader.await
-            }
-        }
-    };
-    // The last reference to the socket shuts its write side (the outbox held the other).
-    outbox.detach_socket();
-    drop(socket);
-    match reader {
-        Ok(Some(mut session)) => {
-            session.finish().await;
-            session.user().map(str::to_owned)
-        }
-        Ok(None) => None,
-        Err(e) => {
-            tracing::error!(conn = %conn.public_id, error = %e, "session reader failed");
-            None
-        }
-    }
 }

@@ -36,15 +36,28 @@ pub async fn read_loop(
     };
     loop {
         let auth_deadline = session.auth_deadline();
-        let inbound = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return,
-            _ = sleep_until(auth_deadline.unwrap_or_else(Instant::now)), if auth_deadline.is_some() => {
-                session.auth_timed_out();
-                return;
+        // Kept across the session's own wake-ups (a command from the node, a channel token
+        // that expired): `read_frame` is not cancel-safe, so a frame half read stays half
+        // read until this future is polled again.
+        let next = reader.next(&mut send_obligated);
+        let mut next = std::pin::pin!(next);
+        let inbound = loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return,
+                _ = sleep_until(auth_deadline.unwrap_or_else(Instant::now)), if auth_deadline.is_some() => {
+                    session.auth_timed_out();
+                    return;
+                }
+                _ = session.woken() => {
+                    if !Box::pin(session.on_wake()).await {
+                        return;
+                    }
+                }
+                // Safe to drop on the branches that return: the connection is then finished
+                // with.
+                m = &mut next => break m,
             }
-            // Safe to drop on the branches above: the connection is then finished with.
-            m = reader.next(&mut send_obligated) => m,
         };
         session.conn().touch();
         match inbound {

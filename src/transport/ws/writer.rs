@@ -15,7 +15,6 @@ use tokio::time::timeout;
 use super::framing::{close_frame, ping_frame, text_header};
 use super::socket::Socket;
 use crate::outbox::{Ending, Outgoing};
-use crate::protocol::CloseCode;
 use crate::transport::driver::{Progress, Wire};
 
 /// A WebSocket connection's socket, as the driver writes to it.
@@ -43,7 +42,7 @@ impl Wire for WsWire<'_> {
         write_frames(&mut self.socket.writer(), &ping, self.write_timeout).await
     }
 
-    async fn close(&self, code: CloseCode, reason: &str) {
+    async fn close(&self, code: u16, reason: &str) {
         let close = [Outgoing::Wire(close_frame(code, reason))];
         let _ = write_frames(&mut self.socket.writer(), &close, self.write_timeout).await;
     }

@@ -11,11 +11,47 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { afterEach } from "node:test";
+
+import { Fanout as ClientFanout } from "../../src/index.js";
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../../..");
 export const FANOUT_BIN = path.resolve(REPO_ROOT, process.env.FANOUT_BIN ?? "target/debug/fanout");
 export const SECRET = "fanout-js-client-tests-secret-0123456789";
 export const API_KEY = "js-test-api-key";
+
+/** The real clock: tests may skew `Date.now` for the client; tokens keep the real time. */
+const realDateNow = Date.now.bind(Date);
+
+/**
+ * What the client's callbacks threw (assertions among them). The client guards its
+ * callbacks and reports what they throw as a `callback_failed` error; in a test, that is a
+ * failure: `waitFor` throws it at once, and every test ends with a check.
+ */
+const callbackFailures = [];
+
+/** Records the callback failures of this client (the test's Fanout does it for itself). */
+export function failOnCallbackErrors(client) {
+  client.on("error", (error) => {
+    if (error.code === "callback_failed") callbackFailures.push(error.cause ?? error);
+  });
+  return client;
+}
+
+/** Throws the first callback failure recorded, if any. */
+export function throwCallbackFailure() {
+  if (callbackFailures.length > 0) throw callbackFailures.splice(0)[0];
+}
+
+afterEach(throwCallbackFailure);
+
+/** The client, with its callbacks' failures failing the test (see `callbackFailures`). */
+export class Fanout extends ClientFanout {
+  constructor(options) {
+    super(options);
+    failOnCallbackErrors(this);
+  }
+}
 
 /** Every child process started by this test file, killed on exit. */
 const children = new Set();
@@ -50,13 +86,17 @@ export function withTimeout(promise, ms, message) {
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
 }
 
-/** Polls `check` until it returns a truthy value, or throws after `timeoutMs`. */
+/**
+ * Polls `check` until it returns a truthy value, or throws after `timeoutMs`; throws at
+ * once what a client callback threw meanwhile (an assertion in `onMessage`, say).
+ */
 export async function waitFor(what, check, timeoutMs = 15000) {
-  const deadline = Date.now() + timeoutMs;
+  const deadline = realDateNow() + timeoutMs;
   for (;;) {
+    throwCallbackFailure();
     const value = await check();
     if (value) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
+    if (realDateNow() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for: ${what}`);
     await sleep(25);
   }
 }
@@ -80,7 +120,8 @@ const base64url = (value) => Buffer.from(typeof value === "string" ? value : JSO
  * @param {{ sub: string, channels?: string[], publish?: string[], ttlS?: number, info?: any, secret?: string }} claims
  */
 export function signToken({ sub, channels, publish, ttlS = 3600, info, secret = SECRET }) {
-  const payload = { sub, exp: Math.floor(Date.now() / 1000) + ttlS, iat: Math.floor(Date.now() / 1000) };
+  const now = Math.floor(realDateNow() / 1000);
+  const payload = { sub, exp: now + ttlS, iat: now };
   if (channels) payload.channels = channels;
   if (publish) payload.publish = publish;
   if (info !== undefined) payload.info = info;
@@ -385,4 +426,47 @@ export async function readStream(redis, key) {
     entries.push({ id, fields });
   }
   return entries;
+}
+
+/**
+ * An HTTP proxy that splits a session between two gateways: everything to `streamPort`
+ * (the SSE stream, `/ws`), except the frames POSTed to `/sse/frames`, which all go to
+ * `postPort`, a node that does not hold the stream: each one has to be relayed by the
+ * gateway to reach the session. Counts the POSTs and their statuses.
+ */
+export async function startSplitProxy(streamPort, postPort) {
+  const http = await import("node:http");
+  const stats = { posts: 0, postStatuses: [] };
+  const sockets = new Set();
+  const server = http.createServer((request, response) => {
+    const post = request.method === "POST" && request.url.startsWith("/sse/frames");
+    if (post) stats.posts += 1;
+    const upstream = http.request(
+      { host: "127.0.0.1", port: post ? postPort : streamPort, method: request.method, path: request.url, headers: request.headers },
+      (answer) => {
+        if (post) stats.postStatuses.push(answer.statusCode);
+        response.writeHead(answer.statusCode, answer.headers);
+        response.flushHeaders();
+        answer.pipe(response);
+      },
+    );
+    upstream.on("error", () => response.destroy());
+    response.on("close", () => upstream.destroy());
+    request.pipe(upstream);
+  });
+  server.on("connection", (socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address();
+  return {
+    port,
+    stats,
+    url: `http://127.0.0.1:${port}/ws`,
+    stop: () => {
+      for (const socket of sockets) socket.destroy();
+      return new Promise((resolve) => server.close(resolve));
+    },
+  };
 }

@@ -1,6 +1,6 @@
 <?php
 /**
- * The browser side: loads the fanout JS client (`@fanout/client`, copied into
+ * The browser side: loads the fanout JS client (`fanout-client`, copied into
  * `assets/js/fanout/` by build.sh) and the plugin's scripts for logged-in users, with the
  * admin-bar bell and, on post edit screens, the "who is here" indicator.
  *

@@ -1,11 +1,12 @@
 /**
- * The plugin's browser modules with the real JS client (`@fanout/client`, as build.sh copies
+ * The plugin's browser modules with the real JS client (`fanout-client`, as build.sh copies
  * it into the plugin), run in Node 20 (`--experimental-websocket`) the way two browser tabs
  * run them: tokens from the WordPress REST route with each user's logged-in cookie and
  * nonce, "who is here" on a post's room, the bell's notifications.
  *
  * Run by tests/run.php with, in the environment:
  *   FANOUT_WP_PLUGIN_JS  the built plugin's assets/js folder
+ *   FANOUT_WP_PLUGIN_VERSION  its version (the ?ver= of its imports)
  *   FANOUT_WP_TEST       JSON: {siteUrl, tokenUrl, room, users: {admin|editor: {id (the fanout identity, wp1.7), channel, name, cookie, nonce}}}
  * Prints progress lines; exits 0 when every step passed, 1 with the reason otherwise.
  */
@@ -13,7 +14,9 @@ import { pathToFileURL } from 'node:url';
 
 const pluginJs = process.env.FANOUT_WP_PLUGIN_JS;
 const test = JSON.parse(process.env.FANOUT_WP_TEST);
-const module = (name) => import(pathToFileURL(`${pluginJs}/${name}`).href);
+// The URLs the plugin's own imports use (build.sh writes ?ver=<version> into them): one
+// instance of each module, as in a browser.
+const module = (name) => import(`${pathToFileURL(`${pluginJs}/${name}`).href}?ver=${process.env.FANOUT_WP_PLUGIN_VERSION}`);
 const { Fanout } = await module('fanout/index.js');
 const { PresenceRoster, watchPresence } = await module('roster.js');
 const { NotificationStore, watchNotifications } = await module('notifications.js');

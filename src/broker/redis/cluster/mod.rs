@@ -25,52 +25,66 @@
 //! - **The function library** is loaded on every master at start, again whenever the set of
 //!   masters or their slots change (a failover, a new master), and when a call finds it
 //!   missing; replicas get it by replication.
+//! - **The read path is bounded** as on one server: sharded messages go from the
+//!   connection's push sender into a bounded queue ([`PUSH_BUFFER`]); what does not fit is
+//!   dropped and counted (`fanout_redis_messages_dropped_total{reason="dispatch_full"}`), and
+//!   history channels fill the gap from their streams. Connection events (a lost node, a
+//!   slot that moved) are few and never dropped.
+//!
+//! Commands go through [`routed::Routed`], which presence, history reads, the inbox and the
+//! relay share with the single-server broker's code (`super::commands`).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
 
+pub mod routed;
 mod shards;
 
+use self::routed::Routed;
 use self::shards::{Health, probe_loop, slot_of};
-use super::calls::LibraryCalls;
+use super::commands::Commands;
 use super::dispatch::{Dispatch, HistoryReader, Work};
-use super::envelope::{self, envelope_channel, public_channel};
+use super::envelope::{
+    self, control_channel, decode_message, envelope_channel, node_channel, public_channel,
+};
 use super::metrics::RedisMetrics;
-use super::presence::{PresenceLeases, lease_loop};
-use super::subscriber::COMMAND_TIMEOUT;
-use super::{library, relay};
+use super::timing::COMMAND_TIMEOUT;
+use super::tls::install_tls_provider;
+use super::{control, history, library, relay};
 use crate::broker::{
-    Broker, BrokerError, ChannelRules, Deliver, Departure, History, HistoryQuery, InboxEntry,
-    Joined, Lease, PresenceMember, RelayedFrames,
+    Broker, BrokerError, BrokerOptions, ChannelRules, Deliver, History, HistoryQuery, StartError,
 };
 use crate::channel::Channel;
 use crate::config::RedisConfig;
 
+/// Sharded messages that may wait between the cluster connection and the dispatch; beyond,
+/// they are dropped and counted (history channels fill the gap from their streams).
+pub const PUSH_BUFFER: usize = 65_536;
+
 pub struct RedisClusterBroker {
     prefix: String,
     max_payload: usize,
-    conn: ClusterConnection,
+    commands: Arc<Routed>,
     rules: ChannelRules,
-    library: String,
     dispatch: Dispatch,
-    presence: PresenceLeases,
     metrics: Arc<RedisMetrics>,
-    sink: Arc<dyn Deliver>,
+    /// Where relayed client frames go.
+    deliver: Arc<dyn Deliver>,
     /// The channels this node holds sharded subscriptions for.
     desired: Mutex<HashSet<Channel>>,
-    /// This node's relay channel (SSUBSCRIBEd by this node only).
+    /// This node's own channel (SSUBSCRIBEd by this node only).
     relay_channel: String,
+    /// The control channel (SSUBSCRIBEd by every node).
+    control_channel: String,
     /// Start of this node's probe channel names; a hash tag per shard follows.
     probe_prefix: String,
     health: Mutex<Health>,
@@ -91,22 +105,64 @@ impl HistoryReader for ClusterConnection {
     }
 }
 
+/// What the cluster connection's push sender hands over: sharded messages through a bounded
+/// queue, connection events through their own.
+struct Pushes {
+    messages: mpsc::Sender<PushInfo>,
+    events: mpsc::UnboundedSender<PushInfo>,
+    metrics: Arc<RedisMetrics>,
+    drop_log: crate::limits::RateLimitedLog,
+}
+
+impl Pushes {
+    /// Called by the connection for every push; never waits.
+    fn send(&self, push: PushInfo) -> Result<(), ::redis::aio::SendError> {
+        if push.kind != PushKind::SMessage {
+            return self.events.send(push).map_err(|_| ::redis::aio::SendError);
+        }
+        match self.messages.try_send(push) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.metrics
+                    .dropped
+                    .with_label_values(&["dispatch_full"])
+                    .inc();
+                if let Some(suppressed) = self.drop_log.allow() {
+                    tracing::warn!(
+                        reason = "dispatch_full",
+                        suppressed,
+                        "dropped a message from Redis"
+                    );
+                }
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(::redis::aio::SendError),
+        }
+    }
+}
+
 impl RedisClusterBroker {
-    /// Starts the broker. Connecting happens in the background: the broker is not ready
+    /// Starts the broker; returns it and its commands (which the presence store and the
+    /// backchannel share). Connecting happens in the background: the broker is not ready
     /// until every shard answers its probe.
     pub fn start(
         config: &RedisConfig,
-        node_id: &str,
-        max_payload: usize,
-        presence_lease: Duration,
-        rules: ChannelRules,
-        sink: Arc<dyn Deliver>,
-        registry: &crate::metrics::Metrics,
-    ) -> Result<Arc<RedisClusterBroker>, String> {
-        let (push_tx, push_rx) = mpsc::unbounded_channel::<PushInfo>();
+        options: &BrokerOptions,
+        deliver: Arc<dyn Deliver>,
+        metrics: Arc<RedisMetrics>,
+        cancel: CancellationToken,
+    ) -> Result<(Arc<RedisClusterBroker>, Arc<Routed>), StartError> {
+        let (message_tx, message_rx) = mpsc::channel::<PushInfo>(PUSH_BUFFER);
+        let (event_tx, event_rx) = mpsc::unbounded_channel::<PushInfo>();
+        let pushes = Pushes {
+            messages: message_tx,
+            events: event_tx,
+            metrics: metrics.clone(),
+            drop_log: crate::limits::RateLimitedLog::new(std::time::Duration::from_secs(10)),
+        };
         // `rediss://` seeds make every connection TLS; the CA and client certificate, when
         // configured, go to every node of the cluster alike.
-        super::install_tls_provider(config);
+        install_tls_provider(config);
         let mut builder = ::redis::cluster::ClusterClientBuilder::new(config.cluster_seeds.clone())
             .use_protocol(::redis::ProtocolVersion::RESP3);
         if let Some(tls) = &config.tls {
@@ -114,103 +170,71 @@ impl RedisClusterBroker {
         }
         let client = builder
             .build()
-            .map_err(|e| format!("invalid redis_cluster_url ({:?})", e.kind()))?;
+            .map_err(|e| StartError(format!("invalid redis_cluster_url ({:?})", e.kind())))?;
         let conn = client.get_pending_async_connection_with_config(
             ::redis::cluster::ClusterConfig::new()
                 .set_connection_timeout(COMMAND_TIMEOUT)
                 .set_response_timeout(COMMAND_TIMEOUT)
-                .set_push_sender(push_tx),
+                .set_push_sender(move |push: PushInfo| pushes.send(push)),
         );
-        let metrics = Arc::new(RedisMetrics::new(registry));
-        let cancel = CancellationToken::new();
+        let rules = options.rules.clone();
         let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
         let dispatch = Dispatch::start(
             workers,
             config.dispatch_buffer,
-            sink.clone(),
+            deliver.clone(),
             Arc::new(conn.clone()),
             rules.clone(),
             metrics.clone(),
             cancel.clone(),
         );
+        let commands = Arc::new(Routed::new(
+            conn,
+            library::source_for(&config.prefix, &rules, options.max_payload, true),
+            metrics.clone(),
+        ));
         // Unique per process, so restarted or same-named nodes never see each other's probes.
         let incarnation: u32 = rand::random();
         let broker = Arc::new(RedisClusterBroker {
             prefix: config.prefix.clone(),
-            max_payload,
-            library: library::source_for(&config.prefix, &rules, max_payload, true),
-            conn,
+            max_payload: options.max_payload,
+            commands: commands.clone(),
             rules,
             dispatch,
-            presence: PresenceLeases::new(presence_lease),
             metrics,
-            sink,
+            deliver,
             desired: Mutex::new(HashSet::new()),
-            relay_channel: relay::channel(&config.prefix, node_id),
+            relay_channel: node_channel(&config.prefix, &options.node_id),
+            control_channel: control_channel(&config.prefix),
             probe_prefix: envelope::internal_channel(
                 &config.prefix,
-                &format!("probe:{node_id}:{incarnation:08x}:"),
+                &format!("probe:{}:{incarnation:08x}:", options.node_id),
             ),
             health: Mutex::new(Health::default()),
             probes_seen: Mutex::new(HashMap::new()),
             // Set at start: the first round that finds every shard up subscribes the relay
             // channel (with any channel subscribed meanwhile).
             disrupted: AtomicBool::new(true),
-            cancel,
+            cancel: cancel.clone(),
         });
-        tokio::spawn(read_pushes(Arc::downgrade(&broker), push_rx));
+        tokio::spawn(read_messages(Arc::downgrade(&broker), message_rx));
+        tokio::spawn(read_events(Arc::downgrade(&broker), event_rx));
         tokio::spawn(probe_loop(
             Arc::downgrade(&broker),
             config.probe_interval,
-            broker.cancel.clone(),
+            cancel,
         ));
-        tokio::spawn(lease_loop(Arc::downgrade(&broker), broker.cancel.clone()));
         tracing::info!(
             seeds = config.cluster_seeds.len(),
             prefix = %config.prefix,
             "redis cluster broker started"
         );
-        Ok(broker)
+        Ok((broker, commands))
     }
 
-    /// Runs a command routed by its key (or as `routing` says), bounded in time.
-    async fn route<T: ::redis::FromRedisValue>(
-        &self,
-        command: &::redis::Cmd,
-        routing: Option<RoutingInfo>,
-    ) -> ::redis::RedisResult<T> {
-        let mut conn = self.conn.clone();
-        let attempt = async {
-            match routing {
-                None => command.query_async::<T>(&mut conn).await,
-                Some(r) => {
-                    let value = conn.route_command(command.clone(), r).await?;
-                    ::redis::FromRedisValue::from_redis_value(value).map_err(Into::into)
-                }
-            }
-        };
-        match timeout(COMMAND_TIMEOUT, attempt).await {
-            Ok(r) => r,
-            Err(_) => Err(::redis::RedisError::from((
-                ::redis::ErrorKind::Io,
-                "timed out",
-            ))),
-        }
-    }
-
-    /// Loads (or replaces) the function library on every master.
-    async fn load_library(&self) -> Result<(), BrokerError> {
-        let mut command = ::redis::cmd("FUNCTION");
-        command.arg("LOAD").arg("REPLACE").arg(&self.library);
-        let all_masters = RoutingInfo::MultiNode((
-            MultipleNodeRoutingInfo::AllMasters,
-            Some(ResponsePolicy::AllSucceeded),
-        ));
-        self.route::<Value>(&command, Some(all_masters))
-            .await
-            .map_err(|e| BrokerError::Unavailable(format!("FUNCTION LOAD failed: {e}")))?;
-        tracing::info!("loaded the fanout Redis function library on every master");
-        Ok(())
+    /// The cluster connection.
+    fn conn(&self) -> &ClusterConnection {
+        self.commands.connection()
     }
 
     /// The Redis channels that carry `channel`: its public and its envelope channel.
@@ -234,7 +258,7 @@ impl RedisClusterBroker {
     /// SSUBSCRIBEs each name (one call each: the names lie in different slots), concurrently.
     async fn ssubscribe(&self, names: &[String]) -> Result<(), BrokerError> {
         let calls = names.iter().map(|name| {
-            let mut conn = self.conn.clone();
+            let mut conn = self.conn().clone();
             async move { timeout(COMMAND_TIMEOUT, conn.ssubscribe(name)).await }
         });
         for result in futures_util::future::join_all(calls).await {
@@ -259,7 +283,7 @@ impl RedisClusterBroker {
     /// ignores, and the connection forgets it anyway.
     async fn sunsubscribe(&self, names: &[String]) {
         let calls = names.iter().map(|name| {
-            let mut conn = self.conn.clone();
+            let mut conn = self.conn().clone();
             async move {
                 if let Ok(Err(e)) = timeout(COMMAND_TIMEOUT, conn.sunsubscribe(name)).await {
                     tracing::debug!(error = %e, "redis SUNSUBSCRIBE failed");
@@ -269,10 +293,10 @@ impl RedisClusterBroker {
         futures_util::future::join_all(calls).await;
     }
 
-    /// Whether this node wants the sharded subscription `name` (its channels, its relay
-    /// channel; the probe loop keeps its probe channels itself).
+    /// Whether this node wants the sharded subscription `name` (its channels, its own and
+    /// the control channel; the probe loop keeps its probe channels itself).
     fn wants(&self, name: &str) -> bool {
-        if name == self.relay_channel {
+        if name == self.relay_channel || name == self.control_channel {
             return true;
         }
         let desired = self.desired.lock().unwrap_or_else(|e| e.into_inner());
@@ -300,23 +324,30 @@ impl RedisClusterBroker {
             self.dispatch.control(Work::Sync(channel)).await;
         }
     }
+}
 
-    /// SPUBLISH, timed for the publish-latency histogram.
-    async fn spublish(&self, name: &str, body: &[u8], what: &str) -> Result<i64, BrokerError> {
-        let mut command = ::redis::cmd("SPUBLISH");
-        command.arg(name).arg(body);
-        let started = std::time::Instant::now();
-        let receivers = self.call::<i64>(&command, what).await?;
-        self.metrics
-            .publish_duration
-            .observe(started.elapsed().as_secs_f64());
-        Ok(receivers)
+/// Reads the sharded messages the connection pushed (to dispatch, relay, probe receipts).
+async fn read_messages(
+    broker: std::sync::Weak<RedisClusterBroker>,
+    mut pushes: mpsc::Receiver<PushInfo>,
+) {
+    while let Some(push) = pushes.recv().await {
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        let (Some(Value::BulkString(name)), Some(Value::BulkString(payload))) =
+            (push.data.first(), push.data.get(1))
+        else {
+            continue;
+        };
+        let name = String::from_utf8_lossy(name);
+        broker.on_message(&name, payload);
     }
 }
 
-/// Reads what the cluster connection pushes: sharded messages (to dispatch, relay, probe
-/// receipts), lost node connections, and subscriptions a slot migration took away.
-async fn read_pushes(
+/// Reads the connection's events: lost node connections, and subscriptions a slot migration
+/// took away.
+async fn read_events(
     broker: std::sync::Weak<RedisClusterBroker>,
     mut pushes: mpsc::UnboundedReceiver<PushInfo>,
 ) {
@@ -325,15 +356,6 @@ async fn read_pushes(
             return;
         };
         match push.kind {
-            PushKind::SMessage => {
-                let (Some(Value::BulkString(name)), Some(Value::BulkString(payload))) =
-                    (push.data.first(), push.data.get(1))
-                else {
-                    continue;
-                };
-                let name = String::from_utf8_lossy(name);
-                broker.on_message(&name, payload);
-            }
             PushKind::Disconnection => {
                 broker.disrupted.store(true, Ordering::Release);
                 broker.metrics.reconnects.inc();
@@ -374,17 +396,17 @@ impl RedisClusterBroker {
             return;
         }
         if name == self.relay_channel {
-            match std::str::from_utf8(payload)
-                .ok()
-                .and_then(RelayedFrames::decode)
-            {
-                Some(relayed) => self.sink.relayed(relayed),
-                None => tracing::debug!("ignored a malformed relay message"),
+            relay::on_node_message(payload, &*self.deliver);
+            return;
+        }
+        if name == self.control_channel {
+            if let Some(command) = control::decode_command(payload) {
+                self.deliver.control(command);
             }
             return;
         }
         self.metrics.messages_received.inc();
-        match super::decode_message(&self.prefix, name, payload, self.max_payload) {
+        match decode_message(&self.prefix, name, payload, self.max_payload) {
             Ok(publication) => self.dispatch.send(publication),
             Err(reason) => self.dispatch.drop(name, reason),
         }
@@ -394,55 +416,6 @@ impl RedisClusterBroker {
 impl Drop for RedisClusterBroker {
     fn drop(&mut self) {
         self.cancel.cancel();
-    }
-}
-
-#[async_trait]
-impl LibraryCalls for RedisClusterBroker {
-    async fn call<T: ::redis::FromRedisValue + Send>(
-        &self,
-        command: &::redis::Cmd,
-        what: &str,
-    ) -> Result<T, BrokerError> {
-        let result = match self.route::<T>(command, None).await {
-            Err(e) if library::is_missing(&e) => {
-                self.load_library().await?;
-                self.route::<T>(command, None).await
-            }
-            other => other,
-        }
-        .map_err(|e| {
-            if e.is_io_error()
-                || e.is_connection_dropped()
-                || e.is_connection_refusal()
-                || e.is_timeout()
-                || e.is_cluster_error()
-            {
-                BrokerError::Unavailable(format!("redis {what} failed: {e}"))
-            } else {
-                BrokerError::Rejected(format!("redis {what} failed: {e}"))
-            }
-        });
-        if let Err(e @ BrokerError::Rejected(_)) = &result {
-            tracing::debug!(error = %e, "redis refused a request");
-        }
-        result
-    }
-
-    fn rules(&self) -> &ChannelRules {
-        &self.rules
-    }
-
-    fn leases(&self) -> &PresenceLeases {
-        &self.presence
-    }
-
-    fn dispatch(&self) -> &Dispatch {
-        &self.dispatch
-    }
-
-    fn metrics(&self) -> &RedisMetrics {
-        &self.metrics
     }
 }
 
@@ -459,8 +432,6 @@ impl Broker for RedisClusterBroker {
                 "the Redis Cluster shard of this channel is down".into(),
             ));
         }
-        self.presence
-            .watch(channels.iter().filter(|c| self.rules.presence(c)));
         {
             // Before SSUBSCRIBE: a slot moving meanwhile must find the channel wanted.
             let mut desired = self.desired.lock().unwrap_or_else(|e| e.into_inner());
@@ -474,7 +445,6 @@ impl Broker for RedisClusterBroker {
                     desired.remove(c);
                 }
             }
-            self.presence.unwatch(channels);
             self.sunsubscribe(&names).await;
             return Err(e);
         }
@@ -483,7 +453,6 @@ impl Broker for RedisClusterBroker {
     }
 
     async fn unsubscribe(&self, channels: &[Channel]) -> Result<(), BrokerError> {
-        self.presence.unwatch(channels);
         let mut names = Vec::new();
         {
             let mut desired = self.desired.lock().unwrap_or_else(|e| e.into_inner());
@@ -514,25 +483,16 @@ impl Broker for RedisClusterBroker {
             // Every message of the nodes travels on the envelope channel, an empty user
             // meaning a backend's publish.
             let body = envelope::message_envelope(publisher.unwrap_or(""), &payload);
-            self.spublish(&envelope_channel(&self.prefix, channel), &body, "SPUBLISH")
+            self.commands
+                .publish_to(&envelope_channel(&self.prefix, channel), &body)
                 .await?;
             return Ok(None);
         }
-        let mut command = ::redis::cmd("FCALL");
-        command
-            .arg("fanout_publish")
-            .arg(1)
-            .arg(channel.as_str())
-            .arg(&payload[..])
-            .arg(publisher.unwrap_or(""));
-        if let Some(key) = idempotency_key {
-            command.arg(key);
-        }
-        let started = std::time::Instant::now();
-        let offset = self.call::<u64>(&command, "FCALL fanout_publish").await?;
-        self.metrics
-            .publish_duration
-            .observe(started.elapsed().as_secs_f64());
+        let command = library::publish_command(channel, &payload, publisher, idempotency_key);
+        let offset = self
+            .commands
+            .publish_call::<u64>(&command, "FCALL fanout_publish")
+            .await?;
         // The library answers 0 for channels without history.
         Ok(self.rules.history(channel).map(|_| offset))
     }
@@ -557,57 +517,15 @@ impl Broker for RedisClusterBroker {
         channel: &Channel,
         query: HistoryQuery,
     ) -> Result<History, BrokerError> {
-        self.read_history(channel, query).await
+        history::read(&*self.commands, &self.dispatch, &self.rules, channel, query).await
     }
 
     async fn publish_event(&self, channel: &Channel, frame: Bytes) -> Result<(), BrokerError> {
         let body = envelope::event_envelope(&frame);
-        self.spublish(&envelope_channel(&self.prefix, channel), &body, "SPUBLISH")
+        self.commands
+            .publish_to(&envelope_channel(&self.prefix, channel), &body)
             .await
             .map(|_| ())
-    }
-
-    async fn presence_join(
-        &self,
-        channel: &Channel,
-        member: &PresenceMember,
-        lease: Lease,
-    ) -> Result<Joined, BrokerError> {
-        self.join_presence(channel, member, lease).await
-    }
-
-    async fn presence_leave(
-        &self,
-        channel: &Channel,
-        conn_id: &str,
-    ) -> Result<Option<Departure>, BrokerError> {
-        self.leave_presence(channel, conn_id).await
-    }
-
-    async fn presence_status(
-        &self,
-        channel: &Channel,
-        conn_id: &str,
-        status: &serde_json::Value,
-    ) -> Result<Option<PresenceMember>, BrokerError> {
-        self.set_presence_status(channel, conn_id, status).await
-    }
-
-    async fn presence(&self, channel: &Channel) -> Result<Vec<PresenceMember>, BrokerError> {
-        self.presence_members(channel).await
-    }
-
-    async fn inbox_append(&self, stream: &str, entry: &InboxEntry) -> Result<String, BrokerError> {
-        self.append_to_inbox(stream, entry).await
-    }
-
-    async fn relay(&self, node: &str, frames: &RelayedFrames) -> Result<bool, BrokerError> {
-        let mut command = ::redis::cmd("SPUBLISH");
-        command
-            .arg(relay::channel(&self.prefix, node))
-            .arg(frames.encode());
-        let receivers = self.call::<i64>(&command, "SPUBLISH").await?;
-        Ok(receivers > 0)
     }
 
     fn is_ready(&self) -> bool {

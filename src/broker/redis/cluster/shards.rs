@@ -12,12 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::RedisClusterBroker;
 use crate::broker::BrokerError;
-
-/// How long a shard's probe may take to come back before the shard counts as down.
-pub(super) const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
-/// How long the probe's own commands (the slot map, a probe's SPUBLISH or SSUBSCRIBE) may
-/// take: a healthy shard answers in milliseconds, and a dead master must be noticed fast.
-pub(super) const PROBE_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+use crate::broker::redis::timing::{PROBE_COMMAND_TIMEOUT, PROBE_TIMEOUT};
 
 /// What the last probe round found.
 #[derive(Default)]
@@ -133,7 +128,7 @@ impl RedisClusterBroker {
         });
         if let Ok(Err(e)) = timeout(
             PROBE_COMMAND_TIMEOUT,
-            self.route::<Value>(&exists, Some(elsewhere)),
+            self.commands.route::<Value>(&exists, Some(elsewhere)),
         )
         .await
         {
@@ -152,6 +147,7 @@ impl RedisClusterBroker {
         self.metrics.resubscribed.inc_by(names.len() as u64 / 2);
         let mut names = names;
         names.push(self.relay_channel.clone());
+        names.push(self.control_channel.clone());
         self.ssubscribe(&names).await
     }
 
@@ -169,7 +165,7 @@ impl RedisClusterBroker {
         let random = RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random);
         let reply = match timeout(
             PROBE_COMMAND_TIMEOUT,
-            self.route::<Vec<Value>>(&slots, Some(random)),
+            self.commands.route::<Vec<Value>>(&slots, Some(random)),
         )
         .await
         {
@@ -196,7 +192,7 @@ impl RedisClusterBroker {
                 self.refresh_slot_map(&ranges).await;
             }
             // Until it is loaded everywhere, the next round tries again.
-            match self.load_library().await {
+            match self.commands.load_library().await {
                 Ok(()) => known.clone_from(&ranges),
                 Err(e) => {
                     tracing::warn!(error = %e, "could not load the fanout function library")
@@ -233,7 +229,7 @@ impl RedisClusterBroker {
         // Each bounded in time: a shard that does not answer in time is down,
         // and must not hold up the round for the others.
         let subscribes = new.into_iter().map(|name| async move {
-            let mut conn = self.conn.clone();
+            let mut conn = self.conn().clone();
             let done = timeout(PROBE_COMMAND_TIMEOUT, conn.ssubscribe(&name)).await;
             matches!(done, Ok(Ok(()))).then_some(name)
         });
@@ -247,7 +243,11 @@ impl RedisClusterBroker {
             let mut command = ::redis::cmd("SPUBLISH");
             command.arg(name).arg(number.to_string());
             matches!(
-                timeout(PROBE_COMMAND_TIMEOUT, self.route::<i64>(&command, None)).await,
+                timeout(
+                    PROBE_COMMAND_TIMEOUT,
+                    self.commands.route::<i64>(&command, None)
+                )
+                .await,
                 Ok(Ok(_))
             )
         });

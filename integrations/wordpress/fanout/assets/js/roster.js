@@ -1,6 +1,9 @@
+import { trackPresence } from './fanout/index.js';
+
 /**
- * Who is in a presence channel, kept from a `presence` reply and the `join`/`leave` events
- * that follow it. Pure logic, no DOM, so that it runs (and is tested) in Node as well.
+ * Who is in a presence channel, as people: the members the client's presence helper keeps
+ * (a `presence` reply and the `join`/`leave` events around it). Pure logic, no DOM, so that
+ * it runs (and is tested) in Node as well.
  *
  * A user with two tabs is two members (two connections) but one person: `people()` lists
  * each user once, as long as one of their connections is there.
@@ -47,51 +50,30 @@ export class PresenceRoster {
 }
 
 /**
- * Keeps `roster` current for a presence channel through a fanout client: subscribes, asks
- * the gateway who is there after every `subscribed` (the first and those after each
- * reconnection), and applies the `join`/`leave` events in between. `onChange()` runs after
- * each change.
+ * Keeps `roster` current for a presence channel through a fanout client, with the client's
+ * presence helper (`trackPresence`): it subscribes, asks the gateway who is there after
+ * every `subscribed` (the first and those after each reconnection), and applies the
+ * `join`/`leave` events around it, including those that race the answer. `onChange()` runs
+ * after each change.
  *
  * @param {import('./fanout/index.js').Fanout} client
  * @param {string} channel e.g. `room:wp1.post-42`
  * @param {PresenceRoster} roster
  * @param {() => void} onChange
- * @returns {import('./fanout/index.js').Subscription}
+ * @returns {import('./fanout/index.js').PresenceTracker} (`close()` stops it)
  */
 export function watchPresence(client, channel, roster, onChange) {
-  // Join and leave events that arrive while a `presence` request is answered may or may not
-  // be in its snapshot: they are applied again on top of it (both are idempotent), so that a
-  // snapshot taken just before someone joined does not hide them until their next event.
-  let during = null;
-  async function reload() {
-    const events = [];
-    during = events;
-    try {
-      const { members } = await client.presence(channel);
+  return trackPresence(client, channel, {
+    onChange(members) {
       roster.reset(members);
-      for (const [kind, member] of events) roster[kind](member);
       onChange();
-    } catch (error) {
+    },
+    onError(error) {
       // A connection that ended before the reply is no problem: the next `subscribed`, after
       // the reconnection, asks again. Nor is a client closed on purpose (the page unloading).
       if (error?.code !== 'disconnected' && error?.code !== 'closed') {
         console.warn('fanout: presence of', channel, 'unavailable:', error);
       }
-    } finally {
-      if (during === events) during = null;
-    }
-  }
-  return client.subscribe(channel, {
-    onSubscribed: reload,
-    onJoin(member) {
-      roster.join(member);
-      during?.push(['join', member]);
-      onChange();
-    },
-    onLeave(member) {
-      roster.leave(member);
-      during?.push(['leave', member]);
-      onChange();
     },
   });
 }

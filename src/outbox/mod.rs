@@ -25,6 +25,10 @@ use tokio::sync::Notify;
 
 use crate::protocol::{CloseCode, Frame};
 
+mod direct;
+
+pub use self::direct::{SocketClaim, WriteNow, Written};
+
 /// One item of the queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outgoing {
@@ -64,6 +68,13 @@ pub enum Ending {
     ConnectionLost,
     /// A socket write made no progress within the write timeout.
     WriteTimeout,
+    /// The backend ended the connection (`disconnect`): close with `code` (4004, 4005, or an
+    /// application code from 4100 to 4499) and `reason`.
+    Disconnected {
+        code: u16,
+        reason: String,
+        reconnect: bool,
+    },
 }
 
 impl Ending {
@@ -82,26 +93,21 @@ impl Ending {
             Ending::CloseQueued(code) => code.label(),
             Ending::ConnectionLost => "connection_lost",
             Ending::WriteTimeout => "write_timeout",
+            Ending::Disconnected {
+                reconnect: true, ..
+            } => CloseCode::Disconnected.label(),
+            Ending::Disconnected { .. } => CloseCode::DisconnectedForGood.label(),
         }
     }
-}
 
-/// What [`WriteNow::write_now`] did with one item.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Written {
-    /// All of it is on the socket.
-    All,
-    /// Nothing was written (the socket is full, or failed: the writer finds out which).
-    Nothing,
-    /// The socket took the start; these are the remaining wire bytes, to be written next.
-    Part(Bytes),
-}
-
-/// A transport's socket, as the outbox uses it for writes that never wait.
-pub trait WriteNow: Send + Sync {
-    /// Writes `item` in the transport's framing as far as the socket takes it without
-    /// waiting. Called with the outbox locked, so never concurrently with another write.
-    fn write_now(&self, item: &Outgoing) -> Written;
+    /// The close frame (or event) to send: its code and reason, when the server closes.
+    pub fn closing(&self) -> Option<(u16, &str)> {
+        match self {
+            Ending::Close { code, reason } => Some((code.code(), reason)),
+            Ending::Disconnected { code, reason, .. } => Some((*code, reason)),
+            _ => None,
+        }
+    }
 }
 
 /// A push that did not fit: the connection is now closing as a slow consumer.
@@ -158,20 +164,6 @@ pub struct Batch<'a> {
     /// Held while the frames taken are written (when it took any): no direct write gets
     /// between them.
     pub claim: Option<SocketClaim<'a>>,
-}
-
-/// The writer's hold on the socket. While it lives, pushes queue instead of writing to the
-/// socket themselves; dropping it hands the socket back.
-///
-/// A writer whose write failed must end the outbox ([`Outbox::end`]) before dropping its
-/// claim: the socket may hold part of a frame, and an ending outbox writes nothing more.
-#[must_use = "the socket is the writer's only while the claim lives"]
-pub struct SocketClaim<'a>(&'a Outbox);
-
-impl Drop for SocketClaim<'_> {
-    fn drop(&mut self) {
-        self.0.lock().writer_busy = false;
-    }
 }
 
 impl Outbox {

@@ -7,6 +7,11 @@
 //! publish-to-receive latency (the send time travels in the payload), connect times and
 //! errors, and the gateways' CPU and memory read from /proc. Every run is bounded and stops
 //! by itself.
+//!
+//! A crate of its own in the workspace (`tools/fanout-bench`), not a binary of the gateway's
+//! package: it talks to gateways only over the wire and imports nothing from the `fanout`
+//! library, so its dependencies (progress bar, histograms, /proc, an HTTP client) stay out of
+//! the gateway's. README.md beside this crate's manifest says where it sits and how it is built.
 
 mod clients;
 mod publisher;

@@ -4,9 +4,10 @@
 //! bookkeeping and a publish is a direct hand-over to the hub in the publisher's task.
 //! Channels with history keep their recent messages here, with the same semantics as the
 //! Redis broker: offsets from 1, an epoch per history (a new one when it expired, and on
-//! every process start), exact size, TTL after the last publish. Presence is kept here too;
-//! members set through the HTTP API expire after their lease, with a leave event. There is
-//! no durable inbox without Redis: `send` answers `unavailable`.
+//! every process start), exact size, TTL after the last publish. Presence is kept here too
+//! (it is this node's [`PresenceStore`]); members set through the HTTP API expire after their
+//! lease, with a leave event. As a [`Backchannel`] it has no durable inbox without Redis
+//! (`send` answers `unsupported`) and no other node to relay to.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, Weak};
@@ -16,10 +17,15 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use dashmap::DashMap;
 
-use super::{
-    Broker, BrokerError, ChannelRules, Deliver, Departure, History, HistoryMessage, HistoryQuery,
-    InboxEntry, Joined, Lease, PresenceMember, Publication, RelayedFrames, StreamPosition,
-    new_epoch,
+mod control;
+mod presence;
+
+use super::control::NodeInfo;
+use super::error::BrokerError;
+use super::seam::{Broker, Deliver};
+use super::types::{
+    ChannelRules, History, HistoryMessage, HistoryQuery, PresenceMember, Publication,
+    StreamPosition, new_epoch,
 };
 use crate::channel::Channel;
 use crate::config::HistoryConfig;
@@ -36,6 +42,12 @@ pub struct MemoryBroker {
     presence: Arc<Mutex<HashMap<Channel, HashMap<String, Present>>>>,
     /// Results of publishes with an idempotency key, until their window ends.
     idempotency: Mutex<HashMap<IdempotencyKey, Remembered>>,
+    /// Revocations: per user the cut-off (Unix seconds) and until when it is kept; per token
+    /// id until when (its expiry).
+    revoked_users: Mutex<HashMap<String, (i64, Instant)>>,
+    revoked_tokens: Mutex<HashMap<String, i64>>,
+    /// This node's last heartbeat, and until when it counts.
+    heartbeat: Mutex<Option<(NodeInfo, Instant)>>,
 }
 
 struct ChannelHistory {
@@ -113,7 +125,7 @@ impl MemoryBroker {
         // Expired histories and presence leases are dropped in the background.
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(sweep_expired(Arc::downgrade(&histories)));
-            runtime.spawn(sweep_presence(
+            runtime.spawn(presence::sweep_presence(
                 Arc::downgrade(&presence),
                 sink.clone(),
                 rules.clone(),
@@ -121,6 +133,9 @@ impl MemoryBroker {
         }
         MemoryBroker {
             idempotency: Mutex::new(HashMap::new()),
+            revoked_users: Mutex::new(HashMap::new()),
+            revoked_tokens: Mutex::new(HashMap::new()),
+            heartbeat: Mutex::new(None),
             sink,
             rules,
             histories,
@@ -139,48 +154,6 @@ impl MemoryBroker {
             .entry(channel.clone())
             .or_insert_with(|| Arc::new(Mutex::new(ChannelHistory::new(rule.ttl))))
             .clone()
-    }
-}
-
-/// Removes members whose lease ran out, announcing them like any leave.
-async fn sweep_presence(
-    presence: Weak<Mutex<HashMap<Channel, HashMap<String, Present>>>>,
-    sink: Arc<dyn Deliver>,
-    rules: ChannelRules,
-) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        let Some(presence) = presence.upgrade() else {
-            return;
-        };
-        let now = Instant::now();
-        let mut left = Vec::new();
-        {
-            let mut all = presence.lock().unwrap_or_else(|e| e.into_inner());
-            for (channel, members) in all.iter_mut() {
-                let expired: Vec<String> = members
-                    .iter()
-                    .filter(|(_, p)| p.expires_at.is_some_and(|t| t <= now))
-                    .map(|(k, _)| k.clone())
-                    .collect();
-                for conn_id in expired {
-                    if let Some(p) = members.remove(&conn_id) {
-                        let last = !members.values().any(|o| o.member.user == p.member.user);
-                        left.push((channel.clone(), p.member, last));
-                    }
-                }
-            }
-            all.retain(|_, members| !members.is_empty());
-        }
-        for (channel, member, last) in left {
-            if super::presence::announced(rules.join_leave(&channel), last) {
-                sink.deliver(&Publication::event(
-                    channel.clone(),
-                    super::presence::leave_frame(&channel, &member),
-                ));
-            }
-        }
     }
 }
 
@@ -251,95 +224,21 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn presence_join(
-        &self,
-        channel: &Channel,
-        member: &PresenceMember,
-        lease: Lease,
-    ) -> Result<Joined, BrokerError> {
-        let mut all = self.presence_lock();
-        let members = all.entry(channel.clone()).or_default();
-        let new = !members.contains_key(&member.conn_id);
-        let first_of_user = new && !members.values().any(|p| p.member.user == member.user);
-        let status = members
-            .get(&member.conn_id)
-            .and_then(|p| p.member.status.clone());
-        let mut member = member.clone();
-        member.status = member.status.or(status);
-        members.insert(
-            member.conn_id.clone(),
-            Present {
-                member,
-                expires_at: (!lease.renewed).then(|| Instant::now() + lease.duration),
-            },
-        );
-        Ok(Joined { new, first_of_user })
-    }
-
-    async fn presence_leave(
-        &self,
-        channel: &Channel,
-        conn_id: &str,
-    ) -> Result<Option<Departure>, BrokerError> {
-        let mut all = self.presence_lock();
-        let Some(members) = all.get_mut(channel) else {
-            return Ok(None);
-        };
-        let departure = members.remove(conn_id).map(|p| Departure {
-            last_of_user: !members.values().any(|o| o.member.user == p.member.user),
-            member: p.member,
-        });
-        if members.is_empty() {
-            all.remove(channel);
-        }
-        Ok(departure)
-    }
-
-    async fn presence_status(
-        &self,
-        channel: &Channel,
-        conn_id: &str,
-        status: &serde_json::Value,
-    ) -> Result<Option<PresenceMember>, BrokerError> {
-        let mut all = self.presence_lock();
-        Ok(all
-            .get_mut(channel)
-            .and_then(|m| m.get_mut(conn_id))
-            .map(|p| {
-                p.member.status = Some(status.clone());
-                p.member.clone()
-            }))
-    }
-
-    async fn presence(&self, channel: &Channel) -> Result<Vec<PresenceMember>, BrokerError> {
-        let now = Instant::now();
-        let all = self.presence_lock();
-        Ok(all
-            .get(channel)
-            .map(|m| {
-                m.values()
-                    .filter(|p| p.expires_at.is_none_or(|t| t > now))
-                    .map(|p| p.member.clone())
-                    .collect()
-            })
-            .unwrap_or_default())
-    }
-
-    async fn inbox_append(
-        &self,
-        _stream: &str,
-        _entry: &InboxEntry,
-    ) -> Result<String, BrokerError> {
-        Err(BrokerError::Unsupported(
-            "the durable inbox needs Redis: run fanout with --redis-url",
-        ))
-    }
-
     async fn history(
         &self,
         channel: &Channel,
         query: HistoryQuery,
     ) -> Result<History, BrokerError> {
+        self.read_history(channel, query)
+    }
+
+    fn is_ready(&self) -> bool {
+        true
+    }
+}
+
+impl MemoryBroker {
+    fn read_history(&self, channel: &Channel, query: HistoryQuery) -> Result<History, BrokerError> {
         let rule = self
             .rules
             .history(channel)
@@ -367,13 +266,7 @@ impl Broker for MemoryBroker {
             messages,
         })
     }
-
-    async fn relay(&self, _node: &str, _frames: &RelayedFrames) -> Result<bool, BrokerError> {
-        // A single node: there is no other node to hold the session.
-        Ok(false)
-    }
-
-    fn is_ready(&self) -> bool {
-        true
-    }
 }
+
+#[cfg(test)]
+mod tests;
