@@ -623,26 +623,79 @@ $tests['readme.txt passes the wordpress.org readme rules (a small validator), an
     check(str_contains((string) shell_exec("unzip -l $zip"), 'fanout/languages/index.php'), 'the zip has no languages folder');
 };
 
-$tests['logout, deletion and a role change are announced with fanout_user_access_changed (the seam of issue 24\'s disconnect)'] = function () use ($stack, $users) {
+$tests['a role change, a logout and a deletion cut the user\'s live connections and revoke their tokens'] = function () use ($stack, $ws) {
     $log = "$stack->dir/access.log";
     @unlink($log);
     $lines = fn (): array => is_file($log) ? array_map(fn ($l) => json_decode($l, true), file($log, FILE_IGNORE_NEW_LINES)) : [];
-    $stack->wp('set-role', (string) $users['reader'], 'contributor');
-    $deleted = $stack->wp('create-and-delete-user', 'short-lived');
+    $stack->wp('reset-publish-status');
+    $userId = $stack->wp('create-user', 'cutoff', $stack->password, 'editor');
+    /** A browser of the user with a token from the route, and a connection made with it. */
+    $connect = function (Browser $browser) use ($ws): array {
+        $page = $browser->request('GET', '/wp-admin/profile.php');
+        $config = pageConfig($page['body']);
+        check($config !== null, 'no window.fanoutWP on profile.php (HTTP ' . $page['status'] . ')');
+        $answer = $browser->rest('POST', '/fanout/v1/token', null, $config['nonce']);
+        check($answer['status'] === 200, 'token: HTTP ' . $answer['status']);
+        $socket = WebSocket::open($ws . '?token=' . rawurlencode($answer['json']['token']));
+        $socket->waitFor(fn (array $f) => $f['type'] === 'connection_ack');
+        return [$socket, $answer['json']['token'], $page['body']];
+    };
+    /** The connection receives the disconnect frame, then the close with `$code`. */
+    $cut = function (WebSocket $socket, int $code, string $reason): void {
+        $frame = $socket->waitFor(fn (array $f) => $f['type'] === 'disconnect', 15);
+        check($frame['code'] === $code && $frame['reason'] === $reason, 'disconnect: ' . json_encode($frame));
+        try {
+            $socket->waitFor(fn () => false, 5);
+            check(false, 'the connection stayed open');
+        } catch (\RuntimeException $e) {
+            check(str_contains($e->getMessage(), "connection closed by the gateway: $code"), 'close: ' . $e->getMessage());
+        }
+    };
+    $refused = function (string $token, string $what) use ($ws): void {
+        try {
+            WebSocket::open($ws . '?token=' . rawurlencode($token));
+            check(false, "the gateway accepted $what");
+        } catch (HandshakeRefused $e) {
+            check($e->status === 401 && str_contains($e->response, 'token revoked'), "$what: HTTP $e->status $e->response");
+        }
+    };
+
     $browser = new Browser($stack->siteUrl, $stack->dir);
-    $browser->login('reader', $stack->password);
-    $page = $browser->request('GET', '/wp-admin/profile.php');
-    check(preg_match('#wp-login\.php\?action=logout&(?:amp;|\#038;)?_wpnonce=([0-9a-f]+)#', $page['body'], $m) === 1, 'no logout link');
+    $browser->login('cutoff', $stack->password);
+    // A role change: cut, the old token revoked; a new one (with the new role's channels) works.
+    [$socket, $token] = $connect($browser);
+    check(in_array('room:wp1.post-*', claims($token)['channels'], true), 'an editor without the post rooms');
+    $stack->wp('set-role', (string) $userId, 'subscriber');
+    $cut($socket, 4004, 'role changed');
+    $refused($token, 'a token issued before the role change');
+    // A revocation covers the second it was made in (ControlArguments: "before" is now + 1):
+    // a token minted from the next second on connects.
+    time_sleep_until(floor(microtime(true)) + 1.05);
+    [$socket, $token, $page] = $connect($browser);
+    check(!in_array('room:wp1.post-*', claims($token)['channels'], true), 'the new token still grants the post rooms');
+
+    // A logout: cut (clients may come back: another device stays logged in).
+    check(preg_match('#wp-login\.php\?action=logout&(?:amp;|\#038;)?_wpnonce=([0-9a-f]+)#', $page, $m) === 1, 'no logout link');
     check($browser->request('GET', "/wp-login.php?action=logout&_wpnonce=$m[1]")['status'] === 302, 'logout refused');
-    $stack->wp('set-role', (string) $users['reader'], 'subscriber');
-    $expected = [
-        ['sub' => "wp1.{$users['reader']}", 'user' => $users['reader'], 'reason' => 'role_changed'],
-        ['sub' => "wp1.{$deleted['id']}", 'user' => $deleted['id'], 'reason' => 'role_changed'],
-        ['sub' => "wp1.{$deleted['id']}", 'user' => $deleted['id'], 'reason' => 'deleted'],
-        ['sub' => "wp1.{$users['reader']}", 'user' => $users['reader'], 'reason' => 'logout'],
-        ['sub' => "wp1.{$users['reader']}", 'user' => $users['reader'], 'reason' => 'role_changed'],
-    ];
-    check($lines() === $expected, 'announced: ' . json_encode($lines()));
+    $cut($socket, 4004, 'logged out');
+    $refused($token, 'a token issued before the logout');
+
+    // A deletion: cut for good (4005).
+    time_sleep_until(floor(microtime(true)) + 1.05);
+    $browser->login('cutoff', $stack->password);
+    [$socket, $token] = $connect($browser);
+    $stack->wp('delete-user', (string) $userId);
+    $cut($socket, 4005, 'account deleted');
+    $refused($token, 'a deleted user\'s token');
+
+    // And each change was announced (fanout_user_access_changed); a new user's first role is no change.
+    $sub = "wp1.$userId";
+    check($lines() === [
+        ['sub' => $sub, 'user' => $userId, 'reason' => 'role_changed'],
+        ['sub' => $sub, 'user' => $userId, 'reason' => 'logout'],
+        ['sub' => $sub, 'user' => $userId, 'reason' => 'deleted'],
+    ], 'announced: ' . json_encode($lines()));
+    check($stack->wp('publish-status')['failures'] === 0, 'a control command failed');
 };
 
 $tests['the inbox worker runs fanout_inbox_<type> once per message, as the sender, across restarts'] = function () use ($stack, $users, &$ctx) {

@@ -22,6 +22,7 @@ use Fanout\Channel;
 use Fanout\HttpPublisher;
 use Fanout\Publisher;
 use Fanout\PublisherInterface;
+use Fanout\SessionControlInterface;
 
 if (!defined('ABSPATH')) {
     exit;
@@ -35,7 +36,12 @@ final class Publishing
     /** Most messages one request queues; more are skipped and counted (a runaway loop must not eat the memory). */
     public const MAX_QUEUE = 10000;
 
-    /** @var list<array{channels: list<string>, data: mixed}> what this request publishes after its response */
+    /**
+     * What this request sends after its response: messages, and commands that cut a user's
+     * connections.
+     *
+     * @var list<array{channels: list<string>, data: mixed}|array{cut: array{user: string, reason: string, reconnect: bool}}>
+     */
     private static array $queue = [];
 
     private static bool $scheduled = false;
@@ -81,6 +87,27 @@ final class Publishing
     public static function networkBroadcast(mixed $data): bool|\WP_Error
     {
         return self::enqueue([Channels::GATEWAY_BROADCAST], $data);
+    }
+
+    /**
+     * Queues cutting a user's live connections on every gateway node, after the response:
+     * their connections are closed (a `disconnect` frame with `$reason`, then 4004, or 4005
+     * without `$reconnect`), and every token of the user issued until now is revoked (kept a
+     * day, the longest token lifetime). With `$reconnect`, clients come back by themselves
+     * and get a new token if the user still may (after a role change, with the new role's
+     * channels); without, they stay away.
+     *
+     * @param string $user the user's fanout identity (`wp1.42`).
+     * @return true|\WP_Error
+     */
+    public static function cutUser(string $user, string $reason, bool $reconnect): bool|\WP_Error
+    {
+        if (self::paused()) {
+            self::skip(1);
+            return self::error('fanout_publish_paused', 'fanout: the gateway is unreachable (publishing is paused); the connections of ' . $user . ' were not cut');
+        }
+        self::push(['cut' => ['user' => $user, 'reason' => $reason, 'reconnect' => $reconnect]]);
+        return true;
     }
 
     /**
@@ -174,9 +201,26 @@ final class Publishing
             return;
         }
         foreach ($queue as $i => $message) {
-            $what = (count($message['channels']) > 1 ? 'broadcast to ' : 'publish to ') . implode(', ', $message['channels']);
+            if (isset($message['cut'])) {
+                $what = 'cutting the connections of ' . $message['cut']['user'];
+                if (!$publisher instanceof SessionControlInterface) {
+                    self::rejected($what, new \RuntimeException('the publisher from the fanout_publisher filter has no session control (Fanout\SessionControlInterface)'));
+                    continue;
+                }
+            } else {
+                $what = (count($message['channels']) > 1 ? 'broadcast to ' : 'publish to ') . implode(', ', $message['channels']);
+            }
             try {
-                self::send($publisher, $message['channels'], $message['data']);
+                if (isset($message['cut'])) {
+                    $cut = $message['cut'];
+                    // The disconnect first, so that clients learn why (4004, or 4005 for good);
+                    // then no token issued until now connects again (a revoked token would
+                    // otherwise close them first, with 4003).
+                    $publisher->disconnect($cut['user'], reason: $cut['reason'], reconnect: $cut['reconnect']);
+                    $publisher->revokeUser($cut['user'], keepSeconds: Settings::TOKEN_TTL_MAX);
+                } else {
+                    self::send($publisher, $message['channels'], $message['data']);
+                }
             } catch (\Throwable $e) {
                 if (self::aboutTheMessage($e)) {
                     // The gateway is there and refused this message (too large, say): the
@@ -259,12 +303,17 @@ final class Publishing
             self::skip(1);
             return self::error('fanout_publish_queue_full', sprintf('fanout: more than %d messages in one request; the message was skipped', self::MAX_QUEUE));
         }
-        self::$queue[] = ['channels' => $channels, 'data' => $data];
+        self::push(['channels' => $channels, 'data' => $data]);
+        return true;
+    }
+
+    private static function push(array $item): void
+    {
+        self::$queue[] = $item;
         if (!self::$scheduled) {
             self::$scheduled = true;
             add_action('shutdown', [self::class, 'afterResponse'], PHP_INT_MAX);
         }
-        return true;
     }
 
     /**

@@ -1,14 +1,15 @@
 <?php
 /**
- * When a user's access changes (logout, deletion, a role change), their open connections
- * should not keep receiving what they may no longer read.
+ * When a user's access changes (logout, deletion, a role change, on a network removal from a
+ * site), their open connections must not keep receiving what they may no longer read: after
+ * the response, their connections are closed and every token of the user issued until then
+ * is revoked on the gateway (`Publishing::cutUser`, through the gateway's session control:
+ * `POST /api/disconnect` and `/api/revoke`, or the same Redis Functions). After a logout or a
+ * role change the clients reconnect by themselves and get a new token if the user still may
+ * (other devices stay logged in; a new role brings its own channels); a deleted or removed
+ * user's stay away.
  *
- * Waiting for issue 24: the gateway's `POST /api/disconnect {"user": ...}` will cut a user's
- * live connections; until it exists, nothing is cut (a connection lives until its token
- * expires, at most the token lifetime, 10 minutes by default; a refresh after a logout fails
- * because the token route needs a logged-in user). This class is the seam: it announces each
- * such change with the `fanout_user_access_changed` action, with the user's fanout identity,
- * which is what the disconnect call will take.
+ * Each change is also announced with the `fanout_user_access_changed` action.
  *
  * @package Fanout
  */
@@ -27,7 +28,8 @@ final class UserAccess
     {
         add_action('wp_logout', [self::class, 'loggedOut']);
         add_action('delete_user', [self::class, 'deleted']);
-        add_action('set_user_role', [self::class, 'roleChanged']);
+        add_action('set_user_role', [self::class, 'roleChanged'], 10, 3);
+        add_action('remove_user_from_blog', [self::class, 'removedFromSite'], 10, 2);
     }
 
     public static function loggedOut(int $userId = 0): void
@@ -40,24 +42,41 @@ final class UserAccess
         self::changed($userId, 'deleted');
     }
 
-    public static function roleChanged(int $userId): void
+    /** @param list<string> $oldRoles empty for a user just created, who has no connection yet */
+    public static function roleChanged(int $userId, string $role = '', array $oldRoles = []): void
     {
-        self::changed($userId, 'role_changed');
+        if ($oldRoles !== []) {
+            self::changed($userId, 'role_changed');
+        }
     }
 
-    private static function changed(int $userId, string $reason): void
+    /** On a network: the user is no member of that site any more. */
+    public static function removedFromSite(int $userId, int $blogId): void
+    {
+        self::changed($userId, 'removed', $blogId);
+    }
+
+    private static function changed(int $userId, string $reason, ?int $blogId = null): void
     {
         if ($userId <= 0) {
             return;
         }
+        $sub = Channels::siteKey($blogId) . '.' . $userId;
+        Publishing::cutUser($sub, match ($reason) {
+            'logout' => 'logged out',
+            'deleted' => 'account deleted',
+            'removed' => 'removed from the site',
+            default => 'role changed',
+        }, in_array($reason, ['logout', 'role_changed'], true));
         /**
-         * Fires when a user's access changed: `logout`, `deleted` or `role_changed`. Issue 24
-         * will make the plugin cut the user's live connections here.
+         * Fires when a user's access changed: `logout`, `deleted`, `role_changed` or (on a
+         * network) `removed` from a site (the plugin cuts the user's live connections after
+         * the response).
          *
          * @param string $sub     the user's fanout identity on this site (`wp1.42`).
          * @param int    $userId  the WordPress user id.
          * @param string $reason  what changed.
          */
-        do_action('fanout_user_access_changed', Channels::sub($userId), $userId, $reason);
+        do_action('fanout_user_access_changed', $sub, $userId, $reason);
     }
 }

@@ -18,7 +18,8 @@
  *     php wp.php set-option <name> <json> [yes|no]     an option written anew, autoloaded or not
  *     php wp.php delete-option <name>
  *     php wp.php set-role <user id> <role>
- *     php wp.php create-and-delete-user <login>
+ *     php wp.php create-user <login> <password> <role>
+ *     php wp.php delete-user <id>
  *     php wp.php set-locale <login> <locale>           a user's language (empty: the site's)
  *     php wp.php install-network <domain>              makes the site a subdirectory multisite network
  *     php wp.php create-site <domain> <password>       site2, and users bob (editor of site2), alice (editor of the main site)
@@ -137,10 +138,11 @@ switch ($command) {
     case 'set-role':
         (new WP_User((int) $argv[2]))->set_role($argv[3]);
         out(true);
-    case 'create-and-delete-user':
+    case 'create-user':
+        out(wp_insert_user(['user_login' => $argv[2], 'user_pass' => $argv[3], 'role' => $argv[4], 'display_name' => $argv[2]]));
+    case 'delete-user':
         require_once ABSPATH . 'wp-admin/includes/user.php';
-        $id = wp_insert_user(['user_login' => $argv[2], 'user_pass' => wp_generate_password(), 'role' => 'subscriber']);
-        out(['id' => $id, 'deleted' => wp_delete_user($id)]);
+        out(wp_delete_user((int) $argv[2]));
     case 'site':
         out(['blog' => get_current_blog_id(), 'home' => home_url('/')]);
     case 'install-network':
