@@ -147,8 +147,8 @@ final class TokenRoute
      * rooms `room:wp1.post-*` for users who can edit posts (the "who is here" indicator of the
      * edit screen).
      *
-     * Waiting for issue 24 (channel tokens on the subscribe frame): a grant of one post's room
-     * per post the user can edit, instead of the pattern; see docs/wordpress.md.
+     * Still to come: a grant of one post's room per post the user can edit (a channel token on
+     * the room's subscribe, which the JS client does not send yet), instead of the pattern.
      *
      * @return list<string>
      */
