@@ -8,6 +8,12 @@
 #   integrations/wordpress/build.sh --dev           no copy: symlinks lib/ and assets/js/fanout/
 #                                                   inside the repository's plugin folder, for
 #                                                   development (both are gitignored)
+#   integrations/wordpress/build.sh --version V     build as version V (default: fanout.php's),
+#                                                   e.g. a pre-release 0.2.1-rc.1
+#
+# Every relative import of the built scripts gets `?ver=<version>` (the entry script gets it
+# from WordPress), so that after an update a browser loads every module anew and never mixes
+# new files with cached old ones.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -17,11 +23,13 @@ js_client="$repo/clients/js/src"
 
 out="$here/dist"
 dev=0
+version=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out="${2:?--out needs a directory}"; shift 2 ;;
     --dev) dev=1; shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    --version) version="${2:?--version needs a version}"; shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "build.sh: unknown option $1" >&2; exit 2 ;;
   esac
 done
@@ -46,7 +54,27 @@ mkdir -p "$target"
 (cd "$plugin_src" && tar --exclude=./lib --exclude=./assets/js/fanout -cf - .) | (cd "$target" && tar -xf -)
 cp -R "$php_lib" "$target/lib"
 cp -R "$js_client" "$target/assets/js/fanout"
-echo "built $target"
+rm -f "$target/assets/js/fanout/"*.d.ts
+
+current="$(sed -n "s/^const FANOUT_WP_VERSION = '\(.*\)';$/\1/p" "$target/fanout.php")"
+[ -n "$current" ] || { echo "build.sh: no FANOUT_WP_VERSION in fanout.php" >&2; exit 1; }
+version="${version:-$current}"
+case "$version" in
+  *[!A-Za-z0-9.+-]*|"") echo "build.sh: version must be letters, digits and . + -: $version" >&2; exit 2 ;;
+esac
+if [ "$version" != "$current" ]; then
+  sed -i -e "s/^const FANOUT_WP_VERSION = '.*';$/const FANOUT_WP_VERSION = '$version';/" \
+    -e "s/^\( \* Version: *\).*$/\1$version/" "$target/fanout.php"
+fi
+# import ... from './x.js', export ... from '../x.js', import './x.js', import('./x.js'):
+# relative module URLs get ?ver=<version>.
+find "$target/assets/js" -name '*.js' -print0 | xargs -0 sed -i -E \
+  "s#((from|import)[[:space:]]*\(?[[:space:]]*)(['\"])(\.{1,2}/[^'\"?]+\.js)\3#\1\3\4?ver=$version\3#g"
+if grep -rnE "(from|import)[[:space:]]*\(?[[:space:]]*['\"]\.{1,2}/[^'\"?]+\.js['\"]" "$target/assets/js"; then
+  echo "build.sh: the imports above were left without ?ver=" >&2
+  exit 1
+fi
+echo "built $target (version $version)"
 
 if command -v zip >/dev/null 2>&1; then
   rm -f "$out/fanout.zip"

@@ -41,11 +41,12 @@ final class HttpPublisher implements PublisherInterface, SessionControlInterface
      * @param float $timeout seconds per request.
      * @param string|null $transport `curl` or `stream` to choose; null: curl when the extension
      *        is loaded, else PHP's http stream wrapper.
+     * @param float|null $connectTimeout seconds to connect, within `$timeout` (curl only); null: `$timeout`.
      * @throws InvalidArgumentException for a URL that is not http(s), an empty key or timeout.
      */
-    public function __construct(string $baseUrl, string $apiKey, float $timeout = 5.0, ?string $transport = null)
+    public function __construct(string $baseUrl, string $apiKey, float $timeout = 5.0, ?string $transport = null, ?float $connectTimeout = null)
     {
-        $this->http = new HttpClient($baseUrl, $apiKey, $timeout, $transport);
+        $this->http = new HttpClient($baseUrl, $apiKey, $timeout, $transport, $connectTimeout);
     }
 
     /**

@@ -49,11 +49,18 @@ final class Publisher implements PublisherInterface, SessionControlInterface
      *
      * @param string $url `redis://[[user]:password@]host[:port][/db]`, `rediss://...` (TLS) or
      *        `unix:///path/to/redis.sock`.
+     * @param float $timeout seconds to connect.
+     * @param float|null $readTimeout seconds to wait for each reply; null: `$timeout`. A Redis
+     *        that accepts the connection and never answers fails the command after this long.
      * @throws RedisCommandException when Redis cannot be reached.
      */
-    public static function connect(string $url = 'redis://127.0.0.1:6379', string $prefix = 'fanout:', float $timeout = 2.0): self
-    {
-        return new self(RawRedis::connect($url, $timeout), $prefix);
+    public static function connect(
+        string $url = 'redis://127.0.0.1:6379',
+        string $prefix = 'fanout:',
+        float $timeout = 2.0,
+        ?float $readTimeout = null,
+    ): self {
+        return new self(RawRedis::connect($url, $timeout, $readTimeout), $prefix);
     }
 
     /**

@@ -151,4 +151,23 @@ final class HttpPublisherTest extends GatewayTestCase
             }
         }
     }
+
+    /** @dataProvider transports */
+    public function testAGatewayThatNeverAnswersFailsAfterTheTimeout(string $transport): void
+    {
+        $silent = stream_socket_server('tcp://127.0.0.1:0', $errno, $error);
+        self::assertNotFalse($silent, $error);
+        $name = (string) stream_socket_get_name($silent, false);
+        $publisher = new HttpPublisher('http://' . $name, Gateway::API_KEY, timeout: 0.3, transport: $transport, connectTimeout: 0.2);
+        $started = microtime(true);
+        try {
+            $publisher->publish('room:a', 'x');
+            self::fail('a publish to a gateway that never answers returned');
+        } catch (TransportException $e) {
+            self::assertStringContainsString('POST http://' . $name . '/api/publish failed', $e->getMessage());
+        } finally {
+            fclose($silent);
+        }
+        self::assertLessThan(5.0, microtime(true) - $started);
+    }
 }

@@ -159,9 +159,21 @@ final class PublisherTest extends GatewayTestCase
 
     public function testAPayloadAboveTheNodesLimitIsRefusedByRedis(): void
     {
-        $this->expectException(RedisCommandException::class);
-        $this->expectExceptionMessage('payload larger than 262144 bytes (max_payload_bytes)');
-        $this->publisher()->publishWithHistory(self::unique('dag'), str_repeat('x', 262145));
+        $publisher = Publisher::connect(static::$redis->url());
+        foreach ([
+            fn () => $publisher->publishWithHistory(self::unique('dag'), str_repeat('x', 262145)),
+            fn () => $publisher->broadcast([self::unique('dag'), self::unique('room')], str_repeat('x', 262145)),
+        ] as $publish) {
+            try {
+                $publish();
+                self::fail('no exception');
+            } catch (RedisCommandException $e) {
+                self::assertStringContainsString('payload larger than 262144 bytes (max_payload_bytes)', $e->getMessage());
+                // Redis answered: the connection is fine, and the next command goes through.
+                self::assertFalse($e->connectionFailed());
+            }
+        }
+        self::assertSame(1, $publisher->publishWithHistory(self::unique('dag'), 'small')->offset);
     }
 
     public function testAMissingFunctionLibraryIsExplainedWithItsFix(): void
@@ -193,5 +205,43 @@ final class PublisherTest extends GatewayTestCase
         $this->expectException(RedisCommandException::class);
         $this->expectExceptionMessage('cannot connect to Redis');
         Publisher::connect('redis://127.0.0.1:' . \Fanout\Tests\Support\Process::freePort(), timeout: 1.0);
+    }
+
+    /**
+     * A Redis that accepts connections and never answers (a listening socket nobody reads: the
+     * kernel completes the handshake) fails a command after the read timeout. Without one,
+     * phpredis waited PHP's default_socket_timeout, 60 s.
+     */
+    public function testAServerThatNeverAnswersFailsAfterTheReadTimeout(): void
+    {
+        $silent = stream_socket_server('tcp://127.0.0.1:0', $errno, $error);
+        self::assertNotFalse($silent, $error);
+        $port = (int) substr((string) stream_socket_get_name($silent, false), strrpos((string) stream_socket_get_name($silent, false), ':') + 1);
+        try {
+            $publisher = Publisher::connect("redis://127.0.0.1:$port", timeout: 0.3);
+            $started = microtime(true);
+            try {
+                $publisher->publish('room:a', 'x');
+                self::fail('a publish to a server that never answers returned');
+            } catch (RedisCommandException $e) {
+                self::assertStringContainsString('PUBLISH failed', $e->getMessage());
+                self::assertTrue($e->connectionFailed());
+            }
+            // The bound is 0.3 s; 5 s leaves room for a busy machine and is far below 60 s.
+            self::assertLessThan(5.0, microtime(true) - $started);
+
+            // With a password, AUTH is the first command to wait: bounded the same way.
+            $started = microtime(true);
+            try {
+                Publisher::connect("redis://:secret@127.0.0.1:$port", timeout: 0.3, readTimeout: 0.3);
+                self::fail('connect with AUTH to a server that never answers returned');
+            } catch (RedisCommandException $e) {
+                self::assertStringContainsString('cannot connect to Redis', $e->getMessage());
+                self::assertTrue($e->connectionFailed());
+            }
+            self::assertLessThan(5.0, microtime(true) - $started);
+        } finally {
+            fclose($silent);
+        }
     }
 }

@@ -29,12 +29,15 @@ final class HttpClient
      * @param string $apiKey one of the gateway's `api_key` values.
      * @param float $timeout seconds for the whole request, connecting included.
      * @param string|null $transport `curl`, `stream`, or null: curl when loaded.
+     * @param float|null $connectTimeout seconds to connect (curl only; the stream wrapper has
+     *        one timeout); null: `$timeout`.
      */
     public function __construct(
         string $baseUrl,
         private readonly string $apiKey,
         private readonly float $timeout = 5.0,
         ?string $transport = null,
+        private readonly ?float $connectTimeout = null,
     ) {
         if (preg_match('#^https?://[^/]+#i', $baseUrl) !== 1) {
             throw new InvalidArgumentException('the gateway URL must start with http:// or https:// (e.g. http://127.0.0.1:8080), got ' . json_encode($baseUrl));
@@ -42,7 +45,7 @@ final class HttpClient
         if ($apiKey === '' || preg_match('/[\r\n]/', $apiKey) === 1) {
             throw new InvalidArgumentException('the API key must be a non-empty string on one line');
         }
-        if ($timeout <= 0) {
+        if ($timeout <= 0 || ($connectTimeout !== null && $connectTimeout <= 0)) {
             throw new InvalidArgumentException('timeout must be positive');
         }
         $transport ??= extension_loaded('curl') ? self::TRANSPORT_CURL : self::TRANSPORT_STREAM;
@@ -109,7 +112,7 @@ final class HttpClient
             CURLOPT_RETURNTRANSFER => true,
             CURLOPT_FOLLOWLOCATION => false,
             CURLOPT_TIMEOUT_MS => (int) ceil($this->timeout * 1000),
-            CURLOPT_CONNECTTIMEOUT_MS => (int) ceil($this->timeout * 1000),
+            CURLOPT_CONNECTTIMEOUT_MS => (int) ceil(min($this->connectTimeout ?? $this->timeout, $this->timeout) * 1000),
             CURLOPT_PROTOCOLS => CURLPROTO_HTTP | CURLPROTO_HTTPS,
         ];
         if ($body !== null) {

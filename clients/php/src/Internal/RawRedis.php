@@ -28,11 +28,20 @@ final class RawRedis
      * `rediss://...` (TLS) or `unix:///path/to/redis.sock[?db=N]` (with `password` and
      * `user` query parameters for authentication).
      *
-     * @throws InvalidArgumentException for a URL of another form.
+     * `$timeout` bounds connecting; `$readTimeout` bounds waiting for each reply (AUTH and
+     * SELECT included). Without a read timeout phpredis would wait PHP's
+     * `default_socket_timeout` (60 s by default) for a server that accepts connections and
+     * never answers.
+     *
+     * @throws InvalidArgumentException for a URL of another form, or a timeout that is not positive.
      * @throws RedisCommandException when Redis cannot be reached or refuses the password.
      */
-    public static function connect(string $url, float $timeout): \Redis
+    public static function connect(string $url, float $timeout, ?float $readTimeout = null): \Redis
     {
+        $readTimeout ??= $timeout;
+        if ($timeout <= 0 || $readTimeout <= 0) {
+            throw new InvalidArgumentException('Redis timeouts must be positive numbers of seconds');
+        }
         if (!extension_loaded('redis')) {
             throw new RedisCommandException('the PHP redis extension (phpredis, Debian package php-redis) is not loaded');
         }
@@ -55,8 +64,8 @@ final class RawRedis
         $password = isset($parts['pass']) ? rawurldecode($parts['pass']) : ($query['password'] ?? null);
         $redis = new \Redis();
         try {
-            if (!$redis->connect($host, $port, $timeout)) {
-                throw new RedisCommandException("cannot connect to Redis at $host" . ($port ? ":$port" : ''));
+            if (!$redis->connect($host, $port, $timeout, null, 0, $readTimeout)) {
+                throw new RedisCommandException("cannot connect to Redis at $host" . ($port ? ":$port" : ''), connectionFailed: true);
             }
             if ($password !== null && $password !== '') {
                 if (!$redis->auth($user !== '' ? [$user, $password] : $password)) {
@@ -67,9 +76,27 @@ final class RawRedis
                 self::call($redis, 'SELECT', (string) $db);
             }
         } catch (\RedisException $e) {
-            throw new RedisCommandException("cannot connect to Redis at $host" . ($port ? ":$port" : '') . ': ' . $e->getMessage(), 0, $e);
+            throw new RedisCommandException("cannot connect to Redis at $host" . ($port ? ":$port" : '') . ': ' . $e->getMessage(), 0, $e, connectionFailed: true);
         }
         return $redis;
+    }
+
+    /**
+     * After a phpredis exception: whether it was the connection that failed rather than Redis
+     * answering with an error. phpredis throws `RedisException` for both (an error reply
+     * inside `EXEC`, too) and may still call the connection connected after a read timeout
+     * (phpredis 5.3), so its own messages for network failures tell them apart.
+     */
+    private static function lost(\Redis $redis, \RedisException $e): bool
+    {
+        if (preg_match('/socket error|read error on connection|connection (?:lost|closed|refused|reset)|went away|protocol error|timed out/i', $e->getMessage()) === 1) {
+            return true;
+        }
+        try {
+            return !$redis->isConnected();
+        } catch (\Throwable) {
+            return true;
+        }
     }
 
     /**
@@ -83,7 +110,7 @@ final class RawRedis
             $redis->clearLastError();
             $reply = $redis->rawCommand(...$args);
         } catch (\RedisException $e) {
-            throw new RedisCommandException("Redis $args[0] failed: " . $e->getMessage(), 0, $e);
+            throw new RedisCommandException("Redis $args[0] failed: " . $e->getMessage(), 0, $e, connectionFailed: self::lost($redis, $e));
         }
         // phpredis returns false both for an error reply and for a nil reply; only the
         // former leaves an error behind.
@@ -112,7 +139,7 @@ final class RawRedis
             }
             $replies = $redis->exec();
         } catch (\RedisException $e) {
-            throw new RedisCommandException('Redis transaction failed: ' . $e->getMessage(), 0, $e);
+            throw new RedisCommandException('Redis transaction failed: ' . $e->getMessage(), 0, $e, connectionFailed: self::lost($redis, $e));
         }
         if (!is_array($replies)) {
             throw new RedisCommandException('Redis transaction failed: ' . ($redis->getLastError() ?? 'EXEC was aborted'));

@@ -39,6 +39,7 @@ final class Assets
     public static function ready(): bool
     {
         return is_user_logged_in()
+            && TokenRoute::member()
             && Settings::get('gateway_url') !== ''
             && Settings::isSet('jwt_secret')
             && is_file(dirname(FANOUT_WP_FILE) . '/assets/js/fanout/index.js');
@@ -78,14 +79,25 @@ final class Assets
         }
         $base = plugins_url('assets/', FANOUT_WP_FILE);
         wp_enqueue_style(self::HANDLE, $base . 'css/fanout-wp.css', ['dashicons'], FANOUT_WP_VERSION);
-        wp_enqueue_script(self::HANDLE, $base . 'js/fanout-wp.js', [], FANOUT_WP_VERSION, true);
+        // Imported modules carry the version too: build.sh writes `?ver=<version>` into every
+        // relative import, so that after an update a browser never mixes new and cached files.
+        wp_enqueue_script(self::HANDLE, $base . 'js/fanout-wp.js', ['wp-i18n'], FANOUT_WP_VERSION, true);
+        // The scripts' strings (plural forms included) from languages/fanout-<locale>-fanout-wp.json.
+        wp_set_script_translations(self::HANDLE, 'fanout', dirname(FANOUT_WP_FILE) . '/languages');
+        $userId = get_current_user_id();
 
         $config = [
             'url' => Settings::browserUrl(),
             'tokenUrl' => rest_url(TokenRoute::NAMESPACE . TokenRoute::ROUTE),
             'nonce' => wp_create_nonce('wp_rest'),
-            'userId' => (string) get_current_user_id(),
-            'postRoom' => $postId !== null ? TokenRoute::POST_ROOM_PREFIX . $postId : null,
+            // Where a tab whose nonce has expired (a tab open for days) gets a new one.
+            'nonceUrl' => admin_url('admin-ajax.php?action=rest-nonce'),
+            'userId' => (string) $userId,
+            'user' => Channels::sub($userId),
+            'userChannel' => Channels::userChannel($userId),
+            'broadcastChannels' => array_values(array_unique([Channels::siteBroadcast(), Channels::GATEWAY_BROADCAST])),
+            'postRoom' => $postId !== null ? Channels::postRoom($postId) : null,
+            'version' => FANOUT_WP_VERSION,
             'i18n' => [
                 'notifications' => __('Notifications', 'fanout'),
                 'empty' => __('No notifications yet', 'fanout'),

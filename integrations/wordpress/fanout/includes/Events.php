@@ -3,8 +3,8 @@
  * Examples of WordPress events turned into fanout notifications, on by default; turn them
  * off with `add_filter('fanout_event_notifications', '__return_false')`:
  *
- * - a post is published: its author is notified (`user:<author>`) and every logged-in user
- *   gets a notification on `broadcast`;
+ * - a post is published: its author is notified (their channel) and every logged-in user of
+ *   the site gets a notification on the site's `broadcast`;
  * - an approved comment is added (through the comment form, the admin, or the REST API,
  *   e.g. the block editor), or a held one approved: the post's author is notified, unless
  *   they wrote the comment.
@@ -60,7 +60,7 @@ final class Events
 
         if ($author > 0) {
             $notification = apply_filters('fanout_post_published_notification', [
-                'id' => 'wp-post-' . $post->ID . '-published',
+                'id' => Channels::siteKey() . '-post-' . $post->ID . '-published',
                 /* translators: %s: post title */
                 'title' => sprintf(__('Your post “%s” is published', 'fanout'), $title),
                 'url' => $url,
@@ -72,7 +72,7 @@ final class Events
         }
 
         $announcement = apply_filters('fanout_post_published_broadcast', [
-            'id' => 'wp-post-' . $post->ID . '-new',
+            'id' => Channels::siteKey() . '-post-' . $post->ID . '-new',
             /* translators: %s: post title */
             'title' => sprintf(__('New: %s', 'fanout'), $title),
             'url' => $url,
@@ -132,7 +132,7 @@ final class Events
             return; // nobody to tell, or the author commented themselves
         }
         $notification = apply_filters('fanout_comment_notification', [
-            'id' => 'wp-comment-' . $commentId,
+            'id' => Channels::siteKey() . '-comment-' . $commentId,
             /* translators: 1: comment author, 2: post title */
             'title' => sprintf(__('%1$s commented on “%2$s”', 'fanout'), get_comment_author($comment), self::plainTitle($post)),
             'message' => wp_trim_words(wp_strip_all_tags($comment->comment_content), 20),

@@ -1,7 +1,9 @@
 <?php
 /**
- * The plugin's configuration: one option (`fanout_settings`) edited on Settings > fanout,
- * each value overridable by a `wp-config.php` constant.
+ * The plugin's configuration, edited on Settings > fanout, each value overridable by a
+ * `wp-config.php` constant: the option `fanout_settings` (autoloaded: the browser side needs
+ * it on every page) and, for secrets, `fanout_secrets`, which is not autoloaded, so that
+ * secrets are read from the database only by the requests that use them.
  *
  * @package Fanout
  */
@@ -24,8 +26,14 @@ if (!defined('ABSPATH')) {
  */
 final class Settings
 {
-    /** Name of the option holding the values saved on the settings page. */
+    /** Name of the option holding the values saved on the settings page, secrets excepted. */
     public const OPTION = 'fanout_settings';
+
+    /** Name of the option holding the secrets saved on the settings page (not autoloaded). */
+    public const SECRETS_OPTION = 'fanout_secrets';
+
+    /** The version of what the plugin stores, for upgrades (`Plugin::upgrade`). */
+    public const SCHEMA_OPTION = 'fanout_schema';
 
     /**
      * Every setting: its `wp-config.php` constant, whether it is a secret (write-only on the
@@ -44,9 +52,21 @@ final class Settings
         'api_key'        => ['constant' => 'FANOUT_API_KEY', 'secret' => true, 'default' => ''],
         'jwt_secret'     => ['constant' => 'FANOUT_JWT_SECRET', 'secret' => true, 'default' => ''],
         'token_ttl'      => ['constant' => 'FANOUT_TOKEN_TTL', 'secret' => false, 'default' => 600],
+        'token_audience' => ['constant' => 'FANOUT_TOKEN_AUDIENCE', 'secret' => false, 'default' => 'fanout'],
+        'timeout_ms'     => ['constant' => 'FANOUT_TIMEOUT_MS', 'secret' => false, 'default' => 500],
+        'breaker_seconds' => ['constant' => 'FANOUT_BREAKER_SECONDS', 'secret' => false, 'default' => 60],
+        'network_broadcast' => ['constant' => 'FANOUT_NETWORK_BROADCAST', 'secret' => false, 'default' => 0],
         'inbox_stream'   => ['constant' => 'FANOUT_INBOX_STREAM', 'secret' => false, 'default' => 'fanout:inbox'],
-        'inbox_group'    => ['constant' => 'FANOUT_INBOX_GROUP', 'secret' => false, 'default' => 'wordpress'],
+        'inbox_group'    => ['constant' => 'FANOUT_INBOX_GROUP', 'secret' => false, 'default' => ''],
     ];
+
+    /** Bounds of the publishing timeout (each of connecting and waiting for a reply), milliseconds. */
+    public const TIMEOUT_MS_MIN = 50;
+    public const TIMEOUT_MS_MAX = 1000;
+
+    /** Bounds of the pause after a publishing failure, seconds. */
+    public const BREAKER_MIN = 1;
+    public const BREAKER_MAX = 3600;
 
     /**
      * `FANOUT_REDIS_URL` (`redis://:password@host:6379/0`, `rediss://...`, `unix:///path`)
@@ -59,22 +79,60 @@ final class Settings
     public const TOKEN_TTL_MIN = 60;
     public const TOKEN_TTL_MAX = 86400;
 
-    /** The value of a setting: its constant when defined, else the saved option, else the default. */
+    /**
+     * The value of a setting: its constant when defined, else the saved option, else the
+     * default. Numbers are kept within their bounds, whatever their source.
+     */
     public static function get(string $key): string|int
     {
         $field = self::FIELDS[$key] ?? null;
         if ($field === null) {
             throw new \InvalidArgumentException("unknown fanout setting $key");
         }
+        $value = $field['default'];
         if (defined($field['constant'])) {
-            $value = constant($field['constant']);
-            return is_int($field['default']) ? (int) $value : (string) $value;
+            $constant = constant($field['constant']);
+            $value = is_int($field['default']) ? (int) $constant : (string) $constant;
+        } else {
+            $saved = get_option($field['secret'] ? self::SECRETS_OPTION : self::OPTION, []);
+            if (is_array($saved) && array_key_exists($key, $saved) && $saved[$key] !== '') {
+                $value = is_int($field['default']) ? (int) $saved[$key] : (string) $saved[$key];
+            }
         }
-        $saved = get_option(self::OPTION, []);
-        if (is_array($saved) && array_key_exists($key, $saved) && $saved[$key] !== '') {
-            return is_int($field['default']) ? (int) $saved[$key] : (string) $saved[$key];
+        return match ($key) {
+            'timeout_ms' => max(self::TIMEOUT_MS_MIN, min(self::TIMEOUT_MS_MAX, (int) $value)),
+            'breaker_seconds' => max(self::BREAKER_MIN, min(self::BREAKER_MAX, (int) $value)),
+            'network_broadcast' => $value ? 1 : 0,
+            // One consumer group per site: every site's worker reads the shared inbox stream
+            // and handles only what its own users sent.
+            'inbox_group' => $value !== '' ? $value : 'wordpress-' . Channels::siteKey(),
+            default => $value,
+        };
+    }
+
+    /**
+     * A secret shown masked: its last four characters (only for secrets long enough that
+     * four characters give little away) and its length, e.g. `••••••••3f9a (48 characters)`.
+     */
+    public static function masked(string $key): string
+    {
+        $value = (string) self::get($key);
+        if ($value === '') {
+            return '';
         }
-        return $field['default'];
+        $tail = strlen($value) >= 24 ? substr($value, -4) : '';
+        return str_repeat('•', 8) . $tail;
+    }
+
+    /**
+     * Makes sure the secrets option exists and is not autoloaded: the Settings API saves it
+     * with update_option(), which would create a missing option autoloaded.
+     */
+    public static function ensureSecretsOption(): void
+    {
+        if (get_option(self::SECRETS_OPTION, null) === null) {
+            add_option(self::SECRETS_OPTION, [], '', 'no');
+        }
     }
 
     /** Whether a setting comes from a `wp-config.php` constant (and cannot be edited on the page). */
@@ -130,9 +188,8 @@ final class Settings
     }
 
     /**
-     * Cleans what the settings page submitted (the `sanitize_callback` of the option).
-     * Values given by constants are not stored; a blank secret keeps the stored one, so that
-     * secrets never have to be printed back into the form.
+     * Cleans the non-secret values the settings page submitted (the `sanitize_callback` of
+     * `fanout_settings`). Values given by constants are not stored.
      *
      * @param mixed $input the submitted `fanout_settings[...]` array.
      * @return array<string, string|int>
@@ -140,31 +197,46 @@ final class Settings
     public static function sanitize(mixed $input): array
     {
         $input = is_array($input) ? wp_unslash($input) : [];
-        $stored = get_option(self::OPTION, []);
-        $stored = is_array($stored) ? $stored : [];
         $clean = [];
-
         foreach (self::FIELDS as $key => $field) {
-            if (defined($field['constant'])) {
-                continue;
-            }
-            if ($field['secret']) {
-                $submitted = isset($input[$key]) && is_string($input[$key]) ? trim($input[$key]) : '';
-                if (!empty($input['clear_' . $key])) {
-                    $clean[$key] = '';
-                } elseif ($submitted !== '') {
-                    $clean[$key] = $submitted;
-                } else {
-                    $clean[$key] = $stored[$key] ?? '';
-                }
+            if ($field['secret'] || defined($field['constant'])) {
                 continue;
             }
             $raw = isset($input[$key]) && is_scalar($input[$key]) ? trim((string) $input[$key]) : '';
             $clean[$key] = self::sanitizeValue($key, $raw);
         }
+        return $clean;
+    }
 
+    /**
+     * Cleans the secrets the settings page submitted (the `sanitize_callback` of
+     * `fanout_secrets`): a blank field keeps the stored secret, so that secrets never have to
+     * be printed back into the form; a ticked "remove" box clears it.
+     *
+     * @param mixed $input the submitted `fanout_secrets[...]` array.
+     * @return array<string, string>
+     */
+    public static function sanitizeSecrets(mixed $input): array
+    {
+        $input = is_array($input) ? wp_unslash($input) : [];
+        $stored = get_option(self::SECRETS_OPTION, []);
+        $stored = is_array($stored) ? $stored : [];
+        $clean = [];
+        foreach (self::FIELDS as $key => $field) {
+            if (!$field['secret'] || defined($field['constant'])) {
+                continue;
+            }
+            $submitted = isset($input[$key]) && is_string($input[$key]) ? trim($input[$key]) : '';
+            if (!empty($input['clear_' . $key])) {
+                $clean[$key] = '';
+            } elseif ($submitted !== '') {
+                $clean[$key] = $submitted;
+            } else {
+                $clean[$key] = (string) ($stored[$key] ?? '');
+            }
+        }
         if (!defined(self::FIELDS['jwt_secret']['constant'])
-            && $clean['jwt_secret'] !== '' && strlen((string) $clean['jwt_secret']) < 32) {
+            && ($clean['jwt_secret'] ?? '') !== '' && strlen($clean['jwt_secret']) < 32) {
             add_settings_error(self::OPTION, 'fanout_short_secret', __('The JWT secret should be at least 32 characters (the gateway recommends 32 random bytes).', 'fanout'), 'warning');
         }
         return $clean;
@@ -199,9 +271,20 @@ final class Settings
                     return $default;
                 }
                 return $ttl;
+            case 'timeout_ms':
+                $ms = (int) $raw;
+                return $ms >= self::TIMEOUT_MS_MIN && $ms <= self::TIMEOUT_MS_MAX ? $ms : $default;
+            case 'breaker_seconds':
+                $seconds = (int) $raw;
+                return $seconds >= self::BREAKER_MIN && $seconds <= self::BREAKER_MAX ? $seconds : $default;
+            case 'network_broadcast':
+                return $raw === '1' ? 1 : 0;
+            case 'token_audience':
+                return preg_match('/^[\x21-\x7e]{1,200}$/', $raw) ? $raw : $default;
+            case 'inbox_group':
+                return preg_match('/^[A-Za-z0-9_:.@{}-]*$/', $raw) ? $raw : $default;
             case 'redis_prefix':
             case 'inbox_stream':
-            case 'inbox_group':
                 // Redis keys and group names as the gateway writes them: no spaces, no control characters.
                 return preg_match('/^[A-Za-z0-9_:.@{}-]*$/', $raw) && $raw !== '' ? $raw : $default;
         }

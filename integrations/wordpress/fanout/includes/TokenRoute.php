@@ -27,9 +27,6 @@ final class TokenRoute
     public const NAMESPACE = 'fanout/v1';
     public const ROUTE = '/token';
 
-    /** Channels of the per-post "who is here" rooms: `room:wp-post-<post id>`. */
-    public const POST_ROOM_PREFIX = 'room:wp-post-';
-
     public static function register(): void
     {
         add_action('rest_api_init', [self::class, 'registerRoute']);
@@ -44,18 +41,49 @@ final class TokenRoute
         ]);
     }
 
-    /** Only logged-in users get a token; anonymous requests get 401. */
+    /**
+     * Only logged-in users get a token (anonymous requests get 401); on a multisite network,
+     * only users of this site (and super admins): a user of the network who is no member of
+     * the site would otherwise read its broadcasts (403).
+     */
     public static function permission(): bool|\WP_Error
     {
-        if (is_user_logged_in()) {
-            return true;
+        if (!is_user_logged_in()) {
+            return new \WP_Error('rest_not_logged_in', __('You must be logged in to connect to fanout.', 'fanout'), ['status' => 401]);
         }
-        return new \WP_Error('rest_not_logged_in', __('You must be logged in to connect to fanout.', 'fanout'), ['status' => 401]);
+        if (!self::member()) {
+            return new \WP_Error('fanout_not_a_member', __('You are not a user of this site.', 'fanout'), ['status' => 403]);
+        }
+        return true;
+    }
+
+    /** Whether the current user belongs to this site (always on a single site). */
+    public static function member(): bool
+    {
+        return !is_multisite() || is_super_admin() || is_user_member_of_blog();
     }
 
     /**
-     * Mints the token: `{token, expires_at, url, user, channels}`. `url` is the gateway URL
-     * browsers connect to, so a script can be configured by this answer alone.
+     * The token's `iss`: the site, as its home URL (`https://example.com/`, or
+     * `https://example.com/site2/` on a subdirectory network), through the
+     * `fanout_token_issuer` filter. Give the gateway the same values in `jwt_issuer` so that
+     * it accepts only tokens minted by the site(s).
+     */
+    public static function issuer(): string
+    {
+        /**
+         * Filters the `iss` claim of the site's tokens.
+         *
+         * @param string $issuer the site's home URL.
+         */
+        $issuer = apply_filters('fanout_token_issuer', home_url('/'));
+        return is_string($issuer) && $issuer !== '' ? $issuer : home_url('/');
+    }
+
+    /**
+     * Mints the token: `{token, expires_at, url, user, site, channels}`. `url` is the gateway
+     * URL browsers connect to, so a script can be configured by this answer alone; `user` is
+     * the user's fanout identity on this site (`wp1.7`), `site` the site's key.
      */
     public static function mint(): \WP_REST_Response|\WP_Error
     {
@@ -88,7 +116,8 @@ final class TokenRoute
         ], $user);
 
         try {
-            $token = (new Token(secret: $secret))->mint((string) $user->ID, channels: $channels, publish: $publish, ttl: $ttl, info: $info);
+            $tokens = new Token(secret: $secret, audience: (string) Settings::get('token_audience'), issuer: self::issuer());
+            $token = $tokens->mint(Channels::sub((int) $user->ID), channels: $channels, publish: $publish, ttl: $ttl, info: $info);
         } catch (\Throwable $e) {
             error_log('fanout: could not mint a token: ' . $e->getMessage());
             return new \WP_Error('fanout_token_failed', __('The token could not be made; the PHP error log has the reason.', 'fanout'), ['status' => 500]);
@@ -97,7 +126,8 @@ final class TokenRoute
             'token' => $token,
             'expires_at' => time() + $ttl,
             'url' => Settings::browserUrl(),
-            'user' => (string) $user->ID,
+            'user' => Channels::sub((int) $user->ID),
+            'site' => Channels::siteKey(),
             'channels' => $channels,
         ]);
         // A token is a credential: no cache may keep it. The REST server sends WordPress's
@@ -111,18 +141,22 @@ final class TokenRoute
 
     /**
      * The channels a user's token grants, through the `fanout_token_channels` filter.
-     * Defaults: the user's own channel and `broadcast` (which the gateway grants anyway,
-     * listed so the filter sees the whole picture), and the per-post presence rooms
-     * `room:wp-post-*` for users who can edit posts (the "who is here" indicator of the
+     * Defaults, all of this site (FanoutWP\Channels): the user's own channel (which the
+     * gateway grants anyway, listed so the filter sees the whole picture), the site's
+     * broadcast channel, the gateway's `broadcast` (granted anyway), and the site's post
+     * rooms `room:wp1.post-*` for users who can edit posts (the "who is here" indicator of the
      * edit screen).
+     *
+     * Still to come: a grant of one post's room per post the user can edit (a channel token on
+     * the room's subscribe, which the JS client does not send yet), instead of the pattern.
      *
      * @return list<string>
      */
     public static function channels(\WP_User $user): array
     {
-        $channels = ['user:' . $user->ID, 'broadcast'];
+        $channels = [Channels::userChannel((int) $user->ID), Channels::siteBroadcast(), Channels::GATEWAY_BROADCAST];
         if (user_can($user, 'edit_posts')) {
-            $channels[] = self::POST_ROOM_PREFIX . '*';
+            $channels[] = Channels::postRoomPattern();
         }
         /**
          * Filters the channels (exact names or prefixes ending in `*`) a user may subscribe

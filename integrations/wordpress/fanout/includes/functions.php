@@ -1,9 +1,15 @@
 <?php
 /**
- * The plugin's PHP API for themes and other plugins. Every function returns `true` or a
- * `WP_Error` and never throws: publishing is a side effect of something else (a post saved,
- * an order paid), which must not fail because the gateway is unreachable. Failures are
- * logged with error_log (without secrets) and fire the `fanout_publish_failed` action.
+ * The plugin's PHP API for themes and other plugins. The publishing functions queue the
+ * message and return at once: it is published after the response is sent (see
+ * FanoutWP\Publishing), so that no request waits for the gateway. They return `true` when
+ * queued, or a `WP_Error` (an invalid channel; publishing paused after a failure) and never
+ * throw. Failures are logged with error_log (without secrets) and fire the
+ * `fanout_publish_failed` action.
+ *
+ * Channel names are the site's own (FanoutWP\Channels): `broadcast` means everyone logged in
+ * on this site (the whole gateway with the network-wide broadcast option), and users' and
+ * posts' channels come from `fanout_user_channel()` and `fanout_post_room()`.
  *
  * Check that the plugin is active with `function_exists('fanout_publish')`.
  *
@@ -17,8 +23,9 @@ if (!defined('ABSPATH')) {
 }
 
 /**
- * Publishes `$data` to a fanout channel. Subscribers receive it as the message's `data`;
- * on channels with history (`user:`, `dag:`) it is kept, so clients that were away recover it.
+ * Publishes `$data` to a fanout channel (after the response). Subscribers receive it as the
+ * message's `data`; on channels with history (`user:`, `dag:`) it is kept, so clients that
+ * were away recover it. `broadcast` is this site's broadcast channel.
  *
  * ```php
  * fanout_publish('room:orders', ['type' => 'order_paid', 'data' => ['order_id' => 42]]);
@@ -35,8 +42,8 @@ function fanout_publish(string $channel, mixed $data): bool|WP_Error
 }
 
 /**
- * Sends a notification to one user, on every tab and device where they are logged in
- * (their channel `user:<id>`; the admin-bar bell shows it).
+ * Sends a notification to one user, on every tab and device where they are logged in on
+ * this site (their channel, `fanout_user_channel($userId)`; the admin-bar bell shows it).
  *
  * `$data` is either a whole event (an array with a `type`, published as it is), or the fields
  * of a `notification` event (docs/events.md): `title` (required), `message`, `url`, `level`
@@ -53,13 +60,14 @@ function fanout_publish(string $channel, mixed $data): bool|WP_Error
  */
 function fanout_notify_user(int|string $userId, array $data): bool|WP_Error
 {
-    return fanout_publish('user:' . $userId, fanout_notification_event($data));
+    return fanout_publish(\FanoutWP\Channels::userChannel((int) $userId), fanout_notification_event($data));
 }
 
 /**
  * Publishes one message to several channels at once, all or nothing (e.g. every member of
- * a team: `['user:3', 'user:8']`, or `['broadcast']`). An array is an event or the fields
- * of a notification, as for `fanout_notify_user`; any other value is published as it is.
+ * a team: `[fanout_user_channel(3), fanout_user_channel(8)]`, or `['broadcast']`: everyone
+ * logged in on this site). An array is an event or the fields of a notification, as for
+ * `fanout_notify_user`; any other value is published as it is.
  *
  * @param list<string> $channels
  * @param mixed        $data
@@ -86,4 +94,31 @@ function fanout_notification_event(array $data): array
     $data['id'] = isset($data['id']) ? (string) $data['id'] : 'wp-' . wp_generate_uuid4();
     $data['title'] = isset($data['title']) ? (string) $data['title'] : '';
     return ['type' => 'notification', 'data' => $data, 'timestamp' => time()];
+}
+
+/**
+ * Publishes to every connection of the gateway: every site of a multisite network, and
+ * anything else connected to the same gateway (the gateway's own `broadcast` channel).
+ * `$data` as for `fanout_broadcast`.
+ *
+ * @return true|WP_Error
+ */
+function fanout_network_broadcast(mixed $data): bool|WP_Error
+{
+    return \FanoutWP\Publishing::networkBroadcast(is_array($data) ? fanout_notification_event($data) : $data);
+}
+
+/**
+ * A user's channel on this site, e.g. `user:wp1.42` (see FanoutWP\Channels), for code that
+ * publishes to it from elsewhere (another service, `redis-cli`).
+ */
+function fanout_user_channel(int $userId): string
+{
+    return \FanoutWP\Channels::userChannel($userId);
+}
+
+/** The "who is here" room of a post on this site, e.g. `room:wp1.post-17`. */
+function fanout_post_room(int $postId): string
+{
+    return \FanoutWP\Channels::postRoom($postId);
 }

@@ -6,23 +6,29 @@
  *
  * Run by tests/run.php with, in the environment:
  *   FANOUT_WP_PLUGIN_JS  the built plugin's assets/js folder
- *   FANOUT_WP_TEST       JSON: {siteUrl, tokenUrl, room, users: {admin|editor: {id, name, cookie, nonce}}}
+ *   FANOUT_WP_PLUGIN_VERSION  its version (the ?ver= of its imports)
+ *   FANOUT_WP_TEST       JSON: {siteUrl, tokenUrl, room, users: {admin|editor: {id (the fanout identity, wp1.7), channel, name, cookie, nonce}}}
  * Prints progress lines; exits 0 when every step passed, 1 with the reason otherwise.
  */
 import { pathToFileURL } from 'node:url';
 
 const pluginJs = process.env.FANOUT_WP_PLUGIN_JS;
 const test = JSON.parse(process.env.FANOUT_WP_TEST);
-const module = (name) => import(pathToFileURL(`${pluginJs}/${name}`).href);
+// The URLs the plugin's own imports use (build.sh writes ?ver=<version> into them): one
+// instance of each module, as in a browser.
+const module = (name) => import(`${pathToFileURL(`${pluginJs}/${name}`).href}?ver=${process.env.FANOUT_WP_PLUGIN_VERSION}`);
 const { Fanout } = await module('fanout/index.js');
 const { PresenceRoster, watchPresence } = await module('roster.js');
 const { NotificationStore, watchNotifications } = await module('notifications.js');
 const { fetchToken } = await module('wp-token.js');
 
 const deadline = setTimeout(() => {
-  console.log('FAIL: timed out');
+  // What each tab's roster holds, to tell a missing event from a stale member.
+  const rosters = tabs.map((t) => [...t.roster.members.entries()]);
+  console.log('FAIL: timed out; rosters (conn_id, member):', JSON.stringify(rosters));
   process.exit(1);
 }, 30_000);
+const tabs = [];
 
 /** Resolves when `ready()` holds, checked after every change reported through `onChange`. */
 function waiter() {
@@ -65,9 +71,11 @@ function tab(user, storage = memoryStorage()) {
   const store = new NotificationStore(storage, `fanout-wp-notifications-${user.id}`);
   const changes = waiter();
   watchPresence(client, test.room, roster, changes.changed);
-  watchNotifications(client, user.id, store, changes.changed);
+  watchNotifications(client, { userChannel: user.channel, broadcastChannels: ['user:wp1', 'broadcast'] }, store, changes.changed);
   client.connect();
-  return { client, roster, store, changes, storage };
+  const t = { client, roster, store, changes, storage };
+  tabs.push(t);
+  return t;
 }
 
 const admin = tab(test.users.admin);
@@ -99,6 +107,8 @@ async function publishPost(title) {
 await publishPost('From the browser');
 await admin.changes.until(() => admin.store.items.some((item) => item.title === 'Your post “From the browser” is published'));
 await editor.changes.until(() => editor.store.items.some((item) => item.title === 'New: From the browser'));
+// The site's broadcast and the author's channel are two channels: either may arrive first.
+await admin.changes.until(() => admin.store.items.some((item) => item.title === 'New: From the browser'));
 if (admin.store.unread !== 2 || admin.store.items.length !== 2) {
   console.log('FAIL: the admin bell has', JSON.stringify(admin.store), '(expected the own and the broadcast notification)');
   process.exit(1);

@@ -82,11 +82,39 @@ final class Browser
     }
 
     /**
+     * A form with a file, as a browser posts it (multipart/form-data).
+     *
+     * @param array<string, string> $fields
+     * @return array{status: int, body: string, headers: string}
+     */
+    public function upload(string $path, array $fields, string $fileField, string $file, string $type): array
+    {
+        $curl = curl_init($this->siteUrl . $path);
+        curl_setopt_array($curl, [
+            CURLOPT_POST => true,
+            CURLOPT_RETURNTRANSFER => true,
+            CURLOPT_HEADER => true,
+            CURLOPT_COOKIEJAR => $this->jar,
+            CURLOPT_COOKIEFILE => $this->jar,
+            CURLOPT_TIMEOUT => 60,
+            CURLOPT_POSTFIELDS => $fields + [$fileField => new \CURLFile($file, $type, basename($file))],
+        ]);
+        $raw = curl_exec($curl);
+        if ($raw === false) {
+            throw new \RuntimeException("POST $path failed: " . curl_error($curl));
+        }
+        $headerSize = curl_getinfo($curl, CURLINFO_HEADER_SIZE);
+        $status = (int) curl_getinfo($curl, CURLINFO_RESPONSE_CODE);
+        curl_close($curl);
+        return ['status' => $status, 'headers' => substr($raw, 0, $headerSize), 'body' => substr($raw, $headerSize)];
+    }
+
+    /**
      * A REST call (`?rest_route=`, which works without pretty permalinks), JSON in and out.
      *
      * @return array{status: int, json: mixed, headers: string}
      */
-    public function rest(string $method, string $route, ?array $json = null, ?string $nonce = null): array
+    public function rest(string $method, string $route, ?array $json = null, ?string $nonce = null, string $site = ''): array
     {
         $headers = ['Accept' => 'application/json'];
         if ($nonce !== null) {
@@ -95,7 +123,7 @@ final class Browser
         if ($json !== null) {
             $headers['Content-Type'] = 'application/json';
         }
-        $response = $this->request($method, '/?rest_route=' . rawurlencode($route), $json === null ? null : json_encode($json), $headers);
+        $response = $this->request($method, $site . '/?rest_route=' . rawurlencode($route), $json === null ? null : json_encode($json), $headers);
         return ['status' => $response['status'], 'json' => json_decode($response['body'], true), 'headers' => $response['headers']];
     }
 }

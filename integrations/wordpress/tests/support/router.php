@@ -18,6 +18,15 @@ if (str_contains($path, '..')) {
     return true;
 }
 
+// A subdirectory network: /site2/wp-admin/... and /site2/wp-login.php are WordPress's own
+// files for site2, as the rewrite rules of a multisite .htaccess say. REQUEST_URI keeps the
+// site's path: WordPress finds the site by it.
+if (getenv('FANOUT_TEST_WP_SUBDIRECTORIES')
+    && preg_match('#^/([_0-9a-zA-Z-]+)(/(?:wp-(?:content|admin|includes)(?:/.*)?|[^/]+\.php))$#', $path, $m)
+    && !file_exists('/usr/share/wordpress/' . $m[1])) {
+    $path = $m[2];
+}
+
 $contentDir = getenv('FANOUT_TEST_WP_CONTENT');
 if (str_starts_with($path, '/wp-content/')) {
     $file = $contentDir . substr($path, strlen('/wp-content'));
@@ -27,6 +36,9 @@ if (str_starts_with($path, '/wp-content/')) {
     }
     $types = ['js' => 'text/javascript', 'css' => 'text/css', 'png' => 'image/png', 'svg' => 'image/svg+xml'];
     header('Content-Type: ' . ($types[pathinfo($file, PATHINFO_EXTENSION)] ?? 'application/octet-stream'));
+    // Cached for a year, as many production servers and CDNs serve static files: a browser
+    // asks again only for a URL it has not seen (browser/version-bump.mjs relies on it).
+    header('Cache-Control: public, max-age=31536000');
     readfile($file);
     return true;
 }

@@ -16,20 +16,35 @@ function safeHref(url) {
 }
 
 /**
+ * "3 unread notifications", translated with plural forms through WordPress's `wp.i18n`
+ * (the entry script depends on `wp-i18n`; translations come from
+ * languages/fanout-<locale>-fanout-wp.json). English when `wp.i18n` is missing.
+ */
+export function unreadLabel(count, i18n = globalThis.wp?.i18n) {
+  if (i18n) {
+    /* translators: %d: number of unread notifications */
+    return i18n.sprintf(i18n._n('%d unread notification', '%d unread notifications', count, 'fanout'), count);
+  }
+  return `${count} unread notification${count === 1 ? '' : 's'}`;
+}
+
+/**
  * @param {import('./fanout/index.js').Fanout} client
- * @param {{userId: string, i18n: Record<string, string>}} config
+ * @param {{user: string, userChannel: string, broadcastChannels: string[], i18n: Record<string, string>}} config
  */
 export function mountBell(client, config) {
   const node = document.getElementById('wp-admin-bar-fanout-notifications');
   if (!node) return; // no admin bar on this page
   const count = node.querySelector('.fanout-bell-count');
   const list = node.querySelector('.ab-submenu');
-  const store = new NotificationStore(window.sessionStorage ?? null, `fanout-wp-notifications-${config.userId}`);
+  // Per fanout identity (`wp2.7`): the sites of a subdirectory network share an origin, and so
+  // `sessionStorage`.
+  const store = new NotificationStore(window.sessionStorage ?? null, `fanout-wp-notifications-${config.user}`);
 
   function render() {
     count.textContent = String(store.unread);
     node.classList.toggle('fanout-bell-unread', store.unread > 0);
-    node.setAttribute('aria-label', `${config.i18n.notifications}: ${store.unread}`);
+    node.setAttribute('aria-label', `${config.i18n.notifications}: ${unreadLabel(store.unread)}`);
     if (!list) return;
     list.replaceChildren();
     const items = store.items.length ? store.items : [{ id: '', title: config.i18n.empty, message: '', url: '', level: 'info' }];
@@ -64,7 +79,7 @@ export function mountBell(client, config) {
   node.addEventListener('mouseenter', markRead);
   node.addEventListener('focusin', markRead);
 
-  watchNotifications(client, config.userId, store, render);
+  watchNotifications(client, config, store, render);
   client.on('state', (state) => {
     node.classList.toggle('fanout-bell-offline', state === 'disconnected');
   });

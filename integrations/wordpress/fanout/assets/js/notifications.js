@@ -95,26 +95,30 @@ export class NotificationStore {
 }
 
 /**
- * Feeds `store` with what arrives on the user's own channel and on `broadcast`; `onChange()`
- * runs for each new item. The user's channel is subscribed from the store's position, so
- * that messages published between two pages are recovered.
+ * Feeds `store` with what arrives on the user's own channel and on the broadcast channels
+ * (the site's, and the gateway's `broadcast`); `onChange()` runs for each new item. The
+ * user's channel is subscribed from the store's position, so that messages published between
+ * two pages are recovered.
  *
  * @param {import('./fanout/index.js').Fanout} client
- * @param {string} userId the WordPress user id
+ * @param {{userChannel: string, broadcastChannels: string[]}} channels e.g.
+ *   `{userChannel: "user:wp1.7", broadcastChannels: ["user:wp1", "broadcast"]}`
  * @param {NotificationStore} store
  * @param {(item: object) => void} onChange
  */
-export function watchNotifications(client, userId, store, onChange) {
+export function watchNotifications(client, channels, store, onChange) {
+  const { userChannel } = channels;
+  const broadcasts = (channels.broadcastChannels || []).filter((c) => c !== userChannel);
   const onMessage = (data, meta) => {
     const item = store.add(data);
-    if (meta && meta.channel !== 'broadcast') store.setPosition(meta.epoch, meta.offset);
+    if (meta && meta.channel === userChannel) store.setPosition(meta.epoch, meta.offset);
     if (item) onChange(item);
   };
-  client.subscribe(`user:${userId}`, {
+  client.subscribe(userChannel, {
     since: store.position ?? undefined,
     onMessage,
     // The first subscription, or messages lost beyond the history: continue from here.
     onReload: (info) => store.setPosition(info.epoch, info.offset),
   });
-  client.subscribe('broadcast', { onMessage });
+  for (const channel of broadcasts) client.subscribe(channel, { onMessage });
 }

@@ -8,7 +8,7 @@ import { PresenceRoster, watchPresence } from './roster.js';
 
 /**
  * @param {import('./fanout/index.js').Fanout} client
- * @param {{userId: string, postRoom: string, i18n: Record<string, string>}} config
+ * @param {{user: string, postRoom: string, i18n: Record<string, string>}} config
  */
 export function mountPresence(client, config) {
   const channel = config.postRoom;
@@ -20,7 +20,7 @@ export function mountPresence(client, config) {
   document.body.append(box);
 
   function render() {
-    const people = roster.people(config.userId);
+    const people = roster.people(config.user);
     box.hidden = people.length === 0;
     box.replaceChildren();
     if (people.length === 0) return;

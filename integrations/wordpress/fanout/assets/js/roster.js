@@ -57,7 +57,7 @@ export class PresenceRoster {
  * after each change.
  *
  * @param {import('./fanout/index.js').Fanout} client
- * @param {string} channel e.g. `room:wp-post-42`
+ * @param {string} channel e.g. `room:wp1.post-42`
  * @param {PresenceRoster} roster
  * @param {() => void} onChange
  * @returns {import('./fanout/index.js').PresenceTracker} (`close()` stops it)
