@@ -114,6 +114,22 @@ function count(value, fallback, name) {
   return value;
 }
 
+/** The options with a plain default (taken for `undefined` and `null`). */
+const DEFAULTS = {
+  transport: "auto",
+  stableAfterMs: 10000,
+  drainRetryMs: 1000,
+  penaltyMs: 30000,
+  connectTimeoutMs: 10000,
+  requestTimeoutMs: 10000,
+  pongTimeoutMs: 10000,
+  verifyTimeoutMs: 1000,
+  refreshMarginMs: 60000,
+  webSocketFailuresBeforeSse: 2,
+  retryWebSocketAfterMs: 300000,
+  sendTimeoutMs: 0,
+};
+
 /** The error a `send` rejects with when its AbortSignal fires. */
 function abortError(signal, channel) {
   return new FanoutError("aborted", "the send was aborted", { channel, retryable: false, cause: signal.reason });
@@ -133,38 +149,26 @@ export class Fanout {
     if (typeof options.token !== "string" && typeof options.getToken !== "function") {
       throw new TypeError("new Fanout() needs a token (string) or getToken (async function)");
     }
-    const transport = options.transport ?? "auto";
+    /** @type {Record<string, any>} */
+    const settings = {};
+    for (const name in DEFAULTS) settings[name] = options[name] ?? DEFAULTS[name];
+    const transport = settings.transport;
     if (!["auto", "websocket", "sse"].includes(transport)) {
       throw new TypeError(`transport must be "auto", "websocket" or "sse" (got ${transport})`);
     }
-    const { wsUrl, sseUrl } = endpointUrls(options.url, options.sseUrl);
     const defaultWindow = typeof root.addEventListener === "function" ? root : null;
-    this.options = {
-      wsUrl,
-      sseUrl,
-      transport,
+    this.options = Object.assign(settings, endpointUrls(options.url, options.sseUrl), {
       WebSocket: options.WebSocket ?? root.WebSocket,
       fetch: options.fetch ?? (typeof root.fetch === "function" ? root.fetch.bind(root) : undefined),
       getToken: options.getToken,
       getChannelToken: options.getChannelToken,
-      stableAfterMs: options.stableAfterMs ?? 10000,
-      drainRetryMs: options.drainRetryMs ?? 1000,
-      penaltyMs: options.penaltyMs ?? 30000,
-      connectTimeoutMs: options.connectTimeoutMs ?? 10000,
-      requestTimeoutMs: options.requestTimeoutMs ?? 10000,
-      pongTimeoutMs: options.pongTimeoutMs ?? 10000,
-      verifyTimeoutMs: options.verifyTimeoutMs ?? 1000,
-      refreshMarginMs: options.refreshMarginMs ?? 60000,
-      webSocketFailuresBeforeSse: options.webSocketFailuresBeforeSse ?? 2,
-      retryWebSocketAfterMs: options.retryWebSocketAfterMs ?? 300000,
       clientMsgIdField: options.clientMsgIdField === undefined ? "client_msg_id" : options.clientMsgIdField,
       sendQueueMaxCount: count(options.sendQueueMaxCount, 1000, "sendQueueMaxCount"),
       sendQueueMaxBytes: count(options.sendQueueMaxBytes, 1048576, "sendQueueMaxBytes"),
       sendWindow: count(options.sendWindow, 8, "sendWindow"),
-      sendTimeoutMs: options.sendTimeoutMs ?? 0,
       networkEventTarget: options.networkEventTarget !== undefined ? options.networkEventTarget : defaultWindow,
       visibilityTarget: options.visibilityTarget !== undefined ? options.visibilityTarget : root.document ?? null,
-    };
+    });
     const hasWebSocket = typeof this.options.WebSocket === "function";
     const hasFetch = typeof this.options.fetch === "function";
     if ((transport === "websocket" || (transport === "auto" && !hasFetch)) && !hasWebSocket) {
@@ -175,9 +179,11 @@ export class Fanout {
     /** The debug logger: `debug: true` logs to console.debug, a function gets (message, details). */
     this._log = typeof debug === "function" ? debug : debug ? (message, details) => console.debug(`fanout: ${message}`, details ?? "") : null;
     const backoff = options.backoff ?? {};
-    this._backoff = new Backoff({ baseMs: backoff.baseMs ?? 1000, capMs: backoff.capMs ?? 30000, random: backoff.random });
+    const baseMs = backoff.baseMs ?? 1000;
+    const capMs = backoff.capMs ?? 30000;
+    this._backoff = new Backoff({ baseMs, capMs, random: backoff.random });
     /** Retries of refused subscribes and sends: their own, shorter backoff. */
-    this._retryBackoffOptions = { baseMs: backoff.baseMs ?? 1000, capMs: Math.min(backoff.capMs ?? 30000, 30000) };
+    this._retryBackoffOptions = { baseMs, capMs: Math.min(capMs, 30000) };
     this._sendBackoff = new Backoff(this._retryBackoffOptions);
 
     /** @type {"connecting" | "connected" | "disconnected"} */
