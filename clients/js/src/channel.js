@@ -133,7 +133,7 @@ export class ChannelSync {
       return;
     }
     const before = position.offset;
-    for (const message of reply.messages ?? []) {
+    for (const message of reply.messages || []) {
       if (message.offset <= position.offset) continue;
       if (message.offset !== position.offset + 1) break; // trimmed in between
       this._advance({ ...message, channel: this.channel, epoch: reply.epoch });

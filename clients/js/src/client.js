@@ -17,7 +17,7 @@ import { Backoff } from "./backoff.js";
 import { ChannelSync } from "./channel.js";
 import { channelTokens, Control, disconnectInfo, PENALTY_CLOSE_CODES, REVOKED_CLOSE_CODE, TOKEN_CLOSE_CODE } from "./control.js";
 import { root } from "./env.js";
-import { FanoutError } from "./errors.js";
+import { errorText, FanoutError } from "./errors.js";
 import { Subscription } from "./subscription.js";
 import { tokenExpiry } from "./token.js";
 import { SseTransport, WebSocketTransport } from "./transports.js";
@@ -112,6 +112,11 @@ function count(value, fallback, name) {
   if (value === undefined) return fallback;
   if (!Number.isInteger(value) || value < 1) throw new TypeError(`${name} must be a positive integer (got ${value})`);
   return value;
+}
+
+/** The error of a `getToken()` that threw. */
+function getTokenFailed(error) {
+  return new FanoutError("unauthorized", `getToken() failed: ${errorText(error)}`, { retryable: true, cause: error });
 }
 
 /** The options with a plain default (taken for `undefined` and `null`). */
@@ -260,7 +265,7 @@ export class Fanout {
       transport: conn.transport.kind,
       heartbeatS: conn.ack.heartbeat_s,
       expiresAt: conn.expiresAt,
-      channels: [...(conn.ack.channels ?? [])],
+      channels: [...(conn.ack.channels || [])],
     };
   }
 
@@ -287,7 +292,7 @@ export class Fanout {
       console.warn("fanout:", args[0] && args[0].code, args[0] && args[0].message);
       return;
     }
-    for (const fn of [...(set ?? [])]) {
+    for (const fn of [...(set || [])]) {
       if (event === "error") {
         try {
           fn(...args);
@@ -303,7 +308,7 @@ export class Fanout {
     try {
       fn(...args);
     } catch (error) {
-      this._emit("error", new FanoutError("callback_failed", `a callback threw: ${(error && error.message) ?? error}`, { retryable: false, cause: error }));
+      this._emit("error", new FanoutError("callback_failed", `a callback threw: ${errorText(error)}`, { retryable: false, cause: error }));
     }
   }
 
@@ -543,7 +548,7 @@ export class Fanout {
     } catch (error) {
       if (this._conn !== conn) return;
       this._conn = null;
-      const fanoutError = error instanceof FanoutError ? error : new FanoutError("unauthorized", `getToken() failed: ${(error && error.message) ?? error}`, { retryable: true, cause: error });
+      const fanoutError = error instanceof FanoutError ? error : getTokenFailed(error);
       this._emit("error", fanoutError);
       if (!fanoutError.retryable) {
         this._stop(fanoutError);
@@ -573,7 +578,7 @@ export class Fanout {
           : new WebSocketTransport({ url: this.options.wsUrl, token, WebSocket: this.options.WebSocket, handlers });
     } catch (error) {
       this._conn = null;
-      this._emit("error", new FanoutError("transport", `cannot open a ${kind} connection: ${(error && error.message) ?? error}`, { cause: error }));
+      this._emit("error", new FanoutError("transport", `cannot open a ${kind} connection: ${errorText(error)}`, { cause: error }));
       if (kind === "websocket") this._webSocketFailures += 1;
       this._scheduleReconnect(() => this._backoff.next());
       return;
@@ -678,7 +683,7 @@ export class Fanout {
       try {
         token = await getToken();
       } catch (error) {
-        this._emit("error", new FanoutError("unauthorized", `getToken() failed: ${(error && error.message) ?? error}`, { retryable: true, cause: error }));
+        this._emit("error", getTokenFailed(error));
       }
       if (this._conn !== conn) return;
       const exp = token === undefined ? undefined : tokenExpiry(token);
@@ -1015,13 +1020,13 @@ export class Fanout {
     const at = entry.sync.position ? { ...entry.sync.position } : null;
     const since = sub._since;
     if (!since || !at) {
-      this._call(sub, "onReload", { channel, reason: "start", ...(at ?? {}) });
+      this._call(sub, "onReload", { channel, reason: "start", ...at });
     } else if (since.epoch === at.epoch && since.offset < at.offset) {
       this._catchUpFrom(entry, sub, since, at);
     } else if (since.epoch !== at.epoch || since.offset > at.offset) {
       this._call(sub, "onReload", { channel, reason: "lost", ...at });
     } // else: it is where the channel is; nothing to load.
-    if (announce && entry.subscribed) this._call(sub, "onSubscribed", { channel, ...(at ?? {}) });
+    if (announce && entry.subscribed) this._call(sub, "onSubscribed", { channel, ...at });
   }
 
   /**
@@ -1268,7 +1273,7 @@ export class Fanout {
         reject(abortError(signal, channel));
         return;
       }
-      const bytes = utf8Length(JSON.stringify(payload) ?? "null") + utf8Length(String(channel));
+      const bytes = utf8Length(JSON.stringify(payload) || "null") + utf8Length(String(channel));
       const { sendQueueMaxCount: maxCount, sendQueueMaxBytes: maxBytes } = this.options;
       if (this._sendCount + 1 > maxCount || this._sendBytes + bytes > maxBytes) {
         this._debug("send queue full", { count: this._sendCount, bytes: this._sendBytes });
@@ -1390,7 +1395,7 @@ export class Fanout {
    */
   async presence(channel) {
     const reply = await this._request({ type: "presence", channel }, channel);
-    return { channel: reply.channel, members: reply.members ?? [], truncated: reply.truncated === true };
+    return { channel: reply.channel, members: reply.members || [], truncated: reply.truncated === true };
   }
 
   /**
@@ -1414,6 +1419,6 @@ export class Fanout {
     if (since !== undefined && since !== null) frame.since = since;
     if (limit !== undefined && limit !== null) frame.limit = limit;
     const reply = await this._request(frame, channel);
-    return { channel: reply.channel, epoch: reply.epoch, offset: reply.offset, messages: reply.messages ?? [] };
+    return { channel: reply.channel, epoch: reply.epoch, offset: reply.offset, messages: reply.messages || [] };
   }
 }

@@ -97,7 +97,7 @@ export class PresenceTracker {
       const reply = await this.client.presence(this.channel);
       if (this.closed || asked !== this._asked) return;
       this._members = new Map(reply.members.map((m) => [m.conn_id, asMember(m)]));
-      for (const [type, event] of this._sinceRequest ?? []) this._apply(type, event);
+      for (const [type, event] of this._sinceRequest || []) this._apply(type, event);
       this._sinceRequest = null;
       this.ready = true;
       this.error = null;
@@ -112,7 +112,7 @@ export class PresenceTracker {
       this._changed();
       // Lost with the connection: the next `subscribed` asks again. Otherwise (the broker
       // was unavailable, a timeout) ask again later, while subscribed.
-      if (error?.retryable && error.code !== "disconnected" && this.subscription.state === "subscribed") {
+      if (error && error.retryable && error.code !== "disconnected" && this.subscription.state === "subscribed") {
         this._retry = setTimeout(() => {
           if (!this.closed && this.subscription.state === "subscribed") this._ask();
         }, this._backoff.next());

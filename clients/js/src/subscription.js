@@ -118,7 +118,7 @@ export class Subscription {
 
   /** @internal */
   _endError(error) {
-    return error ?? new FanoutError("unsubscribed", `the subscription to ${this.channel} was ended by unsubscribe()`, { channel: this.channel, retryable: false });
+    return error || new FanoutError("unsubscribed", `the subscription to ${this.channel} was ended by unsubscribe()`, { channel: this.channel, retryable: false });
   }
 
   /** @internal Moves to `state` because of `error` (or null), telling the listeners. */
@@ -129,6 +129,6 @@ export class Subscription {
     else this._state = state;
     if (previous === state) return;
     this.client._debug(`${this.channel}: ${state}`, error ? { error: error.code } : undefined);
-    for (const fn of [...(this._listeners.get("state") ?? [])]) this.client._guard(fn, [state, { previous, error }]);
+    for (const fn of [...(this._listeners.get("state") || [])]) this.client._guard(fn, [state, { previous, error }]);
   }
 }

@@ -20,6 +20,8 @@
  * @property {(code: number, reason: string, status?: number) => void} onClose the end, at most once
  */
 
+import { errorText } from "./errors.js";
+
 /** Reads a text or binary WebSocket payload as text. */
 function payloadText(data) {
   if (typeof data === "string") return data;
@@ -148,6 +150,11 @@ async function refusalMessage(response) {
   return parsed?.error?.message ?? `HTTP ${response.status}${text ? `: ${text.slice(0, 200)}` : ""}`;
 }
 
+/** Lets go of a response's body, unread. */
+function discard(response) {
+  return response.body && response.body.cancel().catch(() => {});
+}
+
 /** Frames per POST (the gateway takes at most 32) and characters per POST body. */
 const MAX_FRAMES_PER_POST = 32;
 const MAX_POST_CHARS = 60000;
@@ -221,14 +228,14 @@ export class SseTransport {
         signal: this.abort.signal,
       });
     } catch (error) {
-      return this._finish(1006, `SSE request failed: ${error?.message ?? error}`);
+      return this._finish(1006, `SSE request failed: ${errorText(error)}`);
     }
     if (!response.ok) {
       const message = await refusalMessage(response);
       return this._finish(closeCodeForStatus(response.status, message), message, response.status);
     }
-    if (!(response.headers.get("content-type") ?? "").startsWith("text/event-stream") || !response.body) {
-      response.body?.cancel().catch(() => {});
+    if (!String(response.headers.get("content-type")).startsWith("text/event-stream") || !response.body) {
+      discard(response);
       return this._finish(1006, "the SSE endpoint did not answer with an event stream", response.status);
     }
     const reader = response.body.getReader();
@@ -242,10 +249,10 @@ export class SseTransport {
         parser.push(decoder.decode(value, { stream: true }));
       }
     } catch (error) {
-      if (!this.closed) return this._finish(1006, `SSE stream failed: ${error?.message ?? error}`);
+      if (!this.closed) return this._finish(1006, `SSE stream failed: ${errorText(error)}`);
     }
-    const end = this.serverClose;
-    this._finish(end?.code ?? 1006, end?.reason ?? "SSE stream ended");
+    const end = this.serverClose || { code: 1006, reason: "SSE stream ended" };
+    this._finish(end.code, end.reason);
   }
 
   _onEvent({ data }) {
@@ -293,11 +300,11 @@ export class SseTransport {
             signal: this.abort.signal,
           });
         } catch (error) {
-          return this._finish(1006, `SSE frame POST failed: ${error?.message ?? error}`);
+          return this._finish(1006, `SSE frame POST failed: ${errorText(error)}`);
         }
         if (response.status === 429) {
           // Too many frames wait for the session already: send these again shortly, first.
-          await response.body?.cancel().catch(() => {});
+          await discard(response);
           this.outbox.unshift(...body.split("\n"));
           await new Promise((resolve) => setTimeout(resolve, 1000));
           continue;
@@ -310,7 +317,7 @@ export class SseTransport {
           const code = response.status === 413 ? 1009 : closeCodeForStatus(response.status, message);
           return this._finish(code, message, response.status);
         }
-        await response.body?.cancel().catch(() => {});
+        await discard(response);
       }
     } finally {
       this.posting = false;
