@@ -137,7 +137,7 @@ const DEFAULTS = {
 
 /** The error a `send` rejects with when its AbortSignal fires. */
 function abortError(signal, channel) {
-  return new FanoutError("aborted", "the send was aborted", { channel, retryable: false, cause: signal.reason });
+  return new FanoutError("aborted", "send aborted", { channel, retryable: false, cause: signal.reason });
 }
 
 export { Subscription };
@@ -150,9 +150,9 @@ export class Fanout {
    * @param {import("./index.js").FanoutOptions} options
    */
   constructor(options) {
-    if (!options || typeof options.url !== "string") throw new TypeError("new Fanout({ url, ... }) needs a url");
+    if (!options || typeof options.url !== "string") throw new TypeError("new Fanout() needs a url");
     if (typeof options.token !== "string" && typeof options.getToken !== "function") {
-      throw new TypeError("new Fanout() needs a token (string) or getToken (async function)");
+      throw new TypeError("new Fanout() needs a token or getToken");
     }
     /** @type {Record<string, any>} */
     const settings = {};
@@ -177,9 +177,9 @@ export class Fanout {
     const hasWebSocket = typeof this.options.WebSocket === "function";
     const hasFetch = typeof this.options.fetch === "function";
     if ((transport === "websocket" || (transport === "auto" && !hasFetch)) && !hasWebSocket) {
-      throw new TypeError("no WebSocket implementation: pass { WebSocket } (e.g. from the ws package)");
+      throw new TypeError("no WebSocket: pass { WebSocket } (e.g. from ws)");
     }
-    if (transport === "sse" && !hasFetch) throw new TypeError("no fetch implementation for SSE: pass { fetch }");
+    if (transport === "sse" && !hasFetch) throw new TypeError("no fetch for SSE: pass { fetch }");
     const debug = options.debug;
     /** The debug logger: `debug: true` logs to console.debug, a function gets (message, details). */
     this._log = typeof debug === "function" ? debug : debug ? (message, details) => console.debug(`fanout: ${message}`, details ?? "") : null;
@@ -349,7 +349,7 @@ export class Fanout {
    */
   ready(timeoutMs) {
     if (this._state === "connected") return Promise.resolve();
-    if (!this._wanted) return Promise.reject(new FanoutError("closed", "the client is not connecting: call connect() first", { retryable: false }));
+    if (!this._wanted) return Promise.reject(new FanoutError("closed", "not connecting: call connect()", { retryable: false }));
     return new Promise((resolve, reject) => {
       const waiter = { resolve, reject, timer: undefined };
       if (timeoutMs > 0) {
@@ -377,7 +377,7 @@ export class Fanout {
    * `since`) if `connect()` is called again.
    */
   close() {
-    const closed = () => new FanoutError("closed", "the client was closed", { retryable: false });
+    const closed = () => new FanoutError("closed", "client closed", { retryable: false });
     this._stop(closed());
     const conn = this._conn;
     if (conn) {
@@ -442,7 +442,7 @@ export class Fanout {
   _onOffline() {
     if (this._offline) return;
     this._offline = true;
-    this._debug("the network is offline");
+    this._debug("the network went offline");
     if (this._reconnectTimer !== undefined) {
       // Attempts now would fail and grow the backoff: wait for `online` instead.
       clearTimeout(this._reconnectTimer);
@@ -455,7 +455,7 @@ export class Fanout {
 
   _onOnline() {
     this._offline = false;
-    this._debug("the network is back");
+    this._debug("the network came back");
     if (this._awaitingNetwork) {
       this._awaitingNetwork = false;
       if (this._wanted && !this._conn) this._open();
@@ -487,7 +487,7 @@ export class Fanout {
     this._timer(conn, this.options.verifyTimeoutMs, () => {
       conn.verifying = false;
       if (conn.lastActivity >= pingAt) return;
-      this._debug("no answer: the connection is dead", { reason });
+      this._debug("no answer to a ping", { reason });
       conn.transport.close(STALE_CLOSE_CODE, "no answer to a ping");
       this._onTransportClose(conn, 4009, `no answer to a ping within ${this.options.verifyTimeoutMs} ms (${reason})`, undefined, true);
     });
@@ -507,12 +507,12 @@ export class Fanout {
     const expiring = exp !== undefined && exp * 1000 - this._serverNow() < 5000;
     if (this._token !== undefined && !this._tokenRefused && !expiring) return this._token;
     if (!getToken) {
-      throw new FanoutError(this._revokedTokens.has(this._token) ? "revoked" : "unauthorized", this._tokenRefused ? "the token was refused and there is no getToken to get another" : "the token has expired and there is no getToken", { retryable: false });
+      throw new FanoutError(this._revokedTokens.has(this._token) ? "revoked" : "unauthorized", this._tokenRefused ? "token refused, no getToken" : "token expired, no getToken", { retryable: false });
     }
     const token = await getToken();
-    if (typeof token !== "string" || token === "") throw new FanoutError("unauthorized", "getToken() did not return a token", { retryable: true });
+    if (typeof token !== "string" || token === "") throw new FanoutError("unauthorized", "getToken() gave no token", { retryable: true });
     // Never the revoked one again: ask again after a backoff.
-    if (this._revokedTokens.has(token)) throw new FanoutError("revoked", "getToken() returned a token that was revoked", { retryable: true });
+    if (this._revokedTokens.has(token)) throw new FanoutError("revoked", "getToken() gave a revoked token", { retryable: true });
     this._token = token;
     this._tokenRefused = false;
     return token;
@@ -660,7 +660,7 @@ export class Fanout {
           return;
         }
         conn.transport.close(STALE_CLOSE_CODE, "no sign of life");
-        this._onTransportClose(conn, 4009, "no sign of life within the heartbeat timeout");
+        this._onTransportClose(conn, 4009, "no sign of life");
       });
     };
     this._timer(conn, heartbeatMs, check);
@@ -815,7 +815,7 @@ export class Fanout {
    * Cleans up after a connection: its timers, its requests (failed with `lost()`), the
    * channels' in-flight state.
    */
-  _connectionEnded(conn, lost = () => new FanoutError("disconnected", "the connection ended before the reply", { retryable: true })) {
+  _connectionEnded(conn, lost = () => new FanoutError("disconnected", "connection lost before the reply", { retryable: true })) {
     for (const handle of conn.timers) clearTimeout(handle);
     conn.timers.clear();
     const pending = [...this._pending.values()];
@@ -928,7 +928,7 @@ export class Fanout {
    * @returns {Subscription}
    */
   subscribe(channel, handlers = {}) {
-    if (typeof channel !== "string" || channel === "") throw new TypeError("subscribe(channel) needs a channel name");
+    if (typeof channel !== "string" || channel === "") throw new TypeError("subscribe() needs a channel");
     const sub = new Subscription(this, channel, handlers);
     let entry = this._channels.get(channel);
     if (entry) {
@@ -1280,7 +1280,7 @@ export class Fanout {
         reject(
           new FanoutError(
             "queue_full",
-            `the send queue is full: ${this._sendCount} sends (${this._sendBytes} bytes) wait already, this one is ${bytes} bytes; the limits are ${maxCount} sends and ${maxBytes} bytes (sendQueueMaxCount, sendQueueMaxBytes)`,
+            `send queue full: ${this._sendCount} sends (${this._sendBytes} bytes) wait already, this one is ${bytes} bytes; limits are ${maxCount} sends and ${maxBytes} bytes (sendQueueMaxCount, sendQueueMaxBytes)`,
             { channel, retryable: true },
           ),
         );

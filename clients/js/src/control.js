@@ -92,11 +92,11 @@ export class Control {
     conn._serverChannels.delete(channel);
     const entry = client._channels.get(channel);
     if (entry && entry._tokens && reason === "unauthorized" && !frame.server) {
-      this._retry(entry, new FanoutError(reason, `the channel token of ${channel} expired or was revoked`, { channel }));
+      this._retry(entry, new FanoutError(reason, `${channel}: channel token expired or revoked`, { channel }));
       return;
     }
     if (entry) {
-      const error = new FanoutError(reason ?? "unsubscribed_by_server", `the server ended the subscription to ${channel}`, { channel, retryable: false });
+      const error = new FanoutError(reason ?? "unsubscribed_by_server", `${channel}: ended by the server`, { channel, retryable: false });
       client._endChannel(channel, entry, error, reason !== undefined);
     }
     client._emit("serverUnsubscribed", reason === undefined ? { channel } : { channel, reason });

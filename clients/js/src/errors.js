@@ -59,6 +59,6 @@ export class FanoutError extends Error {
    * @param {string} [channel]
    */
   static fromFrame(frame, channel) {
-    return new FanoutError(frame.code ?? "internal", frame.message ?? "error without a message", { channel });
+    return new FanoutError(frame.code ?? "internal", frame.message ?? "(no message)", { channel });
   }
 }

@@ -118,7 +118,7 @@ export class Subscription {
 
   /** @internal */
   _endError(error) {
-    return error || new FanoutError("unsubscribed", `the subscription to ${this.channel} was ended by unsubscribe()`, { channel: this.channel, retryable: false });
+    return error || new FanoutError("unsubscribed", `${this.channel}: unsubscribed`, { channel: this.channel, retryable: false });
   }
 
   /** @internal Moves to `state` because of `error` (or null), telling the listeners. */

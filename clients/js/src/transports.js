@@ -76,7 +76,7 @@ export class WebSocketTransport {
     this.socket.onerror = () => {
       if (this.closed) return;
       if (!this.opened) {
-        this._fail("WebSocket connection refused or failed");
+        this._fail("WebSocket refused or failed");
         return;
       }
       if (this.errorTimer === undefined) this.errorTimer = setTimeout(() => this._fail("WebSocket error without a close"), 2000);
@@ -236,7 +236,7 @@ export class SseTransport {
     }
     if (!String(response.headers.get("content-type")).startsWith("text/event-stream") || !response.body) {
       discard(response);
-      return this._finish(1006, "the SSE endpoint did not answer with an event stream", response.status);
+      return this._finish(1006, "SSE: not an event stream", response.status);
     }
     const reader = response.body.getReader();
     const parser = new SseParser((event) => this._onEvent(event));
