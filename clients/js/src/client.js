@@ -257,15 +257,15 @@ export class Fanout {
    */
   get connection() {
     const conn = this._conn;
-    if (!conn || !conn.ack) return null;
+    if (!conn || !conn._ack) return null;
     return {
-      connId: conn.ack.conn_id,
-      user: conn.ack.user,
-      node: conn.ack.node,
-      transport: conn.transport.kind,
-      heartbeatS: conn.ack.heartbeat_s,
-      expiresAt: conn.expiresAt,
-      channels: [...(conn.ack.channels || [])],
+      connId: conn._ack.conn_id,
+      user: conn._ack.user,
+      node: conn._ack.node,
+      transport: conn._transport._kind,
+      heartbeatS: conn._ack.heartbeat_s,
+      expiresAt: conn._expiresAt,
+      channels: [...(conn._ack.channels || [])],
     };
   }
 
@@ -381,7 +381,7 @@ export class Fanout {
     this._stop(closed());
     const conn = this._conn;
     if (conn) {
-      if (conn.transport) conn.transport.close(1000, "client closed");
+      if (conn._transport) conn._transport._close(1000, "client closed");
       this._connectionEnded(conn, closed);
     }
     this._conn = null;
@@ -479,16 +479,16 @@ export class Fanout {
       }
       return;
     }
-    if (!conn.ack || conn.verifying) return;
-    conn.verifying = true;
+    if (!conn._ack || conn._verifying) return;
+    conn._verifying = true;
     const pingAt = Date.now();
     this._debug("checking the connection", { reason });
-    conn.transport.send({ type: "ping" });
+    conn._transport._send({ type: "ping" });
     this._timer(conn, this.options.verifyTimeoutMs, () => {
-      conn.verifying = false;
-      if (conn.lastActivity >= pingAt) return;
+      conn._verifying = false;
+      if (conn._lastActivity >= pingAt) return;
       this._debug("no answer to a ping", { reason });
-      conn.transport.close(STALE_CLOSE_CODE, "no answer to a ping");
+      conn._transport._close(STALE_CLOSE_CODE, "no answer to a ping");
       this._onTransportClose(conn, 4009, `no answer to a ping within ${this.options.verifyTimeoutMs} ms (${reason})`, undefined, true);
     });
   }
@@ -540,7 +540,7 @@ export class Fanout {
     if (!this._wanted || this._conn) return;
     this._setState("connecting");
     // _serverChannels: those the backend subscribed this connection to; _disconnect: its `disconnect` frame.
-    const conn = { transport: null, ack: null, openedAt: 0, timers: new Set(), lastActivity: 0, verifying: false, expiresAt: undefined, deadline: undefined, _serverChannels: new Set(), _disconnect: undefined };
+    const conn = { _transport: null, _ack: null, _openedAt: 0, _timers: new Set(), _lastActivity: 0, _verifying: false, _expiresAt: undefined, _deadline: undefined, _serverChannels: new Set(), _disconnect: undefined };
     this._conn = conn;
     let token;
     try {
@@ -565,14 +565,14 @@ export class Fanout {
     const handlers = {
       onFrame: (frame) => this._conn === conn && this._onFrame(conn, frame),
       onActivity: () => {
-        conn.lastActivity = Date.now();
+        conn._lastActivity = Date.now();
       },
       onClose: (code, reason, status) => this._conn === conn && this._onTransportClose(conn, code, reason, status),
     };
-    conn.lastActivity = Date.now();
+    conn._lastActivity = Date.now();
     this._debug("connecting", { transport: kind, url: kind === "sse" ? this.options.sseUrl : this.options.wsUrl });
     try {
-      conn.transport =
+      conn._transport =
         kind === "sse"
           ? new SseTransport({ url: this.options.sseUrl, token, fetch: this.options.fetch, handlers })
           : new WebSocketTransport({ url: this.options.wsUrl, token, WebSocket: this.options.WebSocket, handlers });
@@ -583,10 +583,10 @@ export class Fanout {
       this._scheduleReconnect(() => this._backoff.next());
       return;
     }
-    conn.token = token;
+    conn._token = token;
     this._timer(conn, this.options.connectTimeoutMs, () => {
-      if (conn.ack) return;
-      conn.transport.close(STALE_CLOSE_CODE, "no connection_ack in time");
+      if (conn._ack) return;
+      conn._transport._close(STALE_CLOSE_CODE, "no connection_ack in time");
       this._onTransportClose(conn, 1006, "no connection_ack in time");
     });
   }
@@ -594,10 +594,10 @@ export class Fanout {
   /** A timer that belongs to a connection and dies with it. */
   _timer(conn, ms, fn) {
     const handle = setTimeout(() => {
-      conn.timers.delete(handle);
+      conn._timers.delete(handle);
       fn();
     }, Math.max(0, ms));
-    conn.timers.add(handle);
+    conn._timers.add(handle);
     return handle;
   }
 
@@ -608,25 +608,25 @@ export class Fanout {
    */
   _noteExpiry(conn, frame) {
     if (typeof frame.expires_at !== "number") return;
-    conn.expiresAt = frame.expires_at;
+    conn._expiresAt = frame.expires_at;
     if (typeof frame.expires_in === "number") {
       // expires_in is rounded down: the gateway's now lies within the second before this.
       this._clockOffsetMs = (frame.expires_at - frame.expires_in) * 1000 - 500 - Date.now();
-      conn.deadline = Date.now() + frame.expires_in * 1000;
+      conn._deadline = Date.now() + frame.expires_in * 1000;
     } else {
-      conn.deadline = frame.expires_at * 1000 - this._clockOffsetMs;
+      conn._deadline = frame.expires_at * 1000 - this._clockOffsetMs;
     }
   }
 
   _onAck(conn, ack) {
-    conn.ack = ack;
-    conn.openedAt = Date.now();
+    conn._ack = ack;
+    conn._openedAt = Date.now();
     this._noteExpiry(conn, ack);
-    if (conn.transport.kind === "websocket") this._webSocketFailures = 0;
+    if (conn._transport._kind === "websocket") this._webSocketFailures = 0;
     else if (this.options.transport === "auto" && this._webSocketFailures >= this.options.webSocketFailuresBeforeSse) {
       this._preferSseUntil = Date.now() + this.options.retryWebSocketAfterMs;
     }
-    this._debug("connected", { node: ack.node, connId: ack.conn_id, transport: conn.transport.kind, expiresIn: ack.expires_in });
+    this._debug("connected", { node: ack.node, connId: ack.conn_id, transport: conn._transport._kind, expiresIn: ack.expires_in });
     this._armHeartbeat(conn, (Number(ack.heartbeat_s) || 25) * 1000);
     this._scheduleRefresh(conn);
     // Resubscribe every channel, with `since`: the automatic ones (broadcast, user:<sub>)
@@ -647,19 +647,19 @@ export class Fanout {
    */
   _armHeartbeat(conn, heartbeatMs) {
     const check = () => {
-      const silentFor = Date.now() - conn.lastActivity;
+      const silentFor = Date.now() - conn._lastActivity;
       if (silentFor < heartbeatMs) {
         this._timer(conn, heartbeatMs - silentFor, check);
         return;
       }
       const pingAt = Date.now();
-      conn.transport.send({ type: "ping" });
+      conn._transport._send({ type: "ping" });
       this._timer(conn, this.options.pongTimeoutMs, () => {
-        if (conn.lastActivity >= pingAt) {
+        if (conn._lastActivity >= pingAt) {
           check();
           return;
         }
-        conn.transport.close(STALE_CLOSE_CODE, "no sign of life");
+        conn._transport._close(STALE_CLOSE_CODE, "no sign of life");
         this._onTransportClose(conn, 4009, "no sign of life");
       });
     };
@@ -668,17 +668,17 @@ export class Fanout {
 
   /** Milliseconds the connection's token has left, by the gateway's account. */
   _tokenLeft(conn) {
-    return conn.deadline - Date.now();
+    return conn._deadline - Date.now();
   }
 
   /** Schedules a `refresh` before the token expires (only with getToken). */
   _scheduleRefresh(conn) {
     const getToken = this.options.getToken;
-    if (!getToken || typeof conn.deadline !== "number") return;
-    clearTimeout(conn.refreshTimer);
+    if (!getToken || typeof conn._deadline !== "number") return;
+    clearTimeout(conn._refreshTimer);
     const remaining = this._tokenLeft(conn);
     const margin = Math.min(this.options.refreshMarginMs, remaining / 3);
-    conn.refreshTimer = this._timer(conn, remaining - margin, async () => {
+    conn._refreshTimer = this._timer(conn, remaining - margin, async () => {
       let token;
       try {
         token = await getToken();
@@ -687,25 +687,25 @@ export class Fanout {
       }
       if (this._conn !== conn) return;
       const exp = token === undefined ? undefined : tokenExpiry(token);
-      if (typeof token !== "string" || (exp !== undefined && exp <= conn.expiresAt)) {
+      if (typeof token !== "string" || (exp !== undefined && exp <= conn._expiresAt)) {
         // No token, or no later one yet: try again a bit later, while time is left.
         if (this._tokenLeft(conn) > 1000) {
-          conn.refreshTimer = this._timer(conn, Math.max(500, this._tokenLeft(conn) / 4), () => this._scheduleRefresh(conn));
+          conn._refreshTimer = this._timer(conn, Math.max(500, this._tokenLeft(conn) / 4), () => this._scheduleRefresh(conn));
         }
         return;
       }
       const id = this._nextId++;
       this._pending.set(id, { kind: "refresh", token });
       this._debug("refreshing the token", { leftMs: Math.round(this._tokenLeft(conn)) });
-      conn.transport.send({ type: "refresh", token, id });
+      conn._transport._send({ type: "refresh", token, id });
     });
   }
 
   _onRefreshReply(conn, pending, frame) {
     if (frame.type === "refreshed") {
       this._token = pending.token;
-      conn.token = pending.token;
-      conn.transport.setToken(pending.token);
+      conn._token = pending.token;
+      conn._transport._setToken(pending.token);
       this._noteExpiry(conn, frame);
       this._scheduleRefresh(conn);
       return;
@@ -714,7 +714,7 @@ export class Fanout {
     this._emit("error", error);
     if (error.code === "unauthorized") this._tokenRefused = true;
     if (this._tokenLeft(conn) > 1000) {
-      conn.refreshTimer = this._timer(conn, Math.max(1000, this._tokenLeft(conn) / 4), () => this._scheduleRefresh(conn));
+      conn._refreshTimer = this._timer(conn, Math.max(1000, this._tokenLeft(conn) / 4), () => this._scheduleRefresh(conn));
     }
   }
 
@@ -724,18 +724,18 @@ export class Fanout {
    */
   _onTransportClose(conn, code, reason, status, immediate = false) {
     if (this._conn !== conn) return;
-    const wasConnected = Boolean(conn.ack);
-    const connectedFor = wasConnected ? Date.now() - conn.openedAt : 0;
-    immediate = immediate || conn.verifying;
+    const wasConnected = Boolean(conn._ack);
+    const connectedFor = wasConnected ? Date.now() - conn._openedAt : 0;
+    immediate = immediate || conn._verifying;
     this._debug("connection closed", { code, reason });
     this._connectionEnded(conn);
     this._conn = null;
     if (!this._wanted) return;
 
     if (this.options.transport === "auto") {
-      if (conn.transport.kind === "websocket" && !wasConnected) {
+      if (conn._transport._kind === "websocket" && !wasConnected) {
         this._webSocketFailures += 1;
-      } else if (conn.transport.kind === "sse" && !wasConnected) {
+      } else if (conn._transport._kind === "sse" && !wasConnected) {
         // SSE failed too: the gateway may just be down. Go back to trying WebSockets.
         this._webSocketFailures = 0;
         this._preferSseUntil = 0;
@@ -756,7 +756,7 @@ export class Fanout {
       // A new token first (after 4003, never the revoked one), or stop without getToken.
       this._tokenRefused = true;
       if (revoked) {
-        this._revokedTokens.add(conn.token);
+        this._revokedTokens.add(conn._token);
         if (this._revokedTokens.size > 8) this._revokedTokens.delete(this._revokedTokens.values().next().value);
       }
       this._emit("error", closeError);
@@ -816,8 +816,8 @@ export class Fanout {
    * channels' in-flight state.
    */
   _connectionEnded(conn, lost = () => new FanoutError("disconnected", "connection lost before the reply", { retryable: true })) {
-    for (const handle of conn.timers) clearTimeout(handle);
-    conn.timers.clear();
+    for (const handle of conn._timers) clearTimeout(handle);
+    conn._timers.clear();
     const pending = [...this._pending.values()];
     this._pending.clear();
     for (const request of pending) {
@@ -845,7 +845,7 @@ export class Fanout {
   _onFrame(conn, frame) {
     switch (frame.type) {
       case "connection_ack":
-        if (!conn.ack) this._onAck(conn, frame);
+        if (!conn._ack) this._onAck(conn, frame);
         return;
       case "message": {
         const entry = this._channels.get(frame.channel);
@@ -980,16 +980,16 @@ export class Fanout {
         fill: (sinceOffset, limit) => {
           const id = this._nextId++;
           this._pending.set(id, { kind: "fill", channel });
-          if (this._conn) this._conn.transport.send({ type: "history", channel, since: sinceOffset, limit, id });
+          if (this._conn) this._conn._transport._send({ type: "history", channel, since: sinceOffset, limit, id });
         },
         recover: () => {
-          if (this._conn && this._conn.ack && this._channels.get(channel) === entry) this._sendSubscribe(channel, entry);
+          if (this._conn && this._conn._ack && this._channels.get(channel) === entry) this._sendSubscribe(channel, entry);
         },
       },
       { position: sub._since },
     );
     this._channels.set(channel, entry);
-    if (this._conn && this._conn.ack) this._sendSubscribe(channel, entry);
+    if (this._conn && this._conn._ack) this._sendSubscribe(channel, entry);
     return sub;
   }
 
@@ -1105,7 +1105,7 @@ export class Fanout {
       this._pending.set(id, { kind: "subscribe", channel, entry, token });
       const since = entry.sync.since();
       this._debug(`${channel}: subscribe`, { since, channelToken: token !== undefined });
-      this._conn.transport.send(token === undefined ? { type: "subscribe", channel, since, id } : { type: "subscribe", channel, since, token, id });
+      this._conn._transport._send(token === undefined ? { type: "subscribe", channel, since, id } : { type: "subscribe", channel, since, token, id });
     };
     if (entry._tokens) this._control._subscribe(channel, entry, send);
     else send(undefined);
@@ -1117,7 +1117,7 @@ export class Fanout {
       // Ended meanwhile (by the server): leave it, if the gateway subscribed it after all.
       const conn = this._conn;
       if (frame.type === "subscribed" && !this._channels.has(channel) && conn && !conn._serverChannels.has(channel)) {
-        conn.transport.send({ type: "unsubscribe", channel, id: this._nextId++ });
+        conn._transport._send({ type: "unsubscribe", channel, id: this._nextId++ });
       }
       return;
     }
@@ -1133,7 +1133,7 @@ export class Fanout {
       // A status belongs to the connection: set it again on a new one.
       if (entry.status && entry.status.conn !== this._conn) {
         entry.status.conn = this._conn;
-        this._conn.transport.send({ type: "status", channel, status: entry.status.value });
+        this._conn._transport._send({ type: "status", channel, status: entry.status.value });
       }
       return;
     }
@@ -1144,7 +1144,7 @@ export class Fanout {
       for (const sub of entry.subs) sub._error = error;
       entry.retryTimer = setTimeout(() => {
         entry.retryTimer = undefined;
-        if (this._conn && this._conn.ack && this._channels.get(channel) === entry) this._sendSubscribe(channel, entry);
+        if (this._conn && this._conn._ack && this._channels.get(channel) === entry) this._sendSubscribe(channel, entry);
       }, entry.retryBackoff.next());
       return;
     }
@@ -1177,7 +1177,7 @@ export class Fanout {
     this._debug(`${sub.channel}: unsubscribe`);
     // The gateway leaves the channel, whoever subscribed it (the backend too).
     if (this._conn) this._conn._serverChannels.delete(sub.channel);
-    if (this._conn && this._conn.ack) this._conn.transport.send({ type: "unsubscribe", channel: sub.channel, id: this._nextId++ });
+    if (this._conn && this._conn._ack) this._conn._transport._send({ type: "unsubscribe", channel: sub.channel, id: this._nextId++ });
   }
 
   _onPresenceEvent(frame) {
@@ -1222,12 +1222,12 @@ export class Fanout {
           if (done) return;
           id = this._nextId++;
           this._pending.set(id, request);
-          this._conn.transport.send({ ...frame, id });
+          this._conn._transport._send({ ...frame, id });
           if (onSent) onSent();
         },
       };
       timer = setTimeout(() => request.fail(new FanoutError("timeout", `no reply to ${frame.type} within ${this.options.requestTimeoutMs} ms`, { channel })), this.options.requestTimeoutMs);
-      if (this._conn && this._conn.ack) request.start();
+      if (this._conn && this._conn._ack) request.start();
       else this._deferred.push(request);
     });
   }
@@ -1326,7 +1326,7 @@ export class Fanout {
 
   /** Sends queued `send`s, in order, while fewer than the window are in flight. */
   _pumpSends() {
-    if (this._sendRetryTimer !== undefined || !this._conn || !this._conn.ack) return;
+    if (this._sendRetryTimer !== undefined || !this._conn || !this._conn._ack) return;
     let inflight = 0;
     for (const entry of this._sendQueue) if (entry.inflight) inflight += 1;
     for (const entry of this._sendQueue) {
@@ -1337,7 +1337,7 @@ export class Fanout {
       entry.round = this._sendRound;
       inflight += 1;
       this._pending.set(id, { kind: "send", entry });
-      this._conn.transport.send({ type: "send", channel: entry.channel, data: entry.data, id });
+      this._conn._transport._send({ type: "send", channel: entry.channel, data: entry.data, id });
     }
   }
 

@@ -114,7 +114,7 @@ export class Control {
     }
     const conn = client._conn;
     this._fetch(entry).then(
-      (token) => client._conn === conn && conn.ack && client._channels.get(channel) === entry && send(token),
+      (token) => client._conn === conn && conn._ack && client._channels.get(channel) === entry && send(token),
       (error) => client._channels.get(channel) === entry && client._endChannel(channel, entry, error),
     );
   }
@@ -184,7 +184,7 @@ export class Control {
     clearTimeout(entry.retryTimer);
     entry.retryTimer = setTimeout(() => {
       entry.retryTimer = undefined;
-      if (client._conn && client._conn.ack && client._channels.get(entry.channel) === entry) client._sendSubscribe(entry.channel, entry);
+      if (client._conn && client._conn._ack && client._channels.get(entry.channel) === entry) client._sendSubscribe(entry.channel, entry);
     }, entry.retryBackoff.next());
   }
 
@@ -194,7 +194,7 @@ export class Control {
     if (!t || t._renewAt === Infinity) return;
     const gen = t._gen;
     clearTimeout(t._timer);
-    conn.timers.delete(t._timer);
+    conn._timers.delete(t._timer);
     t._timer = this._client._timer(conn, delay ?? t._renewAt - this._client._serverNow(), () => this._renew(conn, entry, gen));
   }
 
@@ -222,7 +222,7 @@ export class Control {
     client._pending.set(id, { kind: "renew", entry, gen });
     client._debug(`${entry.channel}: renewing its channel token`);
     // Without `since`: the gateway renews the grant in place and replays nothing.
-    conn.transport.send({ type: "subscribe", channel: entry.channel, token, id });
+    conn._transport._send({ type: "subscribe", channel: entry.channel, token, id });
   }
 
   /** The reply to a renewal: the next one before the new expiry; refused, again after a backoff. */

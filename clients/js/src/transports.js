@@ -53,18 +53,18 @@ export class WebSocketTransport {
    * @param {{ url: string, token: string, WebSocket: any, handlers: TransportHandlers }} options
    */
   constructor({ url, token, WebSocket: WebSocketImpl, handlers }) {
-    this.kind = "websocket";
-    this.handlers = handlers;
-    this.closed = false;
-    this.opened = false;
-    this.socket = new WebSocketImpl(url);
-    this.socket.binaryType = "arraybuffer";
-    this.socket.onopen = () => {
-      this.opened = true;
-      this.send({ type: "auth", token });
+    this._kind = "websocket";
+    this._handlers = handlers;
+    this._closed = false;
+    this._opened = false;
+    this._socket = new WebSocketImpl(url);
+    this._socket.binaryType = "arraybuffer";
+    this._socket.onopen = () => {
+      this._opened = true;
+      this._send({ type: "auth", token });
     };
-    this.socket.onmessage = (event) => {
-      if (this.closed) return;
+    this._socket.onmessage = (event) => {
+      if (this._closed) return;
       handlers.onActivity();
       const text = payloadText(event.data);
       const frame = text === undefined ? undefined : parseFrame(text);
@@ -73,52 +73,52 @@ export class WebSocketTransport {
     // An `error` event should be followed by `close`, which carries the code. Some
     // implementations (Node 20's undici) never fire `close` after a refused handshake, so a
     // failure before `open` ends the attempt at once, and a later one after a grace period.
-    this.socket.onerror = () => {
-      if (this.closed) return;
-      if (!this.opened) {
+    this._socket.onerror = () => {
+      if (this._closed) return;
+      if (!this._opened) {
         this._fail("WebSocket refused or failed");
         return;
       }
-      if (this.errorTimer === undefined) this.errorTimer = setTimeout(() => this._fail("WebSocket error without a close"), 2000);
+      if (this._errorTimer === undefined) this._errorTimer = setTimeout(() => this._fail("WebSocket error without a close"), 2000);
     };
-    this.socket.onclose = (event) => {
-      if (this.closed) return;
-      this.closed = true;
-      clearTimeout(this.errorTimer);
+    this._socket.onclose = (event) => {
+      if (this._closed) return;
+      this._closed = true;
+      clearTimeout(this._errorTimer);
       handlers.onClose(event.code || 1006, event.reason || "connection lost");
     };
   }
 
   /** Ends the attempt as a dropped connection (1006) and lets go of the socket. */
   _fail(reason) {
-    if (this.closed) return;
-    this.closed = true;
-    clearTimeout(this.errorTimer);
+    if (this._closed) return;
+    this._closed = true;
+    clearTimeout(this._errorTimer);
     try {
-      this.socket.close();
+      this._socket.close();
     } catch {
       // Not open yet: nothing to close politely.
     }
-    this.handlers.onClose(1006, reason);
+    this._handlers.onClose(1006, reason);
   }
 
   /** Sends a frame if the socket is open; frames sent while it is not are dropped. */
-  send(frame) {
-    if (!this.closed && this.socket.readyState === 1) this.socket.send(JSON.stringify(frame));
+  _send(frame) {
+    if (!this._closed && this._socket.readyState === 1) this._socket.send(JSON.stringify(frame));
   }
 
   /** The SSE transport needs the new token for its POSTs; a WebSocket does not. */
-  setToken() {}
+  _setToken() {}
 
   /** Closes the socket; no `onClose` follows. */
-  close(code = 1000, reason = "") {
-    if (this.closed) return;
-    this.closed = true;
-    clearTimeout(this.errorTimer);
+  _close(code = 1000, reason = "") {
+    if (this._closed) return;
+    this._closed = true;
+    clearTimeout(this._errorTimer);
     try {
-      this.socket.close(code, reason);
+      this._socket.close(code, reason);
     } catch {
-      this.socket.close();
+      this._socket.close();
     }
   }
 }
@@ -174,58 +174,58 @@ export class SseTransport {
    *   `url`: the stream URL (`http(s)://host/sse`); frames go to `<url>/frames`.
    */
   constructor({ url, token, fetch: fetchImpl, handlers }) {
-    this.kind = "sse";
-    this.handlers = handlers;
-    this.fetch = fetchImpl;
-    this.streamUrl = url;
-    this.framesUrl = `${url.replace(/\/+$/, "")}/frames`;
-    this.token = token;
-    this.closed = false;
-    this.connId = undefined;
+    this._kind = "sse";
+    this._handlers = handlers;
+    this._fetch = fetchImpl;
+    this._streamUrl = url;
+    this._framesUrl = `${url.replace(/\/+$/, "")}/frames`;
+    this._token = token;
+    this._closed = false;
+    this._connId = undefined;
     /** JSON texts waiting to be POSTed, in order. */
-    this.outbox = [];
-    this.posting = false;
+    this._outbox = [];
+    this._posting = false;
     /** The `close` event of the stream, if the server sent one before ending it. */
-    this.serverClose = undefined;
-    this.abort = new AbortController();
+    this._serverClose = undefined;
+    this._abort = new AbortController();
     this._readStream();
   }
 
   /** Queues a frame; frames leave in order, batched, once the stream's ack named the session. */
-  send(frame) {
-    if (this.closed) return;
-    this.outbox.push(JSON.stringify(frame));
+  _send(frame) {
+    if (this._closed) return;
+    this._outbox.push(JSON.stringify(frame));
     this._flush();
   }
 
   /** Later POSTs authenticate with this token (after a successful `refresh`). */
-  setToken(token) {
-    this.token = token;
+  _setToken(token) {
+    this._token = token;
   }
 
   /** Ends the stream and any POST; no `onClose` follows. */
-  close() {
-    if (this.closed) return;
-    this.closed = true;
-    this.abort.abort();
+  _close() {
+    if (this._closed) return;
+    this._closed = true;
+    this._abort.abort();
   }
 
   _finish(code, reason, status) {
-    if (this.closed) return;
-    this.closed = true;
-    this.abort.abort();
-    this.handlers.onClose(code, reason, status);
+    if (this._closed) return;
+    this._closed = true;
+    this._abort.abort();
+    this._handlers.onClose(code, reason, status);
   }
 
   async _readStream() {
-    const url = new URL(this.streamUrl);
-    url.searchParams.set("token", this.token);
+    const url = new URL(this._streamUrl);
+    url.searchParams.set("token", this._token);
     let response;
     try {
-      response = await this.fetch(url.href, {
+      response = await this._fetch(url.href, {
         headers: { accept: "text/event-stream" },
         cache: "no-store",
-        signal: this.abort.signal,
+        signal: this._abort.signal,
       });
     } catch (error) {
       return this._finish(1006, `SSE request failed: ${errorText(error)}`);
@@ -244,60 +244,60 @@ export class SseTransport {
     try {
       for (;;) {
         const { done, value } = await reader.read();
-        if (done || this.closed) break;
-        this.handlers.onActivity();
+        if (done || this._closed) break;
+        this._handlers.onActivity();
         parser.push(decoder.decode(value, { stream: true }));
       }
     } catch (error) {
-      if (!this.closed) return this._finish(1006, `SSE stream failed: ${errorText(error)}`);
+      if (!this._closed) return this._finish(1006, `SSE stream failed: ${errorText(error)}`);
     }
-    const end = this.serverClose || { code: 1006, reason: "SSE stream ended" };
+    const end = this._serverClose || { code: 1006, reason: "SSE stream ended" };
     this._finish(end.code, end.reason);
   }
 
   _onEvent({ data }) {
-    if (this.closed) return;
+    if (this._closed) return;
     const frame = parseFrame(data);
     if (!frame) return;
     if (frame.type === "close") {
       // The server's last word: the stream ends right after it.
-      this.serverClose = { code: Number(frame.code) || 1006, reason: String(frame.reason ?? "") };
+      this._serverClose = { code: Number(frame.code) || 1006, reason: String(frame.reason ?? "") };
       return;
     }
     if (frame.type === "connection_ack" && typeof frame.conn_id === "string") {
-      this.connId = frame.conn_id;
-      this.handlers.onFrame(frame);
+      this._connId = frame.conn_id;
+      this._handlers.onFrame(frame);
       this._flush();
       return;
     }
-    this.handlers.onFrame(frame);
+    this._handlers.onFrame(frame);
   }
 
   async _flush() {
-    if (this.posting || this.closed || this.connId === undefined) return;
-    this.posting = true;
+    if (this._posting || this._closed || this._connId === undefined) return;
+    this._posting = true;
     try {
-      while (this.outbox.length > 0 && !this.closed) {
+      while (this._outbox.length > 0 && !this._closed) {
         let count = 0;
         let chars = 0;
-        while (count < this.outbox.length && count < MAX_FRAMES_PER_POST) {
-          chars += this.outbox[count].length + 1;
+        while (count < this._outbox.length && count < MAX_FRAMES_PER_POST) {
+          chars += this._outbox[count].length + 1;
           if (count > 0 && chars > MAX_POST_CHARS) break;
           count += 1;
         }
-        const body = this.outbox.splice(0, count).join("\n");
+        const body = this._outbox.splice(0, count).join("\n");
         // Any node takes the POST: one without the session relays it to the node that
         // holds the stream (the connection id names it).
-        const url = new URL(this.framesUrl);
-        url.searchParams.set("conn_id", this.connId);
-        url.searchParams.set("token", this.token);
+        const url = new URL(this._framesUrl);
+        url.searchParams.set("conn_id", this._connId);
+        url.searchParams.set("token", this._token);
         let response;
         try {
-          response = await this.fetch(url.href, {
+          response = await this._fetch(url.href, {
             method: "POST",
             headers: { "content-type": "text/plain" },
             body,
-            signal: this.abort.signal,
+            signal: this._abort.signal,
           });
         } catch (error) {
           return this._finish(1006, `SSE frame POST failed: ${errorText(error)}`);
@@ -305,7 +305,7 @@ export class SseTransport {
         if (response.status === 429) {
           // Too many frames wait for the session already: send these again shortly, first.
           await discard(response);
-          this.outbox.unshift(...body.split("\n"));
+          this._outbox.unshift(...body.split("\n"));
           await new Promise((resolve) => setTimeout(resolve, 1000));
           continue;
         }
@@ -320,7 +320,7 @@ export class SseTransport {
         await discard(response);
       }
     } finally {
-      this.posting = false;
+      this._posting = false;
     }
   }
 }
@@ -333,45 +333,45 @@ export class SseTransport {
 export class SseParser {
   /** @param {(event: { event: string, data: string, id?: string }) => void} onEvent */
   constructor(onEvent) {
-    this.onEvent = onEvent;
-    this.buffer = "";
-    this.event = "";
-    this.data = [];
-    this.id = undefined;
+    this._onEvent = onEvent;
+    this._buffer = "";
+    this._event = "";
+    this._data = [];
+    this._id = undefined;
     /** A CR ended the last chunk: a LF starting the next one belongs to it. */
-    this.pendingCr = false;
+    this._pendingCr = false;
   }
 
   /** Feeds decoded text; complete lines are processed, a partial one is kept. */
   push(text) {
     let input = text;
-    if (this.pendingCr && input.startsWith("\n")) input = input.slice(1);
-    this.pendingCr = false;
-    this.buffer += input;
+    if (this._pendingCr && input.startsWith("\n")) input = input.slice(1);
+    this._pendingCr = false;
+    this._buffer += input;
     let start = 0;
-    for (let i = 0; i < this.buffer.length; i++) {
-      const c = this.buffer.charCodeAt(i);
+    for (let i = 0; i < this._buffer.length; i++) {
+      const c = this._buffer.charCodeAt(i);
       if (c !== 10 && c !== 13) continue;
-      this._line(this.buffer.slice(start, i));
+      this._line(this._buffer.slice(start, i));
       if (c === 13) {
-        if (i + 1 < this.buffer.length) {
-          if (this.buffer.charCodeAt(i + 1) === 10) i += 1;
+        if (i + 1 < this._buffer.length) {
+          if (this._buffer.charCodeAt(i + 1) === 10) i += 1;
         } else {
-          this.pendingCr = true;
+          this._pendingCr = true;
         }
       }
       start = i + 1;
     }
-    this.buffer = this.buffer.slice(start);
+    this._buffer = this._buffer.slice(start);
   }
 
   _line(line) {
     if (line === "") {
-      if (this.data.length > 0) {
-        this.onEvent({ event: this.event || "message", data: this.data.join("\n"), id: this.id });
+      if (this._data.length > 0) {
+        this._onEvent({ event: this._event || "message", data: this._data.join("\n"), id: this._id });
       }
-      this.event = "";
-      this.data = [];
+      this._event = "";
+      this._data = [];
       return;
     }
     if (line.startsWith(":")) return; // a comment: the heartbeat; activity was counted already
@@ -379,9 +379,9 @@ export class SseParser {
     const field = colon === -1 ? line : line.slice(0, colon);
     let value = colon === -1 ? "" : line.slice(colon + 1);
     if (value.startsWith(" ")) value = value.slice(1);
-    if (field === "event") this.event = value;
-    else if (field === "data") this.data.push(value);
-    else if (field === "id" && !value.includes("\0")) this.id = value;
+    if (field === "event") this._event = value;
+    else if (field === "data") this._data.push(value);
+    else if (field === "id" && !value.includes("\0")) this._id = value;
     // `retry` is for EventSource's own reconnects; this client has its own backoff.
   }
 }
