@@ -824,18 +824,18 @@ export class Fanout {
       if (request.kind === "request") request.fail(lost());
       else if (request.kind === "fill") {
         const entry = this._channels.get(request.channel);
-        if (entry) entry.sync.onHistoryFailed();
+        if (entry) entry._sync.onHistoryFailed();
       }
     }
     // Sends in flight go again on the next connection, in order; those given up are dropped.
-    this._sendQueue = this._sendQueue.filter((entry) => !entry.settled);
-    for (const entry of this._sendQueue) entry.inflight = false;
+    this._sendQueue = this._sendQueue.filter((entry) => !entry._settled);
+    for (const entry of this._sendQueue) entry._inflight = false;
     const error = lost();
     for (const entry of this._channels.values()) {
-      entry.subscribed = false;
-      clearTimeout(entry.retryTimer);
-      entry.retryTimer = undefined;
-      entry.sync.disconnected();
+      entry._subscribed = false;
+      clearTimeout(entry._retryTimer);
+      entry._retryTimer = undefined;
+      entry._sync.disconnected();
       this._moveChannel(entry, "subscribing", error);
     }
   }
@@ -849,13 +849,13 @@ export class Fanout {
         return;
       case "message": {
         const entry = this._channels.get(frame.channel);
-        if (entry) entry.sync.onMessage(frame);
+        if (entry) entry._sync.onMessage(frame);
         else this._control._strayMessage(conn, frame);
         return;
       }
       case "resync": {
         const entry = this._channels.get(frame.channel);
-        if (entry) entry.sync.onResync();
+        if (entry) entry._sync.onResync();
         return;
       }
       case "join":
@@ -894,8 +894,8 @@ export class Fanout {
       case "fill": {
         const entry = this._channels.get(pending.channel);
         if (!entry) return;
-        if (frame.type === "history") entry.sync.onHistory(frame);
-        else entry.sync.onHistoryFailed();
+        if (frame.type === "history") entry._sync.onHistory(frame);
+        else entry._sync.onHistoryFailed();
         return;
       }
       case "refresh":
@@ -933,32 +933,32 @@ export class Fanout {
     let entry = this._channels.get(channel);
     if (entry) {
       if (!entry._tokens && typeof handlers.getToken === "function") entry._tokens = channelTokens(handlers.getToken);
-      entry.subs.add(sub);
-      sub._state = entry.state;
+      entry._subs.add(sub);
+      sub._state = entry._state;
       // The channel runs already: this subscription joins where it stands (once it stands
       // somewhere; otherwise when its first `subscribed` comes).
-      if (entry.sync.started) queueMicrotask(() => this._attach(entry, sub, true));
+      if (entry._sync.started) queueMicrotask(() => this._attach(entry, sub, true));
       this._debug(`${channel}: another subscription`);
       return sub;
     }
     sub._attached = true;
     entry = {
-      channel,
-      subs: new Set([sub]),
-      subscribed: false,
-      state: "subscribing",
-      status: undefined,
-      retryTimer: undefined,
-      retryBackoff: new Backoff(this._retryBackoffOptions),
-      sync: null,
+      _channel: channel,
+      _subs: new Set([sub]),
+      _subscribed: false,
+      _state: "subscribing",
+      _status: undefined,
+      _retryTimer: undefined,
+      _retryBackoff: new Backoff(this._retryBackoffOptions),
+      _sync: null,
       // The channel's channel token (control.js), when it needs one.
       _tokens: typeof handlers.getToken === "function" ? channelTokens(handlers.getToken) : null,
     };
-    entry.sync = new ChannelSync(
+    entry._sync = new ChannelSync(
       channel,
       {
         deliver: (data, meta) => {
-          for (const s of [...entry.subs]) {
+          for (const s of [...entry._subs]) {
             if (!s._attached || s.closed) continue;
             if (s._catchUp) {
               s._catchUp.buffer.push([data, meta]);
@@ -967,7 +967,7 @@ export class Fanout {
           }
         },
         reload: (info) => {
-          for (const s of [...entry.subs]) {
+          for (const s of [...entry._subs]) {
             if (!s._attached) {
               // Joined before the channel's start: its own `since` applies from here.
               this._attach(entry, s, false);
@@ -996,7 +996,7 @@ export class Fanout {
   /** Every active subscription, oldest first. */
   subscriptions() {
     const all = [];
-    for (const entry of this._channels.values()) for (const sub of entry.subs) if (!sub.closed) all.push(sub);
+    for (const entry of this._channels.values()) for (const sub of entry._subs) if (!sub.closed) all.push(sub);
     return all;
   }
 
@@ -1004,7 +1004,7 @@ export class Fanout {
   getSubscription(channel) {
     const entry = this._channels.get(channel);
     if (!entry) return null;
-    for (const sub of entry.subs) if (!sub.closed) return sub;
+    for (const sub of entry._subs) if (!sub.closed) return sub;
     return null;
   }
 
@@ -1014,10 +1014,10 @@ export class Fanout {
    * `announce`: call its `onSubscribed` too (when the channel's reply came before it).
    */
   _attach(entry, sub, announce) {
-    if (sub.closed || sub._attached || this._channels.get(entry.channel) !== entry) return;
+    if (sub.closed || sub._attached || this._channels.get(entry._channel) !== entry) return;
     sub._attached = true;
-    const channel = entry.channel;
-    const at = entry.sync.position ? { ...entry.sync.position } : null;
+    const channel = entry._channel;
+    const at = entry._sync.position ? { ...entry._sync.position } : null;
     const since = sub._since;
     if (!since || !at) {
       this._call(sub, "onReload", { channel, reason: "start", ...at });
@@ -1026,7 +1026,7 @@ export class Fanout {
     } else if (since.epoch !== at.epoch || since.offset > at.offset) {
       this._call(sub, "onReload", { channel, reason: "lost", ...at });
     } // else: it is where the channel is; nothing to load.
-    if (announce && entry.subscribed) this._call(sub, "onSubscribed", { channel, ...at });
+    if (announce && entry._subscribed) this._call(sub, "onSubscribed", { channel, ...at });
   }
 
   /**
@@ -1035,7 +1035,7 @@ export class Fanout {
    * them all, `onReload({ reason: "lost" })` and the messages after `at`.
    */
   _catchUpFrom(entry, sub, since, at) {
-    const channel = entry.channel;
+    const channel = entry._channel;
     this._debug(`${channel}: catching up from its own since`, { from: since.offset, to: at.offset });
     const state = {
       buffer: [],
@@ -1088,22 +1088,22 @@ export class Fanout {
 
   _position(channel) {
     const entry = this._channels.get(channel);
-    const position = entry && entry.sync.position;
+    const position = entry && entry._sync.position;
     return position ? { ...position } : null;
   }
 
   /** Moves every subscription of the channel to `state` (because of `error`, or null). */
   _moveChannel(entry, state, error) {
-    entry.state = state;
-    for (const sub of [...entry.subs]) sub._move(state, error);
+    entry._state = state;
+    for (const sub of [...entry._subs]) sub._move(state, error);
   }
 
   _sendSubscribe(channel, entry) {
-    entry.sync.subscribing();
+    entry._sync.subscribing();
     const send = (token) => {
       const id = this._nextId++;
       this._pending.set(id, { kind: "subscribe", channel, entry, token });
-      const since = entry.sync.since();
+      const since = entry._sync.since();
       this._debug(`${channel}: subscribe`, { since, channelToken: token !== undefined });
       this._conn._transport._send(token === undefined ? { type: "subscribe", channel, since, id } : { type: "subscribe", channel, since, token, id });
     };
@@ -1123,29 +1123,29 @@ export class Fanout {
     }
     if (frame.type === "subscribed") {
       if (pending.token !== undefined) this._control._renewLater(this._conn, entry);
-      entry.subscribed = true;
-      entry.retryBackoff.reset();
+      entry._subscribed = true;
+      entry._retryBackoff.reset();
       this._debug(`${channel}: subscribed`, { offset: frame.offset, recovered: frame.recovered });
       this._moveChannel(entry, "subscribed", null);
-      entry.sync.onSubscribed(frame);
+      entry._sync.onSubscribed(frame);
       const info = { channel, ...(frame.offset !== undefined ? { epoch: frame.epoch, offset: frame.offset } : {}), ...(frame.recovered !== undefined ? { recovered: frame.recovered } : {}) };
-      for (const s of [...entry.subs]) if (s._attached) this._call(s, "onSubscribed", info);
+      for (const s of [...entry._subs]) if (s._attached) this._call(s, "onSubscribed", info);
       // A status belongs to the connection: set it again on a new one.
-      if (entry.status && entry.status.conn !== this._conn) {
-        entry.status.conn = this._conn;
-        this._conn._transport._send({ type: "status", channel, status: entry.status.value });
+      if (entry._status && entry._status._conn !== this._conn) {
+        entry._status._conn = this._conn;
+        this._conn._transport._send({ type: "status", channel, status: entry._status._value });
       }
       return;
     }
-    entry.sync.recovering = false;
+    entry._sync.recovering = false;
     const error = FanoutError.fromFrame(frame, channel);
     if (this._control._refused(entry, pending, error)) return;
     if (RETRYABLE_SUBSCRIBE_CODES.has(error.code)) {
-      for (const sub of entry.subs) sub._error = error;
-      entry.retryTimer = setTimeout(() => {
-        entry.retryTimer = undefined;
+      for (const sub of entry._subs) sub._error = error;
+      entry._retryTimer = setTimeout(() => {
+        entry._retryTimer = undefined;
         if (this._conn && this._conn._ack && this._channels.get(channel) === entry) this._sendSubscribe(channel, entry);
-      }, entry.retryBackoff.next());
+      }, entry._retryBackoff.next());
       return;
     }
     // Refused for good (forbidden, bad channel, too many subscriptions).
@@ -1155,9 +1155,9 @@ export class Fanout {
   /** Ends a channel's subscriptions for good, with `onError` (and an `error` event if `report`). */
   _endChannel(channel, entry, error, report = true) {
     this._channels.delete(channel);
-    clearTimeout(entry.retryTimer);
+    clearTimeout(entry._retryTimer);
     this._debug(`${channel}: ended`, { error: error.code });
-    for (const s of [...entry.subs]) {
+    for (const s of [...entry._subs]) {
       this._call(s, "onError", error);
       s._move("unsubscribed", error);
     }
@@ -1169,11 +1169,11 @@ export class Fanout {
     sub._catchUp = null;
     sub._move("unsubscribed", null);
     const entry = this._channels.get(sub.channel);
-    if (!entry || !entry.subs.has(sub)) return;
-    entry.subs.delete(sub);
-    if (entry.subs.size > 0) return;
+    if (!entry || !entry._subs.has(sub)) return;
+    entry._subs.delete(sub);
+    if (entry._subs.size > 0) return;
     this._channels.delete(sub.channel);
-    clearTimeout(entry.retryTimer);
+    clearTimeout(entry._retryTimer);
     this._debug(`${sub.channel}: unsubscribe`);
     // The gateway leaves the channel, whoever subscribed it (the backend too).
     if (this._conn) this._conn._serverChannels.delete(sub.channel);
@@ -1186,7 +1186,7 @@ export class Fanout {
     const handler = frame.type === "join" ? "onJoin" : frame.type === "leave" ? "onLeave" : "onStatus";
     const member = { ...frame };
     delete member.type;
-    for (const s of [...entry.subs]) if (s._attached) this._call(s, handler, member);
+    for (const s of [...entry._subs]) if (s._attached) this._call(s, handler, member);
   }
 
   // ---------------------------------------------------------------- requests
@@ -1286,15 +1286,15 @@ export class Fanout {
         );
         return;
       }
-      const entry = { channel, data: payload, msgId: id, bytes, resolve, reject, inflight: false, settled: false, timer: undefined, unlisten: undefined };
+      const entry = { _channel: channel, _data: payload, _msgId: id, _bytes: bytes, _resolve: resolve, _reject: reject, _inflight: false, _settled: false, _timer: undefined, _unlisten: undefined };
       const limit = timeoutMs ?? this.options.sendTimeoutMs;
       if (limit > 0) {
-        entry.timer = setTimeout(() => this._settleSend(entry, new FanoutError("timeout", `no sent reply within ${limit} ms (it may still be stored)`, { channel })), limit);
+        entry._timer = setTimeout(() => this._settleSend(entry, new FanoutError("timeout", `no sent reply within ${limit} ms (it may still be stored)`, { channel })), limit);
       }
       if (signal) {
         const onAbort = () => this._settleSend(entry, abortError(signal, channel));
         signal.addEventListener("abort", onAbort, { once: true });
-        entry.unlisten = () => signal.removeEventListener("abort", onAbort);
+        entry._unlisten = () => signal.removeEventListener("abort", onAbort);
       }
       this._sendQueue.push(entry);
       this._sendCount += 1;
@@ -1308,15 +1308,15 @@ export class Fanout {
    * queue; one in flight stays until its reply, then is dropped (never sent again).
    */
   _settleSend(entry, error, result) {
-    if (entry.settled) return;
-    entry.settled = true;
-    clearTimeout(entry.timer);
-    if (entry.unlisten) entry.unlisten();
+    if (entry._settled) return;
+    entry._settled = true;
+    clearTimeout(entry._timer);
+    if (entry._unlisten) entry._unlisten();
     this._sendCount -= 1;
-    this._sendBytes -= entry.bytes;
-    if (!entry.inflight) this._removeSend(entry);
-    if (error) entry.reject(error);
-    else entry.resolve(result);
+    this._sendBytes -= entry._bytes;
+    if (!entry._inflight) this._removeSend(entry);
+    if (error) entry._reject(error);
+    else entry._resolve(result);
   }
 
   _removeSend(entry) {
@@ -1328,23 +1328,23 @@ export class Fanout {
   _pumpSends() {
     if (this._sendRetryTimer !== undefined || !this._conn || !this._conn._ack) return;
     let inflight = 0;
-    for (const entry of this._sendQueue) if (entry.inflight) inflight += 1;
+    for (const entry of this._sendQueue) if (entry._inflight) inflight += 1;
     for (const entry of this._sendQueue) {
       if (inflight >= this._sendWindowNow) return;
-      if (entry.inflight || entry.settled) continue;
+      if (entry._inflight || entry._settled) continue;
       const id = this._nextId++;
-      entry.inflight = true;
-      entry.round = this._sendRound;
+      entry._inflight = true;
+      entry._round = this._sendRound;
       inflight += 1;
       this._pending.set(id, { kind: "send", entry });
-      this._conn._transport._send({ type: "send", channel: entry.channel, data: entry.data, id });
+      this._conn._transport._send({ type: "send", channel: entry._channel, data: entry._data, id });
     }
   }
 
   _onSendReply(pending, frame) {
     const entry = pending.entry;
-    entry.inflight = false;
-    if (entry.settled) {
+    entry._inflight = false;
+    if (entry._settled) {
       // Given up on (timeout, abort) while in flight: nothing more to do with it.
       this._removeSend(entry);
       this._pumpSends();
@@ -1352,12 +1352,12 @@ export class Fanout {
     }
     if (frame.type === "sent") {
       this._sendBackoff.reset();
-      if (entry.round === this._sendRound) this._sendWindowNow = Math.min(this.options.sendWindow, this._sendWindowNow + 1);
-      this._settleSend(entry, null, { channel: frame.channel, streamId: frame.stream_id, msgId: entry.msgId });
+      if (entry._round === this._sendRound) this._sendWindowNow = Math.min(this.options.sendWindow, this._sendWindowNow + 1);
+      this._settleSend(entry, null, { channel: frame.channel, streamId: frame.stream_id, msgId: entry._msgId });
       this._pumpSends();
       return;
     }
-    const error = FanoutError.fromFrame(frame, entry.channel);
+    const error = FanoutError.fromFrame(frame, entry._channel);
     if (error.retryable) {
       // Sent again after a backoff, first of those waiting; one at a time until one passes.
       this._sendWindowNow = 1;
@@ -1381,11 +1381,11 @@ export class Fanout {
    */
   async setStatus(channel, status) {
     const entry = this._channels.get(channel);
-    const kept = status === null ? undefined : { value: status, conn: null };
-    if (entry) entry.status = kept;
+    const kept = status === null ? undefined : { _value: status, _conn: null };
+    if (entry) entry._status = kept;
     await this._request({ type: "status", channel, status }, channel, () => {
       // The connection that carries it has the status: no need to set it again there.
-      if (kept) kept.conn = this._conn;
+      if (kept) kept._conn = this._conn;
     });
   }
 

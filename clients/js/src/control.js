@@ -126,7 +126,7 @@ export class Control {
   _fetch(entry) {
     const t = entry._tokens;
     if (t._fetching) return t._fetching;
-    const channel = entry.channel;
+    const channel = entry._channel;
     const fetching = (async () => {
       let token;
       let cause;
@@ -163,9 +163,9 @@ export class Control {
     const getChannelToken = this._client.options.getChannelToken;
     if (pending.token === undefined) {
       if (error.code !== "forbidden" || entry._tokens || typeof getChannelToken !== "function") return false;
-      this._client._debug(`${entry.channel}: asking for a channel token`);
+      this._client._debug(`${entry._channel}: asking for a channel token`);
       entry._tokens = channelTokens(getChannelToken, error);
-      this._client._sendSubscribe(entry.channel, entry);
+      this._client._sendSubscribe(entry._channel, entry);
       return true;
     }
     if (error.code !== "unauthorized") return false;
@@ -176,16 +176,16 @@ export class Control {
   /** Subscribes again after a backoff, with a new channel token and `since`: nothing lost. */
   _retry(entry, error) {
     const client = this._client;
-    client._debug(`${entry.channel}: a new channel token`, { error: error.code });
-    entry.subscribed = false;
+    client._debug(`${entry._channel}: a new channel token`, { error: error.code });
+    entry._subscribed = false;
     entry._tokens._token = undefined;
     entry._tokens._gen += 1; // a renewal on its way is moot
     client._moveChannel(entry, "subscribing", error);
-    clearTimeout(entry.retryTimer);
-    entry.retryTimer = setTimeout(() => {
-      entry.retryTimer = undefined;
-      if (client._conn && client._conn._ack && client._channels.get(entry.channel) === entry) client._sendSubscribe(entry.channel, entry);
-    }, entry.retryBackoff.next());
+    clearTimeout(entry._retryTimer);
+    entry._retryTimer = setTimeout(() => {
+      entry._retryTimer = undefined;
+      if (client._conn && client._conn._ack && client._channels.get(entry._channel) === entry) client._sendSubscribe(entry._channel, entry);
+    }, entry._retryBackoff.next());
   }
 
   /** After a `subscribed` with a channel token: renew it in place before it expires. */
@@ -201,7 +201,7 @@ export class Control {
   async _renew(conn, entry, gen) {
     const client = this._client;
     const t = entry._tokens;
-    const live = () => client._conn === conn && client._channels.get(entry.channel) === entry && t._gen === gen && entry.subscribed;
+    const live = () => client._conn === conn && client._channels.get(entry._channel) === entry && t._gen === gen && entry._subscribed;
     if (!live()) return;
     const before = tokenExpiry(t._token);
     t._token = undefined;
@@ -209,29 +209,29 @@ export class Control {
     try {
       token = await this._fetch(entry);
     } catch (error) {
-      if (live()) client._endChannel(entry.channel, entry, error);
+      if (live()) client._endChannel(entry._channel, entry, error);
       return;
     }
     if (!live()) return;
     if (tokenExpiry(token) <= before) {
       // No later token yet (one the application keeps, say): ask again after a backoff.
-      this._renewLater(conn, entry, entry.retryBackoff.next());
+      this._renewLater(conn, entry, entry._retryBackoff.next());
       return;
     }
     const id = client._nextId++;
     client._pending.set(id, { kind: "renew", entry, gen });
-    client._debug(`${entry.channel}: renewing its channel token`);
+    client._debug(`${entry._channel}: renewing its channel token`);
     // Without `since`: the gateway renews the grant in place and replays nothing.
-    conn._transport._send({ type: "subscribe", channel: entry.channel, token, id });
+    conn._transport._send({ type: "subscribe", channel: entry._channel, token, id });
   }
 
   /** The reply to a renewal: the next one before the new expiry; refused, again after a backoff. */
   _renewed(conn, pending, frame) {
     const { entry, gen } = pending;
-    if (this._client._channels.get(entry.channel) !== entry || entry._tokens._gen !== gen) return;
+    if (this._client._channels.get(entry._channel) !== entry || entry._tokens._gen !== gen) return;
     // Refused: again after a backoff while the grant lasts; if it runs out first, the
     // gateway's `unsubscribed` brings the channel back with a new token.
-    if (frame.type === "subscribed") entry.retryBackoff.reset();
-    this._renewLater(conn, entry, frame.type === "subscribed" ? undefined : entry.retryBackoff.next());
+    if (frame.type === "subscribed") entry._retryBackoff.reset();
+    this._renewLater(conn, entry, frame.type === "subscribed" ? undefined : entry._retryBackoff.next());
   }
 }
