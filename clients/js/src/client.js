@@ -162,7 +162,7 @@ export class Fanout {
       throw new TypeError(`transport must be "auto", "websocket" or "sse" (got ${transport})`);
     }
     const defaultWindow = typeof root.addEventListener === "function" ? root : null;
-    this.options = Object.assign(settings, endpointUrls(options.url, options.sseUrl), {
+    this._options = Object.assign(settings, endpointUrls(options.url, options.sseUrl), {
       WebSocket: options.WebSocket ?? root.WebSocket,
       fetch: options.fetch ?? (typeof root.fetch === "function" ? root.fetch.bind(root) : undefined),
       getToken: options.getToken,
@@ -174,8 +174,8 @@ export class Fanout {
       networkEventTarget: options.networkEventTarget !== undefined ? options.networkEventTarget : defaultWindow,
       visibilityTarget: options.visibilityTarget !== undefined ? options.visibilityTarget : root.document ?? null,
     });
-    const hasWebSocket = typeof this.options.WebSocket === "function";
-    const hasFetch = typeof this.options.fetch === "function";
+    const hasWebSocket = typeof this._options.WebSocket === "function";
+    const hasFetch = typeof this._options.fetch === "function";
     if ((transport === "websocket" || (transport === "auto" && !hasFetch)) && !hasWebSocket) {
       throw new TypeError("no WebSocket: pass { WebSocket } (e.g. from ws)");
     }
@@ -234,7 +234,7 @@ export class Fanout {
     this._sendCount = 0;
     this._sendBytes = 0;
     /** How many sends may be in flight now: `sendWindow`, down to 1 after a retryable refusal. */
-    this._sendWindowNow = this.options.sendWindow;
+    this._sendWindowNow = this._options.sendWindow;
     /** Counts retryable refusals: only sends made after the last one open the window again. */
     this._sendRound = 0;
     this._sendRetryTimer = undefined;
@@ -351,9 +351,9 @@ export class Fanout {
     if (this._state === "connected") return Promise.resolve();
     if (!this._wanted) return Promise.reject(new FanoutError("closed", "not connecting: call connect()", { retryable: false }));
     return new Promise((resolve, reject) => {
-      const waiter = { resolve, reject, timer: undefined };
+      const waiter = { _resolve: resolve, _reject: reject, _timer: undefined };
       if (timeoutMs > 0) {
-        waiter.timer = setTimeout(() => {
+        waiter._timer = setTimeout(() => {
           this._readyWaiters.delete(waiter);
           reject(new FanoutError("timeout", `not connected within ${timeoutMs} ms`));
         }, timeoutMs);
@@ -364,9 +364,9 @@ export class Fanout {
 
   _settleReady(error) {
     for (const waiter of [...this._readyWaiters]) {
-      clearTimeout(waiter.timer);
-      if (error) waiter.reject(error);
-      else waiter.resolve();
+      clearTimeout(waiter._timer);
+      if (error) waiter._reject(error);
+      else waiter._resolve();
     }
     this._readyWaiters.clear();
   }
@@ -385,7 +385,7 @@ export class Fanout {
       this._connectionEnded(conn, closed);
     }
     this._conn = null;
-    for (const request of this._deferred.splice(0)) request.fail(closed());
+    for (const request of this._deferred.splice(0)) request._fail(closed());
     clearTimeout(this._sendRetryTimer);
     this._sendRetryTimer = undefined;
     for (const entry of this._sendQueue.slice()) this._settleSend(entry, closed());
@@ -418,10 +418,10 @@ export class Fanout {
       target.addEventListener(type, fn);
       removers.push(() => target.removeEventListener(type, fn));
     };
-    const network = this.options.networkEventTarget;
+    const network = this._options.networkEventTarget;
     listen(network, "offline", () => this._onOffline());
     listen(network, "online", () => this._onOnline());
-    const page = this.options.visibilityTarget;
+    const page = this._options.visibilityTarget;
     listen(page, "visibilitychange", () => {
       if (page.visibilityState === undefined || page.visibilityState === "visible") this._verify("the page became visible");
     });
@@ -484,12 +484,12 @@ export class Fanout {
     const pingAt = Date.now();
     this._debug("checking the connection", { reason });
     conn._transport._send({ type: "ping" });
-    this._timer(conn, this.options.verifyTimeoutMs, () => {
+    this._timer(conn, this._options.verifyTimeoutMs, () => {
       conn._verifying = false;
       if (conn._lastActivity >= pingAt) return;
       this._debug("no answer to a ping", { reason });
       conn._transport._close(STALE_CLOSE_CODE, "no answer to a ping");
-      this._onTransportClose(conn, 4009, `no answer to a ping within ${this.options.verifyTimeoutMs} ms (${reason})`, undefined, true);
+      this._onTransportClose(conn, 4009, `no answer to a ping within ${this._options.verifyTimeoutMs} ms (${reason})`, undefined, true);
     });
   }
 
@@ -502,7 +502,7 @@ export class Fanout {
 
   /** The token for a new connection: the current one unless refused or about to expire. */
   async _tokenForConnect() {
-    const getToken = this.options.getToken;
+    const getToken = this._options.getToken;
     const exp = this._token === undefined ? undefined : tokenExpiry(this._token);
     const expiring = exp !== undefined && exp * 1000 - this._serverNow() < 5000;
     if (this._token !== undefined && !this._tokenRefused && !expiring) return this._token;
@@ -520,17 +520,17 @@ export class Fanout {
 
   /** The transport of the next attempt ("auto": WebSocket unless it keeps failing). */
   _nextTransportKind() {
-    const mode = this.options.transport;
+    const mode = this._options.transport;
     if (mode !== "auto") return mode;
-    if (typeof this.options.WebSocket !== "function") return "sse";
-    if (typeof this.options.fetch !== "function") return "websocket";
+    if (typeof this._options.WebSocket !== "function") return "sse";
+    if (typeof this._options.fetch !== "function") return "websocket";
     if (this._preferSseUntil > 0) {
       if (Date.now() < this._preferSseUntil) return "sse";
       // Time to see whether WebSockets pass again.
       this._preferSseUntil = 0;
       this._webSocketFailures = 0;
     }
-    return this._webSocketFailures >= this.options.webSocketFailuresBeforeSse ? "sse" : "websocket";
+    return this._webSocketFailures >= this._options.webSocketFailuresBeforeSse ? "sse" : "websocket";
   }
 
   async _open() {
@@ -570,12 +570,12 @@ export class Fanout {
       onClose: (code, reason, status) => this._conn === conn && this._onTransportClose(conn, code, reason, status),
     };
     conn._lastActivity = Date.now();
-    this._debug("connecting", { transport: kind, url: kind === "sse" ? this.options.sseUrl : this.options.wsUrl });
+    this._debug("connecting", { transport: kind, url: kind === "sse" ? this._options.sseUrl : this._options.wsUrl });
     try {
       conn._transport =
         kind === "sse"
-          ? new SseTransport({ url: this.options.sseUrl, token, fetch: this.options.fetch, handlers })
-          : new WebSocketTransport({ url: this.options.wsUrl, token, WebSocket: this.options.WebSocket, handlers });
+          ? new SseTransport({ url: this._options.sseUrl, token, fetch: this._options.fetch, handlers })
+          : new WebSocketTransport({ url: this._options.wsUrl, token, WebSocket: this._options.WebSocket, handlers });
     } catch (error) {
       this._conn = null;
       this._emit("error", new FanoutError("transport", `cannot open a ${kind} connection: ${errorText(error)}`, { cause: error }));
@@ -584,7 +584,7 @@ export class Fanout {
       return;
     }
     conn._token = token;
-    this._timer(conn, this.options.connectTimeoutMs, () => {
+    this._timer(conn, this._options.connectTimeoutMs, () => {
       if (conn._ack) return;
       conn._transport._close(STALE_CLOSE_CODE, "no connection_ack in time");
       this._onTransportClose(conn, 1006, "no connection_ack in time");
@@ -623,8 +623,8 @@ export class Fanout {
     conn._openedAt = Date.now();
     this._noteExpiry(conn, ack);
     if (conn._transport._kind === "websocket") this._webSocketFailures = 0;
-    else if (this.options.transport === "auto" && this._webSocketFailures >= this.options.webSocketFailuresBeforeSse) {
-      this._preferSseUntil = Date.now() + this.options.retryWebSocketAfterMs;
+    else if (this._options.transport === "auto" && this._webSocketFailures >= this._options.webSocketFailuresBeforeSse) {
+      this._preferSseUntil = Date.now() + this._options.retryWebSocketAfterMs;
     }
     this._debug("connected", { node: ack.node, connId: ack.conn_id, transport: conn._transport._kind, expiresIn: ack.expires_in });
     this._armHeartbeat(conn, (Number(ack.heartbeat_s) || 25) * 1000);
@@ -633,7 +633,7 @@ export class Fanout {
     // recover in place, the others start or recover. Then what waited for the connection.
     // All before the listeners hear of it, so that what they do comes after.
     for (const [channel, entry] of this._channels) this._sendSubscribe(channel, entry);
-    for (const request of this._deferred.splice(0)) request.start();
+    for (const request of this._deferred.splice(0)) request._start();
     this._pumpSends();
     this._setState("connected");
     this._settleReady(null);
@@ -654,7 +654,7 @@ export class Fanout {
       }
       const pingAt = Date.now();
       conn._transport._send({ type: "ping" });
-      this._timer(conn, this.options.pongTimeoutMs, () => {
+      this._timer(conn, this._options.pongTimeoutMs, () => {
         if (conn._lastActivity >= pingAt) {
           check();
           return;
@@ -673,11 +673,11 @@ export class Fanout {
 
   /** Schedules a `refresh` before the token expires (only with getToken). */
   _scheduleRefresh(conn) {
-    const getToken = this.options.getToken;
+    const getToken = this._options.getToken;
     if (!getToken || typeof conn._deadline !== "number") return;
     clearTimeout(conn._refreshTimer);
     const remaining = this._tokenLeft(conn);
-    const margin = Math.min(this.options.refreshMarginMs, remaining / 3);
+    const margin = Math.min(this._options.refreshMarginMs, remaining / 3);
     conn._refreshTimer = this._timer(conn, remaining - margin, async () => {
       let token;
       try {
@@ -695,7 +695,7 @@ export class Fanout {
         return;
       }
       const id = this._nextId++;
-      this._pending.set(id, { kind: "refresh", token });
+      this._pending.set(id, { _kind: "refresh", _token: token });
       this._debug("refreshing the token", { leftMs: Math.round(this._tokenLeft(conn)) });
       conn._transport._send({ type: "refresh", token, id });
     });
@@ -703,9 +703,9 @@ export class Fanout {
 
   _onRefreshReply(conn, pending, frame) {
     if (frame.type === "refreshed") {
-      this._token = pending.token;
-      conn._token = pending.token;
-      conn._transport._setToken(pending.token);
+      this._token = pending._token;
+      conn._token = pending._token;
+      conn._transport._setToken(pending._token);
       this._noteExpiry(conn, frame);
       this._scheduleRefresh(conn);
       return;
@@ -732,7 +732,7 @@ export class Fanout {
     this._conn = null;
     if (!this._wanted) return;
 
-    if (this.options.transport === "auto") {
+    if (this._options.transport === "auto") {
       if (conn._transport._kind === "websocket" && !wasConnected) {
         this._webSocketFailures += 1;
       } else if (conn._transport._kind === "sse" && !wasConnected) {
@@ -741,7 +741,7 @@ export class Fanout {
         this._preferSseUntil = 0;
       }
     }
-    if (connectedFor >= this.options.stableAfterMs) this._backoff.reset();
+    if (connectedFor >= this._options.stableAfterMs) this._backoff.reset();
 
     const revoked = code === REVOKED_CLOSE_CODE;
     // Ended by the backend: the `disconnect` event, once, and its `reconnect` is followed.
@@ -760,7 +760,7 @@ export class Fanout {
         if (this._revokedTokens.size > 8) this._revokedTokens.delete(this._revokedTokens.values().next().value);
       }
       this._emit("error", closeError);
-      if (!this.options.getToken) {
+      if (!this._options.getToken) {
         this._stop(closeError);
         this._setState("disconnected");
         return;
@@ -768,7 +768,7 @@ export class Fanout {
       delay = () => this._backoff.next();
     } else if (ended && !ended.reconnect) {
       // Not by ourselves: a later connect() asks getToken for a token first.
-      this._tokenRefused = Boolean(this.options.getToken);
+      this._tokenRefused = Boolean(this._options.getToken);
       this._stop(closeError);
       this._setState("disconnected");
       this._emit("disconnect", ended);
@@ -780,11 +780,11 @@ export class Fanout {
     } else if (code === DRAIN_CLOSE_CODE && this._backoff.attempts === 0) {
       delay = () => {
         this._backoff.attempts = 1; // the next failure backs off as usual
-        return Math.floor(Math.random() * this.options.drainRetryMs);
+        return Math.floor(Math.random() * this._options.drainRetryMs);
       };
     } else if (PENALTY_CLOSE_CODES.has(code)) {
       this._emit("error", closeError);
-      delay = () => Math.max(this._backoff.next(), this.options.penaltyMs / 2 + Math.random() * (this.options.penaltyMs / 2));
+      delay = () => Math.max(this._backoff.next(), this._options.penaltyMs / 2 + Math.random() * (this._options.penaltyMs / 2));
     } else {
       delay = () => this._backoff.next();
     }
@@ -821,10 +821,10 @@ export class Fanout {
     const pending = [...this._pending.values()];
     this._pending.clear();
     for (const request of pending) {
-      if (request.kind === "request") request.fail(lost());
-      else if (request.kind === "fill") {
-        const entry = this._channels.get(request.channel);
-        if (entry) entry._sync.onHistoryFailed();
+      if (request._kind === "request") request._fail(lost());
+      else if (request._kind === "fill") {
+        const entry = this._channels.get(request._channel);
+        if (entry) entry._sync._onHistoryFailed();
       }
     }
     // Sends in flight go again on the next connection, in order; those given up are dropped.
@@ -835,7 +835,7 @@ export class Fanout {
       entry._subscribed = false;
       clearTimeout(entry._retryTimer);
       entry._retryTimer = undefined;
-      entry._sync.disconnected();
+      entry._sync._disconnected();
       this._moveChannel(entry, "subscribing", error);
     }
   }
@@ -849,13 +849,13 @@ export class Fanout {
         return;
       case "message": {
         const entry = this._channels.get(frame.channel);
-        if (entry) entry._sync.onMessage(frame);
+        if (entry) entry._sync._onMessage(frame);
         else this._control._strayMessage(conn, frame);
         return;
       }
       case "resync": {
         const entry = this._channels.get(frame.channel);
-        if (entry) entry._sync.onResync();
+        if (entry) entry._sync._onResync();
         return;
       }
       case "join":
@@ -887,15 +887,15 @@ export class Fanout {
     const pending = this._pending.get(frame.id);
     if (!pending) return;
     this._pending.delete(frame.id);
-    switch (pending.kind) {
+    switch (pending._kind) {
       case "subscribe":
         this._onSubscribeReply(pending, frame);
         return;
       case "fill": {
-        const entry = this._channels.get(pending.channel);
+        const entry = this._channels.get(pending._channel);
         if (!entry) return;
-        if (frame.type === "history") entry._sync.onHistory(frame);
-        else entry._sync.onHistoryFailed();
+        if (frame.type === "history") entry._sync._onHistory(frame);
+        else entry._sync._onHistoryFailed();
         return;
       }
       case "refresh":
@@ -908,8 +908,8 @@ export class Fanout {
         this._onSendReply(pending, frame);
         return;
       case "request":
-        if (frame.type === "error") pending.fail(FanoutError.fromFrame(frame, pending.channel));
-        else pending.succeed(frame);
+        if (frame.type === "error") pending._fail(FanoutError.fromFrame(frame, pending._channel));
+        else pending._succeed(frame);
         return;
       default:
     }
@@ -937,7 +937,7 @@ export class Fanout {
       sub._state = entry._state;
       // The channel runs already: this subscription joins where it stands (once it stands
       // somewhere; otherwise when its first `subscribed` comes).
-      if (entry._sync.started) queueMicrotask(() => this._attach(entry, sub, true));
+      if (entry._sync._started) queueMicrotask(() => this._attach(entry, sub, true));
       this._debug(`${channel}: another subscription`);
       return sub;
     }
@@ -957,16 +957,16 @@ export class Fanout {
     entry._sync = new ChannelSync(
       channel,
       {
-        deliver: (data, meta) => {
+        _deliver: (data, meta) => {
           for (const s of [...entry._subs]) {
             if (!s._attached || s.closed) continue;
             if (s._catchUp) {
-              s._catchUp.buffer.push([data, meta]);
-              if (s._catchUp.buffer.length > MAX_CATCH_UP_BUFFER) s._catchUp.finish(false);
+              s._catchUp._buffer.push([data, meta]);
+              if (s._catchUp._buffer.length > MAX_CATCH_UP_BUFFER) s._catchUp._finish(false);
             } else this._call(s, "onMessage", data, meta);
           }
         },
-        reload: (info) => {
+        _reload: (info) => {
           for (const s of [...entry._subs]) {
             if (!s._attached) {
               // Joined before the channel's start: its own `since` applies from here.
@@ -977,12 +977,12 @@ export class Fanout {
             this._call(s, "onReload", info);
           }
         },
-        fill: (sinceOffset, limit) => {
+        _fill: (sinceOffset, limit) => {
           const id = this._nextId++;
-          this._pending.set(id, { kind: "fill", channel });
+          this._pending.set(id, { _kind: "fill", _channel: channel });
           if (this._conn) this._conn._transport._send({ type: "history", channel, since: sinceOffset, limit, id });
         },
-        recover: () => {
+        _recover: () => {
           if (this._conn && this._conn._ack && this._channels.get(channel) === entry) this._sendSubscribe(channel, entry);
         },
       },
@@ -1017,7 +1017,7 @@ export class Fanout {
     if (sub.closed || sub._attached || this._channels.get(entry._channel) !== entry) return;
     sub._attached = true;
     const channel = entry._channel;
-    const at = entry._sync.position ? { ...entry._sync.position } : null;
+    const at = entry._sync._position ? { ...entry._sync._position } : null;
     const since = sub._since;
     if (!since || !at) {
       this._call(sub, "onReload", { channel, reason: "start", ...at });
@@ -1038,9 +1038,9 @@ export class Fanout {
     const channel = entry._channel;
     this._debug(`${channel}: catching up from its own since`, { from: since.offset, to: at.offset });
     const state = {
-      buffer: [],
-      position: { ...since },
-      finish: (complete, messages = []) => {
+      _buffer: [],
+      _position: { ...since },
+      _finish: (complete, messages = []) => {
         if (sub._catchUp !== state) return;
         sub._catchUp = null;
         if (sub.closed) return;
@@ -1051,7 +1051,7 @@ export class Fanout {
         } else {
           this._call(sub, "onReload", { channel, reason: "lost", ...at });
         }
-        for (const [data, meta] of state.buffer) this._call(sub, "onMessage", data, meta);
+        for (const [data, meta] of state._buffer) this._call(sub, "onMessage", data, meta);
       },
     };
     sub._catchUp = state;
@@ -1061,34 +1061,34 @@ export class Fanout {
       try {
         while (from < at.offset && sub._catchUp === state) {
           const page = await this.history(channel, { since: from, limit: Math.min(at.offset - from, 1000) });
-          if (page.epoch !== at.epoch) return state.finish(false);
+          if (page.epoch !== at.epoch) return state._finish(false);
           let moved = false;
           for (const m of page.messages) {
             if (m.offset <= from) continue;
             if (m.offset > at.offset) break;
-            if (m.offset !== from + 1) return state.finish(false); // trimmed in between
+            if (m.offset !== from + 1) return state._finish(false); // trimmed in between
             messages.push(m);
             from = m.offset;
             moved = true;
           }
-          if (!moved) return state.finish(false);
+          if (!moved) return state._finish(false);
         }
       } catch {
-        return state.finish(false);
+        return state._finish(false);
       }
-      state.finish(true, messages);
+      state._finish(true, messages);
     })();
   }
 
   _call(sub, name, ...args) {
-    const fn = sub.handlers[name];
+    const fn = sub._handlers[name];
     if (typeof fn !== "function" || sub.closed) return;
     this._guard(fn, args);
   }
 
   _position(channel) {
     const entry = this._channels.get(channel);
-    const position = entry && entry._sync.position;
+    const position = entry && entry._sync._position;
     return position ? { ...position } : null;
   }
 
@@ -1099,11 +1099,11 @@ export class Fanout {
   }
 
   _sendSubscribe(channel, entry) {
-    entry._sync.subscribing();
+    entry._sync._subscribing();
     const send = (token) => {
       const id = this._nextId++;
-      this._pending.set(id, { kind: "subscribe", channel, entry, token });
-      const since = entry._sync.since();
+      this._pending.set(id, { _kind: "subscribe", _channel: channel, _entry: entry, _token: token });
+      const since = entry._sync._since();
       this._debug(`${channel}: subscribe`, { since, channelToken: token !== undefined });
       this._conn._transport._send(token === undefined ? { type: "subscribe", channel, since, id } : { type: "subscribe", channel, since, token, id });
     };
@@ -1112,7 +1112,7 @@ export class Fanout {
   }
 
   _onSubscribeReply(pending, frame) {
-    const { channel, entry } = pending;
+    const { _channel: channel, _entry: entry } = pending;
     if (this._channels.get(channel) !== entry) {
       // Ended meanwhile (by the server): leave it, if the gateway subscribed it after all.
       const conn = this._conn;
@@ -1122,12 +1122,12 @@ export class Fanout {
       return;
     }
     if (frame.type === "subscribed") {
-      if (pending.token !== undefined) this._control._renewLater(this._conn, entry);
+      if (pending._token !== undefined) this._control._renewLater(this._conn, entry);
       entry._subscribed = true;
       entry._retryBackoff.reset();
       this._debug(`${channel}: subscribed`, { offset: frame.offset, recovered: frame.recovered });
       this._moveChannel(entry, "subscribed", null);
-      entry._sync.onSubscribed(frame);
+      entry._sync._onSubscribed(frame);
       const info = { channel, ...(frame.offset !== undefined ? { epoch: frame.epoch, offset: frame.offset } : {}), ...(frame.recovered !== undefined ? { recovered: frame.recovered } : {}) };
       for (const s of [...entry._subs]) if (s._attached) this._call(s, "onSubscribed", info);
       // A status belongs to the connection: set it again on a new one.
@@ -1137,7 +1137,7 @@ export class Fanout {
       }
       return;
     }
-    entry._sync.recovering = false;
+    entry._sync._recovering = false;
     const error = FanoutError.fromFrame(frame, channel);
     if (this._control._refused(entry, pending, error)) return;
     if (RETRYABLE_SUBSCRIBE_CODES.has(error.code)) {
@@ -1201,15 +1201,15 @@ export class Fanout {
       let timer;
       let id;
       const request = {
-        kind: "request",
-        channel,
-        succeed: (reply) => {
+        _kind: "request",
+        _channel: channel,
+        _succeed: (reply) => {
           if (done) return;
           done = true;
           clearTimeout(timer);
           resolve(reply);
         },
-        fail: (error) => {
+        _fail: (error) => {
           if (done) return;
           done = true;
           clearTimeout(timer);
@@ -1218,7 +1218,7 @@ export class Fanout {
           if (id !== undefined) this._pending.delete(id);
           reject(error);
         },
-        start: () => {
+        _start: () => {
           if (done) return;
           id = this._nextId++;
           this._pending.set(id, request);
@@ -1226,8 +1226,8 @@ export class Fanout {
           if (onSent) onSent();
         },
       };
-      timer = setTimeout(() => request.fail(new FanoutError("timeout", `no reply to ${frame.type} within ${this.options.requestTimeoutMs} ms`, { channel })), this.options.requestTimeoutMs);
-      if (this._conn && this._conn._ack) request.start();
+      timer = setTimeout(() => request._fail(new FanoutError("timeout", `no reply to ${frame.type} within ${this._options.requestTimeoutMs} ms`, { channel })), this._options.requestTimeoutMs);
+      if (this._conn && this._conn._ack) request._start();
       else this._deferred.push(request);
     });
   }
@@ -1255,7 +1255,7 @@ export class Fanout {
    * @returns {Promise<{ channel: string, streamId: string, msgId: string }>}
    */
   send(channel, data, { msgId, timeoutMs, signal } = {}) {
-    const field = this.options.clientMsgIdField;
+    const field = this._options.clientMsgIdField;
     let id = msgId ?? randomId();
     let payload = data;
     if (field) {
@@ -1274,7 +1274,7 @@ export class Fanout {
         return;
       }
       const bytes = utf8Length(JSON.stringify(payload) || "null") + utf8Length(String(channel));
-      const { sendQueueMaxCount: maxCount, sendQueueMaxBytes: maxBytes } = this.options;
+      const { sendQueueMaxCount: maxCount, sendQueueMaxBytes: maxBytes } = this._options;
       if (this._sendCount + 1 > maxCount || this._sendBytes + bytes > maxBytes) {
         this._debug("send queue full", { count: this._sendCount, bytes: this._sendBytes });
         reject(
@@ -1287,7 +1287,7 @@ export class Fanout {
         return;
       }
       const entry = { _channel: channel, _data: payload, _msgId: id, _bytes: bytes, _resolve: resolve, _reject: reject, _inflight: false, _settled: false, _timer: undefined, _unlisten: undefined };
-      const limit = timeoutMs ?? this.options.sendTimeoutMs;
+      const limit = timeoutMs ?? this._options.sendTimeoutMs;
       if (limit > 0) {
         entry._timer = setTimeout(() => this._settleSend(entry, new FanoutError("timeout", `no sent reply within ${limit} ms (it may still be stored)`, { channel })), limit);
       }
@@ -1336,13 +1336,13 @@ export class Fanout {
       entry._inflight = true;
       entry._round = this._sendRound;
       inflight += 1;
-      this._pending.set(id, { kind: "send", entry });
+      this._pending.set(id, { _kind: "send", _entry: entry });
       this._conn._transport._send({ type: "send", channel: entry._channel, data: entry._data, id });
     }
   }
 
   _onSendReply(pending, frame) {
-    const entry = pending.entry;
+    const entry = pending._entry;
     entry._inflight = false;
     if (entry._settled) {
       // Given up on (timeout, abort) while in flight: nothing more to do with it.
@@ -1352,7 +1352,7 @@ export class Fanout {
     }
     if (frame.type === "sent") {
       this._sendBackoff.reset();
-      if (entry._round === this._sendRound) this._sendWindowNow = Math.min(this.options.sendWindow, this._sendWindowNow + 1);
+      if (entry._round === this._sendRound) this._sendWindowNow = Math.min(this._options.sendWindow, this._sendWindowNow + 1);
       this._settleSend(entry, null, { channel: frame.channel, streamId: frame.stream_id, msgId: entry._msgId });
       this._pumpSends();
       return;

@@ -143,7 +143,7 @@ export class Control {
       const now = this._client._serverNow();
       t._token = token;
       // Renewed a third of its lifetime before the end, at most `refreshMarginMs` before.
-      t._renewAt = exp === undefined ? Infinity : exp * 1000 - Math.min(this._client.options.refreshMarginMs, (exp * 1000 - now) / 3);
+      t._renewAt = exp === undefined ? Infinity : exp * 1000 - Math.min(this._client._options.refreshMarginMs, (exp * 1000 - now) / 3);
       return token;
     })();
     t._fetching = fetching;
@@ -160,8 +160,8 @@ export class Control {
    * revoked): another, after a backoff. Returns whether it took the refusal in hand.
    */
   _refused(entry, pending, error) {
-    const getChannelToken = this._client.options.getChannelToken;
-    if (pending.token === undefined) {
+    const getChannelToken = this._client._options.getChannelToken;
+    if (pending._token === undefined) {
       if (error.code !== "forbidden" || entry._tokens || typeof getChannelToken !== "function") return false;
       this._client._debug(`${entry._channel}: asking for a channel token`);
       entry._tokens = channelTokens(getChannelToken, error);
@@ -219,7 +219,7 @@ export class Control {
       return;
     }
     const id = client._nextId++;
-    client._pending.set(id, { kind: "renew", entry, gen });
+    client._pending.set(id, { _kind: "renew", _entry: entry, _gen: gen });
     client._debug(`${entry._channel}: renewing its channel token`);
     // Without `since`: the gateway renews the grant in place and replays nothing.
     conn._transport._send({ type: "subscribe", channel: entry._channel, token, id });
@@ -227,7 +227,7 @@ export class Control {
 
   /** The reply to a renewal: the next one before the new expiry; refused, again after a backoff. */
   _renewed(conn, pending, frame) {
-    const { entry, gen } = pending;
+    const { _entry: entry, _gen: gen } = pending;
     if (this._client._channels.get(entry._channel) !== entry || entry._tokens._gen !== gen) return;
     // Refused: again after a backoff while the grant lasts; if it runs out first, the
     // gateway's `unsubscribed` brings the channel back with a new token.
