@@ -14,7 +14,7 @@
  */
 
 import { Backoff } from "./backoff.js";
-import { ChannelSync } from "./channel.js";
+import { ChannelSync, messageMeta } from "./channel.js";
 import { channelTokens, Control, disconnectInfo, PENALTY_CLOSE_CODES, REVOKED_CLOSE_CODE, TOKEN_CLOSE_CODE } from "./control.js";
 import { root } from "./env.js";
 import { errorText, FanoutError } from "./errors.js";
@@ -69,19 +69,9 @@ function randomId() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** The size of a text in UTF-8 bytes. */
+/** The size of a text in UTF-8 bytes, as it is sent (a lone surrogate: the 3 of U+FFFD). */
 function utf8Length(text) {
-  let bytes = 0;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c < 0x80) bytes += 1;
-    else if (c < 0x800) bytes += 2;
-    else if (c >= 0xd800 && c < 0xdc00 && i + 1 < text.length) {
-      bytes += 4; // a surrogate pair
-      i += 1;
-    } else bytes += 3;
-  }
-  return bytes;
+  return new TextEncoder().encode(text).length;
 }
 
 /**
@@ -92,16 +82,16 @@ function endpointUrls(url, sseUrl) {
   const base = root.location && root.location.href;
   const parsed = new URL(url, base);
   const ws = new URL(parsed.href);
-  if (ws.protocol === "http:") ws.protocol = "ws:";
-  if (ws.protocol === "https:") ws.protocol = "wss:";
+  ws.protocol = ws.protocol.replace(/^http(s?):$/, "ws$1:"); // http: -> ws:, https: -> wss:
   let sse;
   if (sseUrl) {
     sse = new URL(sseUrl, base);
   } else {
     sse = new URL(parsed.href);
-    if (sse.protocol === "ws:") sse.protocol = "http:";
-    if (sse.protocol === "wss:") sse.protocol = "https:";
-    sse.pathname = /\/ws\/?$/.test(sse.pathname) ? sse.pathname.replace(/\/ws\/?$/, "/sse") : `${sse.pathname.replace(/\/$/, "")}/sse`;
+    sse.protocol = sse.protocol.replace(/^ws(s?):$/, "http$1:"); // ws: -> http:, wss: -> https:
+    // A path ending in /ws (or /ws/) ends in /sse instead; any other gets /sse appended
+    // (after its trailing slash, if it has one).
+    sse.pathname = sse.pathname.replace(/\/ws\/?$|\/?$/, "/sse");
     sse.search = "";
   }
   return { wsUrl: ws.href, sseUrl: sse.href };
@@ -1046,7 +1036,7 @@ export class Fanout {
         if (sub.closed) return;
         if (complete) {
           for (const m of messages) {
-            this._call(sub, "onMessage", m.data, { channel, offset: m.offset, epoch: at.epoch, ...(m.user !== undefined ? { user: m.user } : {}) });
+            this._call(sub, "onMessage", m.data, messageMeta({ ...m, channel, epoch: at.epoch }));
           }
         } else {
           this._call(sub, "onReload", { channel, reason: "lost", ...at });

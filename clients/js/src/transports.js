@@ -147,7 +147,8 @@ function closeCodeForStatus(status, message) {
 async function refusalMessage(response) {
   const text = await response.text().catch(() => "");
   const parsed = parseFrame(text);
-  return parsed?.error?.message ?? `HTTP ${response.status}${text ? `: ${text.slice(0, 200)}` : ""}`;
+  const message = parsed && parsed.error ? parsed.error.message : undefined;
+  return message ?? `HTTP ${response.status}${text ? `: ${text.slice(0, 200)}` : ""}`;
 }
 
 /** Lets go of a response's body, unread. */
