@@ -212,7 +212,11 @@ export class Fanout {
     /** The transport of the last attempt, to tell when it changes. */
     this._lastTransportKind = undefined;
     this._nextId = 1;
-    /** Requests awaiting their reply on the current connection, by id. */
+    /**
+     * Requests awaiting their reply on the current connection, by id: what to do with the
+     * reply (`_reply(frame)`), and, for some, with the end of the connection before it
+     * (`_lost(lost)`, `lost()` making the error).
+     */
     this._pending = new Map();
     /** Requests made while not connected, sent once connected. */
     this._deferred = [];
@@ -684,18 +688,16 @@ export class Fanout {
         }
         return;
       }
-      const id = this._nextId++;
-      this._pending.set(id, { _kind: "refresh", _token: token });
       this._debug("refreshing the token", { leftMs: Math.round(this._tokenLeft(conn)) });
-      conn._transport._send({ type: "refresh", token, id });
+      this._ask({ type: "refresh", token }, (frame) => this._onRefreshReply(conn, token, frame));
     });
   }
 
-  _onRefreshReply(conn, pending, frame) {
+  _onRefreshReply(conn, token, frame) {
     if (frame.type === "refreshed") {
-      this._token = pending._token;
-      conn._token = pending._token;
-      conn._transport._setToken(pending._token);
+      this._token = token;
+      conn._token = token;
+      conn._transport._setToken(token);
       this._noteExpiry(conn, frame);
       this._scheduleRefresh(conn);
       return;
@@ -810,13 +812,7 @@ export class Fanout {
     conn._timers.clear();
     const pending = [...this._pending.values()];
     this._pending.clear();
-    for (const request of pending) {
-      if (request._kind === "request") request._fail(lost());
-      else if (request._kind === "fill") {
-        const entry = this._channels.get(request._channel);
-        if (entry) entry._sync._onHistoryFailed();
-      }
-    }
+    for (const request of pending) if (request._lost) request._lost(lost);
     // Sends in flight go again on the next connection, in order; those given up are dropped.
     this._sendQueue = this._sendQueue.filter((entry) => !entry._settled);
     for (const entry of this._sendQueue) entry._inflight = false;
@@ -860,49 +856,24 @@ export class Fanout {
         return;
       case "subscribed":
         if (frame.server === true && frame.id === undefined) this._control._serverSubscribed(conn, frame);
-        else this._onReply(conn, frame);
+        else this._onReply(frame);
         return;
       case "unsubscribed":
         // A notice (no id): the server ended a subscription.
         if (frame.id === undefined && (frame.server === true || frame.reason !== undefined)) this._control._serverUnsubscribed(conn, frame);
-        else this._onReply(conn, frame);
+        else this._onReply(frame);
         return;
       default:
-        if (frame.id !== undefined) this._onReply(conn, frame);
+        if (frame.id !== undefined) this._onReply(frame);
         else if (frame.type === "error") this._emit("error", FanoutError.fromFrame(frame));
     }
   }
 
-  _onReply(conn, frame) {
+  _onReply(frame) {
     const pending = this._pending.get(frame.id);
     if (!pending) return;
     this._pending.delete(frame.id);
-    switch (pending._kind) {
-      case "subscribe":
-        this._onSubscribeReply(pending, frame);
-        return;
-      case "fill": {
-        const entry = this._channels.get(pending._channel);
-        if (!entry) return;
-        if (frame.type === "history") entry._sync._onHistory(frame);
-        else entry._sync._onHistoryFailed();
-        return;
-      }
-      case "refresh":
-        this._onRefreshReply(conn, pending, frame);
-        return;
-      case "renew":
-        this._control._renewed(conn, pending, frame);
-        return;
-      case "send":
-        this._onSendReply(pending, frame);
-        return;
-      case "request":
-        if (frame.type === "error") pending._fail(FanoutError.fromFrame(frame, pending._channel));
-        else pending._succeed(frame);
-        return;
-      default:
-    }
+    pending._reply(frame);
   }
 
   // ---------------------------------------------------------------- subscriptions
@@ -968,9 +939,20 @@ export class Fanout {
           }
         },
         _fill: (sinceOffset, limit) => {
-          const id = this._nextId++;
-          this._pending.set(id, { _kind: "fill", _channel: channel });
-          if (this._conn) this._conn._transport._send({ type: "history", channel, since: sinceOffset, limit, id });
+          // The reply (or the connection's end) goes to the channel's entry of that moment.
+          const failed = () => {
+            const current = this._channels.get(channel);
+            if (current) current._sync._onHistoryFailed();
+          };
+          this._ask(
+            { type: "history", channel, since: sinceOffset, limit },
+            (frame) => {
+              const current = this._channels.get(channel);
+              if (current && frame.type === "history") current._sync._onHistory(frame);
+              else failed();
+            },
+            failed,
+          );
         },
         _recover: () => {
           if (this._conn && this._conn._ack && this._channels.get(channel) === entry) this._sendSubscribe(channel, entry);
@@ -1091,18 +1073,16 @@ export class Fanout {
   _sendSubscribe(channel, entry) {
     entry._sync._subscribing();
     const send = (token) => {
-      const id = this._nextId++;
-      this._pending.set(id, { _kind: "subscribe", _channel: channel, _entry: entry, _token: token });
       const since = entry._sync._since();
       this._debug(`${channel}: subscribe`, { since, channelToken: token !== undefined });
-      this._conn._transport._send(token === undefined ? { type: "subscribe", channel, since, id } : { type: "subscribe", channel, since, token, id });
+      // Without a channel token, `token` is undefined: not in the JSON.
+      this._ask({ type: "subscribe", channel, since, token }, (frame) => this._onSubscribeReply(channel, entry, token, frame));
     };
     if (entry._tokens) this._control._subscribe(channel, entry, send);
     else send(undefined);
   }
 
-  _onSubscribeReply(pending, frame) {
-    const { _channel: channel, _entry: entry } = pending;
+  _onSubscribeReply(channel, entry, token, frame) {
     if (this._channels.get(channel) !== entry) {
       // Ended meanwhile (by the server): leave it, if the gateway subscribed it after all.
       const conn = this._conn;
@@ -1112,7 +1092,7 @@ export class Fanout {
       return;
     }
     if (frame.type === "subscribed") {
-      if (pending._token !== undefined) this._control._renewLater(this._conn, entry);
+      if (token !== undefined) this._control._renewLater(this._conn, entry);
       entry._subscribed = true;
       entry._retryBackoff.reset();
       this._debug(`${channel}: subscribed`, { offset: frame.offset, recovered: frame.recovered });
@@ -1129,7 +1109,7 @@ export class Fanout {
     }
     entry._sync._recovering = false;
     const error = FanoutError.fromFrame(frame, channel);
-    if (this._control._refused(entry, pending, error)) return;
+    if (this._control._refused(entry, token, error)) return;
     if (RETRYABLE_SUBSCRIBE_CODES.has(error.code)) {
       for (const sub of entry._subs) sub._error = error;
       entry._retryTimer = setTimeout(() => {
@@ -1182,6 +1162,17 @@ export class Fanout {
   // ---------------------------------------------------------------- requests
 
   /**
+   * Sends `frame` on the current connection with the next request id; `reply(frame)` gets
+   * its reply, `lost(lost)` (if given) the end of the connection before one. Returns the id.
+   */
+  _ask(frame, reply, lost) {
+    const id = this._nextId++;
+    this._pending.set(id, { _reply: reply, _lost: lost });
+    this._conn._transport._send({ ...frame, id });
+    return id;
+  }
+
+  /**
    * Sends a request frame and resolves with its reply. Made while not connected (before
    * `connect()` too), it waits for the connection; `requestTimeoutMs` counts from the call.
    */
@@ -1191,14 +1182,6 @@ export class Fanout {
       let timer;
       let id;
       const request = {
-        _kind: "request",
-        _channel: channel,
-        _succeed: (reply) => {
-          if (done) return;
-          done = true;
-          clearTimeout(timer);
-          resolve(reply);
-        },
         _fail: (error) => {
           if (done) return;
           done = true;
@@ -1210,9 +1193,18 @@ export class Fanout {
         },
         _start: () => {
           if (done) return;
-          id = this._nextId++;
-          this._pending.set(id, request);
-          this._conn._transport._send({ ...frame, id });
+          id = this._ask(
+            frame,
+            (reply) => {
+              if (reply.type === "error") request._fail(FanoutError.fromFrame(reply, channel));
+              else if (!done) {
+                done = true;
+                clearTimeout(timer);
+                resolve(reply);
+              }
+            },
+            (lost) => request._fail(lost()),
+          );
           if (onSent) onSent();
         },
       };
@@ -1322,17 +1314,14 @@ export class Fanout {
     for (const entry of this._sendQueue) {
       if (inflight >= this._sendWindowNow) return;
       if (entry._inflight || entry._settled) continue;
-      const id = this._nextId++;
       entry._inflight = true;
       entry._round = this._sendRound;
       inflight += 1;
-      this._pending.set(id, { _kind: "send", _entry: entry });
-      this._conn._transport._send({ type: "send", channel: entry._channel, data: entry._data, id });
+      this._ask({ type: "send", channel: entry._channel, data: entry._data }, (frame) => this._onSendReply(entry, frame));
     }
   }
 
-  _onSendReply(pending, frame) {
-    const entry = pending._entry;
+  _onSendReply(entry, frame) {
     entry._inflight = false;
     if (entry._settled) {
       // Given up on (timeout, abort) while in flight: nothing more to do with it.

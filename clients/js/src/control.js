@@ -155,13 +155,14 @@ export class Control {
   }
 
   /**
-   * A `subscribe` was refused. Without a channel token, `forbidden` with `getChannelToken`
+   * A `subscribe` was refused (`token`: the channel token it carried, if any). Without a
+   * channel token, `forbidden` with `getChannelToken`
    * set: ask for one and subscribe again with it (once). With one, `unauthorized` (expired,
    * revoked): another, after a backoff. Returns whether it took the refusal in hand.
    */
-  _refused(entry, pending, error) {
+  _refused(entry, token, error) {
     const getChannelToken = this._client._options.getChannelToken;
-    if (pending._token === undefined) {
+    if (token === undefined) {
       if (error.code !== "forbidden" || entry._tokens || typeof getChannelToken !== "function") return false;
       this._client._debug(`${entry._channel}: asking for a channel token`);
       entry._tokens = channelTokens(getChannelToken, error);
@@ -218,16 +219,13 @@ export class Control {
       this._renewLater(conn, entry, entry._retryBackoff.next());
       return;
     }
-    const id = client._nextId++;
-    client._pending.set(id, { _kind: "renew", _entry: entry, _gen: gen });
     client._debug(`${entry._channel}: renewing its channel token`);
     // Without `since`: the gateway renews the grant in place and replays nothing.
-    conn._transport._send({ type: "subscribe", channel: entry._channel, token, id });
+    client._ask({ type: "subscribe", channel: entry._channel, token }, (frame) => this._renewed(conn, entry, gen, frame));
   }
 
   /** The reply to a renewal: the next one before the new expiry; refused, again after a backoff. */
-  _renewed(conn, pending, frame) {
-    const { _entry: entry, _gen: gen } = pending;
+  _renewed(conn, entry, gen, frame) {
     if (this._client._channels.get(entry._channel) !== entry || entry._tokens._gen !== gen) return;
     // Refused: again after a backoff while the grant lasts; if it runs out first, the
     // gateway's `unsubscribed` brings the channel back with a new token.
