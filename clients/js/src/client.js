@@ -428,7 +428,7 @@ export class Fanout {
       if (late > WATCH_LATE_MS) this._verify(`timers stopped for ${Math.round((late + WATCH_INTERVAL_MS) / 1000)} s (sleep or a frozen tab)`);
     }, WATCH_INTERVAL_MS);
     // In Node, this timer alone does not keep the process alive.
-    if (typeof timer === "object" && timer && typeof timer.unref === "function") timer.unref();
+    if (timer.unref) timer.unref();
     removers.push(() => clearInterval(timer));
     this._unwatch = () => removers.forEach((remove) => remove());
   }
@@ -557,11 +557,11 @@ export class Fanout {
     if (this._lastTransportKind !== undefined && kind !== this._lastTransportKind) this._emit("transport", kind);
     this._lastTransportKind = kind;
     const handlers = {
-      onFrame: (frame) => this._conn === conn && this._onFrame(conn, frame),
-      onActivity: () => {
+      _onFrame: (frame) => this._conn === conn && this._onFrame(conn, frame),
+      _onActivity: () => {
         conn._lastActivity = Date.now();
       },
-      onClose: (code, reason, status) => this._conn === conn && this._onTransportClose(conn, code, reason, status),
+      _onClose: (code, reason, status) => this._conn === conn && this._onTransportClose(conn, code, reason, status),
     };
     conn._lastActivity = Date.now();
     this._debug("connecting", { transport: kind, url: kind === "sse" ? this._options.sseUrl : this._options.wsUrl });
@@ -743,7 +743,8 @@ export class Fanout {
       `connection closed (${code}${reason ? `: ${reason}` : ""})`,
       { closeCode: code, status, retryable: !revoked && !(ended && !ended.reconnect) },
     );
-    let delay;
+    // The next backoff delay, unless the close calls for another.
+    let delay = () => this._backoff.next();
     if (code === TOKEN_CLOSE_CODE || revoked) {
       // A new token first (after 4003, never the revoked one), or stop without getToken.
       this._tokenRefused = true;
@@ -757,7 +758,6 @@ export class Fanout {
         this._setState("disconnected");
         return;
       }
-      delay = () => this._backoff.next();
     } else if (ended && !ended.reconnect) {
       // Not by ourselves: a later connect() asks getToken for a token first.
       this._tokenRefused = Boolean(this._options.getToken);
@@ -766,7 +766,7 @@ export class Fanout {
       this._emit("disconnect", ended);
       return;
     } else if (ended) {
-      delay = () => this._backoff.next();
+      // Ended by the backend, to come back: the usual backoff.
     } else if (immediate) {
       delay = () => 0;
     } else if (code === DRAIN_CLOSE_CODE && this._backoff.attempts === 0) {
@@ -777,8 +777,6 @@ export class Fanout {
     } else if (PENALTY_CLOSE_CODES.has(code)) {
       this._emit("error", closeError);
       delay = () => Math.max(this._backoff.next(), this._options.penaltyMs / 2 + Math.random() * (this._options.penaltyMs / 2));
-    } else {
-      delay = () => this._backoff.next();
     }
     this._scheduleReconnect(delay);
     if (ended) this._emit("disconnect", ended);
@@ -955,7 +953,7 @@ export class Fanout {
           );
         },
         _recover: () => {
-          if (this._conn && this._conn._ack && this._channels.get(channel) === entry) this._sendSubscribe(channel, entry);
+          this._resubscribe(entry);
         },
       },
       { position: sub._since },
@@ -1070,6 +1068,20 @@ export class Fanout {
     for (const sub of [...entry._subs]) sub._move(state, error);
   }
 
+  /** Subscribes the channel again, if it is still wanted and there is a connection for it. */
+  _resubscribe(entry) {
+    if (this._conn && this._conn._ack && this._channels.get(entry._channel) === entry) this._sendSubscribe(entry._channel, entry);
+  }
+
+  /** `_resubscribe` after the channel's backoff. */
+  _resubscribeLater(entry) {
+    clearTimeout(entry._retryTimer);
+    entry._retryTimer = setTimeout(() => {
+      entry._retryTimer = undefined;
+      this._resubscribe(entry);
+    }, entry._retryBackoff.next());
+  }
+
   _sendSubscribe(channel, entry) {
     entry._sync._subscribing();
     const send = (token) => {
@@ -1112,10 +1124,7 @@ export class Fanout {
     if (this._control._refused(entry, token, error)) return;
     if (RETRYABLE_SUBSCRIBE_CODES.has(error.code)) {
       for (const sub of entry._subs) sub._error = error;
-      entry._retryTimer = setTimeout(() => {
-        entry._retryTimer = undefined;
-        if (this._conn && this._conn._ack && this._channels.get(channel) === entry) this._sendSubscribe(channel, entry);
-      }, entry._retryBackoff.next());
+      this._resubscribeLater(entry);
       return;
     }
     // Refused for good (forbidden, bad channel, too many subscriptions).

@@ -182,11 +182,7 @@ export class Control {
     entry._tokens._token = undefined;
     entry._tokens._gen += 1; // a renewal on its way is moot
     client._moveChannel(entry, "subscribing", error);
-    clearTimeout(entry._retryTimer);
-    entry._retryTimer = setTimeout(() => {
-      entry._retryTimer = undefined;
-      if (client._conn && client._conn._ack && client._channels.get(entry._channel) === entry) client._sendSubscribe(entry._channel, entry);
-    }, entry._retryBackoff.next());
+    client._resubscribeLater(entry);
   }
 
   /** After a `subscribed` with a channel token: renew it in place before it expires. */

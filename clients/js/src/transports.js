@@ -5,7 +5,7 @@
  * either; only how a connection opens and how frames leave differ.
  *
  * A transport object is one connection attempt. It reports its end once through
- * `onClose(code, reason, status)` with a WebSocket close code (an SSE stream's `close`
+ * `_onClose(code, reason, status)` with a WebSocket close code (an SSE stream's `close`
  * event carries the same codes; HTTP refusals are mapped to the close code that means the
  * same), and reports nothing after `close()` was called on it: the caller that closes it
  * already knows.
@@ -15,9 +15,9 @@
 
 /**
  * @typedef {object} TransportHandlers
- * @property {(frame: Record<string, any>) => void} onFrame a server frame (parsed JSON object)
- * @property {() => void} onActivity any sign of life: a frame, or an SSE comment (heartbeat)
- * @property {(code: number, reason: string, status?: number) => void} onClose the end, at most once
+ * @property {(frame: Record<string, any>) => void} _onFrame a server frame (parsed JSON object)
+ * @property {() => void} _onActivity any sign of life: a frame, or an SSE comment (heartbeat)
+ * @property {(code: number, reason: string, status?: number) => void} _onClose the end, at most once
  */
 
 import { errorText } from "./errors.js";
@@ -65,10 +65,10 @@ export class WebSocketTransport {
     };
     this._socket.onmessage = (event) => {
       if (this._closed) return;
-      handlers.onActivity();
+      handlers._onActivity();
       const text = payloadText(event.data);
       const frame = text === undefined ? undefined : parseFrame(text);
-      if (frame) handlers.onFrame(frame);
+      if (frame) handlers._onFrame(frame);
     };
     // An `error` event should be followed by `close`, which carries the code. Some
     // implementations (Node 20's undici) never fire `close` after a refused handshake, so a
@@ -85,7 +85,7 @@ export class WebSocketTransport {
       if (this._closed) return;
       this._closed = true;
       clearTimeout(this._errorTimer);
-      handlers.onClose(event.code || 1006, event.reason || "connection lost");
+      handlers._onClose(event.code || 1006, event.reason || "connection lost");
     };
   }
 
@@ -99,7 +99,7 @@ export class WebSocketTransport {
     } catch {
       // Not open yet: nothing to close politely.
     }
-    this._handlers.onClose(1006, reason);
+    this._handlers._onClose(1006, reason);
   }
 
   /** Sends a frame if the socket is open; frames sent while it is not are dropped. */
@@ -110,7 +110,7 @@ export class WebSocketTransport {
   /** The SSE transport needs the new token for its POSTs; a WebSocket does not. */
   _setToken() {}
 
-  /** Closes the socket; no `onClose` follows. */
+  /** Closes the socket; no `_onClose` follows. */
   _close(code = 1000, reason = "") {
     if (this._closed) return;
     this._closed = true;
@@ -123,24 +123,22 @@ export class WebSocketTransport {
   }
 }
 
+/** HTTP refusals with a close code of their own (besides 401). */
+const STATUS_CLOSE_CODES = {
+  429: 4010, // this user has too many connections: back off long
+  503: 1013, // draining or at a limit: try again (elsewhere)
+  403: 1008, // origin or user not allowed (policy violation): retried after a long backoff
+};
+
 /**
  * The close code that means what an HTTP refusal of `GET /sse` or `POST /sse/frames` means,
  * so that the client handles both transports alike.
  */
 function closeCodeForStatus(status, message) {
-  switch (status) {
-    case 401:
-      // A revoked token (as after an `auth` frame: 4003), or refused: get a new one.
-      return message === "token revoked" ? 4003 : 4001;
-    case 429:
-      return 4010; // this user has too many connections: back off long
-    case 503:
-      return 1013; // draining or at a limit: try again (elsewhere)
-    case 403:
-      return 1008; // origin or user not allowed (policy violation): retried after a long backoff
-    default:
-      return 1006; // no SSE here (404), or a proxy problem: like a dropped connection
-  }
+  // A revoked token (as after an `auth` frame: 4003), or refused: get a new one.
+  if (status === 401) return message === "token revoked" ? 4003 : 4001;
+  // Any other status (no SSE here: 404, a proxy problem): like a dropped connection (1006).
+  return STATUS_CLOSE_CODES[status] || 1006;
 }
 
 /** Reads `{"error":{"code","message"}}` from a refusal, or the status text. */
@@ -204,7 +202,7 @@ export class SseTransport {
     this._token = token;
   }
 
-  /** Ends the stream and any POST; no `onClose` follows. */
+  /** Ends the stream and any POST; no `_onClose` follows. */
   _close() {
     if (this._closed) return;
     this._closed = true;
@@ -215,7 +213,7 @@ export class SseTransport {
     if (this._closed) return;
     this._closed = true;
     this._abort.abort();
-    this._handlers.onClose(code, reason, status);
+    this._handlers._onClose(code, reason, status);
   }
 
   async _readStream() {
@@ -246,7 +244,7 @@ export class SseTransport {
       for (;;) {
         const { done, value } = await reader.read();
         if (done || this._closed) break;
-        this._handlers.onActivity();
+        this._handlers._onActivity();
         parser.push(decoder.decode(value, { stream: true }));
       }
     } catch (error) {
@@ -267,11 +265,11 @@ export class SseTransport {
     }
     if (frame.type === "connection_ack" && typeof frame.conn_id === "string") {
       this._connId = frame.conn_id;
-      this._handlers.onFrame(frame);
+      this._handlers._onFrame(frame);
       this._flush();
       return;
     }
-    this._handlers.onFrame(frame);
+    this._handlers._onFrame(frame);
   }
 
   async _flush() {
