@@ -25,11 +25,11 @@
  * @typedef {{ channel: string, reason: "start" | "lost", epoch?: string, offset?: number }} ReloadInfo
  *
  * @typedef {object} ChannelHooks
- * @property {(data: unknown, meta: MessageMeta) => void} deliver hand one message to the application
- * @property {(info: ReloadInfo) => void} reload the application must (re)load the channel's state
- * @property {(sinceOffset: number, limit: number) => void} fill ask `history` for the messages after
- *   `sinceOffset`; answer with `onHistory` or `onHistoryFailed`
- * @property {(since: Position) => void} recover send a `subscribe` with this `since`; answer with `onSubscribed`
+ * @property {(data: unknown, meta: MessageMeta) => void} _deliver hand one message to the application
+ * @property {(info: ReloadInfo) => void} _reload the application must (re)load the channel's state
+ * @property {(sinceOffset: number, limit: number) => void} _fill ask `history` for the messages after
+ *   `sinceOffset`; answer with `_onHistory` or `_onHistoryFailed`
+ * @property {(since: Position) => void} _recover send a `subscribe` with this `since`; answer with `_onSubscribed`
  */
 
 /**
@@ -50,6 +50,10 @@ export function messageMeta(frame) {
 /** A position that matches no epoch: asks a `subscribe` for the channel's current position. */
 const NO_POSITION = Object.freeze({ offset: 0, epoch: "" });
 
+/**
+ * One channel's delivery state. Internal to the client: its members (and the hooks') start
+ * with `_`, which the build gives short names.
+ */
 export class ChannelSync {
   /**
    * @param {string} channel
@@ -59,50 +63,50 @@ export class ChannelSync {
    *   messages held while a gap is filled (beyond: recover instead).
    */
   constructor(channel, hooks, { position = null, maxHeld = 1000 } = {}) {
-    this.channel = channel;
-    this.hooks = hooks;
-    this.maxHeld = maxHeld;
+    this._channel = channel;
+    this._hooks = hooks;
+    this._maxHeld = maxHeld;
     /** The position of the last message delivered, or null before the first `subscribed`. @type {Position | null} */
-    this.position = position ? { epoch: String(position.epoch), offset: Number(position.offset) } : null;
+    this._position = position ? { epoch: String(position.epoch), offset: Number(position.offset) } : null;
     /** Whether a `subscribed` reply has started this channel (the first reload is a "start", later ones "lost"). */
-    this.started = this.position !== null;
+    this._started = this._position !== null;
     /** A `subscribe` with `since` is on its way: its reply will cover any gap. */
-    this.recovering = false;
+    this._recovering = false;
     /** A `history` request for a gap is on its way. */
-    this.filling = false;
+    this._filling = false;
     /** Messages past a gap, by offset, all of the position's epoch. @type {Map<number, Record<string, any>>} */
-    this.held = new Map();
+    this._held = new Map();
   }
 
   /** The `since` of the next `subscribe`: the position, or one matching no epoch. */
-  since() {
-    return this.position ? { ...this.position } : { ...NO_POSITION };
+  _since() {
+    return this._position ? { ...this._position } : { ...NO_POSITION };
   }
 
-  /** A `subscribe` with `since()` is being sent (after a reconnect, or to recover). */
-  subscribing() {
-    this.recovering = true;
+  /** A `subscribe` with `_since()` is being sent (after a reconnect, or to recover). */
+  _subscribing() {
+    this._recovering = true;
   }
 
   /** The connection ended: requests in flight are lost. The position stays, for `since`. */
-  disconnected() {
-    this.recovering = false;
-    this.filling = false;
-    this.held.clear();
+  _disconnected() {
+    this._recovering = false;
+    this._filling = false;
+    this._held.clear();
   }
 
   /** A `message` frame of this channel. */
-  onMessage(frame) {
+  _onMessage(frame) {
     if (typeof frame.offset !== "number") {
       this._deliver(frame);
       return;
     }
-    const position = this.position;
+    const position = this._position;
     // No position yet: the subscription's start (the `subscribed` reply) is still to come,
     // and this message is at or before it (a recovery in place of an automatic channel).
     if (!position) return;
     if (frame.epoch !== position.epoch) {
-      this.recover();
+      this._recover();
       return;
     }
     if (frame.offset <= position.offset) return;
@@ -111,65 +115,65 @@ export class ChannelSync {
       this._drain();
       return;
     }
-    if (this.held.size >= this.maxHeld) {
-      this.held.clear();
-      this.recover();
+    if (this._held.size >= this._maxHeld) {
+      this._held.clear();
+      this._recover();
       return;
     }
-    this.held.set(frame.offset, frame);
-    if (!this.recovering && !this.filling) {
-      this.filling = true;
-      this.hooks.fill(position.offset, Math.min(...this.held.keys()) - position.offset - 1);
+    this._held.set(frame.offset, frame);
+    if (!this._recovering && !this._filling) {
+      this._filling = true;
+      this._hooks._fill(position.offset, Math.min(...this._held.keys()) - position.offset - 1);
     }
   }
 
   /** The `history` reply to a `fill`. */
-  onHistory(reply) {
-    this.filling = false;
-    const position = this.position;
-    if (!position || this.held.size === 0) return;
+  _onHistory(reply) {
+    this._filling = false;
+    const position = this._position;
+    if (!position || this._held.size === 0) return;
     if (reply.epoch !== position.epoch) {
-      this.recover();
+      this._recover();
       return;
     }
     const before = position.offset;
-    for (const message of reply.messages ?? []) {
+    for (const message of reply.messages || []) {
       if (message.offset <= position.offset) continue;
       if (message.offset !== position.offset + 1) break; // trimmed in between
-      this._advance({ ...message, channel: this.channel, epoch: reply.epoch });
+      this._advance({ ...message, channel: this._channel, epoch: reply.epoch });
     }
     this._drain();
-    if (this.held.size === 0 || this.recovering) return;
+    if (this._held.size === 0 || this._recovering) return;
     if (position.offset > before) {
       // A reply may hold fewer messages than asked (it is kept under half the queue): page on.
-      this.filling = true;
-      this.hooks.fill(position.offset, Math.min(...this.held.keys()) - position.offset - 1);
+      this._filling = true;
+      this._hooks._fill(position.offset, Math.min(...this._held.keys()) - position.offset - 1);
     } else {
-      this.recover(); // history no longer has the gap
+      this._recover(); // history no longer has the gap
     }
   }
 
   /** The `history` request of a `fill` failed (or the connection ended before its reply). */
-  onHistoryFailed() {
-    this.filling = false;
-    if (this.held.size > 0) this.recover();
+  _onHistoryFailed() {
+    this._filling = false;
+    if (this._held.size > 0) this._recover();
   }
 
   /** A `resync` notice: the node lost messages of this channel on the way. */
-  onResync() {
-    this.recover();
+  _onResync() {
+    this._recover();
   }
 
   /** Recovers with a `subscribe` carrying `since`, unless one is on its way. */
-  recover() {
-    if (this.recovering) return;
-    this.recovering = true;
-    this.hooks.recover(this.since());
+  _recover() {
+    if (this._recovering) return;
+    this._recovering = true;
+    this._hooks._recover(this._since());
   }
 
   /** The `subscribed` reply to a `subscribe` (always sent with `since`). */
-  onSubscribed(reply) {
-    this.recovering = false;
+  _onSubscribed(reply) {
+    this._recovering = false;
     if (reply.recovered === true) {
       // Every message after our position follows the reply, then the live ones.
       this._drain();
@@ -178,41 +182,41 @@ export class ChannelSync {
     if (reply.recovered === undefined && typeof reply.offset !== "number") return; // a plain acknowledgement
     // A start, or a recovery that could not replay: the state must be (re)loaded, and
     // delivery continues after the reply's position.
-    const reason = this.started ? "lost" : "start";
-    this.started = true;
-    this.position = typeof reply.offset === "number" ? { epoch: String(reply.epoch), offset: reply.offset } : null;
-    this.hooks.reload({
-      channel: this.channel,
+    const reason = this._started ? "lost" : "start";
+    this._started = true;
+    this._position = typeof reply.offset === "number" ? { epoch: String(reply.epoch), offset: reply.offset } : null;
+    this._hooks._reload({
+      channel: this._channel,
       reason,
-      ...(this.position ? { epoch: this.position.epoch, offset: this.position.offset } : {}),
+      ...(this._position ? { epoch: this._position.epoch, offset: this._position.offset } : {}),
     });
     this._drain();
   }
 
   _advance(frame) {
-    this.position.offset = frame.offset;
+    this._position.offset = frame.offset;
     this._deliver(frame);
   }
 
   _deliver(frame) {
-    this.hooks.deliver(frame.data, messageMeta(frame));
+    this._hooks._deliver(frame.data, messageMeta(frame));
   }
 
   /** Delivers held messages that now follow the position; forgets those it passed. */
   _drain() {
-    const position = this.position;
+    const position = this._position;
     if (!position) {
-      this.held.clear();
+      this._held.clear();
       return;
     }
-    for (const [offset, frame] of this.held) {
-      if (offset <= position.offset || frame.epoch !== position.epoch) this.held.delete(offset);
+    for (const [offset, frame] of this._held) {
+      if (offset <= position.offset || frame.epoch !== position.epoch) this._held.delete(offset);
     }
-    let next = this.held.get(position.offset + 1);
+    let next = this._held.get(position.offset + 1);
     while (next) {
-      this.held.delete(next.offset);
+      this._held.delete(next.offset);
       this._advance(next);
-      next = this.held.get(position.offset + 1);
+      next = this._held.get(position.offset + 1);
     }
   }
 }

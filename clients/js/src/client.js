@@ -14,10 +14,10 @@
  */
 
 import { Backoff } from "./backoff.js";
-import { ChannelSync } from "./channel.js";
+import { ChannelSync, messageMeta } from "./channel.js";
 import { channelTokens, Control, disconnectInfo, PENALTY_CLOSE_CODES, REVOKED_CLOSE_CODE, TOKEN_CLOSE_CODE } from "./control.js";
 import { root } from "./env.js";
-import { FanoutError } from "./errors.js";
+import { errorText, FanoutError } from "./errors.js";
 import { Subscription } from "./subscription.js";
 import { tokenExpiry } from "./token.js";
 import { SseTransport, WebSocketTransport } from "./transports.js";
@@ -69,19 +69,9 @@ function randomId() {
   return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-/** The size of a text in UTF-8 bytes. */
+/** The size of a text in UTF-8 bytes, as it is sent (a lone surrogate: the 3 of U+FFFD). */
 function utf8Length(text) {
-  let bytes = 0;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c < 0x80) bytes += 1;
-    else if (c < 0x800) bytes += 2;
-    else if (c >= 0xd800 && c < 0xdc00 && i + 1 < text.length) {
-      bytes += 4; // a surrogate pair
-      i += 1;
-    } else bytes += 3;
-  }
-  return bytes;
+  return new TextEncoder().encode(text).length;
 }
 
 /**
@@ -92,16 +82,16 @@ function endpointUrls(url, sseUrl) {
   const base = root.location && root.location.href;
   const parsed = new URL(url, base);
   const ws = new URL(parsed.href);
-  if (ws.protocol === "http:") ws.protocol = "ws:";
-  if (ws.protocol === "https:") ws.protocol = "wss:";
+  ws.protocol = ws.protocol.replace(/^http(s?):$/, "ws$1:"); // http: -> ws:, https: -> wss:
   let sse;
   if (sseUrl) {
     sse = new URL(sseUrl, base);
   } else {
     sse = new URL(parsed.href);
-    if (sse.protocol === "ws:") sse.protocol = "http:";
-    if (sse.protocol === "wss:") sse.protocol = "https:";
-    sse.pathname = /\/ws\/?$/.test(sse.pathname) ? sse.pathname.replace(/\/ws\/?$/, "/sse") : `${sse.pathname.replace(/\/$/, "")}/sse`;
+    sse.protocol = sse.protocol.replace(/^ws(s?):$/, "http$1:"); // ws: -> http:, wss: -> https:
+    // A path ending in /ws (or /ws/) ends in /sse instead; any other gets /sse appended
+    // (after its trailing slash, if it has one).
+    sse.pathname = sse.pathname.replace(/\/ws\/?$|\/?$/, "/sse");
     sse.search = "";
   }
   return { wsUrl: ws.href, sseUrl: sse.href };
@@ -114,9 +104,30 @@ function count(value, fallback, name) {
   return value;
 }
 
+/** The error of a `getToken()` that threw. */
+function getTokenFailed(error) {
+  return new FanoutError("unauthorized", `getToken() failed: ${errorText(error)}`, { retryable: true, cause: error });
+}
+
+/** The options with a plain default (taken for `undefined` and `null`). */
+const DEFAULTS = {
+  transport: "auto",
+  stableAfterMs: 10000,
+  drainRetryMs: 1000,
+  penaltyMs: 30000,
+  connectTimeoutMs: 10000,
+  requestTimeoutMs: 10000,
+  pongTimeoutMs: 10000,
+  verifyTimeoutMs: 1000,
+  refreshMarginMs: 60000,
+  webSocketFailuresBeforeSse: 2,
+  retryWebSocketAfterMs: 300000,
+  sendTimeoutMs: 0,
+};
+
 /** The error a `send` rejects with when its AbortSignal fires. */
 function abortError(signal, channel) {
-  return new FanoutError("aborted", "the send was aborted", { channel, retryable: false, cause: signal.reason });
+  return new FanoutError("aborted", "send aborted", { channel, retryable: false, cause: signal.reason });
 }
 
 export { Subscription };
@@ -129,55 +140,45 @@ export class Fanout {
    * @param {import("./index.js").FanoutOptions} options
    */
   constructor(options) {
-    if (!options || typeof options.url !== "string") throw new TypeError("new Fanout({ url, ... }) needs a url");
+    if (!options || typeof options.url !== "string") throw new TypeError("new Fanout() needs a url");
     if (typeof options.token !== "string" && typeof options.getToken !== "function") {
-      throw new TypeError("new Fanout() needs a token (string) or getToken (async function)");
+      throw new TypeError("new Fanout() needs a token or getToken");
     }
-    const transport = options.transport ?? "auto";
+    /** @type {Record<string, any>} */
+    const settings = {};
+    for (const name in DEFAULTS) settings[name] = options[name] ?? DEFAULTS[name];
+    const transport = settings.transport;
     if (!["auto", "websocket", "sse"].includes(transport)) {
       throw new TypeError(`transport must be "auto", "websocket" or "sse" (got ${transport})`);
     }
-    const { wsUrl, sseUrl } = endpointUrls(options.url, options.sseUrl);
     const defaultWindow = typeof root.addEventListener === "function" ? root : null;
-    this.options = {
-      wsUrl,
-      sseUrl,
-      transport,
+    this._options = Object.assign(settings, endpointUrls(options.url, options.sseUrl), {
       WebSocket: options.WebSocket ?? root.WebSocket,
       fetch: options.fetch ?? (typeof root.fetch === "function" ? root.fetch.bind(root) : undefined),
       getToken: options.getToken,
       getChannelToken: options.getChannelToken,
-      stableAfterMs: options.stableAfterMs ?? 10000,
-      drainRetryMs: options.drainRetryMs ?? 1000,
-      penaltyMs: options.penaltyMs ?? 30000,
-      connectTimeoutMs: options.connectTimeoutMs ?? 10000,
-      requestTimeoutMs: options.requestTimeoutMs ?? 10000,
-      pongTimeoutMs: options.pongTimeoutMs ?? 10000,
-      verifyTimeoutMs: options.verifyTimeoutMs ?? 1000,
-      refreshMarginMs: options.refreshMarginMs ?? 60000,
-      webSocketFailuresBeforeSse: options.webSocketFailuresBeforeSse ?? 2,
-      retryWebSocketAfterMs: options.retryWebSocketAfterMs ?? 300000,
       clientMsgIdField: options.clientMsgIdField === undefined ? "client_msg_id" : options.clientMsgIdField,
       sendQueueMaxCount: count(options.sendQueueMaxCount, 1000, "sendQueueMaxCount"),
       sendQueueMaxBytes: count(options.sendQueueMaxBytes, 1048576, "sendQueueMaxBytes"),
       sendWindow: count(options.sendWindow, 8, "sendWindow"),
-      sendTimeoutMs: options.sendTimeoutMs ?? 0,
       networkEventTarget: options.networkEventTarget !== undefined ? options.networkEventTarget : defaultWindow,
       visibilityTarget: options.visibilityTarget !== undefined ? options.visibilityTarget : root.document ?? null,
-    };
-    const hasWebSocket = typeof this.options.WebSocket === "function";
-    const hasFetch = typeof this.options.fetch === "function";
+    });
+    const hasWebSocket = typeof this._options.WebSocket === "function";
+    const hasFetch = typeof this._options.fetch === "function";
     if ((transport === "websocket" || (transport === "auto" && !hasFetch)) && !hasWebSocket) {
-      throw new TypeError("no WebSocket implementation: pass { WebSocket } (e.g. from the ws package)");
+      throw new TypeError("no WebSocket: pass { WebSocket } (e.g. from ws)");
     }
-    if (transport === "sse" && !hasFetch) throw new TypeError("no fetch implementation for SSE: pass { fetch }");
+    if (transport === "sse" && !hasFetch) throw new TypeError("no fetch for SSE: pass { fetch }");
     const debug = options.debug;
     /** The debug logger: `debug: true` logs to console.debug, a function gets (message, details). */
     this._log = typeof debug === "function" ? debug : debug ? (message, details) => console.debug(`fanout: ${message}`, details ?? "") : null;
     const backoff = options.backoff ?? {};
-    this._backoff = new Backoff({ baseMs: backoff.baseMs ?? 1000, capMs: backoff.capMs ?? 30000, random: backoff.random });
+    const baseMs = backoff.baseMs ?? 1000;
+    const capMs = backoff.capMs ?? 30000;
+    this._backoff = new Backoff({ baseMs, capMs, random: backoff.random });
     /** Retries of refused subscribes and sends: their own, shorter backoff. */
-    this._retryBackoffOptions = { baseMs: backoff.baseMs ?? 1000, capMs: Math.min(backoff.capMs ?? 30000, 30000) };
+    this._retryBackoffOptions = { baseMs, capMs: Math.min(capMs, 30000) };
     this._sendBackoff = new Backoff(this._retryBackoffOptions);
 
     /** @type {"connecting" | "connected" | "disconnected"} */
@@ -211,7 +212,11 @@ export class Fanout {
     /** The transport of the last attempt, to tell when it changes. */
     this._lastTransportKind = undefined;
     this._nextId = 1;
-    /** Requests awaiting their reply on the current connection, by id. */
+    /**
+     * Requests awaiting their reply on the current connection, by id: what to do with the
+     * reply (`_reply(frame)`), and, for some, with the end of the connection before it
+     * (`_lost(lost)`, `lost()` making the error).
+     */
     this._pending = new Map();
     /** Requests made while not connected, sent once connected. */
     this._deferred = [];
@@ -223,7 +228,7 @@ export class Fanout {
     this._sendCount = 0;
     this._sendBytes = 0;
     /** How many sends may be in flight now: `sendWindow`, down to 1 after a retryable refusal. */
-    this._sendWindowNow = this.options.sendWindow;
+    this._sendWindowNow = this._options.sendWindow;
     /** Counts retryable refusals: only sends made after the last one open the window again. */
     this._sendRound = 0;
     this._sendRetryTimer = undefined;
@@ -246,15 +251,15 @@ export class Fanout {
    */
   get connection() {
     const conn = this._conn;
-    if (!conn || !conn.ack) return null;
+    if (!conn || !conn._ack) return null;
     return {
-      connId: conn.ack.conn_id,
-      user: conn.ack.user,
-      node: conn.ack.node,
-      transport: conn.transport.kind,
-      heartbeatS: conn.ack.heartbeat_s,
-      expiresAt: conn.expiresAt,
-      channels: [...(conn.ack.channels ?? [])],
+      connId: conn._ack.conn_id,
+      user: conn._ack.user,
+      node: conn._ack.node,
+      transport: conn._transport._kind,
+      heartbeatS: conn._ack.heartbeat_s,
+      expiresAt: conn._expiresAt,
+      channels: [...(conn._ack.channels || [])],
     };
   }
 
@@ -281,7 +286,7 @@ export class Fanout {
       console.warn("fanout:", args[0] && args[0].code, args[0] && args[0].message);
       return;
     }
-    for (const fn of [...(set ?? [])]) {
+    for (const fn of [...(set || [])]) {
       if (event === "error") {
         try {
           fn(...args);
@@ -297,7 +302,7 @@ export class Fanout {
     try {
       fn(...args);
     } catch (error) {
-      this._emit("error", new FanoutError("callback_failed", `a callback threw: ${(error && error.message) ?? error}`, { retryable: false, cause: error }));
+      this._emit("error", new FanoutError("callback_failed", `a callback threw: ${errorText(error)}`, { retryable: false, cause: error }));
     }
   }
 
@@ -338,11 +343,11 @@ export class Fanout {
    */
   ready(timeoutMs) {
     if (this._state === "connected") return Promise.resolve();
-    if (!this._wanted) return Promise.reject(new FanoutError("closed", "the client is not connecting: call connect() first", { retryable: false }));
+    if (!this._wanted) return Promise.reject(new FanoutError("closed", "not connecting: call connect()", { retryable: false }));
     return new Promise((resolve, reject) => {
-      const waiter = { resolve, reject, timer: undefined };
+      const waiter = { _resolve: resolve, _reject: reject, _timer: undefined };
       if (timeoutMs > 0) {
-        waiter.timer = setTimeout(() => {
+        waiter._timer = setTimeout(() => {
           this._readyWaiters.delete(waiter);
           reject(new FanoutError("timeout", `not connected within ${timeoutMs} ms`));
         }, timeoutMs);
@@ -353,9 +358,9 @@ export class Fanout {
 
   _settleReady(error) {
     for (const waiter of [...this._readyWaiters]) {
-      clearTimeout(waiter.timer);
-      if (error) waiter.reject(error);
-      else waiter.resolve();
+      clearTimeout(waiter._timer);
+      if (error) waiter._reject(error);
+      else waiter._resolve();
     }
     this._readyWaiters.clear();
   }
@@ -366,15 +371,15 @@ export class Fanout {
    * `since`) if `connect()` is called again.
    */
   close() {
-    const closed = () => new FanoutError("closed", "the client was closed", { retryable: false });
+    const closed = () => new FanoutError("closed", "client closed", { retryable: false });
     this._stop(closed());
     const conn = this._conn;
     if (conn) {
-      if (conn.transport) conn.transport.close(1000, "client closed");
+      if (conn._transport) conn._transport._close(1000, "client closed");
       this._connectionEnded(conn, closed);
     }
     this._conn = null;
-    for (const request of this._deferred.splice(0)) request.fail(closed());
+    for (const request of this._deferred.splice(0)) request._fail(closed());
     clearTimeout(this._sendRetryTimer);
     this._sendRetryTimer = undefined;
     for (const entry of this._sendQueue.slice()) this._settleSend(entry, closed());
@@ -407,10 +412,10 @@ export class Fanout {
       target.addEventListener(type, fn);
       removers.push(() => target.removeEventListener(type, fn));
     };
-    const network = this.options.networkEventTarget;
+    const network = this._options.networkEventTarget;
     listen(network, "offline", () => this._onOffline());
     listen(network, "online", () => this._onOnline());
-    const page = this.options.visibilityTarget;
+    const page = this._options.visibilityTarget;
     listen(page, "visibilitychange", () => {
       if (page.visibilityState === undefined || page.visibilityState === "visible") this._verify("the page became visible");
     });
@@ -423,7 +428,7 @@ export class Fanout {
       if (late > WATCH_LATE_MS) this._verify(`timers stopped for ${Math.round((late + WATCH_INTERVAL_MS) / 1000)} s (sleep or a frozen tab)`);
     }, WATCH_INTERVAL_MS);
     // In Node, this timer alone does not keep the process alive.
-    if (typeof timer === "object" && timer && typeof timer.unref === "function") timer.unref();
+    if (timer.unref) timer.unref();
     removers.push(() => clearInterval(timer));
     this._unwatch = () => removers.forEach((remove) => remove());
   }
@@ -431,7 +436,7 @@ export class Fanout {
   _onOffline() {
     if (this._offline) return;
     this._offline = true;
-    this._debug("the network is offline");
+    this._debug("the network went offline");
     if (this._reconnectTimer !== undefined) {
       // Attempts now would fail and grow the backoff: wait for `online` instead.
       clearTimeout(this._reconnectTimer);
@@ -444,7 +449,7 @@ export class Fanout {
 
   _onOnline() {
     this._offline = false;
-    this._debug("the network is back");
+    this._debug("the network came back");
     if (this._awaitingNetwork) {
       this._awaitingNetwork = false;
       if (this._wanted && !this._conn) this._open();
@@ -468,17 +473,17 @@ export class Fanout {
       }
       return;
     }
-    if (!conn.ack || conn.verifying) return;
-    conn.verifying = true;
+    if (!conn._ack || conn._verifying) return;
+    conn._verifying = true;
     const pingAt = Date.now();
     this._debug("checking the connection", { reason });
-    conn.transport.send({ type: "ping" });
-    this._timer(conn, this.options.verifyTimeoutMs, () => {
-      conn.verifying = false;
-      if (conn.lastActivity >= pingAt) return;
-      this._debug("no answer: the connection is dead", { reason });
-      conn.transport.close(STALE_CLOSE_CODE, "no answer to a ping");
-      this._onTransportClose(conn, 4009, `no answer to a ping within ${this.options.verifyTimeoutMs} ms (${reason})`, undefined, true);
+    conn._transport._send({ type: "ping" });
+    this._timer(conn, this._options.verifyTimeoutMs, () => {
+      conn._verifying = false;
+      if (conn._lastActivity >= pingAt) return;
+      this._debug("no answer to a ping", { reason });
+      conn._transport._close(STALE_CLOSE_CODE, "no answer to a ping");
+      this._onTransportClose(conn, 4009, `no answer to a ping within ${this._options.verifyTimeoutMs} ms (${reason})`, undefined, true);
     });
   }
 
@@ -491,17 +496,17 @@ export class Fanout {
 
   /** The token for a new connection: the current one unless refused or about to expire. */
   async _tokenForConnect() {
-    const getToken = this.options.getToken;
+    const getToken = this._options.getToken;
     const exp = this._token === undefined ? undefined : tokenExpiry(this._token);
     const expiring = exp !== undefined && exp * 1000 - this._serverNow() < 5000;
     if (this._token !== undefined && !this._tokenRefused && !expiring) return this._token;
     if (!getToken) {
-      throw new FanoutError(this._revokedTokens.has(this._token) ? "revoked" : "unauthorized", this._tokenRefused ? "the token was refused and there is no getToken to get another" : "the token has expired and there is no getToken", { retryable: false });
+      throw new FanoutError(this._revokedTokens.has(this._token) ? "revoked" : "unauthorized", this._tokenRefused ? "token refused, no getToken" : "token expired, no getToken", { retryable: false });
     }
     const token = await getToken();
-    if (typeof token !== "string" || token === "") throw new FanoutError("unauthorized", "getToken() did not return a token", { retryable: true });
+    if (typeof token !== "string" || token === "") throw new FanoutError("unauthorized", "getToken() gave no token", { retryable: true });
     // Never the revoked one again: ask again after a backoff.
-    if (this._revokedTokens.has(token)) throw new FanoutError("revoked", "getToken() returned a token that was revoked", { retryable: true });
+    if (this._revokedTokens.has(token)) throw new FanoutError("revoked", "getToken() gave a revoked token", { retryable: true });
     this._token = token;
     this._tokenRefused = false;
     return token;
@@ -509,17 +514,17 @@ export class Fanout {
 
   /** The transport of the next attempt ("auto": WebSocket unless it keeps failing). */
   _nextTransportKind() {
-    const mode = this.options.transport;
+    const mode = this._options.transport;
     if (mode !== "auto") return mode;
-    if (typeof this.options.WebSocket !== "function") return "sse";
-    if (typeof this.options.fetch !== "function") return "websocket";
+    if (typeof this._options.WebSocket !== "function") return "sse";
+    if (typeof this._options.fetch !== "function") return "websocket";
     if (this._preferSseUntil > 0) {
       if (Date.now() < this._preferSseUntil) return "sse";
       // Time to see whether WebSockets pass again.
       this._preferSseUntil = 0;
       this._webSocketFailures = 0;
     }
-    return this._webSocketFailures >= this.options.webSocketFailuresBeforeSse ? "sse" : "websocket";
+    return this._webSocketFailures >= this._options.webSocketFailuresBeforeSse ? "sse" : "websocket";
   }
 
   async _open() {
@@ -529,7 +534,7 @@ export class Fanout {
     if (!this._wanted || this._conn) return;
     this._setState("connecting");
     // _serverChannels: those the backend subscribed this connection to; _disconnect: its `disconnect` frame.
-    const conn = { transport: null, ack: null, openedAt: 0, timers: new Set(), lastActivity: 0, verifying: false, expiresAt: undefined, deadline: undefined, _serverChannels: new Set(), _disconnect: undefined };
+    const conn = { _transport: null, _ack: null, _openedAt: 0, _timers: new Set(), _lastActivity: 0, _verifying: false, _expiresAt: undefined, _deadline: undefined, _serverChannels: new Set(), _disconnect: undefined };
     this._conn = conn;
     let token;
     try {
@@ -537,7 +542,7 @@ export class Fanout {
     } catch (error) {
       if (this._conn !== conn) return;
       this._conn = null;
-      const fanoutError = error instanceof FanoutError ? error : new FanoutError("unauthorized", `getToken() failed: ${(error && error.message) ?? error}`, { retryable: true, cause: error });
+      const fanoutError = error instanceof FanoutError ? error : getTokenFailed(error);
       this._emit("error", fanoutError);
       if (!fanoutError.retryable) {
         this._stop(fanoutError);
@@ -552,30 +557,30 @@ export class Fanout {
     if (this._lastTransportKind !== undefined && kind !== this._lastTransportKind) this._emit("transport", kind);
     this._lastTransportKind = kind;
     const handlers = {
-      onFrame: (frame) => this._conn === conn && this._onFrame(conn, frame),
-      onActivity: () => {
-        conn.lastActivity = Date.now();
+      _onFrame: (frame) => this._conn === conn && this._onFrame(conn, frame),
+      _onActivity: () => {
+        conn._lastActivity = Date.now();
       },
-      onClose: (code, reason, status) => this._conn === conn && this._onTransportClose(conn, code, reason, status),
+      _onClose: (code, reason, status) => this._conn === conn && this._onTransportClose(conn, code, reason, status),
     };
-    conn.lastActivity = Date.now();
-    this._debug("connecting", { transport: kind, url: kind === "sse" ? this.options.sseUrl : this.options.wsUrl });
+    conn._lastActivity = Date.now();
+    this._debug("connecting", { transport: kind });
     try {
-      conn.transport =
+      conn._transport =
         kind === "sse"
-          ? new SseTransport({ url: this.options.sseUrl, token, fetch: this.options.fetch, handlers })
-          : new WebSocketTransport({ url: this.options.wsUrl, token, WebSocket: this.options.WebSocket, handlers });
+          ? new SseTransport({ url: this._options.sseUrl, token, fetch: this._options.fetch, handlers })
+          : new WebSocketTransport({ url: this._options.wsUrl, token, WebSocket: this._options.WebSocket, handlers });
     } catch (error) {
       this._conn = null;
-      this._emit("error", new FanoutError("transport", `cannot open a ${kind} connection: ${(error && error.message) ?? error}`, { cause: error }));
+      this._emit("error", new FanoutError("transport", `cannot open a ${kind} connection: ${errorText(error)}`, { cause: error }));
       if (kind === "websocket") this._webSocketFailures += 1;
       this._scheduleReconnect(() => this._backoff.next());
       return;
     }
-    conn.token = token;
-    this._timer(conn, this.options.connectTimeoutMs, () => {
-      if (conn.ack) return;
-      conn.transport.close(STALE_CLOSE_CODE, "no connection_ack in time");
+    conn._token = token;
+    this._timer(conn, this._options.connectTimeoutMs, () => {
+      if (conn._ack) return;
+      conn._transport._close(STALE_CLOSE_CODE, "no connection_ack in time");
       this._onTransportClose(conn, 1006, "no connection_ack in time");
     });
   }
@@ -583,10 +588,10 @@ export class Fanout {
   /** A timer that belongs to a connection and dies with it. */
   _timer(conn, ms, fn) {
     const handle = setTimeout(() => {
-      conn.timers.delete(handle);
+      conn._timers.delete(handle);
       fn();
     }, Math.max(0, ms));
-    conn.timers.add(handle);
+    conn._timers.add(handle);
     return handle;
   }
 
@@ -597,32 +602,32 @@ export class Fanout {
    */
   _noteExpiry(conn, frame) {
     if (typeof frame.expires_at !== "number") return;
-    conn.expiresAt = frame.expires_at;
+    conn._expiresAt = frame.expires_at;
     if (typeof frame.expires_in === "number") {
       // expires_in is rounded down: the gateway's now lies within the second before this.
       this._clockOffsetMs = (frame.expires_at - frame.expires_in) * 1000 - 500 - Date.now();
-      conn.deadline = Date.now() + frame.expires_in * 1000;
+      conn._deadline = Date.now() + frame.expires_in * 1000;
     } else {
-      conn.deadline = frame.expires_at * 1000 - this._clockOffsetMs;
+      conn._deadline = frame.expires_at * 1000 - this._clockOffsetMs;
     }
   }
 
   _onAck(conn, ack) {
-    conn.ack = ack;
-    conn.openedAt = Date.now();
+    conn._ack = ack;
+    conn._openedAt = Date.now();
     this._noteExpiry(conn, ack);
-    if (conn.transport.kind === "websocket") this._webSocketFailures = 0;
-    else if (this.options.transport === "auto" && this._webSocketFailures >= this.options.webSocketFailuresBeforeSse) {
-      this._preferSseUntil = Date.now() + this.options.retryWebSocketAfterMs;
+    if (conn._transport._kind === "websocket") this._webSocketFailures = 0;
+    else if (this._options.transport === "auto" && this._webSocketFailures >= this._options.webSocketFailuresBeforeSse) {
+      this._preferSseUntil = Date.now() + this._options.retryWebSocketAfterMs;
     }
-    this._debug("connected", { node: ack.node, connId: ack.conn_id, transport: conn.transport.kind, expiresIn: ack.expires_in });
+    this._debug("connected", { node: ack.node, connId: ack.conn_id, transport: conn._transport._kind, expiresIn: ack.expires_in });
     this._armHeartbeat(conn, (Number(ack.heartbeat_s) || 25) * 1000);
     this._scheduleRefresh(conn);
     // Resubscribe every channel, with `since`: the automatic ones (broadcast, user:<sub>)
     // recover in place, the others start or recover. Then what waited for the connection.
     // All before the listeners hear of it, so that what they do comes after.
     for (const [channel, entry] of this._channels) this._sendSubscribe(channel, entry);
-    for (const request of this._deferred.splice(0)) request.start();
+    for (const request of this._deferred.splice(0)) request._start();
     this._pumpSends();
     this._setState("connected");
     this._settleReady(null);
@@ -636,20 +641,20 @@ export class Fanout {
    */
   _armHeartbeat(conn, heartbeatMs) {
     const check = () => {
-      const silentFor = Date.now() - conn.lastActivity;
+      const silentFor = Date.now() - conn._lastActivity;
       if (silentFor < heartbeatMs) {
         this._timer(conn, heartbeatMs - silentFor, check);
         return;
       }
       const pingAt = Date.now();
-      conn.transport.send({ type: "ping" });
-      this._timer(conn, this.options.pongTimeoutMs, () => {
-        if (conn.lastActivity >= pingAt) {
+      conn._transport._send({ type: "ping" });
+      this._timer(conn, this._options.pongTimeoutMs, () => {
+        if (conn._lastActivity >= pingAt) {
           check();
           return;
         }
-        conn.transport.close(STALE_CLOSE_CODE, "no sign of life");
-        this._onTransportClose(conn, 4009, "no sign of life within the heartbeat timeout");
+        conn._transport._close(STALE_CLOSE_CODE, "no sign of life");
+        this._onTransportClose(conn, 4009, "no sign of life");
       });
     };
     this._timer(conn, heartbeatMs, check);
@@ -657,44 +662,42 @@ export class Fanout {
 
   /** Milliseconds the connection's token has left, by the gateway's account. */
   _tokenLeft(conn) {
-    return conn.deadline - Date.now();
+    return conn._deadline - Date.now();
   }
 
   /** Schedules a `refresh` before the token expires (only with getToken). */
   _scheduleRefresh(conn) {
-    const getToken = this.options.getToken;
-    if (!getToken || typeof conn.deadline !== "number") return;
-    clearTimeout(conn.refreshTimer);
+    const getToken = this._options.getToken;
+    if (!getToken || typeof conn._deadline !== "number") return;
+    clearTimeout(conn._refreshTimer);
     const remaining = this._tokenLeft(conn);
-    const margin = Math.min(this.options.refreshMarginMs, remaining / 3);
-    conn.refreshTimer = this._timer(conn, remaining - margin, async () => {
+    const margin = Math.min(this._options.refreshMarginMs, remaining / 3);
+    conn._refreshTimer = this._timer(conn, remaining - margin, async () => {
       let token;
       try {
         token = await getToken();
       } catch (error) {
-        this._emit("error", new FanoutError("unauthorized", `getToken() failed: ${(error && error.message) ?? error}`, { retryable: true, cause: error }));
+        this._emit("error", getTokenFailed(error));
       }
       if (this._conn !== conn) return;
       const exp = token === undefined ? undefined : tokenExpiry(token);
-      if (typeof token !== "string" || (exp !== undefined && exp <= conn.expiresAt)) {
+      if (typeof token !== "string" || (exp !== undefined && exp <= conn._expiresAt)) {
         // No token, or no later one yet: try again a bit later, while time is left.
         if (this._tokenLeft(conn) > 1000) {
-          conn.refreshTimer = this._timer(conn, Math.max(500, this._tokenLeft(conn) / 4), () => this._scheduleRefresh(conn));
+          conn._refreshTimer = this._timer(conn, Math.max(500, this._tokenLeft(conn) / 4), () => this._scheduleRefresh(conn));
         }
         return;
       }
-      const id = this._nextId++;
-      this._pending.set(id, { kind: "refresh", token });
       this._debug("refreshing the token", { leftMs: Math.round(this._tokenLeft(conn)) });
-      conn.transport.send({ type: "refresh", token, id });
+      this._ask({ type: "refresh", token }, (frame) => this._onRefreshReply(conn, token, frame));
     });
   }
 
-  _onRefreshReply(conn, pending, frame) {
+  _onRefreshReply(conn, token, frame) {
     if (frame.type === "refreshed") {
-      this._token = pending.token;
-      conn.token = pending.token;
-      conn.transport.setToken(pending.token);
+      this._token = token;
+      conn._token = token;
+      conn._transport._setToken(token);
       this._noteExpiry(conn, frame);
       this._scheduleRefresh(conn);
       return;
@@ -703,7 +706,7 @@ export class Fanout {
     this._emit("error", error);
     if (error.code === "unauthorized") this._tokenRefused = true;
     if (this._tokenLeft(conn) > 1000) {
-      conn.refreshTimer = this._timer(conn, Math.max(1000, this._tokenLeft(conn) / 4), () => this._scheduleRefresh(conn));
+      conn._refreshTimer = this._timer(conn, Math.max(1000, this._tokenLeft(conn) / 4), () => this._scheduleRefresh(conn));
     }
   }
 
@@ -713,24 +716,24 @@ export class Fanout {
    */
   _onTransportClose(conn, code, reason, status, immediate = false) {
     if (this._conn !== conn) return;
-    const wasConnected = Boolean(conn.ack);
-    const connectedFor = wasConnected ? Date.now() - conn.openedAt : 0;
-    immediate = immediate || conn.verifying;
+    const wasConnected = Boolean(conn._ack);
+    const connectedFor = wasConnected ? Date.now() - conn._openedAt : 0;
+    immediate = immediate || conn._verifying;
     this._debug("connection closed", { code, reason });
     this._connectionEnded(conn);
     this._conn = null;
     if (!this._wanted) return;
 
-    if (this.options.transport === "auto") {
-      if (conn.transport.kind === "websocket" && !wasConnected) {
+    if (this._options.transport === "auto") {
+      if (conn._transport._kind === "websocket" && !wasConnected) {
         this._webSocketFailures += 1;
-      } else if (conn.transport.kind === "sse" && !wasConnected) {
+      } else if (conn._transport._kind === "sse" && !wasConnected) {
         // SSE failed too: the gateway may just be down. Go back to trying WebSockets.
         this._webSocketFailures = 0;
         this._preferSseUntil = 0;
       }
     }
-    if (connectedFor >= this.options.stableAfterMs) this._backoff.reset();
+    if (connectedFor >= this._options.stableAfterMs) this._backoff.reset();
 
     const revoked = code === REVOKED_CLOSE_CODE;
     // Ended by the backend: the `disconnect` event, once, and its `reconnect` is followed.
@@ -740,42 +743,40 @@ export class Fanout {
       `connection closed (${code}${reason ? `: ${reason}` : ""})`,
       { closeCode: code, status, retryable: !revoked && !(ended && !ended.reconnect) },
     );
-    let delay;
+    // The next backoff delay, unless the close calls for another.
+    let delay = () => this._backoff.next();
     if (code === TOKEN_CLOSE_CODE || revoked) {
       // A new token first (after 4003, never the revoked one), or stop without getToken.
       this._tokenRefused = true;
       if (revoked) {
-        this._revokedTokens.add(conn.token);
+        this._revokedTokens.add(conn._token);
         if (this._revokedTokens.size > 8) this._revokedTokens.delete(this._revokedTokens.values().next().value);
       }
       this._emit("error", closeError);
-      if (!this.options.getToken) {
+      if (!this._options.getToken) {
         this._stop(closeError);
         this._setState("disconnected");
         return;
       }
-      delay = () => this._backoff.next();
     } else if (ended && !ended.reconnect) {
       // Not by ourselves: a later connect() asks getToken for a token first.
-      this._tokenRefused = Boolean(this.options.getToken);
+      this._tokenRefused = Boolean(this._options.getToken);
       this._stop(closeError);
       this._setState("disconnected");
       this._emit("disconnect", ended);
       return;
     } else if (ended) {
-      delay = () => this._backoff.next();
+      // Ended by the backend, to come back: the usual backoff.
     } else if (immediate) {
       delay = () => 0;
     } else if (code === DRAIN_CLOSE_CODE && this._backoff.attempts === 0) {
       delay = () => {
         this._backoff.attempts = 1; // the next failure backs off as usual
-        return Math.floor(Math.random() * this.options.drainRetryMs);
+        return Math.floor(Math.random() * this._options.drainRetryMs);
       };
     } else if (PENALTY_CLOSE_CODES.has(code)) {
       this._emit("error", closeError);
-      delay = () => Math.max(this._backoff.next(), this.options.penaltyMs / 2 + Math.random() * (this.options.penaltyMs / 2));
-    } else {
-      delay = () => this._backoff.next();
+      delay = () => Math.max(this._backoff.next(), this._options.penaltyMs / 2 + Math.random() * (this._options.penaltyMs / 2));
     }
     this._scheduleReconnect(delay);
     if (ended) this._emit("disconnect", ended);
@@ -804,27 +805,21 @@ export class Fanout {
    * Cleans up after a connection: its timers, its requests (failed with `lost()`), the
    * channels' in-flight state.
    */
-  _connectionEnded(conn, lost = () => new FanoutError("disconnected", "the connection ended before the reply", { retryable: true })) {
-    for (const handle of conn.timers) clearTimeout(handle);
-    conn.timers.clear();
+  _connectionEnded(conn, lost = () => new FanoutError("disconnected", "connection lost before the reply", { retryable: true })) {
+    for (const handle of conn._timers) clearTimeout(handle);
+    conn._timers.clear();
     const pending = [...this._pending.values()];
     this._pending.clear();
-    for (const request of pending) {
-      if (request.kind === "request") request.fail(lost());
-      else if (request.kind === "fill") {
-        const entry = this._channels.get(request.channel);
-        if (entry) entry.sync.onHistoryFailed();
-      }
-    }
+    for (const request of pending) if (request._lost) request._lost(lost);
     // Sends in flight go again on the next connection, in order; those given up are dropped.
-    this._sendQueue = this._sendQueue.filter((entry) => !entry.settled);
-    for (const entry of this._sendQueue) entry.inflight = false;
+    this._sendQueue = this._sendQueue.filter((entry) => !entry._settled);
+    for (const entry of this._sendQueue) entry._inflight = false;
     const error = lost();
     for (const entry of this._channels.values()) {
-      entry.subscribed = false;
-      clearTimeout(entry.retryTimer);
-      entry.retryTimer = undefined;
-      entry.sync.disconnected();
+      entry._subscribed = false;
+      clearTimeout(entry._retryTimer);
+      entry._retryTimer = undefined;
+      entry._sync._disconnected();
       this._moveChannel(entry, "subscribing", error);
     }
   }
@@ -834,17 +829,17 @@ export class Fanout {
   _onFrame(conn, frame) {
     switch (frame.type) {
       case "connection_ack":
-        if (!conn.ack) this._onAck(conn, frame);
+        if (!conn._ack) this._onAck(conn, frame);
         return;
       case "message": {
         const entry = this._channels.get(frame.channel);
-        if (entry) entry.sync.onMessage(frame);
+        if (entry) entry._sync._onMessage(frame);
         else this._control._strayMessage(conn, frame);
         return;
       }
       case "resync": {
         const entry = this._channels.get(frame.channel);
-        if (entry) entry.sync.onResync();
+        if (entry) entry._sync._onResync();
         return;
       }
       case "join":
@@ -859,49 +854,24 @@ export class Fanout {
         return;
       case "subscribed":
         if (frame.server === true && frame.id === undefined) this._control._serverSubscribed(conn, frame);
-        else this._onReply(conn, frame);
+        else this._onReply(frame);
         return;
       case "unsubscribed":
         // A notice (no id): the server ended a subscription.
         if (frame.id === undefined && (frame.server === true || frame.reason !== undefined)) this._control._serverUnsubscribed(conn, frame);
-        else this._onReply(conn, frame);
+        else this._onReply(frame);
         return;
       default:
-        if (frame.id !== undefined) this._onReply(conn, frame);
+        if (frame.id !== undefined) this._onReply(frame);
         else if (frame.type === "error") this._emit("error", FanoutError.fromFrame(frame));
     }
   }
 
-  _onReply(conn, frame) {
+  _onReply(frame) {
     const pending = this._pending.get(frame.id);
     if (!pending) return;
     this._pending.delete(frame.id);
-    switch (pending.kind) {
-      case "subscribe":
-        this._onSubscribeReply(pending, frame);
-        return;
-      case "fill": {
-        const entry = this._channels.get(pending.channel);
-        if (!entry) return;
-        if (frame.type === "history") entry.sync.onHistory(frame);
-        else entry.sync.onHistoryFailed();
-        return;
-      }
-      case "refresh":
-        this._onRefreshReply(conn, pending, frame);
-        return;
-      case "renew":
-        this._control._renewed(conn, pending, frame);
-        return;
-      case "send":
-        this._onSendReply(pending, frame);
-        return;
-      case "request":
-        if (frame.type === "error") pending.fail(FanoutError.fromFrame(frame, pending.channel));
-        else pending.succeed(frame);
-        return;
-      default:
-    }
+    pending._reply(frame);
   }
 
   // ---------------------------------------------------------------- subscriptions
@@ -917,46 +887,46 @@ export class Fanout {
    * @returns {Subscription}
    */
   subscribe(channel, handlers = {}) {
-    if (typeof channel !== "string" || channel === "") throw new TypeError("subscribe(channel) needs a channel name");
+    if (typeof channel !== "string" || channel === "") throw new TypeError("subscribe() needs a channel");
     const sub = new Subscription(this, channel, handlers);
     let entry = this._channels.get(channel);
     if (entry) {
       if (!entry._tokens && typeof handlers.getToken === "function") entry._tokens = channelTokens(handlers.getToken);
-      entry.subs.add(sub);
-      sub._state = entry.state;
+      entry._subs.add(sub);
+      sub._state = entry._state;
       // The channel runs already: this subscription joins where it stands (once it stands
       // somewhere; otherwise when its first `subscribed` comes).
-      if (entry.sync.started) queueMicrotask(() => this._attach(entry, sub, true));
+      if (entry._sync._started) queueMicrotask(() => this._attach(entry, sub, true));
       this._debug(`${channel}: another subscription`);
       return sub;
     }
     sub._attached = true;
     entry = {
-      channel,
-      subs: new Set([sub]),
-      subscribed: false,
-      state: "subscribing",
-      status: undefined,
-      retryTimer: undefined,
-      retryBackoff: new Backoff(this._retryBackoffOptions),
-      sync: null,
+      _channel: channel,
+      _subs: new Set([sub]),
+      _subscribed: false,
+      _state: "subscribing",
+      _status: undefined,
+      _retryTimer: undefined,
+      _retryBackoff: new Backoff(this._retryBackoffOptions),
+      _sync: null,
       // The channel's channel token (control.js), when it needs one.
       _tokens: typeof handlers.getToken === "function" ? channelTokens(handlers.getToken) : null,
     };
-    entry.sync = new ChannelSync(
+    entry._sync = new ChannelSync(
       channel,
       {
-        deliver: (data, meta) => {
-          for (const s of [...entry.subs]) {
+        _deliver: (data, meta) => {
+          for (const s of [...entry._subs]) {
             if (!s._attached || s.closed) continue;
             if (s._catchUp) {
-              s._catchUp.buffer.push([data, meta]);
-              if (s._catchUp.buffer.length > MAX_CATCH_UP_BUFFER) s._catchUp.finish(false);
+              s._catchUp._buffer.push([data, meta]);
+              if (s._catchUp._buffer.length > MAX_CATCH_UP_BUFFER) s._catchUp._finish(false);
             } else this._call(s, "onMessage", data, meta);
           }
         },
-        reload: (info) => {
-          for (const s of [...entry.subs]) {
+        _reload: (info) => {
+          for (const s of [...entry._subs]) {
             if (!s._attached) {
               // Joined before the channel's start: its own `since` applies from here.
               this._attach(entry, s, false);
@@ -966,26 +936,37 @@ export class Fanout {
             this._call(s, "onReload", info);
           }
         },
-        fill: (sinceOffset, limit) => {
-          const id = this._nextId++;
-          this._pending.set(id, { kind: "fill", channel });
-          if (this._conn) this._conn.transport.send({ type: "history", channel, since: sinceOffset, limit, id });
+        _fill: (sinceOffset, limit) => {
+          // The reply (or the connection's end) goes to the channel's entry of that moment.
+          const failed = () => {
+            const current = this._channels.get(channel);
+            if (current) current._sync._onHistoryFailed();
+          };
+          this._ask(
+            { type: "history", channel, since: sinceOffset, limit },
+            (frame) => {
+              const current = this._channels.get(channel);
+              if (current && frame.type === "history") current._sync._onHistory(frame);
+              else failed();
+            },
+            failed,
+          );
         },
-        recover: () => {
-          if (this._conn && this._conn.ack && this._channels.get(channel) === entry) this._sendSubscribe(channel, entry);
+        _recover: () => {
+          this._resubscribe(entry);
         },
       },
       { position: sub._since },
     );
     this._channels.set(channel, entry);
-    if (this._conn && this._conn.ack) this._sendSubscribe(channel, entry);
+    if (this._conn && this._conn._ack) this._sendSubscribe(channel, entry);
     return sub;
   }
 
   /** Every active subscription, oldest first. */
   subscriptions() {
     const all = [];
-    for (const entry of this._channels.values()) for (const sub of entry.subs) if (!sub.closed) all.push(sub);
+    for (const entry of this._channels.values()) for (const sub of entry._subs) if (!sub.closed) all.push(sub);
     return all;
   }
 
@@ -993,7 +974,7 @@ export class Fanout {
   getSubscription(channel) {
     const entry = this._channels.get(channel);
     if (!entry) return null;
-    for (const sub of entry.subs) if (!sub.closed) return sub;
+    for (const sub of entry._subs) if (!sub.closed) return sub;
     return null;
   }
 
@@ -1003,19 +984,19 @@ export class Fanout {
    * `announce`: call its `onSubscribed` too (when the channel's reply came before it).
    */
   _attach(entry, sub, announce) {
-    if (sub.closed || sub._attached || this._channels.get(entry.channel) !== entry) return;
+    if (sub.closed || sub._attached || this._channels.get(entry._channel) !== entry) return;
     sub._attached = true;
-    const channel = entry.channel;
-    const at = entry.sync.position ? { ...entry.sync.position } : null;
+    const channel = entry._channel;
+    const at = entry._sync._position ? { ...entry._sync._position } : null;
     const since = sub._since;
     if (!since || !at) {
-      this._call(sub, "onReload", { channel, reason: "start", ...(at ?? {}) });
+      this._call(sub, "onReload", { channel, reason: "start", ...at });
     } else if (since.epoch === at.epoch && since.offset < at.offset) {
       this._catchUpFrom(entry, sub, since, at);
     } else if (since.epoch !== at.epoch || since.offset > at.offset) {
       this._call(sub, "onReload", { channel, reason: "lost", ...at });
     } // else: it is where the channel is; nothing to load.
-    if (announce && entry.subscribed) this._call(sub, "onSubscribed", { channel, ...(at ?? {}) });
+    if (announce && entry._subscribed) this._call(sub, "onSubscribed", { channel, ...at });
   }
 
   /**
@@ -1024,23 +1005,23 @@ export class Fanout {
    * them all, `onReload({ reason: "lost" })` and the messages after `at`.
    */
   _catchUpFrom(entry, sub, since, at) {
-    const channel = entry.channel;
+    const channel = entry._channel;
     this._debug(`${channel}: catching up from its own since`, { from: since.offset, to: at.offset });
     const state = {
-      buffer: [],
-      position: { ...since },
-      finish: (complete, messages = []) => {
+      _buffer: [],
+      _position: { ...since },
+      _finish: (complete, messages = []) => {
         if (sub._catchUp !== state) return;
         sub._catchUp = null;
         if (sub.closed) return;
         if (complete) {
           for (const m of messages) {
-            this._call(sub, "onMessage", m.data, { channel, offset: m.offset, epoch: at.epoch, ...(m.user !== undefined ? { user: m.user } : {}) });
+            this._call(sub, "onMessage", m.data, messageMeta({ ...m, channel, epoch: at.epoch }));
           }
         } else {
           this._call(sub, "onReload", { channel, reason: "lost", ...at });
         }
-        for (const [data, meta] of state.buffer) this._call(sub, "onMessage", data, meta);
+        for (const [data, meta] of state._buffer) this._call(sub, "onMessage", data, meta);
       },
     };
     sub._catchUp = state;
@@ -1050,91 +1031,100 @@ export class Fanout {
       try {
         while (from < at.offset && sub._catchUp === state) {
           const page = await this.history(channel, { since: from, limit: Math.min(at.offset - from, 1000) });
-          if (page.epoch !== at.epoch) return state.finish(false);
+          if (page.epoch !== at.epoch) return state._finish(false);
           let moved = false;
           for (const m of page.messages) {
             if (m.offset <= from) continue;
             if (m.offset > at.offset) break;
-            if (m.offset !== from + 1) return state.finish(false); // trimmed in between
+            if (m.offset !== from + 1) return state._finish(false); // trimmed in between
             messages.push(m);
             from = m.offset;
             moved = true;
           }
-          if (!moved) return state.finish(false);
+          if (!moved) return state._finish(false);
         }
       } catch {
-        return state.finish(false);
+        return state._finish(false);
       }
-      state.finish(true, messages);
+      state._finish(true, messages);
     })();
   }
 
   _call(sub, name, ...args) {
-    const fn = sub.handlers[name];
+    const fn = sub._handlers[name];
     if (typeof fn !== "function" || sub.closed) return;
     this._guard(fn, args);
   }
 
   _position(channel) {
     const entry = this._channels.get(channel);
-    const position = entry && entry.sync.position;
+    const position = entry && entry._sync._position;
     return position ? { ...position } : null;
   }
 
   /** Moves every subscription of the channel to `state` (because of `error`, or null). */
   _moveChannel(entry, state, error) {
-    entry.state = state;
-    for (const sub of [...entry.subs]) sub._move(state, error);
+    entry._state = state;
+    for (const sub of [...entry._subs]) sub._move(state, error);
+  }
+
+  /** Subscribes the channel again, if it is still wanted and there is a connection for it. */
+  _resubscribe(entry) {
+    if (this._conn && this._conn._ack && this._channels.get(entry._channel) === entry) this._sendSubscribe(entry._channel, entry);
+  }
+
+  /** `_resubscribe` after the channel's backoff. */
+  _resubscribeLater(entry) {
+    clearTimeout(entry._retryTimer);
+    entry._retryTimer = setTimeout(() => {
+      entry._retryTimer = undefined;
+      this._resubscribe(entry);
+    }, entry._retryBackoff.next());
   }
 
   _sendSubscribe(channel, entry) {
-    entry.sync.subscribing();
+    entry._sync._subscribing();
     const send = (token) => {
-      const id = this._nextId++;
-      this._pending.set(id, { kind: "subscribe", channel, entry, token });
-      const since = entry.sync.since();
-      this._debug(`${channel}: subscribe`, { since, channelToken: token !== undefined });
-      this._conn.transport.send(token === undefined ? { type: "subscribe", channel, since, id } : { type: "subscribe", channel, since, token, id });
+      const since = entry._sync._since();
+      this._debug(`${channel}: subscribe`, { since });
+      // Without a channel token, `token` is undefined: not in the JSON.
+      this._ask({ type: "subscribe", channel, since, token }, (frame) => this._onSubscribeReply(channel, entry, token, frame));
     };
     if (entry._tokens) this._control._subscribe(channel, entry, send);
     else send(undefined);
   }
 
-  _onSubscribeReply(pending, frame) {
-    const { channel, entry } = pending;
+  _onSubscribeReply(channel, entry, token, frame) {
     if (this._channels.get(channel) !== entry) {
       // Ended meanwhile (by the server): leave it, if the gateway subscribed it after all.
       const conn = this._conn;
       if (frame.type === "subscribed" && !this._channels.has(channel) && conn && !conn._serverChannels.has(channel)) {
-        conn.transport.send({ type: "unsubscribe", channel, id: this._nextId++ });
+        conn._transport._send({ type: "unsubscribe", channel, id: this._nextId++ });
       }
       return;
     }
     if (frame.type === "subscribed") {
-      if (pending.token !== undefined) this._control._renewLater(this._conn, entry);
-      entry.subscribed = true;
-      entry.retryBackoff.reset();
+      if (token !== undefined) this._control._renewLater(this._conn, entry);
+      entry._subscribed = true;
+      entry._retryBackoff.reset();
       this._debug(`${channel}: subscribed`, { offset: frame.offset, recovered: frame.recovered });
       this._moveChannel(entry, "subscribed", null);
-      entry.sync.onSubscribed(frame);
+      entry._sync._onSubscribed(frame);
       const info = { channel, ...(frame.offset !== undefined ? { epoch: frame.epoch, offset: frame.offset } : {}), ...(frame.recovered !== undefined ? { recovered: frame.recovered } : {}) };
-      for (const s of [...entry.subs]) if (s._attached) this._call(s, "onSubscribed", info);
+      for (const s of [...entry._subs]) if (s._attached) this._call(s, "onSubscribed", info);
       // A status belongs to the connection: set it again on a new one.
-      if (entry.status && entry.status.conn !== this._conn) {
-        entry.status.conn = this._conn;
-        this._conn.transport.send({ type: "status", channel, status: entry.status.value });
+      if (entry._status && entry._status._conn !== this._conn) {
+        entry._status._conn = this._conn;
+        this._conn._transport._send({ type: "status", channel, status: entry._status._value });
       }
       return;
     }
-    entry.sync.recovering = false;
+    entry._sync._recovering = false;
     const error = FanoutError.fromFrame(frame, channel);
-    if (this._control._refused(entry, pending, error)) return;
+    if (this._control._refused(entry, token, error)) return;
     if (RETRYABLE_SUBSCRIBE_CODES.has(error.code)) {
-      for (const sub of entry.subs) sub._error = error;
-      entry.retryTimer = setTimeout(() => {
-        entry.retryTimer = undefined;
-        if (this._conn && this._conn.ack && this._channels.get(channel) === entry) this._sendSubscribe(channel, entry);
-      }, entry.retryBackoff.next());
+      for (const sub of entry._subs) sub._error = error;
+      this._resubscribeLater(entry);
       return;
     }
     // Refused for good (forbidden, bad channel, too many subscriptions).
@@ -1144,9 +1134,9 @@ export class Fanout {
   /** Ends a channel's subscriptions for good, with `onError` (and an `error` event if `report`). */
   _endChannel(channel, entry, error, report = true) {
     this._channels.delete(channel);
-    clearTimeout(entry.retryTimer);
+    clearTimeout(entry._retryTimer);
     this._debug(`${channel}: ended`, { error: error.code });
-    for (const s of [...entry.subs]) {
+    for (const s of [...entry._subs]) {
       this._call(s, "onError", error);
       s._move("unsubscribed", error);
     }
@@ -1158,15 +1148,15 @@ export class Fanout {
     sub._catchUp = null;
     sub._move("unsubscribed", null);
     const entry = this._channels.get(sub.channel);
-    if (!entry || !entry.subs.has(sub)) return;
-    entry.subs.delete(sub);
-    if (entry.subs.size > 0) return;
+    if (!entry || !entry._subs.has(sub)) return;
+    entry._subs.delete(sub);
+    if (entry._subs.size > 0) return;
     this._channels.delete(sub.channel);
-    clearTimeout(entry.retryTimer);
+    clearTimeout(entry._retryTimer);
     this._debug(`${sub.channel}: unsubscribe`);
     // The gateway leaves the channel, whoever subscribed it (the backend too).
     if (this._conn) this._conn._serverChannels.delete(sub.channel);
-    if (this._conn && this._conn.ack) this._conn.transport.send({ type: "unsubscribe", channel: sub.channel, id: this._nextId++ });
+    if (this._conn && this._conn._ack) this._conn._transport._send({ type: "unsubscribe", channel: sub.channel, id: this._nextId++ });
   }
 
   _onPresenceEvent(frame) {
@@ -1175,10 +1165,21 @@ export class Fanout {
     const handler = frame.type === "join" ? "onJoin" : frame.type === "leave" ? "onLeave" : "onStatus";
     const member = { ...frame };
     delete member.type;
-    for (const s of [...entry.subs]) if (s._attached) this._call(s, handler, member);
+    for (const s of [...entry._subs]) if (s._attached) this._call(s, handler, member);
   }
 
   // ---------------------------------------------------------------- requests
+
+  /**
+   * Sends `frame` on the current connection with the next request id; `reply(frame)` gets
+   * its reply, `lost(lost)` (if given) the end of the connection before one. Returns the id.
+   */
+  _ask(frame, reply, lost) {
+    const id = this._nextId++;
+    this._pending.set(id, { _reply: reply, _lost: lost });
+    this._conn._transport._send({ ...frame, id });
+    return id;
+  }
 
   /**
    * Sends a request frame and resolves with its reply. Made while not connected (before
@@ -1190,15 +1191,7 @@ export class Fanout {
       let timer;
       let id;
       const request = {
-        kind: "request",
-        channel,
-        succeed: (reply) => {
-          if (done) return;
-          done = true;
-          clearTimeout(timer);
-          resolve(reply);
-        },
-        fail: (error) => {
+        _fail: (error) => {
           if (done) return;
           done = true;
           clearTimeout(timer);
@@ -1207,16 +1200,25 @@ export class Fanout {
           if (id !== undefined) this._pending.delete(id);
           reject(error);
         },
-        start: () => {
+        _start: () => {
           if (done) return;
-          id = this._nextId++;
-          this._pending.set(id, request);
-          this._conn.transport.send({ ...frame, id });
+          id = this._ask(
+            frame,
+            (reply) => {
+              if (reply.type === "error") request._fail(FanoutError.fromFrame(reply, channel));
+              else if (!done) {
+                done = true;
+                clearTimeout(timer);
+                resolve(reply);
+              }
+            },
+            (lost) => request._fail(lost()),
+          );
           if (onSent) onSent();
         },
       };
-      timer = setTimeout(() => request.fail(new FanoutError("timeout", `no reply to ${frame.type} within ${this.options.requestTimeoutMs} ms`, { channel })), this.options.requestTimeoutMs);
-      if (this._conn && this._conn.ack) request.start();
+      timer = setTimeout(() => request._fail(new FanoutError("timeout", `no reply to ${frame.type} within ${this._options.requestTimeoutMs} ms`, { channel })), this._options.requestTimeoutMs);
+      if (this._conn && this._conn._ack) request._start();
       else this._deferred.push(request);
     });
   }
@@ -1244,7 +1246,7 @@ export class Fanout {
    * @returns {Promise<{ channel: string, streamId: string, msgId: string }>}
    */
   send(channel, data, { msgId, timeoutMs, signal } = {}) {
-    const field = this.options.clientMsgIdField;
+    const field = this._options.clientMsgIdField;
     let id = msgId ?? randomId();
     let payload = data;
     if (field) {
@@ -1262,28 +1264,28 @@ export class Fanout {
         reject(abortError(signal, channel));
         return;
       }
-      const bytes = utf8Length(JSON.stringify(payload) ?? "null") + utf8Length(String(channel));
-      const { sendQueueMaxCount: maxCount, sendQueueMaxBytes: maxBytes } = this.options;
+      const bytes = utf8Length(JSON.stringify(payload) || "null") + utf8Length(String(channel));
+      const { sendQueueMaxCount: maxCount, sendQueueMaxBytes: maxBytes } = this._options;
       if (this._sendCount + 1 > maxCount || this._sendBytes + bytes > maxBytes) {
         this._debug("send queue full", { count: this._sendCount, bytes: this._sendBytes });
         reject(
           new FanoutError(
             "queue_full",
-            `the send queue is full: ${this._sendCount} sends (${this._sendBytes} bytes) wait already, this one is ${bytes} bytes; the limits are ${maxCount} sends and ${maxBytes} bytes (sendQueueMaxCount, sendQueueMaxBytes)`,
+            `send queue full: ${this._sendCount} sends (${this._sendBytes} bytes) wait already, this one is ${bytes} bytes; limits are ${maxCount} sends and ${maxBytes} bytes (sendQueueMaxCount, sendQueueMaxBytes)`,
             { channel, retryable: true },
           ),
         );
         return;
       }
-      const entry = { channel, data: payload, msgId: id, bytes, resolve, reject, inflight: false, settled: false, timer: undefined, unlisten: undefined };
-      const limit = timeoutMs ?? this.options.sendTimeoutMs;
+      const entry = { _channel: channel, _data: payload, _msgId: id, _bytes: bytes, _resolve: resolve, _reject: reject, _inflight: false, _settled: false, _timer: undefined, _unlisten: undefined };
+      const limit = timeoutMs ?? this._options.sendTimeoutMs;
       if (limit > 0) {
-        entry.timer = setTimeout(() => this._settleSend(entry, new FanoutError("timeout", `no sent reply within ${limit} ms (it may still be stored)`, { channel })), limit);
+        entry._timer = setTimeout(() => this._settleSend(entry, new FanoutError("timeout", `no sent reply within ${limit} ms (it may still be stored)`, { channel })), limit);
       }
       if (signal) {
         const onAbort = () => this._settleSend(entry, abortError(signal, channel));
         signal.addEventListener("abort", onAbort, { once: true });
-        entry.unlisten = () => signal.removeEventListener("abort", onAbort);
+        entry._unlisten = () => signal.removeEventListener("abort", onAbort);
       }
       this._sendQueue.push(entry);
       this._sendCount += 1;
@@ -1297,15 +1299,15 @@ export class Fanout {
    * queue; one in flight stays until its reply, then is dropped (never sent again).
    */
   _settleSend(entry, error, result) {
-    if (entry.settled) return;
-    entry.settled = true;
-    clearTimeout(entry.timer);
-    if (entry.unlisten) entry.unlisten();
+    if (entry._settled) return;
+    entry._settled = true;
+    clearTimeout(entry._timer);
+    if (entry._unlisten) entry._unlisten();
     this._sendCount -= 1;
-    this._sendBytes -= entry.bytes;
-    if (!entry.inflight) this._removeSend(entry);
-    if (error) entry.reject(error);
-    else entry.resolve(result);
+    this._sendBytes -= entry._bytes;
+    if (!entry._inflight) this._removeSend(entry);
+    if (error) entry._reject(error);
+    else entry._resolve(result);
   }
 
   _removeSend(entry) {
@@ -1315,25 +1317,22 @@ export class Fanout {
 
   /** Sends queued `send`s, in order, while fewer than the window are in flight. */
   _pumpSends() {
-    if (this._sendRetryTimer !== undefined || !this._conn || !this._conn.ack) return;
+    if (this._sendRetryTimer !== undefined || !this._conn || !this._conn._ack) return;
     let inflight = 0;
-    for (const entry of this._sendQueue) if (entry.inflight) inflight += 1;
+    for (const entry of this._sendQueue) if (entry._inflight) inflight += 1;
     for (const entry of this._sendQueue) {
       if (inflight >= this._sendWindowNow) return;
-      if (entry.inflight || entry.settled) continue;
-      const id = this._nextId++;
-      entry.inflight = true;
-      entry.round = this._sendRound;
+      if (entry._inflight || entry._settled) continue;
+      entry._inflight = true;
+      entry._round = this._sendRound;
       inflight += 1;
-      this._pending.set(id, { kind: "send", entry });
-      this._conn.transport.send({ type: "send", channel: entry.channel, data: entry.data, id });
+      this._ask({ type: "send", channel: entry._channel, data: entry._data }, (frame) => this._onSendReply(entry, frame));
     }
   }
 
-  _onSendReply(pending, frame) {
-    const entry = pending.entry;
-    entry.inflight = false;
-    if (entry.settled) {
+  _onSendReply(entry, frame) {
+    entry._inflight = false;
+    if (entry._settled) {
       // Given up on (timeout, abort) while in flight: nothing more to do with it.
       this._removeSend(entry);
       this._pumpSends();
@@ -1341,12 +1340,12 @@ export class Fanout {
     }
     if (frame.type === "sent") {
       this._sendBackoff.reset();
-      if (entry.round === this._sendRound) this._sendWindowNow = Math.min(this.options.sendWindow, this._sendWindowNow + 1);
-      this._settleSend(entry, null, { channel: frame.channel, streamId: frame.stream_id, msgId: entry.msgId });
+      if (entry._round === this._sendRound) this._sendWindowNow = Math.min(this._options.sendWindow, this._sendWindowNow + 1);
+      this._settleSend(entry, null, { channel: frame.channel, streamId: frame.stream_id, msgId: entry._msgId });
       this._pumpSends();
       return;
     }
-    const error = FanoutError.fromFrame(frame, entry.channel);
+    const error = FanoutError.fromFrame(frame, entry._channel);
     if (error.retryable) {
       // Sent again after a backoff, first of those waiting; one at a time until one passes.
       this._sendWindowNow = 1;
@@ -1370,11 +1369,11 @@ export class Fanout {
    */
   async setStatus(channel, status) {
     const entry = this._channels.get(channel);
-    const kept = status === null ? undefined : { value: status, conn: null };
-    if (entry) entry.status = kept;
+    const kept = status === null ? undefined : { _value: status, _conn: null };
+    if (entry) entry._status = kept;
     await this._request({ type: "status", channel, status }, channel, () => {
       // The connection that carries it has the status: no need to set it again there.
-      if (kept) kept.conn = this._conn;
+      if (kept) kept._conn = this._conn;
     });
   }
 
@@ -1384,7 +1383,7 @@ export class Fanout {
    */
   async presence(channel) {
     const reply = await this._request({ type: "presence", channel }, channel);
-    return { channel: reply.channel, members: reply.members ?? [], truncated: reply.truncated === true };
+    return { channel: reply.channel, members: reply.members || [], truncated: reply.truncated === true };
   }
 
   /**
@@ -1408,6 +1407,6 @@ export class Fanout {
     if (since !== undefined && since !== null) frame.since = since;
     if (limit !== undefined && limit !== null) frame.limit = limit;
     const reply = await this._request(frame, channel);
-    return { channel: reply.channel, epoch: reply.epoch, offset: reply.offset, messages: reply.messages ?? [] };
+    return { channel: reply.channel, epoch: reply.epoch, offset: reply.offset, messages: reply.messages || [] };
   }
 }

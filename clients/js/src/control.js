@@ -92,11 +92,11 @@ export class Control {
     conn._serverChannels.delete(channel);
     const entry = client._channels.get(channel);
     if (entry && entry._tokens && reason === "unauthorized" && !frame.server) {
-      this._retry(entry, new FanoutError(reason, `the channel token of ${channel} expired or was revoked`, { channel }));
+      this._retry(entry, new FanoutError(reason, `${channel}: channel token expired or revoked`, { channel }));
       return;
     }
     if (entry) {
-      const error = new FanoutError(reason ?? "unsubscribed_by_server", `the server ended the subscription to ${channel}`, { channel, retryable: false });
+      const error = new FanoutError(reason ?? "unsubscribed_by_server", `${channel}: ended by the server`, { channel, retryable: false });
       client._endChannel(channel, entry, error, reason !== undefined);
     }
     client._emit("serverUnsubscribed", reason === undefined ? { channel } : { channel, reason });
@@ -114,7 +114,7 @@ export class Control {
     }
     const conn = client._conn;
     this._fetch(entry).then(
-      (token) => client._conn === conn && conn.ack && client._channels.get(channel) === entry && send(token),
+      (token) => client._conn === conn && conn._ack && client._channels.get(channel) === entry && send(token),
       (error) => client._channels.get(channel) === entry && client._endChannel(channel, entry, error),
     );
   }
@@ -126,7 +126,7 @@ export class Control {
   _fetch(entry) {
     const t = entry._tokens;
     if (t._fetching) return t._fetching;
-    const channel = entry.channel;
+    const channel = entry._channel;
     const fetching = (async () => {
       let token;
       let cause;
@@ -143,7 +143,7 @@ export class Control {
       const now = this._client._serverNow();
       t._token = token;
       // Renewed a third of its lifetime before the end, at most `refreshMarginMs` before.
-      t._renewAt = exp === undefined ? Infinity : exp * 1000 - Math.min(this._client.options.refreshMarginMs, (exp * 1000 - now) / 3);
+      t._renewAt = exp === undefined ? Infinity : exp * 1000 - Math.min(this._client._options.refreshMarginMs, (exp * 1000 - now) / 3);
       return token;
     })();
     t._fetching = fetching;
@@ -155,17 +155,18 @@ export class Control {
   }
 
   /**
-   * A `subscribe` was refused. Without a channel token, `forbidden` with `getChannelToken`
+   * A `subscribe` was refused (`token`: the channel token it carried, if any). Without a
+   * channel token, `forbidden` with `getChannelToken`
    * set: ask for one and subscribe again with it (once). With one, `unauthorized` (expired,
    * revoked): another, after a backoff. Returns whether it took the refusal in hand.
    */
-  _refused(entry, pending, error) {
-    const getChannelToken = this._client.options.getChannelToken;
-    if (pending.token === undefined) {
+  _refused(entry, token, error) {
+    const getChannelToken = this._client._options.getChannelToken;
+    if (token === undefined) {
       if (error.code !== "forbidden" || entry._tokens || typeof getChannelToken !== "function") return false;
-      this._client._debug(`${entry.channel}: asking for a channel token`);
+      this._client._debug(`${entry._channel}: asking for a channel token`);
       entry._tokens = channelTokens(getChannelToken, error);
-      this._client._sendSubscribe(entry.channel, entry);
+      this._client._sendSubscribe(entry._channel, entry);
       return true;
     }
     if (error.code !== "unauthorized") return false;
@@ -176,16 +177,12 @@ export class Control {
   /** Subscribes again after a backoff, with a new channel token and `since`: nothing lost. */
   _retry(entry, error) {
     const client = this._client;
-    client._debug(`${entry.channel}: a new channel token`, { error: error.code });
-    entry.subscribed = false;
+    client._debug(`${entry._channel}: a new channel token`, { error: error.code });
+    entry._subscribed = false;
     entry._tokens._token = undefined;
     entry._tokens._gen += 1; // a renewal on its way is moot
     client._moveChannel(entry, "subscribing", error);
-    clearTimeout(entry.retryTimer);
-    entry.retryTimer = setTimeout(() => {
-      entry.retryTimer = undefined;
-      if (client._conn && client._conn.ack && client._channels.get(entry.channel) === entry) client._sendSubscribe(entry.channel, entry);
-    }, entry.retryBackoff.next());
+    client._resubscribeLater(entry);
   }
 
   /** After a `subscribed` with a channel token: renew it in place before it expires. */
@@ -194,14 +191,14 @@ export class Control {
     if (!t || t._renewAt === Infinity) return;
     const gen = t._gen;
     clearTimeout(t._timer);
-    conn.timers.delete(t._timer);
+    conn._timers.delete(t._timer);
     t._timer = this._client._timer(conn, delay ?? t._renewAt - this._client._serverNow(), () => this._renew(conn, entry, gen));
   }
 
   async _renew(conn, entry, gen) {
     const client = this._client;
     const t = entry._tokens;
-    const live = () => client._conn === conn && client._channels.get(entry.channel) === entry && t._gen === gen && entry.subscribed;
+    const live = () => client._conn === conn && client._channels.get(entry._channel) === entry && t._gen === gen && entry._subscribed;
     if (!live()) return;
     const before = tokenExpiry(t._token);
     t._token = undefined;
@@ -209,29 +206,26 @@ export class Control {
     try {
       token = await this._fetch(entry);
     } catch (error) {
-      if (live()) client._endChannel(entry.channel, entry, error);
+      if (live()) client._endChannel(entry._channel, entry, error);
       return;
     }
     if (!live()) return;
     if (tokenExpiry(token) <= before) {
       // No later token yet (one the application keeps, say): ask again after a backoff.
-      this._renewLater(conn, entry, entry.retryBackoff.next());
+      this._renewLater(conn, entry, entry._retryBackoff.next());
       return;
     }
-    const id = client._nextId++;
-    client._pending.set(id, { kind: "renew", entry, gen });
-    client._debug(`${entry.channel}: renewing its channel token`);
+    client._debug(`${entry._channel}: renewing its channel token`);
     // Without `since`: the gateway renews the grant in place and replays nothing.
-    conn.transport.send({ type: "subscribe", channel: entry.channel, token, id });
+    client._ask({ type: "subscribe", channel: entry._channel, token }, (frame) => this._renewed(conn, entry, gen, frame));
   }
 
   /** The reply to a renewal: the next one before the new expiry; refused, again after a backoff. */
-  _renewed(conn, pending, frame) {
-    const { entry, gen } = pending;
-    if (this._client._channels.get(entry.channel) !== entry || entry._tokens._gen !== gen) return;
+  _renewed(conn, entry, gen, frame) {
+    if (this._client._channels.get(entry._channel) !== entry || entry._tokens._gen !== gen) return;
     // Refused: again after a backoff while the grant lasts; if it runs out first, the
     // gateway's `unsubscribed` brings the channel back with a new token.
-    if (frame.type === "subscribed") entry.retryBackoff.reset();
-    this._renewLater(conn, entry, frame.type === "subscribed" ? undefined : entry.retryBackoff.next());
+    if (frame.type === "subscribed") entry._retryBackoff.reset();
+    this._renewLater(conn, entry, frame.type === "subscribed" ? undefined : entry._retryBackoff.next());
   }
 }

@@ -11,6 +11,15 @@
  */
 
 /**
+ * What a thrown value says, for the message of an error it caused: its `message`, or the
+ * value itself.
+ * @param {unknown} error
+ */
+export function errorText(error) {
+  return (error && /** @type {any} */ (error).message) ?? error;
+}
+
+/**
  * Codes after which the same request may succeed when tried again later. The protocol
  * says so for `unavailable` (broker down) and `rate_limited`; `disconnected` and `timeout`
  * are the client's own (the outcome of the request is unknown, so a retry may repeat it).
@@ -50,6 +59,6 @@ export class FanoutError extends Error {
    * @param {string} [channel]
    */
   static fromFrame(frame, channel) {
-    return new FanoutError(frame.code ?? "internal", frame.message ?? "error without a message", { channel });
+    return new FanoutError(frame.code ?? "internal", frame.message ?? "(no message)", { channel });
   }
 }

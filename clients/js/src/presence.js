@@ -31,9 +31,9 @@ export class PresenceTracker {
    * @param {{ onChange?: (members: Array<Record<string, any>>) => void, onError?: (error: import("./errors.js").FanoutError) => void }} [handlers]
    */
   constructor(client, channel, handlers = {}) {
-    this.client = client;
+    this._client = client;
     this.channel = channel;
-    this.handlers = handlers;
+    this._handlers = handlers;
     /** @type {Map<string, Record<string, any>>} by conn_id */
     this._members = new Map();
     /** Whether a `presence` reply has been applied since the last (re)subscribe. */
@@ -94,10 +94,10 @@ export class PresenceTracker {
     const asked = ++this._asked;
     this._sinceRequest = [];
     try {
-      const reply = await this.client.presence(this.channel);
+      const reply = await this._client.presence(this.channel);
       if (this.closed || asked !== this._asked) return;
       this._members = new Map(reply.members.map((m) => [m.conn_id, asMember(m)]));
-      for (const [type, event] of this._sinceRequest ?? []) this._apply(type, event);
+      for (const [type, event] of this._sinceRequest || []) this._apply(type, event);
       this._sinceRequest = null;
       this.ready = true;
       this.error = null;
@@ -112,7 +112,7 @@ export class PresenceTracker {
       this._changed();
       // Lost with the connection: the next `subscribed` asks again. Otherwise (the broker
       // was unavailable, a timeout) ask again later, while subscribed.
-      if (error?.retryable && error.code !== "disconnected" && this.subscription.state === "subscribed") {
+      if (error && error.retryable && error.code !== "disconnected" && this.subscription.state === "subscribed") {
         this._retry = setTimeout(() => {
           if (!this.closed && this.subscription.state === "subscribed") this._ask();
         }, this._backoff.next());
@@ -126,8 +126,8 @@ export class PresenceTracker {
 
   /** Calls a handler through the client's guard (a throwing handler is reported, not fatal). */
   _call(name, arg) {
-    const fn = this.handlers[name];
-    if (typeof fn === "function") this.client._guard(fn, [arg]);
+    const fn = this._handlers[name];
+    if (typeof fn === "function") this._client._guard(fn, [arg]);
   }
 }
 

@@ -24,11 +24,11 @@ export class Subscription {
    */
   constructor(client, channel, handlers) {
     /** @internal */
-    this.client = client;
+    this._client = client;
     /** The channel. */
     this.channel = channel;
     /** @internal */
-    this.handlers = handlers;
+    this._handlers = handlers;
     /** Whether `unsubscribe()` was called or the gateway ended the subscription. */
     this.closed = false;
     /** @internal */
@@ -61,8 +61,8 @@ export class Subscription {
    * @returns {import("./channel.js").Position | null}
    */
   get position() {
-    if (this._catchUp) return { ...this._catchUp.position };
-    return this.client._position(this.channel);
+    if (this._catchUp) return { ...this._catchUp._position };
+    return this._client._position(this.channel);
   }
 
   /**
@@ -113,12 +113,12 @@ export class Subscription {
 
   /** Stops this subscription; the channel is left when no other subscription needs it. */
   unsubscribe() {
-    this.client._unsubscribe(this);
+    this._client._unsubscribe(this);
   }
 
   /** @internal */
   _endError(error) {
-    return error ?? new FanoutError("unsubscribed", `the subscription to ${this.channel} was ended by unsubscribe()`, { channel: this.channel, retryable: false });
+    return error || new FanoutError("unsubscribed", `${this.channel}: unsubscribed`, { channel: this.channel, retryable: false });
   }
 
   /** @internal Moves to `state` because of `error` (or null), telling the listeners. */
@@ -128,7 +128,7 @@ export class Subscription {
     if (state === "unsubscribed") this.closed = true;
     else this._state = state;
     if (previous === state) return;
-    this.client._debug(`${this.channel}: ${state}`, error ? { error: error.code } : undefined);
-    for (const fn of [...(this._listeners.get("state") ?? [])]) this.client._guard(fn, [state, { previous, error }]);
+    this._client._debug(`${this.channel}: ${state}`, error ? { error: error.code } : undefined);
+    for (const fn of [...(this._listeners.get("state") || [])]) this._client._guard(fn, [state, { previous, error }]);
   }
 }

@@ -19,7 +19,8 @@ export function tokenExpiry(token) {
     const binary = atob(base64.padEnd(base64.length + ((4 - (base64.length % 4)) % 4), "="));
     const bytes = Uint8Array.from(binary, (c) => c.charCodeAt(0));
     const claims = JSON.parse(new TextDecoder().decode(bytes));
-    return typeof claims?.exp === "number" && Number.isFinite(claims.exp) ? claims.exp : undefined;
+    // (`claims` null: reading `exp` throws, which answers undefined too.)
+    return typeof claims.exp === "number" && Number.isFinite(claims.exp) ? claims.exp : undefined;
   } catch {
     return undefined;
   }
