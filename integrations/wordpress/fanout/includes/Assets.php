@@ -89,6 +89,8 @@ final class Assets
         $config = [
             'url' => Settings::browserUrl(),
             'tokenUrl' => rest_url(TokenRoute::NAMESPACE . TokenRoute::ROUTE),
+            // Channel tokens for post rooms, which the connection token does not grant.
+            'channelTokenUrl' => rest_url(TokenRoute::NAMESPACE . TokenRoute::CHANNEL_ROUTE),
             'nonce' => wp_create_nonce('wp_rest'),
             // Where a tab whose nonce has expired (a tab open for days) gets a new one.
             'nonceUrl' => admin_url('admin-ajax.php?action=rest-nonce'),
@@ -97,6 +99,8 @@ final class Assets
             'userChannel' => Channels::userChannel($userId),
             'broadcastChannels' => array_values(array_unique([Channels::siteBroadcast(), Channels::GATEWAY_BROADCAST])),
             'postRoom' => $postId !== null ? Channels::postRoom($postId) : null,
+            // The channels the client asks channel tokens for (when the gateway refuses them).
+            'postRoomPrefix' => Channels::postRoomPrefix(),
             'version' => FANOUT_WP_VERSION,
             'i18n' => [
                 'notifications' => __('Notifications', 'fanout'),

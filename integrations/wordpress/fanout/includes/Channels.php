@@ -116,13 +116,33 @@ final class Channels
     /** The "who is here" room of a post: `room:wp1.post-17`. */
     public static function postRoom(int $postId): string
     {
-        return 'room:' . self::siteKey() . '.post-' . $postId;
+        return self::postRoomPrefix() . $postId;
     }
 
-    /** The pattern of every post room of this site, `room:wp1.post-*`. */
-    public static function postRoomPattern(): string
+    /** What every post room of this site starts with, `room:wp1.post-`. */
+    public static function postRoomPrefix(): string
     {
-        return 'room:' . self::siteKey() . '.post-*';
+        return 'room:' . self::siteKey() . '.post-';
+    }
+
+    /**
+     * The post id in this site's room name of a post, `room:wp1.post-17` -> 17; null for any
+     * other name: another site's room, a pattern, an id with a leading zero or out of range,
+     * anything before or after it. Strict, since channel tokens are granted by it: only the
+     * one name `postRoom()` gives for the id passes.
+     */
+    public static function postIdFromRoom(string $channel): ?int
+    {
+        $prefix = self::postRoomPrefix();
+        if (!str_starts_with($channel, $prefix)) {
+            return null;
+        }
+        $id = substr($channel, strlen($prefix));
+        if (!ctype_digit($id) || $id[0] === '0' || strlen($id) > 19) {
+            return null;
+        }
+        // 19 digits may be more than PHP_INT_MAX: the name must come back the same.
+        return self::postRoom((int) $id) === $channel ? (int) $id : null;
     }
 
     /**

@@ -7,7 +7,9 @@
  * `POST /api/disconnect` and `/api/revoke`, or the same Redis Functions). After a logout or a
  * role change the clients reconnect by themselves and get a new token if the user still may
  * (other devices stay logged in; a new role brings its own channels); a deleted or removed
- * user's stay away.
+ * user's stay away. The revocation covers the user's channel tokens too: a post's room comes
+ * back only with a new channel token, which TokenRoute::mintChannel gives only if the user
+ * can still edit the post.
  *
  * Each change is also announced with the `fanout_user_access_changed` action.
  *

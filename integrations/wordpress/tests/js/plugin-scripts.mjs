@@ -1,13 +1,16 @@
 /**
  * The plugin's browser modules with the real JS client (`fanout-client`, as build.sh copies
  * it into the plugin), run in Node 20 (`--experimental-websocket`) the way two browser tabs
- * run them: tokens from the WordPress REST route with each user's logged-in cookie and
- * nonce, "who is here" on a post's room, the bell's notifications.
+ * run them: tokens from the WordPress REST routes with each user's logged-in cookie and
+ * nonce, "who is here" on a post's room (with channel tokens: the connection token grants
+ * no post room), the bell's notifications; a contributor who may not edit the post gets no
+ * channel token, and the room's subscription ends.
  *
  * Run by tests/run.php with, in the environment:
  *   FANOUT_WP_PLUGIN_JS  the built plugin's assets/js folder
  *   FANOUT_WP_PLUGIN_VERSION  its version (the ?ver= of its imports)
- *   FANOUT_WP_TEST       JSON: {siteUrl, tokenUrl, room, users: {admin|editor: {id (the fanout identity, wp1.7), channel, name, cookie, nonce}}}
+ *   FANOUT_WP_TEST       JSON: {siteUrl, tokenUrl, channelTokenUrl, postRoomPrefix, room,
+ *                        users: {admin|editor|contributor: {id (the fanout identity, wp1.7), channel, name, cookie, nonce}}}
  * Prints progress lines; exits 0 when every step passed, 1 with the reason otherwise.
  */
 import { pathToFileURL } from 'node:url';
@@ -20,7 +23,7 @@ const module = (name) => import(`${pathToFileURL(`${pluginJs}/${name}`).href}?ve
 const { Fanout } = await module('fanout/index.js');
 const { PresenceRoster, watchPresence } = await module('roster.js');
 const { NotificationStore, watchNotifications } = await module('notifications.js');
-const { fetchToken } = await module('wp-token.js');
+const { fetchChannelToken, fetchToken } = await module('wp-token.js');
 
 const deadline = setTimeout(() => {
   // What each tab's roster holds, to tell a missing event from a stale member.
@@ -52,10 +55,17 @@ function waiter() {
  */
 const nodeFetch = globalThis.fetch;
 const cookieByNonce = new Map(Object.values(test.users).map((user) => [user.nonce, user.cookie]));
-globalThis.fetch = (url, init = {}) => {
-  const cookie = cookieByNonce.get(init.headers?.['X-WP-Nonce']);
-  return nodeFetch(url, cookie ? { ...init, headers: { ...init.headers, Cookie: cookie } } : init);
+/** The channel-token requests and their answers: [nonce, channel, HTTP status]. */
+const channelTokenRequests = [];
+globalThis.fetch = async (url, init = {}) => {
+  const nonce = init.headers?.['X-WP-Nonce'];
+  const cookie = cookieByNonce.get(nonce);
+  const response = await nodeFetch(url, cookie ? { ...init, headers: { ...init.headers, Cookie: cookie } } : init);
+  if (url === test.channelTokenUrl) channelTokenRequests.push([nonce, JSON.parse(init.body).channel, response.status]);
+  return response;
 };
+/** The statuses of a user's channel-token requests. */
+const channelTokenAnswers = (user) => channelTokenRequests.filter(([nonce]) => nonce === user.nonce).map(([, channel, status]) => `${channel} ${status}`);
 
 /** `sessionStorage` of a tab, which a tab opened next in its place keeps. */
 function memoryStorage() {
@@ -66,7 +76,9 @@ function memoryStorage() {
 /** A browser tab of one user, with the bell's and the presence indicator's logic. */
 function tab(user, storage = memoryStorage()) {
   const getToken = () => fetchToken({ tokenUrl: test.tokenUrl, nonce: user.nonce });
-  const client = new Fanout({ url: test.url, getToken, transport: 'auto' });
+  // As fanout-wp.js does: post rooms come with channel tokens.
+  const getChannelToken = (channel) => fetchChannelToken({ channelTokenUrl: test.channelTokenUrl, postRoomPrefix: test.postRoomPrefix, nonce: user.nonce }, channel);
+  const client = new Fanout({ url: test.url, getToken, getChannelToken, transport: 'auto' });
   const roster = new PresenceRoster();
   const store = new NotificationStore(storage, `fanout-wp-notifications-${user.id}`);
   const changes = waiter();
@@ -89,7 +101,35 @@ if (!seen.avatar || !seen.avatar.startsWith('http')) {
   console.log('FAIL: no avatar in presence:', JSON.stringify(seen));
   process.exit(1);
 }
-console.log('presence: each sees the other');
+for (const user of [test.users.admin, test.users.editor]) {
+  const answers = channelTokenAnswers(user);
+  if (answers.length !== 1 || answers[0] !== `${test.room} 200`) {
+    console.log('FAIL:', user.id, 'asked for channel tokens:', JSON.stringify(answers), '(expected one, for the room)');
+    process.exit(1);
+  }
+}
+console.log('presence: each sees the other, in the room by a channel token');
+
+// A contributor may not edit the admin's post: the gateway refuses the room, the site gives
+// no channel token (403), the subscription ends with the refusal and nobody is shown.
+const contributor = tab(test.users.contributor);
+const refusal = await contributor.client.getSubscription(test.room).ready().then(() => null, (error) => error);
+if (refusal?.code !== 'forbidden' || contributor.roster.members.size !== 0) {
+  console.log('FAIL: the contributor\'s room subscription:', refusal ? `${refusal.code} ${refusal.message}` : 'subscribed', 'members', contributor.roster.members.size);
+  process.exit(1);
+}
+const contributorAnswers = channelTokenAnswers(test.users.contributor);
+if (contributorAnswers.length !== 1 || contributorAnswers[0] !== `${test.room} 403`) {
+  console.log('FAIL: the contributor asked for channel tokens:', JSON.stringify(contributorAnswers), '(expected one, refused)');
+  process.exit(1);
+}
+// The others never saw it in the room.
+if (names(admin, test.users.admin.id).includes(test.users.contributor.name)) {
+  console.log('FAIL: the admin sees the contributor in the room');
+  process.exit(1);
+}
+contributor.client.close();
+console.log('presence: a contributor gets no channel token, its room subscription ends (forbidden)');
 
 /** The admin publishes a post in the browser (the REST API, as the block editor does). */
 async function publishPost(title) {

@@ -18,7 +18,7 @@
  *     php wp.php set-option <name> <json> [yes|no]     an option written anew, autoloaded or not
  *     php wp.php delete-option <name>
  *     php wp.php set-role <user id> <role>
- *     php wp.php create-user <login> <password> <role>
+ *     php wp.php create-user <login> <password> <role> [<display name>]
  *     php wp.php delete-user <id>
  *     php wp.php set-locale <login> <locale>           a user's language (empty: the site's)
  *     php wp.php install-network <domain>              makes the site a subdirectory multisite network
@@ -139,7 +139,7 @@ switch ($command) {
         (new WP_User((int) $argv[2]))->set_role($argv[3]);
         out(true);
     case 'create-user':
-        out(wp_insert_user(['user_login' => $argv[2], 'user_pass' => $argv[3], 'role' => $argv[4], 'display_name' => $argv[2]]));
+        out(wp_insert_user(['user_login' => $argv[2], 'user_pass' => $argv[3], 'role' => $argv[4], 'display_name' => $argv[5] ?? $argv[2], 'user_email' => "$argv[2]@example.test"]));
     case 'delete-user':
         require_once ABSPATH . 'wp-admin/includes/user.php';
         out(wp_delete_user((int) $argv[2]));

@@ -1,8 +1,11 @@
 /**
  * "Who is here" on a post edit screen: everyone else editing the same post, as avatars in a
- * corner of the screen. Every editor subscribes to the post's room (`room:wp-post-<id>`);
- * the gateway keeps the room's presence (it must be configured with presence and join/leave
- * events for the `room` namespace, see docs/wordpress.md).
+ * corner of the screen. Every editor subscribes to the post's room (`room:wp1.post-<id>`),
+ * with a channel token the client gets from the site for a post the user can edit (the
+ * connection token grants no post room; fanout-wp.js gives the client `getChannelToken`).
+ * The gateway keeps the room's presence (it must be configured with presence and join/leave
+ * events for the `room` namespace, see docs/wordpress.md). When the room is refused or taken
+ * away (the user may no longer edit the post), the corner empties.
  */
 import { PresenceRoster, watchPresence } from './roster.js';
 

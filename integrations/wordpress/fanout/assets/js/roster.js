@@ -54,7 +54,8 @@ export class PresenceRoster {
  * presence helper (`trackPresence`): it subscribes, asks the gateway who is there after
  * every `subscribed` (the first and those after each reconnection), and applies the
  * `join`/`leave` events around it, including those that race the answer. `onChange()` runs
- * after each change.
+ * after each change. When the subscription ends for good (refused: no channel token for the
+ * user; or taken away), the roster empties: nobody is shown from a room one is not in.
  *
  * @param {import('./fanout/index.js').Fanout} client
  * @param {string} channel e.g. `room:wp1.post-42`
@@ -63,9 +64,10 @@ export class PresenceRoster {
  * @returns {import('./fanout/index.js').PresenceTracker} (`close()` stops it)
  */
 export function watchPresence(client, channel, roster, onChange) {
-  return trackPresence(client, channel, {
+  let ended = false;
+  const tracker = trackPresence(client, channel, {
     onChange(members) {
-      roster.reset(members);
+      roster.reset(ended ? [] : members);
       onChange();
     },
     onError(error) {
@@ -76,4 +78,12 @@ export function watchPresence(client, channel, roster, onChange) {
       }
     },
   });
+  tracker.subscription.on('state', (state) => {
+    if (state === 'unsubscribed' && !tracker.closed) {
+      ended = true;
+      roster.reset([]);
+      onChange();
+    }
+  });
+  return tracker;
 }
