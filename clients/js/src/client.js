@@ -1006,7 +1006,7 @@ export class Fanout {
    */
   _catchUpFrom(entry, sub, since, at) {
     const channel = entry._channel;
-    this._debug(`${channel}: catching up from its own since`, { from: since.offset, to: at.offset });
+    this._debug(`${channel}: catching up`, { from: since.offset, to: at.offset });
     const state = {
       _buffer: [],
       _position: { ...since },

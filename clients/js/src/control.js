@@ -206,7 +206,12 @@ export class Control {
     try {
       token = await this._fetch(entry);
     } catch (error) {
-      if (live()) client._endChannel(entry._channel, entry, error);
+      if (live()) {
+        client._endChannel(entry._channel, entry, error);
+        // The gateway still holds the channel (and shows the user in its presence) until
+        // the old token runs out: leave it now.
+        client._ask({ type: "unsubscribe", channel: entry._channel }, () => {});
+      }
       return;
     }
     if (!live()) return;

@@ -413,6 +413,35 @@ describe("channel tokens", { timeout: 90000 }, () => {
     assert.deepEqual(seen.errors, []);
   });
 
+  test("a renewal refused (the user lost the right): the subscription ends and the gateway lets go of the channel at once, not when the old token runs out", async (t) => {
+    const gateway = await startGateway({ name: "lost-right" });
+    let allowed = true;
+    let expiresAt = 0;
+    const { client } = clientFor(t, { url: gateway.wsUrl, getToken: async () => signToken({ sub: "max" }) });
+    const { sub, got } = watch(client, "dag:fading", {
+      getToken: async (channel) => {
+        if (!allowed) return null;
+        // Renewed a third of its life before it ends: 8 s in, 4 s before the gateway would end it.
+        expiresAt = Date.now() + 12000;
+        return signToken({ sub: "max", channel, ttlS: 12 });
+      },
+    });
+    const subscribers = async () => {
+      const response = await fetch(gateway.httpUrl("/api/channels?pattern=dag:fading"), { headers: { authorization: `Bearer ${API_KEY}` } });
+      const view = await response.json();
+      return view.channels.reduce((sum, c) => sum + c.subscribers, 0);
+    };
+    client.connect();
+    await sub.ready(10000);
+    assert.equal(await subscribers(), 1);
+    allowed = false;
+    await waitFor("the renewal refused", () => got.errors.length === 1, 15000);
+    assert.equal(sub.state, "unsubscribed");
+    await waitFor("the gateway without the channel", async () => (await subscribers()) === 0, 5000);
+    assert.ok(Date.now() < expiresAt, "left before the old token ran out");
+    assert.equal(client.state, "connected", "the connection stays");
+  });
+
   test("no channel token to be had (getChannelToken returns null): onError, and the subscription unsubscribed", async (t) => {
     const gateway = await startGateway({ name: "no-chtok" });
     const { client, seen } = clientFor(t, { url: gateway.wsUrl, getToken: async () => signToken({ sub: "lee" }), getChannelToken: async () => null });
